@@ -1,0 +1,1 @@
+//! openmrs-etl-harness (architecture doc filled in as modules land).
