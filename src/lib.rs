@@ -1,3 +1,4 @@
 //! openmrs-etl-harness (architecture doc filled in as modules land).
 
+pub mod scenario;
 pub mod workload;

@@ -191,7 +191,11 @@ impl Generator {
         });
     }
 
+    /// Records an update; one that changes nothing is no change at all (MySQL writes no row event for it).
     fn update(changes: &mut Vec<RowChange>, table: &'static TableDef, before: Row, after: Row) {
+        if before == after {
+            return;
+        }
         changes.push(RowChange {
             table,
             kind: ChangeKind::Update,
@@ -715,8 +719,9 @@ impl Generator {
             self.pick_order(p, |_| true)
         };
         let Some(i) = pick else { return changes };
-        let e = self.encounter(p, ENCOUNTER_ORDER_ENTRY, None, &mut changes);
         let (prev, prev_details) = self.patients[p].orders[i].clone();
+        // The new encounter may prune the order list, so the previous order is found again by id below.
+        let e = self.encounter(p, ENCOUNTER_ORDER_ENTRY, None, &mut changes);
         let order_type = prev[orders::order_type_id]
             .as_int()
             .unwrap_or(ORDER_TYPE_DRUG);
@@ -752,7 +757,14 @@ impl Generator {
             Value::Datetime(self.now_ms - self.now_ms.rem_euclid(1000) - 1000);
         Self::update(&mut changes, &orders::TABLE, prev, stopped.clone());
         let state = &mut self.patients[p];
-        state.orders[i].0 = stopped;
+        let prev_id = &stopped[orders::order_id];
+        if let Some(slot) = state
+            .orders
+            .iter_mut()
+            .find(|(o, _)| &o[orders::order_id] == prev_id)
+        {
+            slot.0 = stopped.clone();
+        }
         if action == "REVISE" {
             state.orders.push((new, details.1));
         }
@@ -872,7 +884,11 @@ impl Generator {
         if roll < 0.45 {
             let mut name = self.patients[p].name.clone();
             let before = name.clone();
-            name[person_name::family_name] = Value::text(*self.rng.pick(names::FAMILY));
+            let mut family = *self.rng.pick(names::FAMILY);
+            while Value::text(family) == before[person_name::family_name] {
+                family = *self.rng.pick(names::FAMILY);
+            }
+            name[person_name::family_name] = Value::text(family);
             name[person_name::changed_by] = Value::Int(ADMIN_USER);
             name[person_name::date_changed] = self.now();
             Self::update(&mut changes, &person_name::TABLE, before, name.clone());
@@ -882,7 +898,7 @@ impl Generator {
         let mut row = self.patients[p].person.clone();
         let before = row.clone();
         if roll < 0.95 || !self.patients[p].alive() {
-            let shift = self.rng.range(-400, 400);
+            let shift = self.rng.range(1, 400) * if self.rng.chance(0.5) { 1 } else { -1 };
             if let Value::Date(d) = row[person::birthdate] {
                 row[person::birthdate] = Value::Date(d + shift as i32);
             }
