@@ -216,6 +216,9 @@ pub(super) fn check(s: &Scenario, doc: &Located) -> Vec<ScenarioError> {
             );
         }
     }
+    if let Some((key, why)) = w.mix.infeasibility() {
+        err(&[Key("workload"), Key("mix"), Key(key)], why);
+    }
     if !(w.mix.total() > 0.0) {
         err(
             &[Key("workload"), Key("mix")],

@@ -118,6 +118,7 @@ pub struct Generator {
     now_ms: i64,
     pending: VecDeque<Operation>,
     mix_weights: Vec<f64>,
+    unmet: [u64; OpKind::ALL.len()],
 }
 
 impl Generator {
@@ -143,6 +144,7 @@ impl Generator {
             now_ms: baseline_start,
             pending: VecDeque::new(),
             mix_weights,
+            unmet: [0; OpKind::ALL.len()],
         }
     }
 
@@ -305,7 +307,24 @@ impl Generator {
                 return Some(p);
             }
         }
-        None
+        // Few patients qualify (say, three open visits among thousands): choose among exactly those.
+        let eligible: Vec<usize> = (0..self.patients.len())
+            .filter(|&p| self.eligible(p, kind))
+            .collect();
+        if eligible.is_empty() {
+            self.unmet[kind as usize] += 1;
+            return None;
+        }
+        Some(*self.rng.pick(&eligible))
+    }
+
+    /// How often each kind was drawn when no patient could take it (the draw is then repeated). A mix that
+    /// stops visits faster than it starts them shows up here.
+    pub fn unmet(&self) -> impl Iterator<Item = (OpKind, u64)> + '_ {
+        OpKind::ALL
+            .iter()
+            .map(|k| (*k, self.unmet[*k as usize]))
+            .filter(|(_, n)| *n > 0)
     }
 
     fn eligible(&self, p: usize, kind: OpKind) -> bool {

@@ -134,6 +134,28 @@ impl Default for Mix {
 }
 
 impl Mix {
+    /// Why this mix cannot be honoured over a long stream, if it cannot: operations that consume a state
+    /// (an open visit, an active order) must not outrun those that create it.
+    pub fn infeasibility(&self) -> Option<(&'static str, String)> {
+        if self.stop_visit > self.start_visit {
+            return Some((
+                "stop_visit",
+                format!("stop_visit ({}) exceeds start_visit ({}): visits cannot stop faster than they start", self.stop_visit, self.start_visit),
+            ));
+        }
+        let created = self.new_order + self.lab_results / 3.0;
+        if self.discontinue_order > created {
+            return Some((
+                "discontinue_order",
+                format!(
+                    "discontinue_order ({}) exceeds the orders created (new_order + lab_results/3 = {created}): orders cannot stop faster than they start",
+                    self.discontinue_order
+                ),
+            ));
+        }
+        None
+    }
+
     pub fn weight(&self, kind: OpKind) -> f64 {
         match kind {
             OpKind::RegisterPatient => self.register_patient,
