@@ -1,4 +1,41 @@
-//! openmrs-etl-harness (architecture doc filled in as modules land).
+//! # openmrs-etl-harness
+//!
+//! The test and simulation bench for the OpenMRS streaming ETL: clinical data committed in MySQL is captured
+//! by Debezium, carried by Kafka, and turned by an ETL job into analytics tables. The harness stands that
+//! topology up, drives it with seeded clinical workloads, injects faults, and checks what came out against
+//! what went in.
+//!
+//! ## Architecture as the code has it
+//!
+//! The vocabulary is Jepsen's (see `../shared/design/ARCHITECTURE.md` for the full plan):
+//!
+//! | module | status | what it is |
+//! |---|---|---|
+//! | [`scenario`] | built | the test plan: one TOML file, parsed with located errors, defaults, cross-field checks |
+//! | [`workload`] | built | the OpenMRS data model (real columns and MySQL types), schema fixture, seeded generator of clinical operations |
+//!
+//! Planned modules (each lands with its issue, never as an empty placeholder): `topology` (backends),
+//! `broker` (embedded Kafka cluster), `clock`, `source`, `cdc`, `pipeline`, `nemesis`, `history`, `check`,
+//! `report`, `sweep`, `kafka` (the harness producer).
+//!
+//! ## Data flow of one run
+//!
+//! ```text
+//! scenario.toml ─► Scenario ─► Topology::start(backend)
+//! workload::Generator ─ops─► Source (commit → history) ─► CDC ─records─► brokers ─► Pipeline ─► Sink
+//!                                       ▲                                  ▲            │
+//!                           Nemesis (fault schedule) ──────────────────────┘            ▼
+//!                                                        quiesce ─► check ─► report ─► exit code
+//! ```
+//!
+//! No module reaches back up this chain: the generator does not know where its operations are committed,
+//! the checker reads history rather than calling the broker.
+//!
+//! ## Determinism
+//!
+//! Every random choice derives from the scenario seed through [`workload::rng::SeededRng`], which uses only
+//! integer arithmetic and IEEE `+ - * /` on ChaCha8 output: the same seed gives the same bytes on every
+//! machine (guarded by an insta snapshot of the first operations).
 
 pub mod scenario;
 pub mod workload;

@@ -302,7 +302,15 @@ fn mix_strategy() -> impl Strategy<Value = Mix> {
         // Only feasible mixes: what consumes open visits and active orders must not outrun what creates them.
         Mix {
             stop_visit: mix.stop_visit.min(mix.start_visit),
+            start_visit: mix
+                .start_visit
+                .min(mix.stop_visit.min(mix.start_visit) + mix.register_patient),
             discontinue_order: mix.discontinue_order.min(mix.new_order),
+            revise_order: if mix.new_order > 0.0 {
+                mix.revise_order
+            } else {
+                0.0
+            },
             ..mix
         }
     })
@@ -322,7 +330,7 @@ proptest! {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 3, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: std::env::var("RATIO_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(3), ..ProptestConfig::default() })]
 
     #[test]
     fn ratios_follow_the_mix_on_large_workloads(seed in any::<u64>(), mix in mix_strategy()) {

@@ -4,7 +4,7 @@
 //! Loading has three steps, each reporting `file:line:column: key: what was expected, what was found`:
 //! 1. TOML syntax and types (serde with `deny_unknown_fields`, so a misspelt key is an error, not a default);
 //! 2. defaults filled in (the structs below carry them), giving the resolved scenario `validate` prints;
-//! 3. cross-field checks ([`validate`]): replication factor against brokers, fault targets against topics,
+//! 3. cross-field checks (`validate.rs`): replication factor against brokers, fault targets against topics,
 //!    fault times against the run's length, features against the backends the scenario claims to support.
 //!
 //! Fault targets are parsed here but resolved only when a fault fires (see [`target`]).

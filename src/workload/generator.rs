@@ -77,6 +77,29 @@ pub struct Operation {
     pub changes: Vec<RowChange>,
 }
 
+/// A table's default row and the positions `new_row` fills, computed once per table.
+struct RowTemplate {
+    table: &'static TableDef,
+    row: Row,
+    id: Option<usize>,
+    uuid: Option<usize>,
+    creator: Option<usize>,
+    date_created: Option<usize>,
+}
+
+impl RowTemplate {
+    fn of(table: &'static TableDef, id_column: Option<&'static str>) -> RowTemplate {
+        RowTemplate {
+            table,
+            row: table.empty_row(),
+            id: id_column.and_then(|c| table.column_index(c)),
+            uuid: table.column_index("uuid"),
+            creator: table.column_index("creator"),
+            date_created: table.column_index("date_created"),
+        }
+    }
+}
+
 struct EncounterState {
     row: Row,
     /// Every obs row of the encounter as it now stands (voided ones included, purged ones removed).
@@ -119,6 +142,7 @@ pub struct Generator {
     pending: VecDeque<Operation>,
     mix_weights: Vec<f64>,
     unmet: [u64; OpKind::ALL.len()],
+    templates: Vec<RowTemplate>,
 }
 
 impl Generator {
@@ -145,6 +169,7 @@ impl Generator {
             pending: VecDeque::new(),
             mix_weights,
             unmet: [0; OpKind::ALL.len()],
+            templates: Vec::new(),
         }
     }
 
@@ -166,19 +191,36 @@ impl Generator {
     }
 
     fn new_row(&mut self, table: &'static TableDef, id_column: Option<&'static str>) -> Row {
-        let mut row = table.empty_row();
-        if let Some(name) = id_column {
-            let id = self.id(table.name);
-            row[table.column_index(name).expect("id column")] = Value::Int(id);
+        let t = match self
+            .templates
+            .iter()
+            .position(|t| std::ptr::eq(t.table, table))
+        {
+            Some(i) => i,
+            None => {
+                self.templates.push(RowTemplate::of(table, id_column));
+                self.templates.len() - 1
+            }
+        };
+        let id = match self.templates[t].id {
+            Some(_) => Some(self.id(table.name)),
+            None => None,
+        };
+        let now = self.now();
+        let uuid = self.templates[t].uuid.map(|_| Value::Text(self.rng.uuid()));
+        let template = &self.templates[t];
+        let mut row = template.row.clone();
+        if let (Some(i), Some(id)) = (template.id, id) {
+            row[i] = Value::Int(id);
         }
-        if let Some(i) = table.column_index("uuid") {
-            row[i] = Value::Text(self.rng.uuid());
+        if let (Some(i), Some(uuid)) = (template.uuid, uuid) {
+            row[i] = uuid;
         }
-        if let Some(i) = table.column_index("creator") {
+        if let Some(i) = template.creator {
             row[i] = Value::Int(ADMIN_USER);
         }
-        if let Some(i) = table.column_index("date_created") {
-            row[i] = self.now();
+        if let Some(i) = template.date_created {
+            row[i] = now;
         }
         row
     }

@@ -1,7 +1,7 @@
 //! The OpenMRS data model and the seeded generator of clinical operations.
 //!
 //! - [`schema`]: the modeled tables with real column names and MySQL types; renders the schema fixture.
-//! - [`reference`]: rows every database has before the first patient (concepts, locations, encounter types…).
+//! - [`reference`](mod@reference): rows every database has before the first patient (concepts, locations, encounter types…).
 //! - [`generator`]: [`Generator`] yields [`Operation`]s — one source transaction each, with full before/after
 //!   row images — first the baseline population (rows that exist before capture starts), then the stream.
 //! - [`sql`]: the workload as SQL (loads into MySQL/MariaDB after the schema fixture) or JSON lines.
@@ -141,6 +141,25 @@ impl Mix {
             return Some((
                 "stop_visit",
                 format!("stop_visit ({}) exceeds start_visit ({}): visits cannot stop faster than they start", self.stop_visit, self.start_visit),
+            ));
+        }
+        if self.start_visit > self.stop_visit + self.register_patient {
+            return Some((
+                "start_visit",
+                format!(
+                    "start_visit ({}) exceeds stop_visit + register_patient ({}): soon every patient would have an open visit",
+                    self.start_visit,
+                    self.stop_visit + self.register_patient
+                ),
+            ));
+        }
+        if self.revise_order > 0.0 && self.new_order == 0.0 {
+            return Some((
+                "revise_order",
+                format!(
+                    "revise_order ({}) needs drug orders to revise, but new_order is 0",
+                    self.revise_order
+                ),
             ));
         }
         let created = self.new_order + self.lab_results / 3.0;

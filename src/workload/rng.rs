@@ -89,16 +89,21 @@ impl SeededRng {
 
 /// A version-4 style UUID spelled from two 64-bit halves.
 pub fn format_uuid(hi: u64, lo: u64) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let hi = (hi & 0xffff_ffff_ffff_0fff) | 0x4000;
     let lo = (lo & 0x3fff_ffff_ffff_ffff) | 0x8000_0000_0000_0000;
-    format!(
-        "{:08x}-{:04x}-{:04x}-{:04x}-{:012x}",
-        hi >> 32,
-        (hi >> 16) & 0xffff,
-        hi & 0xffff,
-        lo >> 48,
-        lo & 0xffff_ffff_ffff
-    )
+    let bits = ((hi as u128) << 64) | lo as u128;
+    let mut out = [0u8; 36];
+    let mut nibble = 0;
+    for (i, slot) in out.iter_mut().enumerate() {
+        if matches!(i, 8 | 13 | 18 | 23) {
+            *slot = b'-';
+        } else {
+            *slot = HEX[((bits >> (124 - 4 * nibble)) & 0xf) as usize];
+            nibble += 1;
+        }
+    }
+    out.iter().map(|&b| b as char).collect()
 }
 
 /// A fixed UUID for a reference row, stable across releases (the schema fixture depends on it).

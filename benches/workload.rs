@@ -1,0 +1,83 @@
+//! Generator throughput on one core: obs rows per second of the in-memory stream (target: >= 1,000,000/s),
+//! for an obs-heavy mix and for the default mix, plus the cost of rendering JSON lines.
+//!
+//! Run: `cargo bench --bench workload` (numbers are reported in the README, never asserted).
+
+use std::hint::black_box;
+use std::time::Instant;
+
+use openmrs_etl_harness::workload::{sql, ChangeKind, Generator, Mix, WorkloadSpec};
+
+fn obs_rows_per_second(name: &str, spec: &WorkloadSpec, render_json: bool) {
+    // Warm up once, then measure the best of three (the machine is shared).
+    let mut best = f64::MAX;
+    let mut obs = 0u64;
+    let mut bytes = 0usize;
+    for round in 0..4 {
+        let start = Instant::now();
+        let mut n = 0u64;
+        let mut out = String::new();
+        for op in Generator::new(spec, 42) {
+            n += op
+                .changes
+                .iter()
+                .filter(|c| c.kind == ChangeKind::Insert && c.table.name == "obs")
+                .count() as u64;
+            if render_json {
+                sql::write_operation_json(&mut out, &op);
+                bytes += out.len();
+                out.clear();
+            }
+            black_box(&op);
+        }
+        let secs = start.elapsed().as_secs_f64();
+        if round > 0 && secs < best {
+            best = secs;
+        }
+        obs = n;
+    }
+    println!(
+        "{name:<28} {:>9} ops {:>10} obs rows in {:>7.3} s: {:>12.0} obs rows/s{}",
+        spec.operations,
+        obs,
+        best,
+        obs as f64 / best,
+        if render_json {
+            format!(", {:.0} MB/s of JSON", bytes as f64 / 4.0 / best / 1e6)
+        } else {
+            String::new()
+        }
+    );
+}
+
+fn main() {
+    let obs_heavy = Mix {
+        register_patient: 1.0,
+        start_visit: 0.0,
+        stop_visit: 0.0,
+        vitals: 60.0,
+        lab_results: 20.0,
+        diagnosis: 20.0,
+        new_order: 0.0,
+        revise_order: 0.0,
+        discontinue_order: 0.0,
+        edit_obs: 0.0,
+        void_encounter: 0.0,
+        update_demographics: 0.0,
+        purge_obs: 0.0,
+    };
+    let heavy = WorkloadSpec {
+        patients: 10_000,
+        operations: 300_000,
+        mix: obs_heavy,
+        ..WorkloadSpec::default()
+    };
+    let default = WorkloadSpec {
+        patients: 10_000,
+        operations: 300_000,
+        ..WorkloadSpec::default()
+    };
+    obs_rows_per_second("obs-heavy mix", &heavy, false);
+    obs_rows_per_second("default mix", &default, false);
+    obs_rows_per_second("default mix + JSON lines", &default, true);
+}
