@@ -207,7 +207,7 @@ impl Generator {
             None => None,
         };
         let now = self.now();
-        let uuid = self.templates[t].uuid.map(|_| Value::Text(self.rng.uuid()));
+        let uuid = self.templates[t].uuid.map(|_| Value::text(self.rng.uuid()));
         let template = &self.templates[t];
         let mut row = template.row.clone();
         if let (Some(i), Some(id)) = (template.id, id) {
@@ -430,7 +430,7 @@ impl Generator {
 
         let mut ident = self.new_row(&pid::TABLE, Some("patient_identifier_id"));
         ident[pid::patient_id] = Value::Int(person_id);
-        ident[pid::identifier] = Value::Text(openmrs_identifier(person_id));
+        ident[pid::identifier] = Value::text(openmrs_identifier(person_id));
         ident[pid::identifier_type] = Value::Int(IDENTIFIER_TYPE_OPENMRS_ID);
         ident[pid::preferred] = Value::Bool(true);
         ident[pid::location_id] = Value::Int(LOCATION_OUTPATIENT);
@@ -645,7 +645,7 @@ impl Generator {
             self.rng.pick(names::NOTE_FINDINGS),
             self.rng.pick(names::NOTE_PLANS)
         );
-        note[schema::obs::value_text] = Value::Text(text);
+        note[schema::obs::value_text] = Value::text(text);
         self.add_obs(p, e, note, &mut changes);
         let groups = self.rng.range(1, 2);
         let certainties: Vec<i64> = self.dict.with_role(Role::Certainty).map(|c| c.id).collect();
@@ -705,7 +705,7 @@ impl Generator {
         row[orders::orderer] = Value::Int(self.rng.range(2, PROVIDERS));
         row[orders::date_activated] = self.now();
         row[orders::patient_id] = Value::Int(self.patient_id(p));
-        row[orders::order_number] = Value::Text(format!("ORD-{id}"));
+        row[orders::order_number] = Value::text(format!("ORD-{id}"));
         row[orders::order_action] = Value::text(action);
         row[orders::care_setting] = Value::Int(CARE_SETTING_OUTPATIENT);
         row[orders::encounter_id] =
@@ -884,7 +884,7 @@ impl Generator {
         }
         if let Value::Text(t) = &old[obs::value_text] {
             new[obs::value_text] =
-                Value::Text(format!("{t} Amended: {}", self.rng.pick(names::NOTE_PLANS)));
+                Value::text(format!("{t} Amended: {}", self.rng.pick(names::NOTE_PLANS)));
         }
         new[obs::previous_version] = old[obs::obs_id].clone();
         let was_final = old[obs::status] == Value::text("FINAL");

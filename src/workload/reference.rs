@@ -95,7 +95,7 @@ fn reference_row(table: &TableDef, id: i64, values: &[(&str, Value)]) -> Row {
             row[i] = v;
         }
     };
-    set("uuid", Value::Text(stable_uuid(table.name, id)));
+    set("uuid", Value::text(stable_uuid(table.name, id)));
     set("creator", Value::Int(ADMIN_USER));
     set("date_created", Value::Datetime(reference_epoch_ms()));
     for (name, v) in values {
@@ -107,9 +107,9 @@ fn reference_row(table: &TableDef, id: i64, values: &[(&str, Value)]) -> Row {
 
 /// Every reference row, grouped by table in foreign-key order.
 pub fn reference_rows() -> Vec<(&'static TableDef, Vec<Row>)> {
-    use Value::{Int, Text};
+    use Value::Int;
     let dict = ConceptDictionary::get();
-    let t = |s: &str| Text(s.to_string());
+    let t = |s: &str| Value::text(s);
     let mut out: Vec<(&'static TableDef, Vec<Row>)> = Vec::new();
 
     out.push((
@@ -329,7 +329,7 @@ pub fn reference_rows() -> Vec<(&'static TableDef, Vec<Row>)> {
                     id,
                     &[
                         ("name", t(name)),
-                        ("identifier", Text(format!("PRV-{id:04}"))),
+                        ("identifier", Value::text(format!("PRV-{id:04}"))),
                     ],
                 )
             })

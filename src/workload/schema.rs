@@ -623,7 +623,7 @@ impl TableDef {
                 (Some(d), SqlType::Boolean) => Value::Bool(d == "1"),
                 (Some(d), SqlType::Int) => Value::Int(d.parse().unwrap_or(0)),
                 (Some(d), SqlType::Double) => Value::Double(d.parse().unwrap_or(0.0)),
-                (Some(d), _) => Value::Text(d.trim_matches('\'').to_string()),
+                (Some(d), _) => Value::text(d.trim_matches('\'')),
             })
             .collect()
     }

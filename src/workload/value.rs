@@ -4,6 +4,7 @@
 //! emits — so rendering is exact and identical on every machine.
 
 use std::fmt::Write as _;
+use std::sync::Arc;
 
 /// One column value of a row.
 #[derive(Debug, Clone, PartialEq)]
@@ -12,7 +13,8 @@ pub enum Value {
     Int(i64),
     Bool(bool),
     Double(f64),
-    Text(String),
+    /// Shared, so cloning a row (before/after images, the generator's own state) never copies text.
+    Text(Arc<str>),
     /// DATE as days since 1970-01-01.
     Date(i32),
     /// DATETIME as milliseconds since 1970-01-01T00:00:00 (no zone, as MySQL stores it).
@@ -25,7 +27,7 @@ pub enum Value {
 pub type Row = Vec<Value>;
 
 impl Value {
-    pub fn text(s: impl Into<String>) -> Value {
+    pub fn text(s: impl Into<Arc<str>>) -> Value {
         Value::Text(s.into())
     }
 
