@@ -1,1 +1,2 @@
 //! openmrs-etl-harness (architecture doc filled in as modules land).
+pub mod topology;
