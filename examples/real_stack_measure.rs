@@ -12,11 +12,12 @@ use openmrs_etl_harness::topology::local::{
     ConnectorFlavour, DebeziumConnector, LocalTopology, LocalTopologyOptions,
 };
 
-const SCHEMA: &str = include_str!("../fixtures/openmrs-schema.sql");
-
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let options = LocalTopologyOptions::new(SCHEMA);
+    let schema_path = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/openmrs-schema.sql");
+    let schema = std::fs::read_to_string(schema_path)
+        .map_err(|e| format!("reading the schema fixture {schema_path}: {e}"))?;
+    let options = LocalTopologyOptions::new(schema);
     let started = Instant::now();
     let topology = LocalTopology::start(&options).await?;
     let connector = DebeziumConnector::seed(ConnectorFlavour::MariaDb);

@@ -71,7 +71,7 @@ pub enum LocalError {
         stage: String,
         log: PathBuf,
         #[source]
-        source: mysql_async::Error,
+        source: Box<mysql_async::Error>,
     },
 
     /// The Kafka Connect REST API answered something unexpected.

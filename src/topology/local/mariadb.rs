@@ -193,7 +193,7 @@ async fn load_schema_and_users(
             url,
             stage,
             log,
-            source,
+            source: Box::new(source),
         }
     };
     let mut admin = mysql_async::Conn::from_url(endpoint.admin_url().as_str())
