@@ -1,0 +1,692 @@
+//! Scenario files: the test plan in one TOML file — topology, topics, producer settings, workload, pipeline,
+//! faults and expectations. `scenarios/README.md` is the reference for every key.
+//!
+//! Loading has three steps, each reporting `file:line:column: key: what was expected, what was found`:
+//! 1. TOML syntax and types (serde with `deny_unknown_fields`, so a misspelt key is an error, not a default);
+//! 2. defaults filled in (the structs below carry them), giving the resolved scenario `validate` prints;
+//! 3. cross-field checks ([`validate`]): replication factor against brokers, fault targets against topics,
+//!    fault times against the run's length, features against the backends the scenario claims to support.
+//!
+//! Fault targets are parsed here but resolved only when a fault fires (see [`target`]).
+
+mod location;
+pub mod target;
+pub mod units;
+mod validate;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::Path;
+
+use serde::de::{self, Deserializer};
+use serde::{Deserialize, Serialize, Serializer};
+
+use crate::workload::{schema, Mix, WorkloadSpec};
+pub use target::FaultTarget;
+pub use units::{Bytes, Millis};
+
+/// A scenario error with its place in the file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScenarioError {
+    pub file: String,
+    pub line: usize,
+    pub column: usize,
+    /// Dotted key path (`topology.brokers`, `faults[1].at`); empty for syntax errors outside any key.
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for ScenarioError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:{}: ", self.file, self.line, self.column)?;
+        if !self.key.is_empty() {
+            write!(f, "{}: ", self.key)?;
+        }
+        f.write_str(&self.message)
+    }
+}
+
+/// Every error found in one scenario file (at least one).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ScenarioErrors(pub Vec<ScenarioError>);
+
+impl fmt::Display for ScenarioErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Where the services run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Backend {
+    Embedded,
+    Local,
+    Containers,
+    External,
+}
+
+impl Backend {
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Embedded => "embedded",
+            Backend::Local => "local",
+            Backend::Containers => "containers",
+            Backend::External => "external",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Coordination {
+    Zookeeper,
+    Kraft,
+}
+
+/// Real time, or a virtual clock the run advances (embedded only).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClockMode {
+    Real,
+    Virtual,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Topology {
+    pub backend: Backend,
+    pub brokers: u32,
+    pub coordination: Coordination,
+    pub clock: ClockMode,
+}
+
+impl Default for Topology {
+    fn default() -> Topology {
+        Topology {
+            backend: Backend::Embedded,
+            brokers: 3,
+            coordination: Coordination::Zookeeper,
+            clock: ClockMode::Real,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CleanupPolicy {
+    Delete,
+    Compact,
+    #[serde(rename = "compact,delete")]
+    CompactDelete,
+}
+
+/// Resolved settings of one topic.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TopicSettings {
+    pub partitions: u32,
+    pub replication_factor: u32,
+    pub min_insync_replicas: u32,
+    pub retention_ms: Millis,
+    pub retention_bytes: Bytes,
+    pub segment_bytes: Bytes,
+    pub cleanup_policy: CleanupPolicy,
+    pub unclean_leader_election: bool,
+}
+
+/// Per-table overrides: only the keys written replace the defaults.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TopicOverride {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub partitions: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replication_factor: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub min_insync_replicas: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retention_ms: Option<Millis>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retention_bytes: Option<Bytes>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub segment_bytes: Option<Bytes>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cleanup_policy: Option<CleanupPolicy>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unclean_leader_election: Option<bool>,
+}
+
+/// `[topics]`: the settings of every change topic, and per-table overrides.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Topics {
+    /// Debezium's `topic.prefix` (the seed's `dbserver1`).
+    pub prefix: String,
+    /// The captured database.
+    pub database: String,
+    pub partitions: u32,
+    pub replication_factor: u32,
+    pub min_insync_replicas: u32,
+    pub retention_ms: Millis,
+    pub retention_bytes: Bytes,
+    pub segment_bytes: Bytes,
+    pub cleanup_policy: CleanupPolicy,
+    pub unclean_leader_election: bool,
+    /// Overrides by table name: `[topics.tables.obs]`.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub tables: BTreeMap<String, TopicOverride>,
+}
+
+impl Default for Topics {
+    /// Kafka 3.9's broker defaults and the seed's names.
+    fn default() -> Topics {
+        Topics {
+            prefix: "dbserver1".into(),
+            database: "openmrs".into(),
+            partitions: 1,
+            replication_factor: 1,
+            min_insync_replicas: 1,
+            retention_ms: Millis(7 * 86_400_000),
+            retention_bytes: Bytes(-1),
+            segment_bytes: Bytes(1 << 30),
+            cleanup_policy: CleanupPolicy::Delete,
+            unclean_leader_election: false,
+            tables: BTreeMap::new(),
+        }
+    }
+}
+
+impl Topics {
+    /// The settings every topic gets unless its table overrides them.
+    pub fn defaults(&self) -> TopicSettings {
+        TopicSettings {
+            partitions: self.partitions,
+            replication_factor: self.replication_factor,
+            min_insync_replicas: self.min_insync_replicas,
+            retention_ms: self.retention_ms,
+            retention_bytes: self.retention_bytes,
+            segment_bytes: self.segment_bytes,
+            cleanup_policy: self.cleanup_policy,
+            unclean_leader_election: self.unclean_leader_election,
+        }
+    }
+}
+
+/// Producer acknowledgements.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Acks {
+    None,
+    Leader,
+    All,
+}
+
+impl Acks {
+    /// The value on the wire (`acks` of ProduceRequest).
+    pub fn wire(self) -> i16 {
+        match self {
+            Acks::None => 0,
+            Acks::Leader => 1,
+            Acks::All => -1,
+        }
+    }
+}
+
+impl Serialize for Acks {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Acks::All => s.serialize_str("all"),
+            other => s.serialize_i64(other.wire() as i64),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Acks {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Acks, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Int(i64),
+            Text(String),
+        }
+        let expected = "expected acks = \"all\" (or -1), 1 or 0";
+        match Raw::deserialize(d).map_err(|_| de::Error::custom(expected))? {
+            Raw::Int(0) => Ok(Acks::None),
+            Raw::Int(1) => Ok(Acks::Leader),
+            Raw::Int(-1) => Ok(Acks::All),
+            Raw::Text(t) if t == "all" || t == "-1" => Ok(Acks::All),
+            Raw::Text(t) if t == "1" => Ok(Acks::Leader),
+            Raw::Text(t) if t == "0" => Ok(Acks::None),
+            Raw::Int(n) => Err(de::Error::custom(format!("{expected}, found {n}"))),
+            Raw::Text(t) => Err(de::Error::custom(format!("{expected}, found \"{t}\""))),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Compression {
+    None,
+    Gzip,
+    Snappy,
+    Lz4,
+    Zstd,
+}
+
+/// The CDC producer's settings (Java producer names, without the dots).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Producer {
+    pub acks: Acks,
+    pub linger: Millis,
+    pub batch_size: Bytes,
+    pub retries: u32,
+    pub max_in_flight: u32,
+    pub idempotence: bool,
+    pub compression: Compression,
+    pub delivery_timeout: Millis,
+}
+
+impl Default for Producer {
+    /// The Java producer's defaults in Kafka 3.9.
+    fn default() -> Producer {
+        Producer {
+            acks: Acks::All,
+            linger: Millis(0),
+            batch_size: Bytes(16 * 1024),
+            retries: i32::MAX as u32,
+            max_in_flight: 5,
+            idempotence: true,
+            compression: Compression::None,
+            delivery_timeout: Millis(120_000),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Skew {
+    /// The first N patients are hot.
+    pub hot_patients: u64,
+    /// The share of operations that go to hot patients (0..=1).
+    pub hot_share: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Workload {
+    /// Patients that exist before capture starts.
+    pub patients: u64,
+    /// Operations in the stream (or give `duration`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub operations: Option<u64>,
+    /// Length of the stream at `rate` (or give `operations`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub duration: Option<Millis>,
+    /// Operations per second.
+    pub rate: f64,
+    pub mix: Mix,
+    pub skew: Skew,
+}
+
+impl Default for Workload {
+    fn default() -> Workload {
+        Workload {
+            patients: 100,
+            operations: None,
+            duration: None,
+            rate: 50.0,
+            mix: Mix::default(),
+            skew: Skew::default(),
+        }
+    }
+}
+
+impl Workload {
+    /// Operations in the stream: `operations`, or `duration × rate`, or 1000.
+    pub fn operation_count(&self) -> u64 {
+        match (self.operations, self.duration) {
+            (Some(n), _) => n,
+            (None, Some(d)) => (d.0 as f64 / 1000.0 * self.rate).round() as u64,
+            (None, None) => 1000,
+        }
+    }
+
+    /// How long the stream lasts at its rate.
+    pub fn run_length(&self) -> Millis {
+        match self.duration {
+            Some(d) => d,
+            None if self.rate > 0.0 => {
+                Millis((self.operation_count() as f64 * 1000.0 / self.rate).ceil() as u64)
+            }
+            None => Millis(0),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Sink {
+    Memory,
+    Mysql,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Pipeline {
+    pub consumers: u32,
+    pub sink: Sink,
+}
+
+impl Default for Pipeline {
+    fn default() -> Pipeline {
+        Pipeline {
+            consumers: 1,
+            sink: Sink::Memory,
+        }
+    }
+}
+
+/// What a fault does to its target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FaultAction {
+    /// Clean stop (SIGTERM): a broker does a controlled shutdown.
+    Stop,
+    /// SIGKILL: the process dies, its log survives (page cache).
+    Kill,
+    /// Machine crash: the unflushed log tail is lost (embedded only).
+    Crash,
+    Restart,
+    Isolate,
+    Heal,
+    Pause,
+    Resume,
+    /// Added network latency (`latency` key).
+    Latency,
+    /// A consumer stops reading for `duration`.
+    Stall,
+}
+
+impl FaultAction {
+    pub fn name(self) -> &'static str {
+        match self {
+            FaultAction::Stop => "stop",
+            FaultAction::Kill => "kill",
+            FaultAction::Crash => "crash",
+            FaultAction::Restart => "restart",
+            FaultAction::Isolate => "isolate",
+            FaultAction::Heal => "heal",
+            FaultAction::Pause => "pause",
+            FaultAction::Resume => "resume",
+            FaultAction::Latency => "latency",
+            FaultAction::Stall => "stall",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Fault {
+    /// Time from the start of the stream.
+    pub at: Millis,
+    pub action: FaultAction,
+    pub target: FaultTarget,
+    /// For `stall`, and optionally `pause`/`isolate`/`latency`: undone after this long.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration: Option<Millis>,
+    /// For `latency`: the delay added to each request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency: Option<Millis>,
+}
+
+/// An expected count: exactly n, a bound, or anything.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Count {
+    Any,
+    Exactly(u64),
+    AtLeast(u64),
+    AtMost(u64),
+}
+
+impl Count {
+    pub fn admits(self, n: u64) -> bool {
+        match self {
+            Count::Any => true,
+            Count::Exactly(x) => n == x,
+            Count::AtLeast(x) => n >= x,
+            Count::AtMost(x) => n <= x,
+        }
+    }
+}
+
+impl fmt::Display for Count {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Count::Any => f.write_str("any"),
+            Count::Exactly(n) => write!(f, "{n}"),
+            Count::AtLeast(n) => write!(f, ">={n}"),
+            Count::AtMost(n) => write!(f, "<={n}"),
+        }
+    }
+}
+
+impl Serialize for Count {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Count::Exactly(n) => s.serialize_u64(*n),
+            other => s.collect_str(other),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Count {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Count, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Int(i64),
+            Text(String),
+        }
+        let expected = "expected a count: a number, \"any\", \">0\", \">=N\", \"<N\" or \"<=N\"";
+        let parse_n = |s: &str| s.trim().parse::<u64>().ok();
+        match Raw::deserialize(d).map_err(|_| de::Error::custom(expected))? {
+            Raw::Int(n) if n >= 0 => Ok(Count::Exactly(n as u64)),
+            Raw::Int(n) => Err(de::Error::custom(format!("{expected}, found {n}"))),
+            Raw::Text(t) => {
+                let s = t.trim();
+                let parsed = if s == "any" {
+                    Some(Count::Any)
+                } else if let Some(r) = s.strip_prefix(">=") {
+                    parse_n(r).map(Count::AtLeast)
+                } else if let Some(r) = s.strip_prefix("<=") {
+                    parse_n(r).map(Count::AtMost)
+                } else if let Some(r) = s.strip_prefix('>') {
+                    parse_n(r)
+                        .and_then(|n| n.checked_add(1))
+                        .map(Count::AtLeast)
+                } else if let Some(r) = s.strip_prefix('<') {
+                    parse_n(r).and_then(|n| n.checked_sub(1)).map(Count::AtMost)
+                } else {
+                    parse_n(s).map(Count::Exactly)
+                };
+                parsed.ok_or_else(|| de::Error::custom(format!("{expected}, found \"{t}\"")))
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FinalState {
+    /// The sink equals the batch recomputation from the source.
+    Equal,
+    /// The sink differs (e.g. retention deleted changes before they were read).
+    Differs,
+    Any,
+}
+
+/// What must hold at the end of the run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Expect {
+    pub lost: Count,
+    pub duplicates: Count,
+    pub reordered: Count,
+    pub retention_lost: Count,
+    pub final_state: FinalState,
+}
+
+impl Default for Expect {
+    fn default() -> Expect {
+        Expect {
+            lost: Count::Exactly(0),
+            duplicates: Count::Any,
+            reordered: Count::Exactly(0),
+            retention_lost: Count::Exactly(0),
+            final_state: FinalState::Equal,
+        }
+    }
+}
+
+/// A scenario with every default filled in.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scenario {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    #[serde(default = "default_seed")]
+    pub seed: u64,
+    /// The backends this scenario is valid on.
+    #[serde(default = "default_backends")]
+    pub backends: Vec<Backend>,
+    #[serde(default)]
+    pub topology: Topology,
+    #[serde(default)]
+    pub topics: Topics,
+    #[serde(default)]
+    pub producer: Producer,
+    #[serde(default)]
+    pub workload: Workload,
+    #[serde(default)]
+    pub pipeline: Pipeline,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expect: Option<Expect>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub faults: Vec<Fault>,
+}
+
+fn default_seed() -> u64 {
+    1
+}
+
+fn default_backends() -> Vec<Backend> {
+    vec![Backend::Embedded]
+}
+
+/// A change topic of the scenario with its resolved settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TopicPlan {
+    pub table: &'static str,
+    pub name: String,
+    pub settings: TopicSettings,
+}
+
+impl Scenario {
+    /// Reads and checks a scenario file.
+    pub fn load(path: &Path) -> Result<Scenario, ScenarioErrors> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ScenarioErrors(vec![ScenarioError {
+                file: file.clone(),
+                line: 1,
+                column: 1,
+                key: String::new(),
+                message: format!("cannot read the scenario file: {e}"),
+            }])
+        })?;
+        Scenario::parse(&text, &file)
+    }
+
+    /// Parses and checks scenario text; `file` names it in errors.
+    pub fn parse(text: &str, file: &str) -> Result<Scenario, ScenarioErrors> {
+        let doc = location::Located::new(text, file);
+        let mut scenario: Scenario =
+            toml::from_str(text).map_err(|e| ScenarioErrors(vec![doc.serde_error(&e)]))?;
+        let errors = validate::check(&scenario, &doc);
+        if !errors.is_empty() {
+            return Err(ScenarioErrors(errors));
+        }
+        scenario.expect.get_or_insert_with(Expect::default);
+        Ok(scenario)
+    }
+
+    /// The expectations (defaults when the file has no `[expect]`).
+    pub fn expectations(&self) -> Expect {
+        self.expect.clone().unwrap_or_default()
+    }
+
+    /// The change topics, one per captured table, with overrides applied.
+    pub fn topic_plans(&self) -> Vec<TopicPlan> {
+        schema::MODELED_TABLES
+            .iter()
+            .map(|t| TopicPlan {
+                table: t.name,
+                name: self.topic_name(t.name),
+                settings: self.topic_settings(t.name),
+            })
+            .collect()
+    }
+
+    pub fn topic_name(&self, table: &str) -> String {
+        format!("{}.{}.{}", self.topics.prefix, self.topics.database, table)
+    }
+
+    /// Settings of one table's topic: the `[topics]` defaults with its `[topics.tables.<table>]` overrides.
+    pub fn topic_settings(&self, table: &str) -> TopicSettings {
+        let mut s = self.topics.defaults();
+        if let Some(o) = self.topics.tables.get(table) {
+            s.partitions = o.partitions.unwrap_or(s.partitions);
+            s.replication_factor = o.replication_factor.unwrap_or(s.replication_factor);
+            s.min_insync_replicas = o.min_insync_replicas.unwrap_or(s.min_insync_replicas);
+            s.retention_ms = o.retention_ms.unwrap_or(s.retention_ms);
+            s.retention_bytes = o.retention_bytes.unwrap_or(s.retention_bytes);
+            s.segment_bytes = o.segment_bytes.unwrap_or(s.segment_bytes);
+            s.cleanup_policy = o.cleanup_policy.unwrap_or(s.cleanup_policy);
+            s.unclean_leader_election = o
+                .unclean_leader_election
+                .unwrap_or(s.unclean_leader_election);
+        }
+        s
+    }
+
+    /// The workload generator's input.
+    pub fn workload_spec(&self) -> WorkloadSpec {
+        WorkloadSpec {
+            patients: self.workload.patients,
+            operations: self.workload.operation_count(),
+            rate: self.workload.rate,
+            mix: self.workload.mix.clone(),
+            hot_patients: self.workload.skew.hot_patients,
+            hot_share: self.workload.skew.hot_share,
+            ..WorkloadSpec::default()
+        }
+    }
+
+    /// The resolved scenario as TOML (what `etl-harness validate` prints).
+    pub fn to_toml(&self) -> String {
+        let mut resolved = self.clone();
+        resolved.expect.get_or_insert_with(Expect::default);
+        if resolved.workload.duration.is_none() {
+            resolved.workload.operations = Some(self.workload.operation_count());
+        }
+        toml::to_string(&resolved)
+            .unwrap_or_else(|e| format!("# cannot render the scenario: {e}\n"))
+    }
+}
