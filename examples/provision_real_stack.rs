@@ -9,7 +9,9 @@
 use std::process::ExitCode;
 
 use openmrs_etl_harness::topology::local::prerequisites::missing_programs;
-use openmrs_etl_harness::topology::local::{jvm_cache_dir, provision_jvm_components, JvmComponents};
+use openmrs_etl_harness::topology::local::{
+    jvm_cache_dir, provision_jvm_components, JvmComponents,
+};
 
 fn main() -> ExitCode {
     let missing = missing_programs();
@@ -26,7 +28,11 @@ fn main() -> ExitCode {
                 "JVM components (Kafka {}, Debezium {}) {} in {:.1} s: {}",
                 JvmComponents::kafka_version(),
                 JvmComponents::debezium_version(),
-                if provisioned.resolved { "resolved" } else { "already cached" },
+                if provisioned.resolved {
+                    "resolved"
+                } else {
+                    "already cached"
+                },
                 provisioned.elapsed.as_secs_f64(),
                 provisioned.components.root.display()
             );

@@ -98,20 +98,14 @@ impl RecordFixture {
         }
     }
 
+    /// The key bytes: the readable text when the bytes were UTF-8 (so a hand edit of a fixture counts), else
+    /// the base64 copy.
     fn key_bytes(&self) -> Option<Vec<u8>> {
-        self.key_base64.as_ref().map(|encoded| {
-            BASE64
-                .decode(encoded)
-                .unwrap_or_else(|_| encoded.as_bytes().to_vec())
-        })
+        bytes_of(&self.key, &self.key_base64)
     }
 
     fn value_bytes(&self) -> Option<Vec<u8>> {
-        self.value_base64.as_ref().map(|encoded| {
-            BASE64
-                .decode(encoded)
-                .unwrap_or_else(|_| encoded.as_bytes().to_vec())
-        })
+        bytes_of(&self.value, &self.value_base64)
     }
 
     /// Why `actual` does not match this expected record, or `None` when it does.
@@ -166,6 +160,18 @@ impl RecordFixture {
                 }
             }
         }
+    }
+}
+
+fn bytes_of(text: &Option<String>, base64: &Option<String>) -> Option<Vec<u8>> {
+    match (text, base64) {
+        (Some(text), _) => Some(text.as_bytes().to_vec()),
+        (None, Some(encoded)) => Some(
+            BASE64
+                .decode(encoded)
+                .unwrap_or_else(|_| encoded.as_bytes().to_vec()),
+        ),
+        (None, None) => None,
     }
 }
 
