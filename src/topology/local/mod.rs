@@ -35,6 +35,9 @@ pub use provision::{
 
 /// Environment variable naming the directory under which per-run directories are created.
 pub const RUNS_DIR_ENV: &str = "ETL_HARNESS_RUNS_DIR";
+/// Run directories kept under the runs directory; older ones are removed when a new run starts, so failed runs
+/// (which keep their data) cannot fill the disk.
+const KEPT_RUNS: usize = 20;
 
 /// How to start a [`LocalTopology`].
 #[derive(Debug, Clone)]
@@ -319,6 +322,7 @@ impl RunDir {
             std::process::id(),
             SEQUENCE.fetch_add(1, Ordering::Relaxed)
         );
+        prune_old_runs(runs_dir, KEPT_RUNS - 1);
         let root = runs_dir.join(name);
         for sub in ["conf", "logs", "data"] {
             let dir = root.join(sub);
@@ -349,5 +353,50 @@ impl RunDir {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(LocalError::io("removing", &dir, e)),
         }
+    }
+}
+
+/// Removes all but the newest `keep` `run-*` directories (names start with the start time, so they sort by age).
+fn prune_old_runs(runs_dir: &Path, keep: usize) {
+    let Ok(entries) = std::fs::read_dir(runs_dir) else {
+        return;
+    };
+    let mut runs: Vec<(u64, PathBuf)> = entries
+        .flatten()
+        .map(|entry| entry.path())
+        .filter_map(|path| {
+            let name = path.file_name()?.to_str()?;
+            let started: u64 = name.strip_prefix("run-")?.split('-').next()?.parse().ok()?;
+            Some((started, path))
+        })
+        .collect();
+    runs.sort();
+    let excess = runs.len().saturating_sub(keep);
+    for (_, old_run) in runs.into_iter().take(excess) {
+        // Best effort: a run directory that cannot be removed is left for the user.
+        let _ = std::fs::remove_dir_all(old_run);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn old_run_directories_are_pruned_newest_kept() {
+        let runs = tempfile::tempdir().expect("temp dir");
+        for started in [100, 300, 200, 400] {
+            std::fs::create_dir_all(runs.path().join(format!("run-{started}-1-0")))
+                .expect("run dir");
+        }
+        std::fs::create_dir_all(runs.path().join("notes")).expect("other dir");
+        prune_old_runs(runs.path(), 2);
+        let mut left: Vec<String> = std::fs::read_dir(runs.path())
+            .expect("list")
+            .flatten()
+            .map(|entry| entry.file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["notes", "run-300-1-0", "run-400-1-0"]);
     }
 }

@@ -275,9 +275,23 @@ mod tests {
         }
     }
 
-    fn alive(pid: u32) -> bool {
-        // SAFETY: signal 0 only checks existence.
-        unsafe { libc::kill(pid as libc::pid_t, 0) == 0 }
+    /// Live (not zombie) processes whose process group is `group`, from /proc.
+    fn live_members(group: u32) -> Vec<u32> {
+        let Ok(entries) = std::fs::read_dir("/proc") else {
+            return Vec::new();
+        };
+        entries
+            .flatten()
+            .filter_map(|entry| {
+                let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+                let stat = std::fs::read_to_string(entry.path().join("stat")).ok()?;
+                // Fields after the parenthesised command: state, ppid, pgrp, ...
+                let mut fields = stat.rsplit_once(')')?.1.split_whitespace();
+                let state = fields.next()?;
+                let pgrp: u32 = fields.nth(1)?.parse().ok()?;
+                (pgrp == group && state != "Z").then_some(pid)
+            })
+            .collect()
     }
 
     #[test]
@@ -286,12 +300,17 @@ mod tests {
         let process = ServiceProcess::spawn(&sleeper(dir.path())).expect("spawn sh");
         let group = process.pid();
         std::thread::sleep(Duration::from_millis(200));
+        assert!(
+            live_members(group).len() >= 2,
+            "sh and its background sleep run"
+        );
         drop(process);
         std::thread::sleep(Duration::from_millis(200));
-        // SAFETY: signal 0 to a group only checks existence.
-        let group_alive = unsafe { libc::killpg(group as libc::pid_t, 0) == 0 };
-        assert!(!group_alive, "process group {group} survived the drop");
-        assert!(!alive(group));
+        assert_eq!(
+            live_members(group),
+            Vec::<u32>::new(),
+            "process group {group} survived the drop"
+        );
     }
 
     #[tokio::test]
