@@ -38,4 +38,5 @@
 //! machine (guarded by an insta snapshot of the first operations).
 
 pub mod scenario;
+pub mod topology;
 pub mod workload;

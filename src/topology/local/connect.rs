@@ -1,0 +1,286 @@
+//! The Kafka Connect worker (distributed mode, one member) and its REST API: registering a connector and waiting
+//! until it and its tasks run.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+
+use super::error::LocalError;
+use super::java::{java_command, write_properties, JavaService};
+use super::process::{wait_until_ready, ServiceProcess};
+use super::provision::JvmComponents;
+use super::RunDir;
+
+/// The Connect group id; its internal topics are `connect-configs`, `connect-offsets` and `connect-status`.
+pub const CONNECT_GROUP_ID: &str = "openmrs-etl-harness-connect";
+
+pub(crate) struct WorkerSettings<'a> {
+    pub port: u16,
+    pub bootstrap_servers: &'a str,
+    pub max_heap: &'a str,
+    pub ready_timeout: Duration,
+    /// A connector class the worker must list before it counts as ready.
+    pub required_plugin: &'a str,
+}
+
+pub(crate) async fn start_worker(
+    run: &RunDir,
+    jvm: &JvmComponents,
+    settings: &WorkerSettings<'_>,
+) -> Result<ServiceProcess, LocalError> {
+    let listener = format!("http://127.0.0.1:{}", settings.port);
+    let config = write_properties(
+        run,
+        "connect-distributed.properties",
+        &[
+            ("bootstrap.servers", settings.bootstrap_servers.to_owned()),
+            ("group.id", CONNECT_GROUP_ID.into()),
+            (
+                "key.converter",
+                "org.apache.kafka.connect.json.JsonConverter".into(),
+            ),
+            (
+                "value.converter",
+                "org.apache.kafka.connect.json.JsonConverter".into(),
+            ),
+            ("key.converter.schemas.enable", "true".into()),
+            ("value.converter.schemas.enable", "true".into()),
+            ("config.storage.topic", "connect-configs".into()),
+            ("offset.storage.topic", "connect-offsets".into()),
+            ("status.storage.topic", "connect-status".into()),
+            ("config.storage.replication.factor", "1".into()),
+            ("offset.storage.replication.factor", "1".into()),
+            ("status.storage.replication.factor", "1".into()),
+            ("offset.storage.partitions", "1".into()),
+            ("status.storage.partitions", "1".into()),
+            // Short, so a killed worker replays little and tests see committed source offsets quickly.
+            ("offset.flush.interval.ms", "1000".into()),
+            ("listeners", listener),
+            ("rest.advertised.host.name", "127.0.0.1".into()),
+            ("rest.advertised.port", settings.port.to_string()),
+            ("plugin.path", jvm.plugin_path().display().to_string()),
+            ("plugin.discovery", "only_scan".into()),
+            ("connector.client.config.override.policy", "All".into()),
+        ],
+    )?;
+    let connect_libs = jvm.connect_libs();
+    let command = java_command(
+        run,
+        &JavaService {
+            name: "connect",
+            max_heap: settings.max_heap,
+            classpath: &[connect_libs.as_path()],
+            main_class: "org.apache.kafka.connect.cli.ConnectDistributed",
+            args: vec![config.into_os_string()],
+            log_levels: &[
+                ("org.reflections", "ERROR"),
+                ("org.apache.kafka.clients", "WARN"),
+                ("org.apache.kafka.common.config.AbstractConfig", "WARN"),
+            ],
+        },
+    )?;
+    let mut process = ServiceProcess::spawn(&command)?;
+    let rest = ConnectRest::new(settings.port, process.log_path().to_path_buf());
+    let plugin = settings.required_plugin;
+    wait_until_ready(
+        &mut process,
+        &format!("{plugin} in {}/connector-plugins", rest.base_url),
+        settings.ready_timeout,
+        || rest.lists_plugin(plugin),
+    )
+    .await?;
+    Ok(process)
+}
+
+/// A client of one Connect worker's REST API.
+#[derive(Debug, Clone)]
+pub struct ConnectRest {
+    base_url: String,
+    http: reqwest::Client,
+    worker_log: PathBuf,
+}
+
+/// Connector and task states from `GET /connectors/{name}/status`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ConnectorStatus {
+    pub connector: WorkerState,
+    #[serde(default)]
+    pub tasks: Vec<WorkerState>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct WorkerState {
+    pub state: String,
+    #[serde(default)]
+    pub trace: Option<String>,
+}
+
+impl ConnectRest {
+    pub(crate) fn new(port: u16, worker_log: PathBuf) -> Self {
+        let http = reqwest::Client::builder()
+            // Loopback only: never send these requests through a configured proxy.
+            .no_proxy()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .unwrap_or_default();
+        ConnectRest {
+            base_url: format!("http://127.0.0.1:{port}"),
+            http,
+            worker_log,
+        }
+    }
+
+    /// `http://127.0.0.1:<port>`.
+    pub fn base_url(&self) -> &str {
+        &self.base_url
+    }
+
+    async fn lists_plugin(&self, class: &str) -> Result<(), String> {
+        let url = format!("{}/connector-plugins", self.base_url);
+        let response = self
+            .http
+            .get(&url)
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        let status = response.status();
+        let body = response.text().await.map_err(|e| e.to_string())?;
+        if !status.is_success() {
+            return Err(format!("{status}: {body}"));
+        }
+        if body.contains(class) {
+            Ok(())
+        } else {
+            Err(format!("plugin not listed: {body}"))
+        }
+    }
+
+    /// `POST /connectors`; an existing connector with the same name is reconfigured with `PUT .../config`.
+    pub async fn create_connector(
+        &self,
+        name: &str,
+        config: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<(), LocalError> {
+        let url = format!("{}/connectors", self.base_url);
+        let body = serde_json::json!({ "name": name, "config": config });
+        let response =
+            self.http.post(&url).json(&body).send().await.map_err(|e| {
+                self.rest_error(&format!("POST {url}"), "no answer", &e.to_string())
+            })?;
+        let status = response.status();
+        if status.as_u16() == 409 {
+            let url = format!("{}/connectors/{name}/config", self.base_url);
+            let response =
+                self.http.put(&url).json(config).send().await.map_err(|e| {
+                    self.rest_error(&format!("PUT {url}"), "no answer", &e.to_string())
+                })?;
+            return self.expect_success(&format!("PUT {url}"), response).await;
+        }
+        self.expect_success(&format!("POST {url}"), response).await
+    }
+
+    /// `GET /connectors/{name}/status`; `None` while the worker does not know the connector yet.
+    pub async fn connector_status(
+        &self,
+        name: &str,
+    ) -> Result<Option<ConnectorStatus>, LocalError> {
+        let url = format!("{}/connectors/{name}/status", self.base_url);
+        let request = format!("GET {url}");
+        let response = self
+            .http
+            .get(&url)
+            .send()
+            .await
+            .map_err(|e| self.rest_error(&request, "no answer", &e.to_string()))?;
+        let status = response.status();
+        let body = response
+            .text()
+            .await
+            .map_err(|e| self.rest_error(&request, &status.to_string(), &e.to_string()))?;
+        if status.as_u16() == 404 {
+            return Ok(None);
+        }
+        if !status.is_success() {
+            return Err(self.rest_error(&request, &status.to_string(), &body));
+        }
+        serde_json::from_str(&body)
+            .map(Some)
+            .map_err(|e| self.rest_error(&request, &status.to_string(), &format!("{e}: {body}")))
+    }
+
+    /// Waits until the connector and all its tasks (at least one) are RUNNING. A FAILED connector or task is an
+    /// error at once, with Connect's stack trace.
+    pub async fn wait_until_running(
+        &self,
+        name: &str,
+        timeout: Duration,
+    ) -> Result<(), LocalError> {
+        let started = Instant::now();
+        let mut last_seen = String::from("unknown to the worker");
+        loop {
+            if let Some(status) = self.connector_status(name).await? {
+                let failed = std::iter::once(&status.connector)
+                    .chain(status.tasks.iter())
+                    .find(|state| state.state == "FAILED");
+                if let Some(failed) = failed {
+                    return Err(LocalError::ConnectorFailed {
+                        connector: name.to_owned(),
+                        state: failed.state.clone(),
+                        trace: failed.trace.clone().unwrap_or_default(),
+                        log: self.worker_log.clone(),
+                    });
+                }
+                let running = status.connector.state == "RUNNING"
+                    && !status.tasks.is_empty()
+                    && status.tasks.iter().all(|task| task.state == "RUNNING");
+                if running {
+                    return Ok(());
+                }
+                last_seen = format!(
+                    "connector {}, tasks [{}]",
+                    status.connector.state,
+                    status
+                        .tasks
+                        .iter()
+                        .map(|task| task.state.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+            }
+            if started.elapsed() >= timeout {
+                return Err(LocalError::NotReady {
+                    service: format!("Debezium connector {name}"),
+                    condition: "connector and tasks RUNNING".into(),
+                    waited: started.elapsed(),
+                    last_attempt: last_seen,
+                    log: self.worker_log.clone(),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    async fn expect_success(
+        &self,
+        request: &str,
+        response: reqwest::Response,
+    ) -> Result<(), LocalError> {
+        let status = response.status();
+        if status.is_success() {
+            return Ok(());
+        }
+        let body = response.text().await.unwrap_or_default();
+        Err(self.rest_error(request, &status.to_string(), &body))
+    }
+
+    fn rest_error(&self, request: &str, status: &str, body: &str) -> LocalError {
+        LocalError::ConnectRest {
+            url: self.base_url.clone(),
+            request: request.to_owned(),
+            status: status.to_owned(),
+            body: body.to_owned(),
+            log: self.worker_log.clone(),
+        }
+    }
+}

@@ -1,0 +1,333 @@
+//! Service processes: spawning, readiness waits, signals and guaranteed cleanup.
+//!
+//! Every service runs in its own process group, so a stop reaches everything it forked. Children are spawned
+//! from one long-lived thread with a parent-death signal (`PR_SET_PDEATHSIG` = SIGKILL): the kernel sends it when
+//! the spawning *thread* exits, so spawning from short-lived (e.g. tokio blocking) threads would kill services
+//! early, while a thread that lives as long as the harness makes them die with it — even on SIGKILL of the
+//! harness. Dropping a [`ServiceProcess`] kills its group, which covers panics and early returns.
+
+use std::ffi::OsString;
+use std::fs::{File, OpenOptions};
+use std::future::Future;
+use std::io;
+use std::net::{Ipv4Addr, TcpListener};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{mpsc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use super::error::LocalError;
+
+/// How to start one service.
+#[derive(Debug, Clone)]
+pub(crate) struct ServiceCommand {
+    /// Human name used in errors and log file names: `mariadb`, `zookeeper`, `kafka-0`, `connect`.
+    pub name: String,
+    pub program: PathBuf,
+    pub args: Vec<OsString>,
+    pub working_dir: PathBuf,
+    /// stdout and stderr of the process are appended here.
+    pub log: PathBuf,
+}
+
+/// A running service process; its process group is killed when this is dropped.
+#[derive(Debug)]
+pub struct ServiceProcess {
+    name: String,
+    log: PathBuf,
+    child: Child,
+    exit_status: Option<ExitStatus>,
+}
+
+impl ServiceProcess {
+    pub(crate) fn spawn(spec: &ServiceCommand) -> Result<Self, LocalError> {
+        let spawn_error = |source: io::Error| LocalError::Spawn {
+            service: spec.name.clone(),
+            program: spec.program.display().to_string(),
+            log: spec.log.clone(),
+            source,
+        };
+        let log = open_log(&spec.log).map_err(spawn_error)?;
+        let log_err = log.try_clone().map_err(spawn_error)?;
+        let mut command = Command::new(&spec.program);
+        command
+            .args(&spec.args)
+            .current_dir(&spec.working_dir)
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log_err)
+            .process_group(0);
+        let harness_pid = std::process::id() as libc::pid_t;
+        // SAFETY: the closure runs between fork and exec and only makes async-signal-safe calls
+        // (prctl, getppid, _exit); it touches no locks and allocates nothing.
+        unsafe {
+            command.pre_exec(move || {
+                if libc::prctl(
+                    libc::PR_SET_PDEATHSIG,
+                    libc::SIGKILL as libc::c_ulong,
+                    0,
+                    0,
+                    0,
+                ) != 0
+                {
+                    return Err(io::Error::last_os_error());
+                }
+                // The harness may have died between fork and prctl: then nobody would stop us.
+                if libc::getppid() != harness_pid {
+                    libc::_exit(1);
+                }
+                Ok(())
+            });
+        }
+        let child = spawn_from_long_lived_thread(command).map_err(spawn_error)?;
+        Ok(ServiceProcess {
+            name: spec.name.clone(),
+            log: spec.log.clone(),
+            child,
+            exit_status: None,
+        })
+    }
+
+    /// The service's name (`mariadb`, `zookeeper`, `kafka-0`, `connect`).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The log file that receives the process's stdout and stderr.
+    pub fn log_path(&self) -> &Path {
+        &self.log
+    }
+
+    /// Process id (also the process group id).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Resident set size from /proc, if the process is alive.
+    pub fn resident_bytes(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).ok()?;
+        let line = status.lines().find(|line| line.starts_with("VmRSS:"))?;
+        let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kib * 1024)
+    }
+
+    /// Errors if the process has exited; `stage` says what the harness was doing.
+    pub(crate) fn ensure_running(&mut self, stage: &str) -> Result<(), LocalError> {
+        if let Some(status) = self.poll_exit() {
+            return Err(LocalError::Exited {
+                service: self.name.clone(),
+                status: status.to_string(),
+                stage: stage.to_owned(),
+                log: self.log.clone(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Sends a signal to the whole process group (SIGSTOP/SIGCONT for pauses, SIGTERM/SIGKILL for stops).
+    pub fn signal(&self, signal: libc::c_int) {
+        if self.exit_status.is_none() {
+            // SAFETY: killpg has no memory-safety preconditions; a stale group id only yields ESRCH.
+            unsafe {
+                libc::killpg(self.pid() as libc::pid_t, signal);
+            }
+        }
+    }
+
+    /// SIGTERM, then SIGKILL if the process has not exited within `grace`. Blocks for at most `grace` plus the
+    /// time the kernel needs to reap it.
+    pub fn stop(&mut self, grace: Duration) {
+        if self.poll_exit().is_some() {
+            return;
+        }
+        self.signal(libc::SIGTERM);
+        let deadline = Instant::now() + grace;
+        while Instant::now() < deadline {
+            if self.poll_exit().is_some() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.kill();
+    }
+
+    /// SIGKILL to the process group, then reap.
+    pub fn kill(&mut self) {
+        if self.poll_exit().is_some() {
+            return;
+        }
+        self.signal(libc::SIGKILL);
+        if let Ok(status) = self.child.wait() {
+            self.exit_status = Some(status);
+        }
+    }
+
+    fn poll_exit(&mut self) -> Option<ExitStatus> {
+        if self.exit_status.is_none() {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                self.exit_status = Some(status);
+                // Children of the service (if any) are in its group; make sure they go too.
+                // SAFETY: see `signal`.
+                unsafe {
+                    libc::killpg(self.pid() as libc::pid_t, libc::SIGKILL);
+                }
+            }
+        }
+        self.exit_status
+    }
+}
+
+impl Drop for ServiceProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn open_log(path: &Path) -> io::Result<File> {
+    OpenOptions::new().create(true).append(true).open(path)
+}
+
+type SpawnJob = (Command, mpsc::Sender<io::Result<Child>>);
+
+/// Spawns `command` on the harness's spawner thread, which never exits (see the module docs).
+fn spawn_from_long_lived_thread(command: Command) -> io::Result<Child> {
+    static SPAWNER: OnceLock<Mutex<mpsc::Sender<SpawnJob>>> = OnceLock::new();
+    let spawner = SPAWNER.get_or_init(|| {
+        let (jobs, incoming) = mpsc::channel::<SpawnJob>();
+        std::thread::Builder::new()
+            .name("etl-harness-spawner".into())
+            .spawn(move || {
+                for (mut command, reply) in incoming {
+                    let _ = reply.send(command.spawn());
+                }
+            })
+            .expect("the OS refused to start the process spawner thread");
+        Mutex::new(jobs)
+    });
+    let (reply, result) = mpsc::channel();
+    let sent = spawner
+        .lock()
+        .map_err(|_| io::Error::other("process spawner lock poisoned"))?
+        .send((command, reply));
+    sent.map_err(|_| io::Error::other("process spawner thread is gone"))?;
+    result
+        .recv()
+        .map_err(|_| io::Error::other("process spawner thread dropped the request"))?
+}
+
+/// Polls `probe` until it succeeds, the process exits, or `timeout` passes. Errors name the service, the condition
+/// and the log file.
+pub(crate) async fn wait_until_ready<F, Fut>(
+    process: &mut ServiceProcess,
+    condition: &str,
+    timeout: Duration,
+    mut probe: F,
+) -> Result<(), LocalError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<(), String>>,
+{
+    let started = Instant::now();
+    let mut last_attempt = String::from("no attempt finished");
+    loop {
+        process.ensure_running(&format!("waiting for {condition}"))?;
+        let remaining = timeout.saturating_sub(started.elapsed());
+        if remaining.is_zero() {
+            return Err(LocalError::NotReady {
+                service: process.name.clone(),
+                condition: condition.to_owned(),
+                waited: started.elapsed(),
+                last_attempt,
+                log: process.log.clone(),
+            });
+        }
+        match tokio::time::timeout(remaining.min(Duration::from_secs(10)), probe()).await {
+            Ok(Ok(())) => return Ok(()),
+            Ok(Err(reason)) => last_attempt = reason,
+            Err(_) => last_attempt = "the probe timed out".into(),
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// A TCP port on 127.0.0.1 that was free a moment ago.
+pub(crate) fn free_loopback_port() -> Result<u16, LocalError> {
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .map_err(|e| LocalError::io("binding a free port on", "127.0.0.1:0", e))?;
+    listener
+        .local_addr()
+        .map(|addr| addr.port())
+        .map_err(|e| LocalError::io("reading the port of", "127.0.0.1:0", e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sleeper(dir: &Path) -> ServiceCommand {
+        ServiceCommand {
+            name: "sleeper".into(),
+            program: "/bin/sh".into(),
+            args: vec!["-c".into(), "sleep 600 & sleep 600".into()],
+            working_dir: dir.to_path_buf(),
+            log: dir.join("sleeper.log"),
+        }
+    }
+
+    /// Live (not zombie) processes whose process group is `group`, from /proc.
+    fn live_members(group: u32) -> Vec<u32> {
+        let Ok(entries) = std::fs::read_dir("/proc") else {
+            return Vec::new();
+        };
+        entries
+            .flatten()
+            .filter_map(|entry| {
+                let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+                let stat = std::fs::read_to_string(entry.path().join("stat")).ok()?;
+                // Fields after the parenthesised command: state, ppid, pgrp, ...
+                let mut fields = stat.rsplit_once(')')?.1.split_whitespace();
+                let state = fields.next()?;
+                let pgrp: u32 = fields.nth(1)?.parse().ok()?;
+                (pgrp == group && state != "Z").then_some(pid)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn dropping_a_service_kills_its_whole_process_group() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let process = ServiceProcess::spawn(&sleeper(dir.path())).expect("spawn sh");
+        let group = process.pid();
+        std::thread::sleep(Duration::from_millis(200));
+        assert!(
+            live_members(group).len() >= 2,
+            "sh and its background sleep run"
+        );
+        drop(process);
+        std::thread::sleep(Duration::from_millis(200));
+        assert_eq!(
+            live_members(group),
+            Vec::<u32>::new(),
+            "process group {group} survived the drop"
+        );
+    }
+
+    #[tokio::test]
+    async fn readiness_errors_name_the_service_and_its_log() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut process = ServiceProcess::spawn(&sleeper(dir.path())).expect("spawn sh");
+        let error = wait_until_ready(
+            &mut process,
+            "a miracle",
+            Duration::from_millis(300),
+            || async { Err("not yet".to_string()) },
+        )
+        .await
+        .expect_err("never ready");
+        let text = error.to_string();
+        assert!(text.contains("sleeper"), "{text}");
+        assert!(text.contains("sleeper.log"), "{text}");
+        assert!(text.contains("not yet"), "{text}");
+    }
+}
