@@ -12,7 +12,11 @@ use openmrs_etl_harness::workload::{sql, ChangeKind, Generator, Mix, WorkloadSpe
 fn cpu_seconds() -> f64 {
     std::fs::read_to_string("/proc/self/schedstat")
         .ok()
-        .and_then(|s| s.split_whitespace().next().and_then(|n| n.parse::<f64>().ok()))
+        .and_then(|s| {
+            s.split_whitespace()
+                .next()
+                .and_then(|n| n.parse::<f64>().ok())
+        })
         .map(|ns| ns / 1e9)
         .unwrap_or(f64::NAN)
 }

@@ -82,6 +82,53 @@ impl LocalTopologyOptions {
     }
 }
 
+/// A MariaDB server alone (no Kafka, no JVM): loading generated workloads and checking them with SQL. Same
+/// configuration as the topology's source; killed on drop.
+#[derive(Debug)]
+pub struct StandaloneMariaDb {
+    process: ServiceProcess,
+    endpoint: MariaDbEndpoint,
+    run: RunDir,
+}
+
+impl StandaloneMariaDb {
+    /// Starts `mariadbd` on a free 127.0.0.1 port with a fresh data directory and loads `options.schema_sql`.
+    pub async fn start(options: &LocalTopologyOptions) -> Result<Self, LocalError> {
+        for program in ["mariadbd", "mariadb-install-db"] {
+            prerequisites::require(program)?;
+        }
+        let run = RunDir::create(&options.runs_dir)?;
+        let (process, endpoint) = mariadb::start_mariadb(
+            &run,
+            &mariadb::MariaDbSettings {
+                port: process::free_loopback_port()?,
+                database: &options.database,
+                schema_sql: &options.schema_sql,
+                ready_timeout: options.ready_timeout,
+            },
+        )
+        .await?;
+        Ok(StandaloneMariaDb {
+            process,
+            endpoint,
+            run,
+        })
+    }
+
+    pub fn endpoint(&self) -> &MariaDbEndpoint {
+        &self.endpoint
+    }
+
+    /// The run directory holding the server's config and log.
+    pub fn run_dir(&self) -> &Path {
+        &self.run.root
+    }
+
+    pub fn process(&self) -> &ServiceProcess {
+        &self.process
+    }
+}
+
 /// How long each start phase took.
 #[derive(Debug, Clone, Default)]
 pub struct StartupTimings {
