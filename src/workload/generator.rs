@@ -207,7 +207,7 @@ impl Generator {
             None => None,
         };
         let now = self.now();
-        let uuid = self.templates[t].uuid.map(|_| Value::text(self.rng.uuid()));
+        let uuid = self.templates[t].uuid.map(|_| Value::Text(self.rng.uuid()));
         let template = &self.templates[t];
         let mut row = template.row.clone();
         if let (Some(i), Some(id)) = (template.id, id) {
@@ -887,7 +887,7 @@ impl Generator {
                 Value::text(format!("{t} Amended: {}", self.rng.pick(names::NOTE_PLANS)));
         }
         new[obs::previous_version] = old[obs::obs_id].clone();
-        let was_final = old[obs::status] == Value::text("FINAL");
+        let was_final = old[obs::status].is_text("FINAL");
         new[obs::status] = Value::text(if was_final { "AMENDED" } else { "FINAL" });
         self.add_obs(p, e, new, &mut changes);
         let mut voided = old;
@@ -1011,7 +1011,7 @@ impl Generator {
 fn active(o: &Row) -> bool {
     o[schema::orders::date_stopped].is_null()
         && o[schema::orders::voided] == Value::Bool(false)
-        && o[schema::orders::order_action] != Value::text("DISCONTINUE")
+        && !o[schema::orders::order_action].is_text("DISCONTINUE")
 }
 
 /// A non-voided top-level obs with a value (group parents and members are edited as a group, not here).

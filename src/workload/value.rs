@@ -35,6 +35,11 @@ impl Value {
         matches!(self, Value::Null)
     }
 
+    /// Whether this is the text `s` (without building a value to compare with).
+    pub fn is_text(&self, s: &str) -> bool {
+        matches!(self, Value::Text(t) if &**t == s)
+    }
+
     pub fn as_int(&self) -> Option<i64> {
         match self {
             Value::Int(i) => Some(*i),
