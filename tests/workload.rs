@@ -83,7 +83,7 @@ impl Db {
             let rows = self.tables.entry(t.name).or_default();
             match c.kind {
                 ChangeKind::Insert => {
-                    let row = c.after.clone().ok_or("insert without after")?;
+                    let row = c.after.as_deref().cloned().ok_or("insert without after")?;
                     if row.len() != t.columns.len() {
                         return Err(format!("{} row has {} values", t.name, row.len()));
                     }
@@ -99,8 +99,8 @@ impl Db {
                 }
                 ChangeKind::Update => {
                     let (before, after) = (
-                        c.before.as_ref().ok_or("no before")?,
-                        c.after.clone().ok_or("no after")?,
+                        c.before.as_deref().ok_or("no before")?,
+                        c.after.as_deref().cloned().ok_or("no after")?,
                     );
                     let k = key_of(t, before);
                     let current = rows.get(&k).ok_or(format!(
@@ -123,7 +123,7 @@ impl Db {
                     rows.insert(k, after);
                 }
                 ChangeKind::Delete => {
-                    let before = c.before.as_ref().ok_or("no before")?;
+                    let before = c.before.as_deref().ok_or("no before")?;
                     let k = key_of(t, before);
                     if rows.remove(&k).as_ref() != Some(before) {
                         return Err(format!(
@@ -143,7 +143,7 @@ impl Db {
     fn check_transaction(&self, op: &Operation) -> Result<(), String> {
         for c in &op.changes {
             let t = c.table;
-            let Some(row) = &c.after else {
+            let Some(row) = c.after.as_deref() else {
                 // A delete: nothing may still refer to the row.
                 let id = &c.image()[0];
                 for other in schema::ALL_TABLES {

@@ -6,6 +6,7 @@
 //! Every row change carries full row images, the way a ROW-format binlog does.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
 
 use super::concepts::{Concept, ConceptDictionary, Role};
 use super::names;
@@ -43,8 +44,9 @@ impl ChangeKind {
 pub struct RowChange {
     pub table: &'static TableDef,
     pub kind: ChangeKind,
-    pub before: Option<Row>,
-    pub after: Option<Row>,
+    /// Images are shared with the generator's own state, so emitting a change copies no row.
+    pub before: Option<Arc<Row>>,
+    pub after: Option<Arc<Row>>,
 }
 
 impl RowChange {
@@ -103,7 +105,7 @@ impl RowTemplate {
 struct EncounterState {
     row: Row,
     /// Every obs row of the encounter as it now stands (voided ones included, purged ones removed).
-    obs: Vec<Row>,
+    obs: Vec<Arc<Row>>,
 }
 
 struct PatientState {
@@ -231,7 +233,7 @@ impl Generator {
             table,
             kind: ChangeKind::Insert,
             before: None,
-            after: Some(row),
+            after: Some(Arc::new(row)),
         });
     }
 
@@ -243,8 +245,8 @@ impl Generator {
         changes.push(RowChange {
             table,
             kind: ChangeKind::Update,
-            before: Some(before),
-            after: Some(after),
+            before: Some(Arc::new(before)),
+            after: Some(Arc::new(after)),
         });
     }
 
@@ -381,7 +383,10 @@ impl Generator {
                 .iter()
                 .any(|(o, d)| active(o) && d.len() == schema::drug_order::TABLE.columns.len()),
             OpKind::DiscontinueOrder => s.orders.iter().any(|(o, _)| active(o)),
-            OpKind::EditObs => s.encounters.iter().any(|e| e.obs.iter().any(editable_obs)),
+            OpKind::EditObs => s
+                .encounters
+                .iter()
+                .any(|e| e.obs.iter().any(|o| editable_obs(o))),
             OpKind::VoidEncounter => s
                 .encounters
                 .iter()
@@ -561,7 +566,14 @@ impl Generator {
     }
 
     fn add_obs(&mut self, p: usize, e: usize, row: Row, changes: &mut Vec<RowChange>) {
-        self.insert(changes, &schema::obs::TABLE, row.clone());
+        *self.live_rows.entry(schema::obs::TABLE.name).or_insert(0) += 1;
+        let row = Arc::new(row);
+        changes.push(RowChange {
+            table: &schema::obs::TABLE,
+            kind: ChangeKind::Insert,
+            before: None,
+            after: Some(row.clone()),
+        });
         self.patients[p].encounters[e].obs.push(row);
     }
 
@@ -890,10 +902,10 @@ impl Generator {
         let was_final = old[obs::status].is_text("FINAL");
         new[obs::status] = Value::text(if was_final { "AMENDED" } else { "FINAL" });
         self.add_obs(p, e, new, &mut changes);
-        let mut voided = old;
+        let mut voided = (*old).clone();
         let before = self.void(&mut voided, &obs::TABLE, "Edited");
         Self::update(&mut changes, &obs::TABLE, before, voided.clone());
-        self.patients[p].encounters[e].obs[i] = voided;
+        self.patients[p].encounters[e].obs[i] = Arc::new(voided);
         changes
     }
 
@@ -917,8 +929,8 @@ impl Generator {
         idx.sort_by_key(|&i| order_of(&obs_rows[i]));
         for i in idx {
             if obs_rows[i][obs::voided] == Value::Bool(false) {
-                let before = self.void(&mut obs_rows[i], &obs::TABLE, reason);
-                Self::update(&mut changes, &obs::TABLE, before, obs_rows[i].clone());
+                let before = self.void(Arc::make_mut(&mut obs_rows[i]), &obs::TABLE, reason);
+                Self::update(&mut changes, &obs::TABLE, before, (*obs_rows[i]).clone());
             }
         }
         self.patients[p].encounters[e].obs = obs_rows;
@@ -1025,7 +1037,7 @@ fn editable_obs(o: &Row) -> bool {
 }
 
 /// A non-voided obs that is no group's parent (non-voided obs never have a newer version).
-fn purgeable_obs(o: &Row, siblings: &[Row]) -> bool {
+fn purgeable_obs(o: &Row, siblings: &[Arc<Row>]) -> bool {
     use schema::obs;
     o[obs::voided] == Value::Bool(false)
         && !siblings
