@@ -12,6 +12,7 @@ use kafka_protocol::compression::{Decompressor, Gzip, Lz4, Snappy, Zstd};
 pub(crate) const HEADER_LEN: usize = 61;
 /// Bytes counted by the batch length field start after base offset and length.
 const LENGTH_OFFSET: usize = 12;
+const CRC_POS: usize = 17;
 const CRC_START: usize = 21;
 const MAGIC_POS: usize = 16;
 const EPOCH_POS: usize = 12;
@@ -117,7 +118,12 @@ pub(crate) fn validate_produced(
             limit: max_message_bytes,
         });
     }
-    let expected = u32::from_be_bytes([data[17], data[18], data[19], data[20]]);
+    let expected = u32::from_be_bytes([
+        data[CRC_POS],
+        data[CRC_POS + 1],
+        data[CRC_POS + 2],
+        data[CRC_POS + 3],
+    ]);
     let actual = crc32c::crc32c(&data[CRC_START..len]);
     if expected != actual {
         return Err(ProducedBatchError::Corrupt(BatchError::Crc {
@@ -273,9 +279,9 @@ fn varint(r: &mut Bytes) -> Result<i32, BatchError> {
 pub(crate) fn rebuild_with(original: &Bytes, kept: &[RecordView]) -> Bytes {
     let records_len: usize = kept.iter().map(|r| r.raw.len()).sum();
     let mut out = BytesMut::with_capacity(HEADER_LEN + records_len);
-    out.extend_from_slice(&original[..LENGTH_OFFSET]);
+    out.extend_from_slice(&original[..8]);
     out.put_i32((HEADER_LEN - LENGTH_OFFSET + records_len) as i32);
-    out.extend_from_slice(&original[EPOCH_POS..CRC_START]);
+    out.extend_from_slice(&original[EPOCH_POS..CRC_POS]);
     out.put_u32(0);
     let attributes = i16::from_be_bytes([original[21], original[22]]) & !0x07;
     out.put_i16(attributes);
@@ -285,7 +291,7 @@ pub(crate) fn rebuild_with(original: &Bytes, kept: &[RecordView]) -> Bytes {
         out.extend_from_slice(&record.raw);
     }
     let crc = crc32c::crc32c(&out[CRC_START..]);
-    out[17..21].copy_from_slice(&crc.to_be_bytes());
+    out[CRC_POS..CRC_START].copy_from_slice(&crc.to_be_bytes());
     out.freeze()
 }
 
