@@ -8,6 +8,8 @@
 
 use std::time::Duration;
 
+use bytes::Bytes;
+
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
 use kafka_protocol::messages::{BrokerId as WireBrokerId, FetchRequest, FetchResponse};
@@ -68,7 +70,9 @@ fn read(
         };
         let mut partitions = Vec::with_capacity(wanted.partitions.len());
         for fetch in &wanted.partitions {
+            // Kafka sends empty records, never null: librdkafka refuses a null record set.
             let response = PartitionData::default()
+                .with_records(Some(Bytes::new()))
                 .with_partition_index(fetch.partition)
                 .with_preferred_read_replica(WireBrokerId(-1))
                 .with_aborted_transactions(Some(Vec::new()));
@@ -122,7 +126,7 @@ fn read(
                 Ok(read) => {
                     total += read.bytes;
                     remaining = remaining.saturating_sub(read.bytes);
-                    partitions.push(response.with_records(read.records));
+                    partitions.push(response.with_records(Some(read.records.unwrap_or_default())));
                 }
                 Err(_) => {
                     has_error = true;

@@ -17,6 +17,7 @@ mod fetch;
 mod list_offsets;
 mod metadata;
 mod produce;
+mod shape;
 
 /// APIs this cluster implements with the versions it advertises: the overlap of what `kafka-protocol` 0.18
 /// decodes, what Kafka 3.9 serves, and what the handlers implement.
@@ -115,6 +116,12 @@ pub(crate) async fn handle(
             }
         })?;
     let correlation_id = header.correlation_id;
+    tracing::trace!(broker = %broker.id, ?api, version, correlation_id, "request");
+    shape::check(api, version, &body).map_err(|e| RequestError::Decode {
+        api,
+        version,
+        reason: e.to_string(),
+    })?;
     macro_rules! decode {
         ($ty:ty) => {
             <$ty as Decodable>::decode(&mut body, version).map_err(|e| RequestError::Decode {
