@@ -296,7 +296,7 @@ pub(crate) fn rebuild_with(original: &Bytes, kept: &[RecordView]) -> Bytes {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use kafka_protocol::records::{
         Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions,

@@ -70,11 +70,18 @@ pub mod up;
 
 pub use config::{ConfigError, TopicConfig};
 pub use events::{ClusterEvent, ClusterEventKind, DeletionReason, RollReason};
-pub use state::{NewTopic, TopicError};
+pub use state::{NewTopic, TopicError, MAX_PARTITIONS};
 
 use config::BrokerDefaults;
 use server::BrokerContext;
 use state::{BrokerInfo, ClusterCore};
+
+/// Decodes one request frame (without its length prefix) exactly as a broker does before handling it; true when it
+/// is a request the cluster would serve. For the fuzz target (`fuzz/`); never panics, whatever the bytes.
+#[doc(hidden)]
+pub fn fuzz_request_decode(frame: &[u8]) -> bool {
+    api::decode(bytes::Bytes::copy_from_slice(frame)).is_ok()
+}
 
 /// A broker's `node.id`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]

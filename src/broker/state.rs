@@ -58,6 +58,9 @@ impl Partition {
     }
 }
 
+/// More partitions per topic than any test needs; a request above it is refused rather than allocated.
+pub const MAX_PARTITIONS: i32 = 100_000;
+
 /// What to create: a topic name, a partition count and topic config overrides.
 #[derive(Clone, Debug)]
 pub struct NewTopic {
@@ -101,7 +104,7 @@ pub enum TopicError {
     Unknown(String),
     #[error("invalid topic name '{name}': {reason}")]
     InvalidName { name: String, reason: &'static str },
-    #[error("invalid partition count {0} for topic '{1}': must be at least 1")]
+    #[error("invalid partition count {0} for topic '{1}': must be between 1 and {MAX_PARTITIONS}")]
     InvalidPartitions(i32, String),
     #[error(
         "replication factor {requested} for topic '{topic}' is not supported: replication arrives with issue 5, \
@@ -262,7 +265,7 @@ impl ClusterCore {
         } else {
             spec.partitions
         };
-        if partitions < 1 {
+        if !(1..=MAX_PARTITIONS).contains(&partitions) {
             return Err(TopicError::InvalidPartitions(partitions, spec.name.clone()));
         }
         let replication_factor = if spec.replication_factor == -1 {

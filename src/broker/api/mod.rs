@@ -3,7 +3,7 @@
 //! correlation id. Anything that cannot be decoded is an error that closes the connection, as Kafka does.
 
 use bytes::{BufMut, Bytes, BytesMut};
-use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
+use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseHeader};
 use kafka_protocol::protocol::{Decodable, Encodable};
 
 use super::server::BrokerContext;
@@ -17,6 +17,8 @@ mod fetch;
 mod list_offsets;
 mod metadata;
 mod produce;
+#[cfg(test)]
+pub(crate) mod samples;
 mod shape;
 
 /// APIs this cluster implements with the versions it advertises: the overlap of what `kafka-protocol` 0.18
@@ -78,12 +80,23 @@ pub(crate) enum RequestError {
     AcksZeroFailed(String),
 }
 
-/// Handles one request frame (without its length prefix); returns the whole response frame, or `None` when the
-/// request gets no response (produce with acks=0).
-pub(crate) async fn handle(
-    broker: &BrokerContext,
-    frame: Bytes,
-) -> Result<Option<Bytes>, RequestError> {
+/// A request frame, decoded.
+#[derive(Debug)]
+pub(crate) enum Decoded {
+    /// A request of an advertised API and version.
+    Request {
+        api: ApiKey,
+        version: i16,
+        correlation_id: i32,
+        body: Box<RequestKind>,
+    },
+    /// ApiVersions in a version we do not know: answered in v0 form (KIP-511).
+    UnknownApiVersionsVersion { correlation_id: i32 },
+}
+
+/// Decodes one request frame (without its length prefix): header, then a shape check (see [`shape`]), then the
+/// body. Pure, so the fuzz target and the property tests can drive it directly.
+pub(crate) fn decode(frame: Bytes) -> Result<Decoded, RequestError> {
     if frame.len() < 8 {
         return Err(RequestError::TooShort(frame.len()));
     }
@@ -91,15 +104,12 @@ pub(crate) async fn handle(
     let version = i16::from_be_bytes([frame[2], frame[3]]);
     let api = ApiKey::try_from(raw_key).map_err(|_| RequestError::UnknownApiKey(raw_key))?;
     let (min, max) = supported_versions(api).ok_or(RequestError::NotImplemented { api })?;
-    let mut body = frame;
-    if api == ApiKey::ApiVersions && !(min..=max).contains(&version) {
-        // KIP-511: answer an unknown ApiVersions version in v0 form with UNSUPPORTED_VERSION and our ranges, so the
-        // client can retry with one we know. Only the correlation id is needed from the header.
-        let correlation_id = correlation_id_of(&body).ok_or(RequestError::TooShort(body.len()))?;
-        let response = api_versions::unsupported_version();
-        return encode(api, 0, correlation_id, &response).map(Some);
-    }
     if !(min..=max).contains(&version) {
+        if api == ApiKey::ApiVersions {
+            // Only the correlation id is needed from a header we may not be able to read.
+            let correlation_id = i32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]);
+            return Ok(Decoded::UnknownApiVersionsVersion { correlation_id });
+        }
         return Err(RequestError::UnsupportedVersion {
             api,
             version,
@@ -107,77 +117,84 @@ pub(crate) async fn handle(
             max,
         });
     }
-    let header =
-        RequestHeader::decode(&mut body, api.request_header_version(version)).map_err(|e| {
-            RequestError::Decode {
-                api,
-                version,
-                reason: format!("header: {e}"),
-            }
-        })?;
-    let correlation_id = header.correlation_id;
-    tracing::trace!(broker = %broker.id, ?api, version, correlation_id, "request");
-    shape::check(api, version, &body).map_err(|e| RequestError::Decode {
+    let decode_error = |e: String| RequestError::Decode {
         api,
         version,
-        reason: e.to_string(),
-    })?;
-    macro_rules! decode {
-        ($ty:ty) => {
-            <$ty as Decodable>::decode(&mut body, version).map_err(|e| RequestError::Decode {
-                api,
-                version,
-                reason: e.to_string(),
-            })?
-        };
-    }
-    use kafka_protocol::messages as m;
-    match api {
-        ApiKey::ApiVersions => {
-            let request = decode!(m::ApiVersionsRequest);
-            encode(api, version, correlation_id, &api_versions::handle(request)).map(Some)
-        }
-        ApiKey::Metadata => {
-            let response = metadata::handle(broker, decode!(m::MetadataRequest), version);
-            encode(api, version, correlation_id, &response).map(Some)
-        }
-        ApiKey::Produce => match produce::handle(broker, decode!(m::ProduceRequest))? {
-            Some(response) => encode(api, version, correlation_id, &response).map(Some),
-            None => Ok(None),
-        },
-        ApiKey::Fetch => {
-            let response = fetch::handle(broker, decode!(m::FetchRequest), version).await;
-            encode(api, version, correlation_id, &response).map(Some)
-        }
-        ApiKey::ListOffsets => {
-            let response = list_offsets::handle(broker, decode!(m::ListOffsetsRequest), version);
-            encode(api, version, correlation_id, &response).map(Some)
-        }
-        ApiKey::CreateTopics => {
-            let response = create_topics::handle(broker, decode!(m::CreateTopicsRequest), version);
-            encode(api, version, correlation_id, &response).map(Some)
-        }
-        ApiKey::DeleteTopics => {
-            let response = delete_topics::handle(broker, decode!(m::DeleteTopicsRequest), version);
-            encode(api, version, correlation_id, &response).map(Some)
-        }
-        ApiKey::DeleteRecords => {
-            let response = delete_records::handle(broker, decode!(m::DeleteRecordsRequest));
-            encode(api, version, correlation_id, &response).map(Some)
-        }
-        ApiKey::DescribeConfigs => {
-            let response =
-                describe_configs::handle(broker, decode!(m::DescribeConfigsRequest), version);
-            encode(api, version, correlation_id, &response).map(Some)
-        }
-        _ => Err(RequestError::NotImplemented { api }),
-    }
+        reason: e,
+    };
+    let mut body = frame;
+    let header = RequestHeader::decode(&mut body, api.request_header_version(version))
+        .map_err(|e| decode_error(format!("header: {e}")))?;
+    shape::check(api, version, &body).map_err(|e| decode_error(e.to_string()))?;
+    let body =
+        RequestKind::decode(api, &mut body, version).map_err(|e| decode_error(e.to_string()))?;
+    Ok(Decoded::Request {
+        api,
+        version,
+        correlation_id: header.correlation_id,
+        body: Box::new(body),
+    })
 }
 
-/// The correlation id sits after api key and version in every header version.
-fn correlation_id_of(frame: &[u8]) -> Option<i32> {
-    let bytes = frame.get(4..8)?;
-    Some(i32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]))
+/// Handles one request frame (without its length prefix); returns the whole response frame, or `None` when the
+/// request gets no response (produce with acks=0).
+pub(crate) async fn handle(
+    broker: &BrokerContext,
+    frame: Bytes,
+) -> Result<Option<Bytes>, RequestError> {
+    let (api, version, correlation_id, body) = match decode(frame)? {
+        Decoded::Request {
+            api,
+            version,
+            correlation_id,
+            body,
+        } => (api, version, correlation_id, body),
+        Decoded::UnknownApiVersionsVersion { correlation_id } => {
+            let response = api_versions::unsupported_version();
+            return encode(ApiKey::ApiVersions, 0, correlation_id, &response).map(Some);
+        }
+    };
+    tracing::trace!(broker = %broker.id, ?body, version, correlation_id, "request");
+    match *body {
+        RequestKind::ApiVersions(request) => {
+            let response = api_versions::handle(request);
+            encode(ApiKey::ApiVersions, version, correlation_id, &response).map(Some)
+        }
+        RequestKind::Metadata(request) => {
+            let response = metadata::handle(broker, request, version);
+            encode(ApiKey::Metadata, version, correlation_id, &response).map(Some)
+        }
+        RequestKind::Produce(request) => match produce::handle(broker, request)? {
+            Some(response) => encode(ApiKey::Produce, version, correlation_id, &response).map(Some),
+            None => Ok(None),
+        },
+        RequestKind::Fetch(request) => {
+            let response = fetch::handle(broker, request, version).await;
+            encode(ApiKey::Fetch, version, correlation_id, &response).map(Some)
+        }
+        RequestKind::ListOffsets(request) => {
+            let response = list_offsets::handle(broker, request, version);
+            encode(ApiKey::ListOffsets, version, correlation_id, &response).map(Some)
+        }
+        RequestKind::CreateTopics(request) => {
+            let response = create_topics::handle(broker, request, version);
+            encode(ApiKey::CreateTopics, version, correlation_id, &response).map(Some)
+        }
+        RequestKind::DeleteTopics(request) => {
+            let response = delete_topics::handle(broker, request, version);
+            encode(ApiKey::DeleteTopics, version, correlation_id, &response).map(Some)
+        }
+        RequestKind::DeleteRecords(request) => {
+            let response = delete_records::handle(broker, request);
+            encode(ApiKey::DeleteRecords, version, correlation_id, &response).map(Some)
+        }
+        RequestKind::DescribeConfigs(request) => {
+            let response = describe_configs::handle(broker, request, version);
+            encode(ApiKey::DescribeConfigs, version, correlation_id, &response).map(Some)
+        }
+        // Only reached if SUPPORTED_APIS lists an API this match does not handle.
+        _ => Err(RequestError::NotImplemented { api }),
+    }
 }
 
 fn encode<R: Encodable>(
@@ -205,4 +222,118 @@ fn encode<R: Encodable>(
 /// A string field for a response.
 pub(crate) fn str_bytes(s: impl Into<String>) -> kafka_protocol::protocol::StrBytes {
     kafka_protocol::protocol::StrBytes::from_string(s.into())
+}
+
+#[cfg(test)]
+mod tests {
+    //! Random frames straight into the broker's request path: decode and, when that succeeds, the handlers of a
+    //! real (unlistened) cluster. Nothing may panic.
+    use std::sync::Arc;
+
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::broker::config::BrokerDefaults;
+    use crate::broker::state::{BrokerInfo, ClusterCore, NewTopic};
+    use crate::broker::BrokerId;
+    use crate::clock::Clock;
+
+    fn broker() -> BrokerContext {
+        let brokers = vec![BrokerInfo {
+            id: BrokerId(1),
+            host: "127.0.0.1".to_string(),
+            port: 9,
+        }];
+        let core = ClusterCore::new(
+            "test".into(),
+            BrokerDefaults::default(),
+            Clock::virtual_at(0),
+            brokers,
+        );
+        core.create_topic(&NewTopic::new("t", 2), false).unwrap();
+        BrokerContext {
+            id: BrokerId(1),
+            core: Arc::new(core),
+        }
+    }
+
+    /// A valid request of a random advertised API and version with random values (and, half the time, a real
+    /// record batch), then damaged: a few bytes overwritten and maybe cut short. Most still decode, so the handlers
+    /// see hostile values, not just the decoder.
+    fn frame() -> impl Strategy<Value = Vec<u8>> {
+        let api = prop::sample::select(SUPPORTED_APIS.to_vec());
+        let knobs = (
+            prop::sample::select(vec!["t", "u", "", "t.x"]),
+            -2..4i32,
+            prop_oneof![
+                Just(-5i64),
+                Just(-3),
+                Just(-2),
+                Just(-1),
+                0..40i64,
+                any::<i64>()
+            ],
+            -2..3i16,
+            any::<bool>(),
+            prop_oneof![Just(2i8), Just(4), any::<i8>()],
+        );
+        let damage = prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..4);
+        (
+            api,
+            any::<prop::sample::Index>(),
+            knobs,
+            damage,
+            any::<Option<prop::sample::Index>>(),
+        )
+            .prop_map(
+                |(
+                    (key, min, max),
+                    pick,
+                    (topic, partition, offset, acks, real_batch, resource_type),
+                    damage,
+                    cut,
+                )| {
+                    let version = min + pick.index((max - min + 1) as usize) as i16;
+                    let records = if real_batch {
+                        crate::broker::batch::tests::encode(
+                            &[(Some("k"), Some("v"), 5), (None, None, 6)],
+                            kafka_protocol::records::Compression::None,
+                        )
+                    } else {
+                        Bytes::from_static(b"not a batch at all")
+                    };
+                    let knobs = samples::Knobs {
+                        topic,
+                        partition,
+                        offset,
+                        acks,
+                        records,
+                        resource_type,
+                    };
+                    let mut frame = samples::frame(key, version, 7, &knobs).to_vec();
+                    for (at, byte) in damage {
+                        let i = at.index(frame.len());
+                        frame[i] = byte;
+                    }
+                    if let Some(cut) = cut {
+                        frame.truncate(cut.index(frame.len() + 1));
+                    }
+                    frame
+                },
+            )
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 2_000, failure_persistence: None, ..ProptestConfig::default() })]
+
+        #[test]
+        fn random_frames_never_panic(frame in prop_oneof![frame(), prop::collection::vec(any::<u8>(), 0..64)]) {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
+            let broker = broker();
+            runtime.block_on(async {
+                // A fetch that decodes may wait (bounded by its max_wait); waiting is fine, panicking is not.
+                let _ = tokio::time::timeout(std::time::Duration::from_millis(20), handle(&broker, Bytes::from(frame))).await;
+            });
+        }
+    }
 }

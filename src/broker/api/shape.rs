@@ -365,19 +365,6 @@ fn describe_configs(w: &mut Walk, v: i16) -> Step {
 mod tests {
     //! The walk must accept exactly what the crate encodes, for every advertised version.
     use super::*;
-    use bytes::{Bytes, BytesMut};
-    use kafka_protocol::messages::*;
-    use kafka_protocol::protocol::{Encodable, StrBytes};
-
-    fn name(s: &str) -> TopicName {
-        TopicName(StrBytes::from_string(s.to_string()))
-    }
-
-    fn encoded<R: Encodable>(request: &R, version: i16) -> Bytes {
-        let mut buf = BytesMut::new();
-        request.encode(&mut buf, version).unwrap();
-        buf.freeze()
-    }
 
     fn assert_walks(api: ApiKey, body: &[u8], version: i16) {
         check(api, version, body).unwrap_or_else(|e| panic!("{e}"));
@@ -417,123 +404,7 @@ mod tests {
         for &(api, _, _) in &super::super::SUPPORTED_APIS {
             let (min, max) = super::super::supported_versions(api).unwrap();
             for v in min..=max {
-                let body = match api {
-                    ApiKey::Produce => encoded(
-                        &ProduceRequest::default()
-                            .with_acks(-1)
-                            .with_topic_data(vec![produce_request::TopicProduceData::default()
-                                .with_name(name("t"))
-                                .with_partition_data(vec![
-                                    produce_request::PartitionProduceData::default()
-                                        .with_index(3)
-                                        .with_records(Some(Bytes::from_static(b"abc"))),
-                                ])]),
-                        v,
-                    ),
-                    ApiKey::Fetch => {
-                        let topic = fetch_request::FetchTopic::default().with_partitions(vec![
-                            fetch_request::FetchPartition::default().with_partition(1),
-                        ]);
-                        let topic = if v >= 13 {
-                            topic.with_topic_id(uuid::Uuid::from_u128(7))
-                        } else {
-                            topic.with_topic(name("t"))
-                        };
-                        let mut request = FetchRequest::default().with_topics(vec![topic.clone()]);
-                        if v >= 7 {
-                            let forgotten = fetch_request::ForgottenTopic::default()
-                                .with_partitions(vec![1, 2]);
-                            let forgotten = if v >= 13 {
-                                forgotten.with_topic_id(uuid::Uuid::from_u128(8))
-                            } else {
-                                forgotten.with_topic(name("f"))
-                            };
-                            request = request.with_forgotten_topics_data(vec![forgotten]);
-                        }
-                        if v >= 11 {
-                            request = request.with_rack_id(StrBytes::from_static_str("rack"));
-                        }
-                        if v >= 12 {
-                            request = request.with_cluster_id(Some(StrBytes::from_static_str("c")));
-                        }
-                        encoded(&request, v)
-                    }
-                    ApiKey::ListOffsets => encoded(
-                        &ListOffsetsRequest::default().with_topics(vec![
-                            list_offsets_request::ListOffsetsTopic::default()
-                                .with_name(name("t"))
-                                .with_partitions(vec![
-                                    list_offsets_request::ListOffsetsPartition::default()
-                                        .with_timestamp(-2),
-                                ]),
-                        ]),
-                        v,
-                    ),
-                    ApiKey::Metadata => {
-                        let topic = metadata_request::MetadataRequestTopic::default()
-                            .with_name(Some(name("t")));
-                        encoded(
-                            &MetadataRequest::default().with_topics(Some(vec![topic])),
-                            v,
-                        )
-                    }
-                    ApiKey::ApiVersions => encoded(
-                        &ApiVersionsRequest::default()
-                            .with_client_software_name(StrBytes::from_static_str("x"))
-                            .with_client_software_version(StrBytes::from_static_str("1")),
-                        v,
-                    ),
-                    ApiKey::CreateTopics => encoded(
-                        &CreateTopicsRequest::default().with_topics(vec![
-                            create_topics_request::CreatableTopic::default()
-                                .with_name(name("t"))
-                                .with_assignments(vec![
-                                    create_topics_request::CreatableReplicaAssignment::default()
-                                        .with_broker_ids(vec![BrokerId(1), BrokerId(2)]),
-                                ])
-                                .with_configs(vec![
-                                    create_topics_request::CreatableTopicConfig::default()
-                                        .with_name(StrBytes::from_static_str("retention.ms"))
-                                        .with_value(Some(StrBytes::from_static_str("1"))),
-                                ]),
-                        ]),
-                        v,
-                    ),
-                    ApiKey::DeleteTopics => {
-                        let request = if v >= 6 {
-                            DeleteTopicsRequest::default().with_topics(vec![
-                                delete_topics_request::DeleteTopicState::default()
-                                    .with_name(Some(name("t"))),
-                            ])
-                        } else {
-                            DeleteTopicsRequest::default()
-                                .with_topic_names(vec![name("t"), name("u")])
-                        };
-                        encoded(&request, v)
-                    }
-                    ApiKey::DeleteRecords => encoded(
-                        &DeleteRecordsRequest::default().with_topics(vec![
-                            delete_records_request::DeleteRecordsTopic::default()
-                                .with_name(name("t"))
-                                .with_partitions(vec![
-                                    delete_records_request::DeleteRecordsPartition::default(),
-                                ]),
-                        ]),
-                        v,
-                    ),
-                    ApiKey::DescribeConfigs => encoded(
-                        &DescribeConfigsRequest::default().with_resources(vec![
-                            describe_configs_request::DescribeConfigsResource::default()
-                                .with_resource_type(2)
-                                .with_resource_name(StrBytes::from_static_str("t"))
-                                .with_configuration_keys(Some(vec![StrBytes::from_static_str(
-                                    "retention.ms",
-                                )])),
-                        ]),
-                        v,
-                    ),
-                    other => panic!("no sample request for {other:?}"),
-                };
+                let body = super::super::samples::body(api, v, &Default::default());
                 assert_walks(api, &body, v);
             }
         }
