@@ -363,6 +363,18 @@ impl Cluster {
         Some(topic.partitions.iter().map(|p| p.lock().leader).collect())
     }
 
+    /// Bytes of record batches each partition of `topic` holds, in partition order; `None` if it does not exist.
+    pub fn stored_bytes(&self, topic: &str) -> Option<Vec<u64>> {
+        let topic = self.core.topic(topic)?;
+        Some(
+            topic
+                .partitions
+                .iter()
+                .map(|p| p.lock().log.size_bytes())
+                .collect(),
+        )
+    }
+
     /// Runs one retention check now, at the clock's current time (the timer does this every
     /// `log.retention.check.interval.ms`).
     pub fn enforce_retention(&self) {

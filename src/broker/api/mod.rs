@@ -154,7 +154,7 @@ pub(crate) async fn handle(
             return encode(ApiKey::ApiVersions, 0, correlation_id, &response).map(Some);
         }
     };
-    tracing::trace!(broker = %broker.id, ?body, version, correlation_id, "request");
+    tracing::trace!(broker = %broker.id, ?api, version, correlation_id, "request");
     match *body {
         RequestKind::ApiVersions(request) => {
             let response = api_versions::handle(request);
