@@ -29,7 +29,11 @@
 //!
 //! These are the overlap of what `kafka-protocol` 0.18 decodes (its lowest ListOffsets, CreateTopics, DeleteTopics
 //! and DescribeConfigs versions are above Kafka's), what Kafka 3.9 documents, and what is implemented here. They
-//! cover every version rskafka 0.6 uses and what kcat 1.7.1 (librdkafka 2.0.2) uses for `-L`, `-P` and `-C`.
+//! cover every version rskafka 0.6 uses (observed: ApiVersions v3, Metadata v4, Produce v7, Fetch v4, ListOffsets
+//! v3, CreateTopics v5, DeleteTopics v5, DeleteRecords v2) and what kcat 1.7.1 / librdkafka 2.0.2 uses for `-L`,
+//! `-P` and `-C` (observed: ApiVersions v3, Metadata v4, Produce v7, Fetch v11, ListOffsets v2). Before decoding,
+//! every body goes through a schema walk (`api::shape`) that refuses lying array lengths, because the
+//! crate would otherwise size allocations from them.
 //!
 //! # Not implemented (yet)
 //!
@@ -41,6 +45,7 @@
 //!   `-C` with explicit partitions/offsets works; `-G` does not.
 //! - SASL/TLS, quotas, ACLs, AlterConfigs, CreatePartitions, fetch sessions, LogAppendTime.
 //! - Requests of an API or version not advertised close the connection (Kafka does the same), with a logged reason.
+//! - Logs on disk: logs live in memory only; a cluster cannot yet restart from a directory.
 //!
 //! # Logs
 //!
