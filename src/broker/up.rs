@@ -56,6 +56,8 @@ pub async fn serve(args: UpArgs) -> anyhow::Result<()> {
         .start()
         .await
         .context("cannot start the embedded cluster")?;
+    // Listen for Ctrl-C before saying "ready": a signal right after the ready line must stop us cleanly.
+    let interrupted = interrupt()?;
     println!("bootstrap servers: {}", cluster.bootstrap_servers());
     for topic in &args.topics {
         println!("topic {topic}: {} partitions", args.partitions);
@@ -65,10 +67,26 @@ pub async fn serve(args: UpArgs) -> anyhow::Result<()> {
         cluster.broker_ids().len(),
         cluster.controller()
     );
-    tokio::signal::ctrl_c()
-        .await
-        .context("cannot wait for Ctrl-C")?;
+    interrupted.await;
     println!("stopping");
     cluster.shutdown().await;
     Ok(())
+}
+
+/// A future that completes on Ctrl-C (SIGINT); the handler is installed before this returns.
+#[cfg(unix)]
+fn interrupt() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+    let mut signal = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+        .context("cannot listen for Ctrl-C")?;
+    Ok(async move {
+        signal.recv().await;
+    })
+}
+
+/// A future that completes on Ctrl-C.
+#[cfg(not(unix))]
+fn interrupt() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+    Ok(async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
 }
