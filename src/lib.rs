@@ -13,10 +13,12 @@
 //! |---|---|---|
 //! | [`scenario`] | built | the test plan: one TOML file, parsed with located errors, defaults, cross-field checks |
 //! | [`workload`] | built | the OpenMRS data model (real columns and MySQL types), schema fixture, seeded generator of clinical operations |
+//! | [`broker`] | part 1 | the embedded Kafka cluster: N brokers on the real wire protocol (kafka-protocol), in-memory logs with segments, retention, compaction, DeleteRecords, an event log; `etl-harness up` |
+//! | [`clock`] | built | one clock for the cluster (and later generator and capture): real, or virtual with timers that fire as it advances |
+//! | [`topology`] | first light | the `local` backend's processes: MariaDB, ZooKeeper, Kafka 3.9.1, Kafka Connect + Debezium, provisioned from a Maven manifest like images |
 //!
-//! Planned modules (each lands with its issue, never as an empty placeholder): `topology` (backends),
-//! `broker` (embedded Kafka cluster), `clock`, `source`, `cdc`, `pipeline`, `nemesis`, `history`, `check`,
-//! `report`, `sweep`, `kafka` (the harness producer).
+//! Planned modules (each lands with its issue, never as an empty placeholder): `source`, `cdc`, `pipeline`,
+//! `nemesis`, `history`, `check`, `report`, `sweep`, `kafka` (the harness producer).
 //!
 //! ## Data flow of one run
 //!
@@ -37,6 +39,8 @@
 //! integer arithmetic and IEEE `+ - * /` on ChaCha8 output: the same seed gives the same bytes on every
 //! machine (guarded by an insta snapshot of the first operations).
 
+pub mod broker;
+pub mod clock;
 pub mod scenario;
 pub mod topology;
 pub mod workload;

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use openmrs_etl_harness::broker::up::{self, UpArgs};
 use openmrs_etl_harness::scenario::Scenario;
 use openmrs_etl_harness::workload::{sql, Generator, WorkloadSpec};
 
@@ -59,6 +60,12 @@ enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Start an embedded Kafka cluster on 127.0.0.1 and serve until Ctrl-C (point kcat or your own code at it).
+    #[command(after_help = "Examples:\n  etl-harness up\n  \
+                            etl-harness up --brokers 3 --partitions 6 --topic dbserver1.openmrs.obs\n  \
+                            etl-harness up --port-base 19092 --log-default retention.ms=60000\n  \
+                            kcat -b <bootstrap servers printed by up> -L")]
+    Up(UpArgs),
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -94,6 +101,9 @@ fn main() -> ExitCode {
             format,
             out,
         } => generate(scenario, seed, patients, operations, format, out),
+        Command::Up(args) => {
+            up::run(args).map_err(|e| Failure::Setup(format!("etl-harness up: {e:#}")))
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,156 @@
+//! Embedded cluster benchmarks (numbers go in the README, never into test assertions).
+//!
+//! Run: `cargo bench --bench broker` (release profile). Measures:
+//! 1. `Cluster::start` until a 6-partition topic has leaders on 3 brokers;
+//! 2. produce throughput through rskafka: 1 KiB values, 16-byte keys, 6 partitions, 200,000 records, 900 records
+//!    per produce call, one task per partition; and the process's memory before and after (RSS).
+
+use std::time::{Duration, Instant};
+
+use openmrs_etl_harness::broker::{Cluster, NewTopic};
+use rskafka::client::partition::{Compression, UnknownTopicHandling};
+use rskafka::client::ClientBuilder;
+use rskafka::record::Record;
+use rskafka::BackoffConfig;
+
+const RECORDS: usize = 200_000;
+const PER_CALL: usize = 900;
+const PARTITIONS: i32 = 6;
+const VALUE_BYTES: usize = 1024;
+const KEY_BYTES: usize = 16;
+
+fn rss_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+async fn startup() {
+    let runs = 200;
+    let mut times = Vec::with_capacity(runs);
+    for _ in 0..runs {
+        let started = Instant::now();
+        let cluster = Cluster::builder()
+            .brokers(3)
+            .topic(NewTopic::new("encounters", 6))
+            .start()
+            .await
+            .expect("cluster starts");
+        let leaders = cluster
+            .partition_leaders("encounters")
+            .expect("topic exists");
+        let distinct: std::collections::BTreeSet<_> = leaders.iter().flatten().collect();
+        let elapsed = started.elapsed();
+        assert_eq!(distinct.len(), 3);
+        times.push(elapsed);
+        cluster.shutdown().await;
+    }
+    times.sort();
+    println!(
+        "start 3 brokers + 6-partition topic with leaders on 3 brokers: median {:?}, p99 {:?} ({runs} runs)",
+        percentile(&times, 0.5),
+        percentile(&times, 0.99)
+    );
+}
+
+async fn produce_throughput() {
+    let rss_baseline = rss_bytes();
+    let cluster = Cluster::builder()
+        .brokers(3)
+        .topic(NewTopic::new("obs", PARTITIONS))
+        .start()
+        .await
+        .expect("cluster starts");
+    let client = ClientBuilder::new(vec![cluster.broker_addrs()[0].to_string()])
+        .backoff_config(BackoffConfig {
+            deadline: Some(Duration::from_secs(30)),
+            ..Default::default()
+        })
+        .build()
+        .await
+        .expect("client");
+    let timestamp = rskafka::chrono::DateTime::from_timestamp_millis(1_700_000_000_000)
+        .expect("valid timestamp");
+    let per_partition = RECORDS.div_ceil(PARTITIONS as usize);
+    let mut work = Vec::new();
+    for p in 0..PARTITIONS {
+        let partition = client
+            .partition_client("obs", p, UnknownTopicHandling::Error)
+            .await
+            .expect("partition client");
+        let start = p as usize * per_partition;
+        let end = (start + per_partition).min(RECORDS);
+        let calls: Vec<Vec<Record>> = (start..end)
+            .collect::<Vec<_>>()
+            .chunks(PER_CALL)
+            .map(|chunk| {
+                chunk
+                    .iter()
+                    .map(|i| Record {
+                        key: Some(format!("patient-{i:08}").into_bytes()[..KEY_BYTES].to_vec()),
+                        value: Some(vec![b'o'; VALUE_BYTES]),
+                        headers: Default::default(),
+                        timestamp,
+                    })
+                    .collect()
+            })
+            .collect();
+        work.push((partition, calls));
+    }
+    let started = Instant::now();
+    let tasks: Vec<_> = work
+        .into_iter()
+        .map(|(partition, calls)| {
+            tokio::spawn(async move {
+                for records in calls {
+                    partition
+                        .produce(records, Compression::NoCompression)
+                        .await
+                        .expect("produce");
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.expect("producer task");
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let rss_after = rss_bytes();
+    let payload = (RECORDS * (VALUE_BYTES + KEY_BYTES)) as f64;
+    let stored: u64 = cluster.stored_bytes("obs").expect("topic").iter().sum();
+    println!(
+        "produce {RECORDS} x {VALUE_BYTES} B (keys {KEY_BYTES} B), {PER_CALL}/call, {PARTITIONS} partitions, rskafka: \
+         {:.0} records/s, {:.1} MB/s payload, {elapsed:.3} s",
+        RECORDS as f64 / elapsed,
+        payload / elapsed / 1e6,
+    );
+    println!(
+        "memory: stored batches {:.1} MB ({:.2} x payload {:.1} MB); process RSS {:.1} MB before the records were \
+         built, {:.1} MB after producing (+{:.1} MB: broker logs plus what the allocator kept of the client's buffers)",
+        stored as f64 / 1e6,
+        stored as f64 / payload,
+        payload / 1e6,
+        rss_baseline as f64 / 1e6,
+        rss_after as f64 / 1e6,
+        (rss_after.saturating_sub(rss_baseline)) as f64 / 1e6,
+    );
+    cluster.shutdown().await;
+}
+
+fn main() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        startup().await;
+        produce_throughput().await;
+    });
+}

@@ -1,0 +1,494 @@
+//! One partition replica's log: segments of stored record batches, the log start offset, the log end offset and
+//! the high watermark, and what happens to them — append (with segment rolling), reads up to the high watermark,
+//! time and size retention, DeleteRecords and compaction. Kafka 3.9's rules, summarised in
+//! `shared/reference/kafka-semantics.md` ("Retention and segments").
+//!
+//! Batches are `Bytes` shared with fetch responses: a read clones handles, it does not copy record data (except to
+//! concatenate several batches into one response). Every change that removes data reports a [`ClusterEventKind`].
+
+use std::collections::{HashMap, VecDeque};
+
+use bytes::{Bytes, BytesMut};
+
+use super::batch::{self, BatchHeader};
+use super::config::TopicConfig;
+use super::events::{ClusterEventKind, DeletionReason, RollReason};
+
+/// A stored record batch; `data` is the batch exactly as produced except base offset and partition leader epoch.
+#[derive(Clone, Debug)]
+pub(crate) struct StoredBatch {
+    pub base_offset: i64,
+    pub last_offset: i64,
+    pub max_timestamp: i64,
+    pub data: Bytes,
+}
+
+#[derive(Debug)]
+pub(crate) struct Segment {
+    pub base_offset: i64,
+    pub batches: Vec<StoredBatch>,
+    pub size_bytes: u64,
+    /// Max timestamp of the first batch: `segment.ms` counts from it.
+    first_timestamp: Option<i64>,
+    /// Largest record timestamp in the segment: `retention.ms` counts from it.
+    pub max_timestamp: i64,
+    /// Clock time the segment was created; stands in for the largest timestamp when records carry none (-1).
+    created_ms: i64,
+}
+
+impl Segment {
+    fn new(base_offset: i64, now_ms: i64) -> Segment {
+        Segment {
+            base_offset,
+            batches: Vec::new(),
+            size_bytes: 0,
+            first_timestamp: None,
+            max_timestamp: -1,
+            created_ms: now_ms,
+        }
+    }
+
+    fn retention_timestamp(&self) -> i64 {
+        if self.max_timestamp >= 0 {
+            self.max_timestamp
+        } else {
+            self.created_ms
+        }
+    }
+
+    fn push(&mut self, batch: StoredBatch) {
+        self.first_timestamp.get_or_insert(batch.max_timestamp);
+        self.max_timestamp = self.max_timestamp.max(batch.max_timestamp);
+        self.size_bytes += batch.data.len() as u64;
+        self.batches.push(batch);
+    }
+}
+
+/// A batch's records as the cleaner read them; `None` for batches it leaves alone.
+type DecodedBatch = Option<(BatchHeader, Vec<batch::RecordView>)>;
+
+/// An offset outside `[log start offset, log end offset]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct OffsetOutOfRange {
+    pub log_start_offset: i64,
+    pub log_end_offset: i64,
+}
+
+/// The result of a read: the batches' bytes and the partition's offsets at the time of the read.
+#[derive(Debug, Default)]
+pub(crate) struct ReadResult {
+    pub records: Option<Bytes>,
+    pub bytes: usize,
+}
+
+pub(crate) struct Log {
+    topic: String,
+    partition: i32,
+    config: TopicConfig,
+    /// Oldest first; never empty: the last one is the active segment.
+    segments: VecDeque<Segment>,
+    log_start_offset: i64,
+    log_end_offset: i64,
+    high_watermark: i64,
+    /// Offset of a tombstone → clock time it was first seen by the cleaner (it expires `delete.retention.ms` later).
+    tombstones_cleaned_at: HashMap<i64, i64>,
+}
+
+impl Log {
+    pub(crate) fn new(topic: &str, partition: i32, config: TopicConfig, now_ms: i64) -> Log {
+        Log {
+            topic: topic.to_string(),
+            partition,
+            config,
+            segments: VecDeque::from([Segment::new(0, now_ms)]),
+            log_start_offset: 0,
+            log_end_offset: 0,
+            high_watermark: 0,
+            tombstones_cleaned_at: HashMap::new(),
+        }
+    }
+
+    pub(crate) fn log_start_offset(&self) -> i64 {
+        self.log_start_offset
+    }
+    pub(crate) fn log_end_offset(&self) -> i64 {
+        self.log_end_offset
+    }
+    pub(crate) fn high_watermark(&self) -> i64 {
+        self.high_watermark
+    }
+    pub(crate) fn size_bytes(&self) -> u64 {
+        self.segments.iter().map(|s| s.size_bytes).sum()
+    }
+
+    /// Moves the high watermark (replication decides it; with one replica it follows the log end offset).
+    pub(crate) fn set_high_watermark(&mut self, hw: i64) {
+        self.high_watermark = hw.clamp(self.log_start_offset, self.log_end_offset);
+    }
+
+    fn active(&mut self) -> &mut Segment {
+        if self.segments.is_empty() {
+            self.segments
+                .push_back(Segment::new(self.log_end_offset, 0));
+        }
+        let last = self.segments.len() - 1;
+        &mut self.segments[last]
+    }
+
+    /// Appends a validated batch at the log end offset; returns its base offset.
+    pub(crate) fn append(
+        &mut self,
+        data: &[u8],
+        header: &BatchHeader,
+        leader_epoch: i32,
+        now_ms: i64,
+        events: &mut Vec<ClusterEventKind>,
+    ) -> i64 {
+        let base_offset = self.log_end_offset;
+        let len = data.len() as i64;
+        let (segment_bytes, segment_ms) = (self.config.segment_bytes, self.config.segment_ms);
+        let active = self.active();
+        let roll = if active.batches.is_empty() {
+            None
+        } else if active.size_bytes as i64 + len > segment_bytes {
+            Some(RollReason::SegmentBytes)
+        } else if active
+            .first_timestamp
+            .is_some_and(|first| header.max_timestamp.saturating_sub(first) > segment_ms)
+        {
+            Some(RollReason::SegmentMs)
+        } else {
+            None
+        };
+        if let Some(reason) = roll {
+            self.roll(now_ms, reason, events);
+        }
+        let stored = StoredBatch {
+            base_offset,
+            last_offset: base_offset + header.last_offset_delta as i64,
+            max_timestamp: header.max_timestamp,
+            data: batch::with_offset_and_epoch(data, base_offset, leader_epoch),
+        };
+        self.log_end_offset = stored.last_offset + 1;
+        self.active().push(stored);
+        base_offset
+    }
+
+    fn roll(&mut self, now_ms: i64, reason: RollReason, events: &mut Vec<ClusterEventKind>) {
+        self.segments
+            .push_back(Segment::new(self.log_end_offset, now_ms));
+        events.push(ClusterEventKind::SegmentRolled {
+            topic: self.topic.clone(),
+            partition: self.partition,
+            base_offset: self.log_end_offset,
+            reason,
+        });
+    }
+
+    /// Whole batches from the one holding `offset`, below `upper` (the high watermark for consumers), up to
+    /// `max_bytes` — but always at least one batch, so a consumer can make progress (KIP-74).
+    pub(crate) fn read(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        upper: i64,
+    ) -> Result<ReadResult, OffsetOutOfRange> {
+        if offset < self.log_start_offset || offset > self.log_end_offset {
+            return Err(OffsetOutOfRange {
+                log_start_offset: self.log_start_offset,
+                log_end_offset: self.log_end_offset,
+            });
+        }
+        let mut picked: Vec<&Bytes> = Vec::new();
+        let mut total = 0usize;
+        // First segment that may hold `offset`: the last one whose base offset is ≤ offset.
+        let first = self
+            .segments
+            .partition_point(|s| s.base_offset <= offset)
+            .saturating_sub(1);
+        'segments: for segment in self.segments.iter().skip(first) {
+            let start = segment.batches.partition_point(|b| b.last_offset < offset);
+            for stored in &segment.batches[start..] {
+                if stored.base_offset >= upper {
+                    break 'segments;
+                }
+                if !picked.is_empty() && total + stored.data.len() > max_bytes {
+                    break 'segments;
+                }
+                total += stored.data.len();
+                picked.push(&stored.data);
+            }
+        }
+        let records = match picked.len() {
+            0 => None,
+            1 => Some(picked[0].clone()),
+            _ => {
+                let mut buf = BytesMut::with_capacity(total);
+                for data in picked {
+                    buf.extend_from_slice(data);
+                }
+                Some(buf.freeze())
+            }
+        };
+        Ok(ReadResult {
+            records,
+            bytes: total,
+        })
+    }
+
+    /// ListOffsets by timestamp: the first record at or after `timestamp` → (offset, its timestamp).
+    pub(crate) fn offset_for_timestamp(&self, timestamp: i64) -> Option<(i64, i64)> {
+        let candidate = self
+            .segments
+            .iter()
+            .flat_map(|s| s.batches.iter())
+            .find(|b| b.max_timestamp >= timestamp && b.last_offset >= self.log_start_offset)?;
+        let (_, records) = batch::records(&candidate.data).ok()?;
+        records
+            .iter()
+            .find(|r| r.timestamp >= timestamp && r.offset >= self.log_start_offset)
+            .map(|r| (r.offset, r.timestamp))
+    }
+
+    /// ListOffsets MAX_TIMESTAMP: the first record holding the largest timestamp → (offset, timestamp).
+    pub(crate) fn offset_of_max_timestamp(&self) -> Option<(i64, i64)> {
+        let mut best: Option<&StoredBatch> = None;
+        for stored in self.segments.iter().flat_map(|s| s.batches.iter()) {
+            if best.is_none_or(|b| stored.max_timestamp > b.max_timestamp) {
+                best = Some(stored);
+            }
+        }
+        let best = best?;
+        let (_, records) = batch::records(&best.data).ok()?;
+        records
+            .iter()
+            .find(|r| r.timestamp == best.max_timestamp)
+            .map(|r| (r.offset, r.timestamp))
+    }
+
+    /// DeleteRecords: moves the log start offset to `offset` (-1: the high watermark) and drops the segments wholly
+    /// below it. Returns the new log start offset.
+    pub(crate) fn delete_records_before(
+        &mut self,
+        offset: i64,
+        now_ms: i64,
+        events: &mut Vec<ClusterEventKind>,
+    ) -> Result<i64, OffsetOutOfRange> {
+        let offset = if offset == -1 {
+            self.high_watermark
+        } else {
+            offset
+        };
+        if offset < 0 || offset > self.high_watermark {
+            return Err(OffsetOutOfRange {
+                log_start_offset: self.log_start_offset,
+                log_end_offset: self.log_end_offset,
+            });
+        }
+        if offset > self.log_start_offset {
+            events.push(ClusterEventKind::RecordsDeleted {
+                topic: self.topic.clone(),
+                partition: self.partition,
+                start_offset: self.log_start_offset,
+                end_offset: offset,
+            });
+            self.log_start_offset = offset;
+            self.delete_below_log_start(now_ms, events);
+        }
+        Ok(self.log_start_offset)
+    }
+
+    fn segment_end(&self, index: usize) -> i64 {
+        self.segments
+            .get(index + 1)
+            .map(|s| s.base_offset)
+            .unwrap_or(self.log_end_offset)
+    }
+
+    fn delete_below_log_start(&mut self, now_ms: i64, events: &mut Vec<ClusterEventKind>) {
+        while !self.segments.is_empty() && self.segment_end(0) <= self.log_start_offset {
+            let is_active = self.segments.len() == 1;
+            if is_active && self.segments[0].batches.is_empty() {
+                break;
+            }
+            self.delete_oldest(now_ms, DeletionReason::LogStartOffset, events);
+        }
+    }
+
+    /// Removes the oldest segment; when it is the active one, an empty segment at the log end offset replaces it.
+    fn delete_oldest(
+        &mut self,
+        now_ms: i64,
+        reason: DeletionReason,
+        events: &mut Vec<ClusterEventKind>,
+    ) {
+        if self.segments.len() == 1 {
+            self.roll(now_ms, RollReason::Retention, events);
+        }
+        let end_offset = self.segment_end(0);
+        if let Some(segment) = self.segments.pop_front() {
+            let start_offset = segment.base_offset.max(self.log_start_offset);
+            self.tombstones_cleaned_at
+                .retain(|&offset, _| offset >= end_offset);
+            events.push(ClusterEventKind::SegmentDeleted {
+                topic: self.topic.clone(),
+                partition: self.partition,
+                start_offset,
+                end_offset,
+                reason,
+            });
+        }
+        if let Some(first) = self.segments.front() {
+            self.log_start_offset = self.log_start_offset.max(first.base_offset);
+        }
+    }
+
+    /// One run of the retention check: time retention, then size retention (when `cleanup.policy` has `delete`),
+    /// then compaction (when it has `compact`).
+    pub(crate) fn enforce_retention(&mut self, now_ms: i64, events: &mut Vec<ClusterEventKind>) {
+        if self.config.cleanup_delete {
+            self.delete_by_time(now_ms, events);
+            self.delete_by_size(now_ms, events);
+        }
+        if self.config.cleanup_compact {
+            self.compact(now_ms, events);
+        }
+    }
+
+    /// Can the oldest segment go? Only when it is non-empty (an empty active segment stays) and fully below the HW.
+    fn oldest_is_deletable(&self) -> bool {
+        match self.segments.front() {
+            None => false,
+            Some(s) if s.batches.is_empty() => false,
+            Some(_) => self.high_watermark >= self.segment_end(0),
+        }
+    }
+
+    fn delete_by_time(&mut self, now_ms: i64, events: &mut Vec<ClusterEventKind>) {
+        let retention_ms = self.config.retention_ms;
+        if retention_ms < 0 {
+            return;
+        }
+        while self.oldest_is_deletable()
+            && self
+                .segments
+                .front()
+                .is_some_and(|s| now_ms.saturating_sub(s.retention_timestamp()) > retention_ms)
+        {
+            self.delete_oldest(now_ms, DeletionReason::RetentionTime, events);
+        }
+    }
+
+    fn delete_by_size(&mut self, now_ms: i64, events: &mut Vec<ClusterEventKind>) {
+        let retention_bytes = self.config.retention_bytes;
+        if retention_bytes < 0 {
+            return;
+        }
+        let mut excess = self.size_bytes() as i64 - retention_bytes;
+        while self.oldest_is_deletable() {
+            let size = self.segments.front().map_or(0, |s| s.size_bytes as i64);
+            if excess - size < 0 {
+                break;
+            }
+            excess -= size;
+            self.delete_oldest(now_ms, DeletionReason::RetentionSize, events);
+        }
+    }
+
+    /// Keeps the last record per key in every segment but the active one, below the HW. A tombstone is kept for
+    /// `delete.retention.ms` after the cleaner first saw it. Removed batches and emptied segments leave offset gaps;
+    /// the log start offset does not move. Unlike Kafka, it does not wait for min.cleanable.dirty.ratio.
+    fn compact(&mut self, now_ms: i64, events: &mut Vec<ClusterEventKind>) {
+        let active_index = self.segments.len().saturating_sub(1);
+        let cleanable = (0..active_index)
+            .take_while(|&i| self.segment_end(i) <= self.high_watermark)
+            .count();
+        if cleanable == 0 {
+            return;
+        }
+        let end_offset = self.segment_end(cleanable - 1);
+        // Pass 1: the last offset of every key in the cleanable range.
+        let mut latest: HashMap<Bytes, i64> = HashMap::new();
+        let mut decoded: Vec<Vec<DecodedBatch>> = Vec::with_capacity(cleanable);
+        for segment in self.segments.iter().take(cleanable) {
+            let mut per_batch = Vec::with_capacity(segment.batches.len());
+            for stored in &segment.batches {
+                // A batch the cleaner cannot read (it passed the CRC check, so this is a client's bug) is kept as is.
+                let parsed = batch::records(&stored.data)
+                    .ok()
+                    .filter(|(h, _)| !h.is_control());
+                if let Some((_, records)) = &parsed {
+                    for record in records {
+                        if let Some(key) = &record.key {
+                            latest.insert(key.clone(), record.offset);
+                        }
+                    }
+                }
+                per_batch.push(parsed);
+            }
+            decoded.push(per_batch);
+        }
+        // Pass 2: rebuild batches without superseded records and expired tombstones.
+        let delete_retention_ms = self.config.delete_retention_ms;
+        let mut removed = 0u64;
+        let mut tombstones_removed = 0u64;
+        for (segment, per_batch) in self.segments.iter_mut().take(cleanable).zip(decoded) {
+            let mut kept_batches = Vec::with_capacity(segment.batches.len());
+            for (stored, parsed) in segment.batches.drain(..).zip(per_batch) {
+                let Some((_, records)) = parsed else {
+                    kept_batches.push(stored);
+                    continue;
+                };
+                let total = records.len();
+                let kept: Vec<batch::RecordView> = records
+                    .into_iter()
+                    .filter(|r| {
+                        let Some(key) = &r.key else { return true };
+                        if latest.get(key) != Some(&r.offset) {
+                            return false;
+                        }
+                        if r.is_tombstone {
+                            let first_seen =
+                                *self.tombstones_cleaned_at.entry(r.offset).or_insert(now_ms);
+                            if now_ms.saturating_sub(first_seen) > delete_retention_ms {
+                                tombstones_removed += 1;
+                                self.tombstones_cleaned_at.remove(&r.offset);
+                                return false;
+                            }
+                        }
+                        true
+                    })
+                    .collect();
+                removed += (total - kept.len()) as u64;
+                if kept.len() == total {
+                    kept_batches.push(stored);
+                } else if !kept.is_empty() {
+                    let data = batch::rebuild_with(&stored.data, &kept);
+                    kept_batches.push(StoredBatch { data, ..stored });
+                }
+            }
+            segment.size_bytes = kept_batches.iter().map(|b| b.data.len() as u64).sum();
+            segment.batches = kept_batches;
+        }
+        // Emptied segments go, except the first, which keeps the log start offset's place.
+        let mut index = 1;
+        let mut limit = cleanable;
+        while index < limit {
+            if self.segments[index].batches.is_empty() {
+                self.segments.remove(index);
+                limit -= 1;
+            } else {
+                index += 1;
+            }
+        }
+        if removed > 0 {
+            events.push(ClusterEventKind::Compacted {
+                topic: self.topic.clone(),
+                partition: self.partition,
+                end_offset,
+                records_removed: removed - tombstones_removed,
+                tombstones_removed,
+            });
+        }
+    }
+}

@@ -1,0 +1,411 @@
+//! The embedded Kafka cluster: N brokers in this process, each with its own TCP listener on 127.0.0.1, speaking
+//! Kafka's wire protocol (decoded and encoded by the `kafka-protocol` crate), so any Kafka client — rskafka,
+//! kcat/librdkafka, the Java client — is a valid peer. Behaviour follows Kafka 3.9 (see
+//! `shared/reference/kafka-semantics.md`); time comes from one [`Clock`], real or virtual.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use openmrs_etl_harness::broker::{Cluster, NewTopic};
+//! let cluster = Cluster::builder().brokers(3).start().await?;
+//! cluster.create_topic(NewTopic::new("encounters", 6).config("retention.ms", "60000"))?;
+//! println!("{}", cluster.bootstrap_servers());
+//! cluster.shutdown().await;
+//! # Ok(()) }
+//! ```
+//!
+//! # APIs advertised (ApiVersions)
+//!
+//! | API | versions | notes |
+//! |---|---|---|
+//! | Produce (0) | 3–11 | acks -1/0/1; one v2 batch per partition; max.message.bytes, CRC checked |
+//! | Fetch (1) | 4–17 | up to the HW; max_wait/min_bytes; topic ids from v13; no fetch sessions |
+//! | ListOffsets (2) | 1–9 | earliest, latest, max timestamp, by timestamp |
+//! | Metadata (3) | 0–12 | auto-creation; names the controller |
+//! | ApiVersions (18) | 0–4 | unknown versions get UNSUPPORTED_VERSION in v0 form |
+//! | CreateTopics (19) | 2–7 | replication factor 1 only (until issue 5); no manual assignment |
+//! | DeleteTopics (20) | 1–6 | by name, or by id (v6) |
+//! | DeleteRecords (21) | 0–2 | |
+//! | DescribeConfigs (32) | 1–4 | TOPIC and BROKER resources |
+//!
+//! These are the overlap of what `kafka-protocol` 0.18 decodes (its lowest ListOffsets, CreateTopics, DeleteTopics
+//! and DescribeConfigs versions are above Kafka's), what Kafka 3.9 documents, and what is implemented here. They
+//! cover every version rskafka 0.6 uses (observed: ApiVersions v3, Metadata v4, Produce v7, Fetch v4, ListOffsets
+//! v3, CreateTopics v5, DeleteTopics v5, DeleteRecords v2) and what kcat 1.7.1 / librdkafka 2.0.2 uses for `-L`,
+//! `-P` and `-C` (observed: ApiVersions v3, Metadata v4, Produce v7, Fetch v11, ListOffsets v2). Before decoding,
+//! every body goes through a schema walk (`api::shape`) that refuses lying array lengths, because the
+//! crate would otherwise size allocations from them.
+//!
+//! # Not implemented (yet)
+//!
+//! - Replication, ISR, leader election, faults: issue 5. Every partition has one replica; a replication factor
+//!   above 1 is refused with INVALID_REPLICATION_FACTOR and a message saying so.
+//! - Idempotent and transactional producers (InitProducerId and friends): issue 6. Producer ids in batches are
+//!   stored, not checked.
+//! - Consumer groups (FindCoordinator, JoinGroup, OffsetCommit, …): consumers use explicit offsets. kcat's
+//!   `-C` with explicit partitions/offsets works; `-G` does not.
+//! - SASL/TLS, quotas, ACLs, AlterConfigs, CreatePartitions, fetch sessions, LogAppendTime.
+//! - Requests of an API or version not advertised close the connection (Kafka does the same), with a logged reason.
+//! - Logs on disk: logs live in memory only; a cluster cannot yet restart from a directory.
+//!
+//! # Logs
+//!
+//! In memory, batches stored as received in shared `bytes::Bytes` (only base offset and partition leader epoch are
+//! rewritten, both outside the CRC). Segments roll on `segment.bytes` / `segment.ms`; every
+//! `log.retention.check.interval.ms` of clock time the cluster applies `retention.ms` (by the segment's largest
+//! record timestamp), `retention.bytes` and `cleanup.policy=compact`, recording each deletion in the event log
+//! ([`Cluster::events`]).
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::clock::{Clock, ClockError, Timer};
+
+mod api;
+mod batch;
+mod config;
+mod events;
+mod log;
+mod server;
+mod state;
+pub mod up;
+
+pub use config::{ConfigError, TopicConfig};
+pub use events::{ClusterEvent, ClusterEventKind, DeletionReason, RollReason};
+pub use state::{NewTopic, TopicError, MAX_PARTITIONS};
+
+use config::BrokerDefaults;
+use server::BrokerContext;
+use state::{BrokerInfo, ClusterCore};
+
+/// Decodes one request frame (without its length prefix) exactly as a broker does before handling it; true when it
+/// is a request the cluster would serve. For the fuzz target (`fuzz/`); never panics, whatever the bytes.
+#[doc(hidden)]
+pub fn fuzz_request_decode(frame: &[u8]) -> bool {
+    api::decode(bytes::Bytes::copy_from_slice(frame)).is_ok()
+}
+
+/// A broker's `node.id`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct BrokerId(pub i32);
+
+impl std::fmt::Display for BrokerId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// Why a cluster could not start or an operation on it failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClusterError {
+    /// A cluster needs at least one broker.
+    #[error("a cluster needs at least one broker")]
+    NoBrokers,
+    /// The listener of a broker could not be bound.
+    #[error("broker {broker}: cannot listen on 127.0.0.1:{port}: {source} (choose another --port-base, or 0 for ephemeral ports)")]
+    Bind {
+        broker: BrokerId,
+        port: u16,
+        source: std::io::Error,
+    },
+    /// A broker-wide log default is invalid.
+    #[error("invalid broker log default: {0}")]
+    Config(#[from] ConfigError),
+    /// A topic operation was refused.
+    #[error(transparent)]
+    Topic(#[from] TopicError),
+    /// The clock could not schedule the retention check.
+    #[error(transparent)]
+    Clock(#[from] ClockError),
+}
+
+/// Settings for a [`Cluster`]; every setter returns `&mut Self`, and `start` can be called again for an identical
+/// cluster (on fresh ephemeral ports).
+#[derive(Clone, Debug)]
+pub struct ClusterBuilder {
+    brokers: usize,
+    port_base: Option<u16>,
+    clock: Option<Clock>,
+    cluster_id: String,
+    defaults: BrokerDefaults,
+    log_defaults: Vec<(String, String)>,
+    topics: Vec<NewTopic>,
+}
+
+impl ClusterBuilder {
+    /// Number of brokers (default 3); their ids are 1..=n.
+    pub fn brokers(&mut self, brokers: usize) -> &mut Self {
+        self.brokers = brokers;
+        self
+    }
+
+    /// Broker n listens on `port_base + n - 1` instead of an ephemeral port.
+    pub fn port_base(&mut self, port_base: u16) -> &mut Self {
+        self.port_base = Some(port_base);
+        self
+    }
+
+    /// The cluster's clock (default: real time).
+    pub fn clock(&mut self, clock: Clock) -> &mut Self {
+        self.clock = Some(clock);
+        self
+    }
+
+    /// The cluster id named in Metadata.
+    pub fn cluster_id(&mut self, cluster_id: impl Into<String>) -> &mut Self {
+        self.cluster_id = cluster_id.into();
+        self
+    }
+
+    /// `num.partitions`: partitions of auto-created topics (default 1).
+    pub fn num_partitions(&mut self, partitions: i32) -> &mut Self {
+        self.defaults.num_partitions = partitions;
+        self
+    }
+
+    /// `default.replication.factor` (default 1).
+    pub fn default_replication_factor(&mut self, replication_factor: i16) -> &mut Self {
+        self.defaults.default_replication_factor = replication_factor;
+        self
+    }
+
+    /// `auto.create.topics.enable` (default true).
+    pub fn auto_create_topics(&mut self, enable: bool) -> &mut Self {
+        self.defaults.auto_create_topics = enable;
+        self
+    }
+
+    /// `log.retention.check.interval.ms` in clock time (default 5 minutes).
+    pub fn retention_check_interval(&mut self, interval: Duration) -> &mut Self {
+        self.defaults.retention_check_interval_ms =
+            i64::try_from(interval.as_millis()).unwrap_or(i64::MAX);
+        self
+    }
+
+    /// `socket.request.max.bytes`: a larger request frame closes its connection (default 100 MiB).
+    pub fn max_request_bytes(&mut self, bytes: usize) -> &mut Self {
+        self.defaults.max_request_bytes = bytes;
+        self
+    }
+
+    /// A broker-wide default for a topic config, by its topic-level name (`retention.ms`, `segment.bytes`,
+    /// `max.message.bytes` for `message.max.bytes`, …); checked at `start`.
+    pub fn log_default(&mut self, name: impl Into<String>, value: impl Into<String>) -> &mut Self {
+        self.log_defaults.push((name.into(), value.into()));
+        self
+    }
+
+    /// A topic to create when the cluster starts.
+    pub fn topic(&mut self, topic: NewTopic) -> &mut Self {
+        self.topics.push(topic);
+        self
+    }
+
+    /// Binds every broker's listener, starts serving, and creates the configured topics.
+    pub async fn start(&self) -> Result<Cluster, ClusterError> {
+        if self.brokers == 0 {
+            return Err(ClusterError::NoBrokers);
+        }
+        let mut defaults = self.defaults.clone();
+        for (name, value) in &self.log_defaults {
+            defaults.topic.set(name, value)?;
+        }
+        let mut listeners = Vec::with_capacity(self.brokers);
+        let mut infos = Vec::with_capacity(self.brokers);
+        for n in 0..self.brokers {
+            let id = BrokerId(n as i32 + 1);
+            let port = match self.port_base {
+                Some(base) => base.saturating_add(n as u16),
+                None => 0,
+            };
+            let listener = TcpListener::bind(("127.0.0.1", port))
+                .await
+                .map_err(|source| ClusterError::Bind {
+                    broker: id,
+                    port,
+                    source,
+                })?;
+            let addr = listener.local_addr().map_err(|source| ClusterError::Bind {
+                broker: id,
+                port,
+                source,
+            })?;
+            infos.push(BrokerInfo {
+                id,
+                host: "127.0.0.1".to_string(),
+                port: addr.port(),
+            });
+            listeners.push((id, addr, listener));
+        }
+        let clock = self.clock.clone().unwrap_or_else(Clock::real);
+        let core = Arc::new(ClusterCore::new(
+            self.cluster_id.clone(),
+            defaults,
+            clock.clone(),
+            infos,
+        ));
+        let mut events = Vec::new();
+        let mut brokers = Vec::with_capacity(listeners.len());
+        for (id, addr, listener) in listeners {
+            let (shutdown, shutdown_rx) = watch::channel(false);
+            let context = Arc::new(BrokerContext {
+                id,
+                core: core.clone(),
+            });
+            let task = tokio::spawn(server::run(listener, context, shutdown_rx));
+            events.push(ClusterEventKind::BrokerStarted {
+                broker: id,
+                port: addr.port(),
+            });
+            brokers.push(RunningBroker {
+                id,
+                addr,
+                shutdown,
+                task,
+            });
+        }
+        events.push(ClusterEventKind::ControllerElected {
+            broker: core.controller(),
+        });
+        core.record(events);
+        let weak: Weak<ClusterCore> = Arc::downgrade(&core);
+        let interval = Duration::from_millis(
+            u64::try_from(core.defaults.retention_check_interval_ms).unwrap_or(1),
+        );
+        let retention_timer = clock.every(interval, move |now| {
+            if let Some(core) = weak.upgrade() {
+                core.enforce_retention(now);
+            }
+        })?;
+        let cluster = Cluster {
+            core,
+            brokers,
+            _retention_timer: retention_timer,
+        };
+        for topic in &self.topics {
+            cluster.create_topic(topic.clone())?;
+        }
+        Ok(cluster)
+    }
+}
+
+struct RunningBroker {
+    id: BrokerId,
+    addr: SocketAddr,
+    shutdown: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// A running embedded cluster. Dropping it stops the brokers too; [`Cluster::shutdown`] also waits for them.
+pub struct Cluster {
+    core: Arc<ClusterCore>,
+    brokers: Vec<RunningBroker>,
+    _retention_timer: Timer,
+}
+
+impl Cluster {
+    /// Settings with Kafka's defaults and 3 brokers.
+    pub fn builder() -> ClusterBuilder {
+        ClusterBuilder {
+            brokers: 3,
+            port_base: None,
+            clock: None,
+            cluster_id: "etl-harness-embedded".to_string(),
+            defaults: BrokerDefaults::default(),
+            log_defaults: Vec::new(),
+            topics: Vec::new(),
+        }
+    }
+
+    /// `host:port,host:port,…` of every broker, for a client's bootstrap list.
+    pub fn bootstrap_servers(&self) -> String {
+        self.broker_addrs()
+            .iter()
+            .map(|a| a.to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// Every broker's listening address, in broker id order.
+    pub fn broker_addrs(&self) -> Vec<SocketAddr> {
+        self.brokers.iter().map(|b| b.addr).collect()
+    }
+
+    /// Every broker's id.
+    pub fn broker_ids(&self) -> Vec<BrokerId> {
+        self.brokers.iter().map(|b| b.id).collect()
+    }
+
+    /// The broker holding the controller role (named in Metadata).
+    pub fn controller(&self) -> BrokerId {
+        self.core.controller()
+    }
+
+    /// The cluster's clock; advance it to make retention happen when it is virtual.
+    pub fn clock(&self) -> &Clock {
+        &self.core.clock
+    }
+
+    /// Creates a topic, as CreateTopics would.
+    pub fn create_topic(&self, topic: NewTopic) -> Result<(), ClusterError> {
+        self.core.create_topic(&topic, false)?;
+        Ok(())
+    }
+
+    /// Deletes a topic and its logs, as DeleteTopics would.
+    pub fn delete_topic(&self, name: &str) -> Result<(), ClusterError> {
+        self.core.delete_topic(name)?;
+        Ok(())
+    }
+
+    /// The leader of each partition of `topic`, in partition order; `None` if the topic does not exist.
+    pub fn partition_leaders(&self, topic: &str) -> Option<Vec<Option<BrokerId>>> {
+        let topic = self.core.topic(topic)?;
+        Some(topic.partitions.iter().map(|p| p.lock().leader).collect())
+    }
+
+    /// Bytes of record batches each partition of `topic` holds, in partition order; `None` if it does not exist.
+    pub fn stored_bytes(&self, topic: &str) -> Option<Vec<u64>> {
+        let topic = self.core.topic(topic)?;
+        Some(
+            topic
+                .partitions
+                .iter()
+                .map(|p| p.lock().log.size_bytes())
+                .collect(),
+        )
+    }
+
+    /// Runs one retention check now, at the clock's current time (the timer does this every
+    /// `log.retention.check.interval.ms`).
+    pub fn enforce_retention(&self) {
+        self.core.enforce_retention(self.core.clock.now_ms());
+    }
+
+    /// What the cluster did so far, oldest first.
+    pub fn events(&self) -> Vec<ClusterEvent> {
+        self.core.events()
+    }
+
+    /// Stops every broker: listeners close, open connections are dropped.
+    pub async fn shutdown(mut self) {
+        for broker in &self.brokers {
+            let _ = broker.shutdown.send(true);
+        }
+        for broker in self.brokers.drain(..) {
+            let _ = broker.task.await;
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for broker in &self.brokers {
+            let _ = broker.shutdown.send(true);
+        }
+    }
+}

@@ -1,0 +1,159 @@
+//! One broker's network side: the accept loop and one task per connection. A connection reads a length-prefixed
+//! frame (a partial frame just waits for more bytes), hands it to [`api::handle`], writes the response, and goes
+//! on. Requests on one connection are answered in the order they came, as Kafka does (the Java client relies on
+//! it); a client may still pipeline as many as it likes. A frame that cannot be read or decoded closes that
+//! connection only, with the reason logged; the broker keeps serving everyone else.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::{Buf, Bytes, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+use super::api;
+use super::state::ClusterCore;
+use super::BrokerId;
+
+/// What a request handler sees: which broker it runs on and the cluster they share.
+pub(crate) struct BrokerContext {
+    pub id: BrokerId,
+    pub core: Arc<ClusterCore>,
+}
+
+/// Why a connection was closed.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum FrameError {
+    #[error("connection closed in the middle of a frame ({0} bytes buffered)")]
+    Truncated(usize),
+    #[error("frame size {0} is negative")]
+    NegativeSize(i32),
+    #[error("frame size {size} exceeds socket.request.max.bytes {limit}")]
+    TooLarge { size: usize, limit: usize },
+    #[error("i/o error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Serves connections on `listener` until `shutdown` turns true (or its sender is dropped).
+pub(crate) async fn run(
+    listener: TcpListener,
+    broker: Arc<BrokerContext>,
+    shutdown: watch::Receiver<bool>,
+) {
+    let mut stop = shutdown.clone();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    let _ = stream.set_nodelay(true);
+                    tokio::spawn(serve(stream, peer, broker.clone(), shutdown.clone()));
+                }
+                Err(error) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(broker = %broker.id, %error, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                }
+            },
+            _ = stopped(&mut stop) => break,
+        }
+    }
+}
+
+async fn serve(
+    stream: TcpStream,
+    peer: SocketAddr,
+    broker: Arc<BrokerContext>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut connection = Connection::new(stream, broker.core.defaults.max_request_bytes);
+    let reason = tokio::select! {
+        reason = connection.serve(&broker) => reason,
+        _ = stopped(&mut shutdown) => None,
+    };
+    if let Some(reason) = reason {
+        tracing::warn!(broker = %broker.id, %peer, %reason, "closing connection");
+    }
+}
+
+/// Resolves once shutdown is requested (or nobody can request it any more).
+async fn stopped(shutdown: &mut watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|stop| *stop).await.map(|_| ());
+}
+
+struct Connection {
+    stream: TcpStream,
+    buffer: BytesMut,
+    max_frame: usize,
+}
+
+impl Connection {
+    fn new(stream: TcpStream, max_frame: usize) -> Connection {
+        Connection {
+            stream,
+            buffer: BytesMut::with_capacity(64 * 1024),
+            max_frame,
+        }
+    }
+
+    /// Serves requests until the peer hangs up (`None`) or something forces the connection closed (the reason).
+    async fn serve(&mut self, broker: &BrokerContext) -> Option<String> {
+        loop {
+            let frame = match self.read_frame().await {
+                Ok(Some(frame)) => frame,
+                Ok(None) => return None,
+                Err(error) => return Some(error.to_string()),
+            };
+            match api::handle(broker, frame).await {
+                Ok(Some(response)) => {
+                    if let Err(error) = self.stream.write_all(&response).await {
+                        return Some(format!("cannot write response: {error}"));
+                    }
+                }
+                Ok(None) => {}
+                Err(error) => return Some(error.to_string()),
+            }
+        }
+    }
+
+    /// The next whole frame (without its length prefix); `None` when the peer closed between frames.
+    async fn read_frame(&mut self) -> Result<Option<Bytes>, FrameError> {
+        loop {
+            if let Some(frame) = parse_frame(&mut self.buffer, self.max_frame)? {
+                return Ok(Some(frame));
+            }
+            if self.stream.read_buf(&mut self.buffer).await? == 0 {
+                return if self.buffer.is_empty() {
+                    Ok(None)
+                } else {
+                    Err(FrameError::Truncated(self.buffer.len()))
+                };
+            }
+        }
+    }
+}
+
+/// Takes one frame off the front of `buffer` when it is complete; reserves room for the rest otherwise.
+pub(crate) fn parse_frame(
+    buffer: &mut BytesMut,
+    max_frame: usize,
+) -> Result<Option<Bytes>, FrameError> {
+    if buffer.len() < 4 {
+        return Ok(None);
+    }
+    let size = i32::from_be_bytes([buffer[0], buffer[1], buffer[2], buffer[3]]);
+    let size = usize::try_from(size).map_err(|_| FrameError::NegativeSize(size))?;
+    if size > max_frame {
+        return Err(FrameError::TooLarge {
+            size,
+            limit: max_frame,
+        });
+    }
+    if buffer.len() < 4 + size {
+        buffer.reserve(4 + size - buffer.len());
+        return Ok(None);
+    }
+    let mut frame = buffer.split_to(4 + size);
+    frame.advance(4);
+    Ok(Some(frame.freeze()))
+}

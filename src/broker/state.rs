@@ -1,0 +1,412 @@
+//! The cluster's shared state: registered brokers, the controller, topics and their partitions, the event log.
+//! What a real cluster keeps in its controller quorum plus every broker's replicas, here in one process behind
+//! locks that are never held across an `.await`.
+//!
+//! Partition state is shaped for replication (issue 5): an assignment (replica list, preferred leader first), an
+//! ISR, a leader and a leader epoch. Until then every partition has one replica, which is its leader and its ISR.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+
+use tokio::sync::watch;
+use uuid::Uuid;
+
+use super::config::{BrokerDefaults, ConfigError, TopicConfig};
+use super::events::{ClusterEvent, ClusterEventKind};
+use super::log::Log;
+use super::BrokerId;
+use crate::clock::Clock;
+
+/// A registered broker: where clients reach it.
+#[derive(Clone, Debug)]
+pub(crate) struct BrokerInfo {
+    pub id: BrokerId,
+    pub host: String,
+    pub port: u16,
+}
+
+pub(crate) struct Topic {
+    pub name: String,
+    pub id: Uuid,
+    pub config: TopicConfig,
+    /// Configs set at creation, as DescribeConfigs reports them (source DYNAMIC_TOPIC_CONFIG).
+    pub overrides: BTreeMap<String, String>,
+    pub replication_factor: i16,
+    pub partitions: Vec<Arc<Partition>>,
+}
+
+pub(crate) struct Partition {
+    pub index: i32,
+    state: Mutex<PartitionState>,
+}
+
+pub(crate) struct PartitionState {
+    /// Brokers holding a replica, preferred leader first.
+    pub assignment: Vec<BrokerId>,
+    pub isr: Vec<BrokerId>,
+    pub leader: Option<BrokerId>,
+    pub leader_epoch: i32,
+    /// The leader's log. Followers get logs of their own with replication (issue 5).
+    pub log: Log,
+}
+
+impl Partition {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, PartitionState> {
+        // The state is only changed through Log methods that keep it consistent at every step; a panic elsewhere
+        // while the lock was held must not take the partition down with it.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// More partitions per topic than any test needs; a request above it is refused rather than allocated.
+pub const MAX_PARTITIONS: i32 = 100_000;
+
+/// What to create: a topic name, a partition count and topic config overrides.
+#[derive(Clone, Debug)]
+pub struct NewTopic {
+    pub(crate) name: String,
+    pub(crate) partitions: i32,
+    pub(crate) replication_factor: i16,
+    pub(crate) configs: Vec<(String, String)>,
+}
+
+impl NewTopic {
+    /// A topic with `partitions` partitions (-1: the cluster's `num.partitions`), default replication factor.
+    pub fn new(name: impl Into<String>, partitions: i32) -> NewTopic {
+        NewTopic {
+            name: name.into(),
+            partitions,
+            replication_factor: -1,
+            configs: Vec::new(),
+        }
+    }
+
+    /// Sets a topic config such as `retention.ms` or `cleanup.policy`.
+    pub fn config(mut self, name: impl Into<String>, value: impl Into<String>) -> NewTopic {
+        self.configs.push((name.into(), value.into()));
+        self
+    }
+
+    /// Sets the replication factor (-1: `default.replication.factor`).
+    pub fn replication_factor(mut self, replication_factor: i16) -> NewTopic {
+        self.replication_factor = replication_factor;
+        self
+    }
+}
+
+/// Why a topic operation failed; each variant maps to Kafka's error code.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TopicError {
+    #[error("topic '{0}' already exists")]
+    AlreadyExists(String),
+    #[error("topic '{0}' does not exist")]
+    Unknown(String),
+    #[error("invalid topic name '{name}': {reason}")]
+    InvalidName { name: String, reason: &'static str },
+    #[error("invalid partition count {0} for topic '{1}': must be between 1 and {MAX_PARTITIONS}")]
+    InvalidPartitions(i32, String),
+    #[error(
+        "replication factor {requested} for topic '{topic}' is not supported: replication arrives with issue 5, \
+         until then every topic has replication factor 1"
+    )]
+    ReplicationNotImplemented { topic: String, requested: i16 },
+    #[error("invalid replication factor {requested} for topic '{topic}': must be at least 1 and at most the {brokers} brokers")]
+    InvalidReplicationFactor {
+        topic: String,
+        requested: i16,
+        brokers: usize,
+    },
+    #[error("topic '{topic}': {source}")]
+    InvalidConfig { topic: String, source: ConfigError },
+}
+
+impl TopicError {
+    /// Kafka's error code for this failure.
+    pub(crate) fn code(&self) -> i16 {
+        use kafka_protocol::error::ResponseError as E;
+        match self {
+            TopicError::AlreadyExists(_) => E::TopicAlreadyExists.code(),
+            TopicError::Unknown(_) => E::UnknownTopicOrPartition.code(),
+            TopicError::InvalidName { .. } => E::InvalidTopicException.code(),
+            TopicError::InvalidPartitions(..) => E::InvalidPartitions.code(),
+            TopicError::ReplicationNotImplemented { .. }
+            | TopicError::InvalidReplicationFactor { .. } => E::InvalidReplicationFactor.code(),
+            TopicError::InvalidConfig { .. } => E::InvalidConfig.code(),
+        }
+    }
+}
+
+fn validate_topic_name(name: &str) -> Result<(), TopicError> {
+    let invalid = |reason| TopicError::InvalidName {
+        name: name.to_string(),
+        reason,
+    };
+    if name.is_empty() {
+        return Err(invalid("it is empty"));
+    }
+    if name == "." || name == ".." {
+        return Err(invalid("'.' and '..' are not allowed"));
+    }
+    if name.len() > 249 {
+        return Err(invalid("longer than 249 characters"));
+    }
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
+    {
+        return Err(invalid(
+            "only ASCII letters, digits, '.', '_' and '-' are allowed",
+        ));
+    }
+    Ok(())
+}
+
+#[derive(Default)]
+struct Metadata {
+    topics: BTreeMap<String, Arc<Topic>>,
+    ids: HashMap<Uuid, String>,
+    topics_created: u64,
+}
+
+/// Everything the brokers of one cluster share.
+pub(crate) struct ClusterCore {
+    pub cluster_id: String,
+    pub defaults: BrokerDefaults,
+    pub clock: Clock,
+    pub brokers: Vec<BrokerInfo>,
+    controller: RwLock<BrokerId>,
+    metadata: RwLock<Metadata>,
+    events: Mutex<Vec<ClusterEvent>>,
+    /// Bumped after every append so waiting fetches re-check (min_bytes).
+    appended: watch::Sender<u64>,
+}
+
+impl ClusterCore {
+    pub(crate) fn new(
+        cluster_id: String,
+        defaults: BrokerDefaults,
+        clock: Clock,
+        brokers: Vec<BrokerInfo>,
+    ) -> ClusterCore {
+        let controller = brokers.first().map_or(BrokerId(0), |b| b.id);
+        ClusterCore {
+            cluster_id,
+            defaults,
+            clock,
+            brokers,
+            controller: RwLock::new(controller),
+            metadata: RwLock::new(Metadata::default()),
+            events: Mutex::new(Vec::new()),
+            appended: watch::Sender::new(0),
+        }
+    }
+
+    pub(crate) fn controller(&self) -> BrokerId {
+        *self.controller.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn record(&self, kinds: impl IntoIterator<Item = ClusterEventKind>) {
+        let at_ms = self.clock.now_ms();
+        let mut events = self.events.lock().unwrap_or_else(|e| e.into_inner());
+        for kind in kinds {
+            tracing::debug!(?kind, at_ms, "cluster event");
+            events.push(ClusterEvent { at_ms, kind });
+        }
+    }
+
+    pub(crate) fn events(&self) -> Vec<ClusterEvent> {
+        self.events
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    pub(crate) fn notify_appended(&self) {
+        self.appended.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    pub(crate) fn subscribe_appends(&self) -> watch::Receiver<u64> {
+        self.appended.subscribe()
+    }
+
+    pub(crate) fn topic(&self, name: &str) -> Option<Arc<Topic>> {
+        self.read_metadata().topics.get(name).cloned()
+    }
+
+    pub(crate) fn topic_by_id(&self, id: Uuid) -> Option<Arc<Topic>> {
+        let metadata = self.read_metadata();
+        metadata
+            .ids
+            .get(&id)
+            .and_then(|name| metadata.topics.get(name))
+            .cloned()
+    }
+
+    pub(crate) fn topics(&self) -> Vec<Arc<Topic>> {
+        self.read_metadata().topics.values().cloned().collect()
+    }
+
+    fn read_metadata(&self) -> std::sync::RwLockReadGuard<'_, Metadata> {
+        self.metadata.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Checks a topic request without creating anything (CreateTopics with validate_only).
+    pub(crate) fn validate_topic(
+        &self,
+        spec: &NewTopic,
+    ) -> Result<(i32, i16, TopicConfig), TopicError> {
+        validate_topic_name(&spec.name)?;
+        if self.read_metadata().topics.contains_key(&spec.name) {
+            return Err(TopicError::AlreadyExists(spec.name.clone()));
+        }
+        let partitions = if spec.partitions == -1 {
+            self.defaults.num_partitions
+        } else {
+            spec.partitions
+        };
+        if !(1..=MAX_PARTITIONS).contains(&partitions) {
+            return Err(TopicError::InvalidPartitions(partitions, spec.name.clone()));
+        }
+        let replication_factor = if spec.replication_factor == -1 {
+            self.defaults.default_replication_factor
+        } else {
+            spec.replication_factor
+        };
+        if replication_factor < 1 || replication_factor as usize > self.brokers.len() {
+            return Err(TopicError::InvalidReplicationFactor {
+                topic: spec.name.clone(),
+                requested: replication_factor,
+                brokers: self.brokers.len(),
+            });
+        }
+        if replication_factor > 1 {
+            return Err(TopicError::ReplicationNotImplemented {
+                topic: spec.name.clone(),
+                requested: replication_factor,
+            });
+        }
+        let config = self
+            .defaults
+            .topic
+            .clone()
+            .with_overrides(spec.configs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .map_err(|source| TopicError::InvalidConfig {
+                topic: spec.name.clone(),
+                source,
+            })?;
+        Ok((partitions, replication_factor, config))
+    }
+
+    /// Creates a topic with its leaders spread round-robin over the brokers, starting one broker further for
+    /// every topic, as Kafka's assignment does (it starts at a random broker).
+    pub(crate) fn create_topic(
+        &self,
+        spec: &NewTopic,
+        auto_created: bool,
+    ) -> Result<Arc<Topic>, TopicError> {
+        let (partitions, replication_factor, config) = self.validate_topic(spec)?;
+        let now = self.clock.now_ms();
+        let mut metadata = self.metadata.write().unwrap_or_else(|e| e.into_inner());
+        if metadata.topics.contains_key(&spec.name) {
+            return Err(TopicError::AlreadyExists(spec.name.clone()));
+        }
+        let start = metadata.topics_created as usize;
+        metadata.topics_created += 1;
+        let brokers = self.brokers.len().max(1);
+        let mut events = vec![ClusterEventKind::TopicCreated {
+            topic: spec.name.clone(),
+            partitions,
+            replication_factor,
+            auto_created,
+        }];
+        let partitions: Vec<Arc<Partition>> = (0..partitions)
+            .map(|index| {
+                let leader = self
+                    .brokers
+                    .get((start + index as usize) % brokers)
+                    .map_or(BrokerId(0), |b| b.id);
+                events.push(ClusterEventKind::LeaderChanged {
+                    topic: spec.name.clone(),
+                    partition: index,
+                    leader,
+                    leader_epoch: 0,
+                });
+                Arc::new(Partition {
+                    index,
+                    state: Mutex::new(PartitionState {
+                        assignment: vec![leader],
+                        isr: vec![leader],
+                        leader: Some(leader),
+                        leader_epoch: 0,
+                        log: Log::new(&spec.name, index, config.clone(), now),
+                    }),
+                })
+            })
+            .collect();
+        let id = topic_id(&self.cluster_id, &spec.name, metadata.topics_created);
+        let topic = Arc::new(Topic {
+            name: spec.name.clone(),
+            id,
+            config,
+            overrides: spec.configs.iter().cloned().collect(),
+            replication_factor,
+            partitions,
+        });
+        metadata.ids.insert(id, spec.name.clone());
+        metadata.topics.insert(spec.name.clone(), topic.clone());
+        drop(metadata);
+        self.record(events);
+        Ok(topic)
+    }
+
+    pub(crate) fn delete_topic(&self, name: &str) -> Result<Uuid, TopicError> {
+        let mut metadata = self.metadata.write().unwrap_or_else(|e| e.into_inner());
+        let topic = metadata
+            .topics
+            .remove(name)
+            .ok_or_else(|| TopicError::Unknown(name.to_string()))?;
+        metadata.ids.remove(&topic.id);
+        drop(metadata);
+        self.record([ClusterEventKind::TopicDeleted {
+            topic: name.to_string(),
+        }]);
+        Ok(topic.id)
+    }
+
+    /// One retention check over every partition (the `log.retention.check.interval.ms` timer calls this).
+    pub(crate) fn enforce_retention(&self, now_ms: i64) {
+        let mut events = Vec::new();
+        for topic in self.topics() {
+            for partition in &topic.partitions {
+                partition.lock().log.enforce_retention(now_ms, &mut events);
+            }
+        }
+        if !events.is_empty() {
+            self.record(events);
+        }
+    }
+}
+
+/// A topic id that is the same for the same cluster, name and creation order (runs stay reproducible), and
+/// changes when a topic is deleted and created again, as Kafka's does.
+fn topic_id(cluster_id: &str, name: &str, sequence: u64) -> Uuid {
+    // FNV-1a over the inputs, twice with different seeds, to fill 128 bits.
+    let hash = |seed: u64| {
+        let mut h = seed;
+        for b in cluster_id
+            .bytes()
+            .chain([0])
+            .chain(name.bytes())
+            .chain(sequence.to_be_bytes())
+        {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        h
+    };
+    let value =
+        (u128::from(hash(0xcbf2_9ce4_8422_2325)) << 64) | u128::from(hash(0x8422_2325_cbf2_9ce4));
+    // Version 4 / variant bits set, so tools that check them are satisfied; never the all-zero id.
+    uuid::Builder::from_random_bytes(value.to_be_bytes()).into_uuid()
+}

@@ -1,0 +1,105 @@
+//! Helpers shared by the broker integration tests: bounded rskafka clients and records.
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::time::Duration;
+
+use rskafka::client::partition::{PartitionClient, UnknownTopicHandling};
+use rskafka::client::{Client, ClientBuilder};
+use rskafka::record::Record;
+use rskafka::BackoffConfig;
+
+/// Every test step gets this long; a hang fails the test instead of the CI job.
+pub const STEP: Duration = Duration::from_secs(20);
+
+/// Runs `future` with the [`STEP`] deadline.
+pub async fn bounded<T>(what: &str, future: impl Future<Output = T>) -> T {
+    match tokio::time::timeout(STEP, future).await {
+        Ok(value) => value,
+        Err(_) => panic!("{what} did not finish within {STEP:?}"),
+    }
+}
+
+/// Broker warnings (closed connections and why) in the test output; RUST_LOG overrides the level.
+pub fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_test_writer()
+        .try_init();
+}
+
+/// An rskafka client that gives up instead of retrying forever.
+pub async fn client(bootstrap: &str) -> Client {
+    init_tracing();
+    let backoff = BackoffConfig {
+        init_backoff: Duration::from_millis(10),
+        max_backoff: Duration::from_millis(200),
+        base: 2.0,
+        deadline: Some(Duration::from_secs(5)),
+    };
+    bounded(
+        "connecting rskafka",
+        ClientBuilder::new(bootstrap.split(',').map(str::to_string).collect())
+            .backoff_config(backoff)
+            .build(),
+    )
+    .await
+    .expect("rskafka connects to the embedded cluster")
+}
+
+pub async fn partition(client: &Client, topic: &str, partition: i32) -> PartitionClient {
+    bounded(
+        "partition client",
+        client.partition_client(topic, partition, UnknownTopicHandling::Error),
+    )
+    .await
+    .expect("partition client")
+}
+
+/// A record with a key, a value and a CreateTime in ms.
+pub fn record(key: &str, value: &str, timestamp_ms: i64) -> Record {
+    Record {
+        key: Some(key.as_bytes().to_vec()),
+        value: Some(value.as_bytes().to_vec()),
+        headers: Default::default(),
+        timestamp: rskafka::chrono::DateTime::from_timestamp_millis(timestamp_ms)
+            .expect("valid timestamp"),
+    }
+}
+
+/// A tombstone (null value) for `key`.
+pub fn tombstone(key: &str, timestamp_ms: i64) -> Record {
+    Record {
+        value: None,
+        ..record(key, "", timestamp_ms)
+    }
+}
+
+/// Every record from `offset` up to the high watermark, as (offset, key, value).
+pub async fn read_all(
+    client: &PartitionClient,
+    mut offset: i64,
+) -> Vec<(i64, String, Option<String>)> {
+    let mut out = Vec::new();
+    loop {
+        let (records, high_watermark) =
+            bounded("fetch", client.fetch_records(offset, 1..1_000_000, 10))
+                .await
+                .expect("fetch");
+        for r in &records {
+            let text =
+                |b: &Option<Vec<u8>>| b.as_ref().map(|b| String::from_utf8_lossy(b).into_owned());
+            out.push((
+                r.offset,
+                text(&r.record.key).unwrap_or_default(),
+                text(&r.record.value),
+            ));
+            offset = r.offset + 1;
+        }
+        if records.is_empty() || offset >= high_watermark {
+            return out;
+        }
+    }
+}
