@@ -337,3 +337,32 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod advertised_versions {
+    use super::*;
+
+    /// What we advertise lies inside what a real Kafka 3.9.1 broker advertises (the fixture captured from one
+    /// by the real-stack test), so no client negotiates a version Kafka itself would not speak.
+    #[test]
+    fn within_what_kafka_3_9_1_advertises() {
+        let text = include_str!("../../../fixtures/kafka/api-versions-3.9.1.json");
+        let fixture: serde_json::Value = serde_json::from_str(text).expect("fixture is JSON");
+        let real = fixture["api_keys"].as_array().expect("api_keys");
+        for (key, _, _) in SUPPORTED_APIS {
+            let (min, max) = supported_versions(key).expect("advertised");
+            let entry = real
+                .iter()
+                .find(|e| e["api_key"].as_i64() == Some(key as i64))
+                .unwrap_or_else(|| panic!("{key:?} is not advertised by Kafka 3.9.1"));
+            let (real_min, real_max) = (
+                entry["min_version"].as_i64().unwrap(),
+                entry["max_version"].as_i64().unwrap(),
+            );
+            assert!(
+                min as i64 >= real_min && max as i64 <= real_max,
+                "{key:?}: we advertise v{min}-v{max}, Kafka 3.9.1 v{real_min}-v{real_max}"
+            );
+        }
+    }
+}
