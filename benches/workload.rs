@@ -22,6 +22,14 @@ fn cpu_seconds() -> f64 {
 }
 
 fn obs_rows_per_second(name: &str, spec: &WorkloadSpec, render_json: bool) {
+    // `cargo bench --bench workload -- obs-heavy` runs only the matching benchmarks.
+    let filters: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    if !filters.is_empty() && !filters.iter().any(|f| name.contains(f.as_str())) {
+        return;
+    }
     // Warm up once, then keep the best of three, by CPU time on the one thread that runs.
     let mut best = f64::MAX;
     let mut best_wall = f64::MAX;

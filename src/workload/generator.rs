@@ -104,8 +104,125 @@ impl RowTemplate {
 
 struct EncounterState {
     row: Row,
-    /// Every obs row of the encounter as it now stands (voided ones included, purged ones removed).
-    obs: Vec<Arc<Row>>,
+    /// Every obs of the encounter as it now stands (voided ones included, purged ones removed).
+    obs: Vec<ObsState>,
+}
+
+/// An obs row kept compactly: the columns the generator ever sets, nothing else. Long runs hold a window of
+/// encounters per patient, so a full 30-column row per obs would make the generator memory-bound; the row is
+/// rebuilt exactly (`to_row`) only when an edit, void or purge needs its before image.
+#[derive(Clone)]
+struct ObsState {
+    obs_id: i64,
+    person_id: i64,
+    concept_id: i64,
+    encounter_id: i64,
+    obs_datetime: i64,
+    location_id: Option<i64>,
+    obs_group_id: Option<i64>,
+    value_coded: Option<i64>,
+    value_coded_name_id: Option<i64>,
+    value_numeric: Option<f64>,
+    value_text: Option<Arc<str>>,
+    date_created: i64,
+    uuid: Arc<str>,
+    previous_version: Option<i64>,
+    amended: bool,
+    /// `(date_voided, void_reason)` once voided (always by the admin user).
+    voided: Option<(i64, Arc<str>)>,
+}
+
+impl ObsState {
+    /// Captures a row the generator built. A column this form does not keep would be lost; the round-trip
+    /// test below and the stream-integrity property test (before images equal stored rows) guard against it.
+    fn from_row(row: &Row) -> ObsState {
+        use schema::obs;
+        let int = |c: usize| row[c].as_int();
+        let ms = |c: usize| match row[c] {
+            Value::Datetime(ms) => Some(ms),
+            _ => None,
+        };
+        let text = |c: usize| match &row[c] {
+            Value::Text(t) => Some(t.clone()),
+            _ => None,
+        };
+        ObsState {
+            obs_id: int(obs::obs_id).unwrap_or(0),
+            person_id: int(obs::person_id).unwrap_or(0),
+            concept_id: int(obs::concept_id).unwrap_or(0),
+            encounter_id: int(obs::encounter_id).unwrap_or(0),
+            obs_datetime: ms(obs::obs_datetime).unwrap_or(0),
+            location_id: int(obs::location_id),
+            obs_group_id: int(obs::obs_group_id),
+            value_coded: int(obs::value_coded),
+            value_coded_name_id: int(obs::value_coded_name_id),
+            value_numeric: match row[obs::value_numeric] {
+                Value::Double(v) => Some(v),
+                _ => None,
+            },
+            value_text: text(obs::value_text),
+            date_created: ms(obs::date_created).unwrap_or(0),
+            uuid: text(obs::uuid).unwrap_or_else(|| Arc::from("")),
+            previous_version: int(obs::previous_version),
+            amended: row[obs::status].is_text("AMENDED"),
+            voided: match (
+                row[obs::voided] == Value::Bool(true),
+                ms(obs::date_voided),
+                text(obs::void_reason),
+            ) {
+                (true, Some(at), Some(reason)) => Some((at, reason)),
+                _ => None,
+            },
+        }
+    }
+
+    /// The full row, equal to the one `from_row` captured (and to what the database holds).
+    fn to_row(&self, template: &Row) -> Row {
+        use schema::obs;
+        let opt = |v: Option<i64>| v.map(Value::Int).unwrap_or(Value::Null);
+        let mut row = template.clone();
+        row[obs::obs_id] = Value::Int(self.obs_id);
+        row[obs::person_id] = Value::Int(self.person_id);
+        row[obs::concept_id] = Value::Int(self.concept_id);
+        row[obs::encounter_id] = Value::Int(self.encounter_id);
+        row[obs::obs_datetime] = Value::Datetime(self.obs_datetime);
+        row[obs::location_id] = opt(self.location_id);
+        row[obs::obs_group_id] = opt(self.obs_group_id);
+        row[obs::value_coded] = opt(self.value_coded);
+        row[obs::value_coded_name_id] = opt(self.value_coded_name_id);
+        row[obs::value_numeric] = self.value_numeric.map(Value::Double).unwrap_or(Value::Null);
+        row[obs::value_text] = self
+            .value_text
+            .clone()
+            .map(Value::Text)
+            .unwrap_or(Value::Null);
+        row[obs::creator] = Value::Int(ADMIN_USER);
+        row[obs::date_created] = Value::Datetime(self.date_created);
+        row[obs::uuid] = Value::Text(self.uuid.clone());
+        row[obs::previous_version] = opt(self.previous_version);
+        row[obs::status] = Value::text(if self.amended { "AMENDED" } else { "FINAL" });
+        if let Some((at, reason)) = &self.voided {
+            row[obs::voided] = Value::Bool(true);
+            row[obs::voided_by] = Value::Int(ADMIN_USER);
+            row[obs::date_voided] = Value::Datetime(*at);
+            row[obs::void_reason] = Value::Text(reason.clone());
+        }
+        row
+    }
+
+    /// A non-voided top-level obs with a value (group parents and members are edited as a group, not here).
+    fn editable(&self) -> bool {
+        self.voided.is_none()
+            && self.obs_group_id.is_none()
+            && (self.value_numeric.is_some()
+                || self.value_text.is_some()
+                || self.value_coded.is_some())
+    }
+
+    /// A non-voided obs that is no group's parent (non-voided obs never have a newer version).
+    fn purgeable(&self, siblings: &[ObsState]) -> bool {
+        self.voided.is_none() && !siblings.iter().any(|s| s.obs_group_id == Some(self.obs_id))
+    }
 }
 
 struct PatientState {
@@ -145,6 +262,7 @@ pub struct Generator {
     mix_weights: Vec<f64>,
     unmet: [u64; OpKind::ALL.len()],
     templates: Vec<RowTemplate>,
+    obs_defaults: Row,
 }
 
 impl Generator {
@@ -172,6 +290,7 @@ impl Generator {
             mix_weights,
             unmet: [0; OpKind::ALL.len()],
             templates: Vec::new(),
+            obs_defaults: schema::obs::TABLE.empty_row(),
         }
     }
 
@@ -225,6 +344,11 @@ impl Generator {
             row[i] = now;
         }
         row
+    }
+
+    /// The default obs row (what `ObsState::to_row` starts from).
+    fn obs_template(&self) -> &Row {
+        &self.obs_defaults
     }
 
     fn insert(&mut self, changes: &mut Vec<RowChange>, table: &'static TableDef, row: Row) {
@@ -386,7 +510,7 @@ impl Generator {
             OpKind::EditObs => s
                 .encounters
                 .iter()
-                .any(|e| e.obs.iter().any(|o| editable_obs(o))),
+                .any(|e| e.obs.iter().any(ObsState::editable)),
             OpKind::VoidEncounter => s
                 .encounters
                 .iter()
@@ -394,7 +518,7 @@ impl Generator {
             OpKind::PurgeObs => s
                 .encounters
                 .iter()
-                .any(|e| e.obs.iter().any(|o| purgeable_obs(o, &e.obs))),
+                .any(|e| e.obs.iter().any(|o| o.purgeable(&e.obs))),
         }
     }
 
@@ -567,14 +691,14 @@ impl Generator {
 
     fn add_obs(&mut self, p: usize, e: usize, row: Row, changes: &mut Vec<RowChange>) {
         *self.live_rows.entry(schema::obs::TABLE.name).or_insert(0) += 1;
-        let row = Arc::new(row);
+        let state = ObsState::from_row(&row);
         changes.push(RowChange {
             table: &schema::obs::TABLE,
             kind: ChangeKind::Insert,
             before: None,
-            after: Some(row.clone()),
+            after: Some(Arc::new(row)),
         });
-        self.patients[p].encounters[e].obs.push(row);
+        self.patients[p].encounters[e].obs.push(state);
     }
 
     fn numeric_obs(&mut self, p: usize, e: usize, c: &Concept, changes: &mut Vec<RowChange>) {
@@ -864,7 +988,7 @@ impl Generator {
                 enc.obs
                     .iter()
                     .enumerate()
-                    .filter(|(_, o)| editable_obs(o))
+                    .filter(|(_, o)| o.editable())
                     .map(move |(i, _)| (e, i))
             })
             .collect();
@@ -872,7 +996,7 @@ impl Generator {
             return changes;
         }
         let (e, i) = *self.rng.pick(&candidates);
-        let old = self.patients[p].encounters[e].obs[i].clone();
+        let old = self.patients[p].encounters[e].obs[i].to_row(self.obs_template());
         let mut new = self.new_row(&obs::TABLE, Some("obs_id"));
         for c in [
             obs::person_id,
@@ -902,10 +1026,10 @@ impl Generator {
         let was_final = old[obs::status].is_text("FINAL");
         new[obs::status] = Value::text(if was_final { "AMENDED" } else { "FINAL" });
         self.add_obs(p, e, new, &mut changes);
-        let mut voided = (*old).clone();
+        let mut voided = old;
         let before = self.void(&mut voided, &obs::TABLE, "Edited");
-        Self::update(&mut changes, &obs::TABLE, before, voided.clone());
-        self.patients[p].encounters[e].obs[i] = Arc::new(voided);
+        self.patients[p].encounters[e].obs[i] = ObsState::from_row(&voided);
+        Self::update(&mut changes, &obs::TABLE, before, voided);
         changes
     }
 
@@ -924,13 +1048,14 @@ impl Generator {
         let e = *self.rng.pick(&candidates);
         let reason = *self.rng.pick(names::VOID_REASONS);
         let mut obs_rows = std::mem::take(&mut self.patients[p].encounters[e].obs);
-        let order_of = |o: &Row| if o[obs::obs_group_id].is_null() { 0 } else { 1 };
         let mut idx: Vec<usize> = (0..obs_rows.len()).collect();
-        idx.sort_by_key(|&i| order_of(&obs_rows[i]));
+        idx.sort_by_key(|&i| obs_rows[i].obs_group_id.is_some());
         for i in idx {
-            if obs_rows[i][obs::voided] == Value::Bool(false) {
-                let before = self.void(Arc::make_mut(&mut obs_rows[i]), &obs::TABLE, reason);
-                Self::update(&mut changes, &obs::TABLE, before, (*obs_rows[i]).clone());
+            if obs_rows[i].voided.is_none() {
+                let mut row = obs_rows[i].to_row(self.obs_template());
+                let before = self.void(&mut row, &obs::TABLE, reason);
+                obs_rows[i] = ObsState::from_row(&row);
+                Self::update(&mut changes, &obs::TABLE, before, row);
             }
         }
         self.patients[p].encounters[e].obs = obs_rows;
@@ -999,7 +1124,7 @@ impl Generator {
                 enc.obs
                     .iter()
                     .enumerate()
-                    .filter(|(_, o)| purgeable_obs(o, &enc.obs))
+                    .filter(|(_, o)| o.purgeable(&enc.obs))
                     .map(move |(i, _)| (e, i))
             })
             .collect();
@@ -1007,7 +1132,12 @@ impl Generator {
             return changes;
         }
         let (e, i) = *self.rng.pick(&candidates);
-        let row = self.patients[p].encounters[e].obs.remove(i);
+        let row = Arc::new(
+            self.patients[p].encounters[e]
+                .obs
+                .remove(i)
+                .to_row(self.obs_template()),
+        );
         *self.live_rows.entry(schema::obs::TABLE.name).or_insert(0) -= 1;
         changes.push(RowChange {
             table: &schema::obs::TABLE,
@@ -1024,25 +1154,6 @@ fn active(o: &Row) -> bool {
     o[schema::orders::date_stopped].is_null()
         && o[schema::orders::voided] == Value::Bool(false)
         && !o[schema::orders::order_action].is_text("DISCONTINUE")
-}
-
-/// A non-voided top-level obs with a value (group parents and members are edited as a group, not here).
-fn editable_obs(o: &Row) -> bool {
-    use schema::obs;
-    o[obs::voided] == Value::Bool(false)
-        && o[obs::obs_group_id].is_null()
-        && (!o[obs::value_numeric].is_null()
-            || !o[obs::value_text].is_null()
-            || !o[obs::value_coded].is_null())
-}
-
-/// A non-voided obs that is no group's parent (non-voided obs never have a newer version).
-fn purgeable_obs(o: &Row, siblings: &[Arc<Row>]) -> bool {
-    use schema::obs;
-    o[obs::voided] == Value::Bool(false)
-        && !siblings
-            .iter()
-            .any(|s| s[obs::obs_group_id] == o[obs::obs_id])
 }
 
 /// An OpenMRS-style identifier: digits of the id and a Luhn check digit.
@@ -1078,5 +1189,30 @@ impl Iterator for Generator {
             }
         }
         self.pending.pop_front()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_generated_obs_row_survives_the_compact_form() {
+        let spec = WorkloadSpec {
+            patients: 30,
+            operations: 3000,
+            ..WorkloadSpec::default()
+        };
+        let template = schema::obs::TABLE.empty_row();
+        let mut seen = 0;
+        for op in Generator::new(&spec, 11) {
+            for c in op.changes.iter().filter(|c| c.table.name == "obs") {
+                for row in c.before.iter().chain(c.after.iter()) {
+                    assert_eq!(&ObsState::from_row(row).to_row(&template), &**row);
+                    seen += 1;
+                }
+            }
+        }
+        assert!(seen > 10_000, "{seen}");
     }
 }
