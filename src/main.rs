@@ -114,7 +114,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn load(file: &PathBuf) -> Result<Scenario, Failure> {
+fn load(file: &std::path::Path) -> Result<Scenario, Failure> {
     Scenario::load(file)
         .map_err(|e| Failure::Setup(format!("{e}\n(scenario reference: scenarios/README.md)")))
 }

@@ -217,13 +217,12 @@ impl Db {
                         }
                     }
                 }
-                "encounter" => {
+                "encounter"
                     if self
                         .get("patient", &row[schema::encounter::patient_id])
-                        .is_none()
-                    {
-                        return Err(format!("#{} encounter.patient_id is not a patient", op.seq));
-                    }
+                        .is_none() =>
+                {
+                    return Err(format!("#{} encounter.patient_id is not a patient", op.seq));
                 }
                 "orders" => {
                     use schema::orders;

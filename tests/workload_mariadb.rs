@@ -53,10 +53,8 @@ async fn generated_sql_loads_into_mariadb_and_row_counts_match() {
     };
     let mut generator = Generator::new(&spec, SEED);
     let mut batch = String::new();
-    let mut ops = 0;
-    for op in generator.by_ref() {
+    for (ops, op) in generator.by_ref().enumerate() {
         sql::write_operation_sql(&mut batch, &op);
-        ops += 1;
         if batch.len() > 256 * 1024 {
             conn.query_drop(std::mem::take(&mut batch)).await.unwrap_or_else(|e| {
                 panic!("loading operations up to #{ops} failed: {e}\nreproduce: etl-harness generate --seed {SEED} --patients 150 --operations 4000")

@@ -219,7 +219,8 @@ pub(super) fn check(s: &Scenario, doc: &Located) -> Vec<ScenarioError> {
     if let Some((key, why)) = w.mix.infeasibility() {
         err(&[Key("workload"), Key("mix"), Key(key)], why);
     }
-    if !(w.mix.total() > 0.0) {
+    // NaN weights were reported above; a total that is not positive (or NaN) has nothing to draw.
+    if w.mix.total().partial_cmp(&0.0) != Some(std::cmp::Ordering::Greater) {
         err(
             &[Key("workload"), Key("mix")],
             "expected at least one operation kind with a weight > 0, found all 0".into(),

@@ -323,10 +323,7 @@ impl Generator {
                 self.templates.len() - 1
             }
         };
-        let id = match self.templates[t].id {
-            Some(_) => Some(self.id(table.name)),
-            None => None,
-        };
+        let id = self.templates[t].id.map(|_| self.id(table.name));
         let now = self.now();
         let uuid = self.templates[t].uuid.map(|_| Value::Text(self.rng.uuid()));
         let template = &self.templates[t];

@@ -572,6 +572,23 @@ pub fn table(name: &str) -> Option<&'static TableDef> {
     ALL_TABLES.iter().copied().find(|t| t.name == name)
 }
 
+impl TableDef {
+    /// A row holding every column's default (NULL where there is none).
+    pub fn empty_row(&self) -> crate::workload::value::Row {
+        use crate::workload::value::Value;
+        self.columns
+            .iter()
+            .map(|c| match (c.default, c.ty) {
+                (None, _) => Value::Null,
+                (Some(d), SqlType::Boolean) => Value::Bool(d == "1"),
+                (Some(d), SqlType::Int) => Value::Int(d.parse().unwrap_or(0)),
+                (Some(d), SqlType::Double) => Value::Double(d.parse().unwrap_or(0.0)),
+                (Some(d), _) => Value::text(d.trim_matches('\'')),
+            })
+            .collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -609,22 +626,5 @@ mod tests {
             patient::TABLE.columns[patient::patient_id].name,
             "patient_id"
         );
-    }
-}
-
-impl TableDef {
-    /// A row holding every column's default (NULL where there is none).
-    pub fn empty_row(&self) -> crate::workload::value::Row {
-        use crate::workload::value::Value;
-        self.columns
-            .iter()
-            .map(|c| match (c.default, c.ty) {
-                (None, _) => Value::Null,
-                (Some(d), SqlType::Boolean) => Value::Bool(d == "1"),
-                (Some(d), SqlType::Int) => Value::Int(d.parse().unwrap_or(0)),
-                (Some(d), SqlType::Double) => Value::Double(d.parse().unwrap_or(0.0)),
-                (Some(d), _) => Value::text(d.trim_matches('\'')),
-            })
-            .collect()
     }
 }
