@@ -973,22 +973,28 @@ impl Generator {
         self.follow_up_order(p, "DISCONTINUE")
     }
 
+    /// `(encounter, obs)` positions of patient `p`'s obs that pass `keep` (given the obs and its siblings).
+    fn obs_where(
+        &self,
+        p: usize,
+        keep: impl Fn(&ObsState, &[ObsState]) -> bool,
+    ) -> Vec<(usize, usize)> {
+        let mut found = Vec::new();
+        for (e, enc) in self.patients[p].encounters.iter().enumerate() {
+            for (i, o) in enc.obs.iter().enumerate() {
+                if keep(o, &enc.obs) {
+                    found.push((e, i));
+                }
+            }
+        }
+        found
+    }
+
     /// Edits an obs the OpenMRS way: insert the new version (previous_version = old id), then void the old.
     fn edit_obs(&mut self, p: usize) -> Vec<RowChange> {
         use schema::obs;
         let mut changes = Vec::new();
-        let candidates: Vec<(usize, usize)> = self.patients[p]
-            .encounters
-            .iter()
-            .enumerate()
-            .flat_map(|(e, enc)| {
-                enc.obs
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, o)| o.editable())
-                    .map(move |(i, _)| (e, i))
-            })
-            .collect();
+        let candidates = self.obs_where(p, |o, _| o.editable());
         if candidates.is_empty() {
             return changes;
         }
@@ -1113,18 +1119,7 @@ impl Generator {
     /// purgeObs: a hard delete of an obs nothing refers to.
     fn purge_obs(&mut self, p: usize) -> Vec<RowChange> {
         let mut changes = Vec::new();
-        let candidates: Vec<(usize, usize)> = self.patients[p]
-            .encounters
-            .iter()
-            .enumerate()
-            .flat_map(|(e, enc)| {
-                enc.obs
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, o)| o.purgeable(&enc.obs))
-                    .map(move |(i, _)| (e, i))
-            })
-            .collect();
+        let candidates = self.obs_where(p, ObsState::purgeable);
         if candidates.is_empty() {
             return changes;
         }

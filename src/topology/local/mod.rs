@@ -98,16 +98,7 @@ impl StandaloneMariaDb {
             prerequisites::require(program)?;
         }
         let run = RunDir::create(&options.runs_dir)?;
-        let (process, endpoint) = mariadb::start_mariadb(
-            &run,
-            &mariadb::MariaDbSettings {
-                port: process::free_loopback_port()?,
-                database: &options.database,
-                schema_sql: &options.schema_sql,
-                ready_timeout: options.ready_timeout,
-            },
-        )
-        .await?;
+        let (process, endpoint) = start_source_database(&run, options).await?;
         Ok(StandaloneMariaDb {
             process,
             endpoint,
@@ -127,6 +118,23 @@ impl StandaloneMariaDb {
     pub fn process(&self) -> &ServiceProcess {
         &self.process
     }
+}
+
+/// The MariaDB source with the options' schema, on a free loopback port.
+async fn start_source_database(
+    run: &RunDir,
+    options: &LocalTopologyOptions,
+) -> Result<(ServiceProcess, MariaDbEndpoint), LocalError> {
+    mariadb::start_mariadb(
+        run,
+        &mariadb::MariaDbSettings {
+            port: process::free_loopback_port()?,
+            database: &options.database,
+            schema_sql: &options.schema_sql,
+            ready_timeout: options.ready_timeout,
+        },
+    )
+    .await
 }
 
 /// How long each start phase took.
@@ -185,16 +193,7 @@ impl LocalTopology {
         let jvm = provisioned.components;
 
         let phase = Instant::now();
-        let (mariadb, mariadb_endpoint) = mariadb::start_mariadb(
-            &run,
-            &mariadb::MariaDbSettings {
-                port: process::free_loopback_port()?,
-                database: &options.database,
-                schema_sql: &options.schema_sql,
-                ready_timeout: options.ready_timeout,
-            },
-        )
-        .await?;
+        let (mariadb, mariadb_endpoint) = start_source_database(&run, options).await?;
         timings.mariadb = phase.elapsed();
 
         let phase = Instant::now();
