@@ -338,6 +338,18 @@ async fn retention_and_delete_records_keep_working_after_a_restart() {
         .map(|r| r.2.unwrap())
         .collect();
     assert_eq!(values, vec!["b2-1", "b2-2", "b3-0", "b3-1", "b3-2"]);
+
+    // An hour later everything is old, the active segment included: an empty segment file at the log end offset
+    // is all that is left, and it is enough for the next start to know where the log ends.
+    clock.advance(Duration::from_secs(60 * 60)).unwrap();
+    assert_eq!(offset(&pc, OffsetAt::Earliest).await, 12);
+    assert_eq!(segment_files(&pdir), vec!["00000000000000000012.log"]);
+    cluster.shutdown().await;
+    let cluster = builder.start().await.unwrap();
+    let kafka = client(&cluster.bootstrap_servers()).await;
+    let pc = partition(&kafka, "vitals", 0).await;
+    assert_eq!(offset(&pc, OffsetAt::Earliest).await, 12);
+    assert_eq!(offset(&pc, OffsetAt::Latest).await, 12);
     cluster.shutdown().await;
 }
 
