@@ -32,6 +32,7 @@
 //! - An invalid batch that reaches the end of the **last** segment (too short to hold its declared length, or
 //!   complete but with a bad CRC) is a torn write: the file is truncated to the last whole batch, as Kafka's
 //!   `LogSegment.recover` does, with a warning and a [`ClusterEventKind::LogLoaded`] event that counts the bytes.
+//!   A damaged length field that points past the end of the file looks the same and is treated the same.
 //! - Any other invalid batch is corruption, and the cluster does not start: [`StorageError::CorruptSegment`] names
 //!   the file, the byte position and the offset expected there. (Kafka would truncate there too and drop every
 //!   later segment; silently losing acknowledged records is worse for a test bench than refusing to start.)
