@@ -4,10 +4,10 @@
 mod common;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use common::{bounded, client, init_tracing, partition, record};
+use common::{bounded, call, client, init_tracing, partition, read_frame, record, request_frame};
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::*;
-use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
+use kafka_protocol::protocol::{Decodable, StrBytes};
 use kafka_protocol::records::{
     Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
 };
@@ -15,45 +15,6 @@ use openmrs_etl_harness::broker::{Cluster, NewTopic};
 use rskafka::client::partition::Compression as RsCompression;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-
-/// Encodes a request frame with its length prefix.
-fn request_frame<R: Request>(request: &R, version: i16, correlation_id: i32) -> Bytes {
-    let header = RequestHeader::default()
-        .with_request_api_key(R::KEY)
-        .with_request_api_version(version)
-        .with_correlation_id(correlation_id)
-        .with_client_id(Some(StrBytes::from_static_str("robustness")));
-    let mut body = BytesMut::new();
-    header
-        .encode(&mut body, R::header_version(version))
-        .unwrap();
-    request.encode(&mut body, version).unwrap();
-    let mut frame = BytesMut::new();
-    frame.put_i32(body.len() as i32);
-    frame.extend_from_slice(&body);
-    frame.freeze()
-}
-
-async fn read_frame(stream: &mut TcpStream) -> Option<Bytes> {
-    let size = bounded("read size", stream.read_i32()).await.ok()?;
-    let mut buf = vec![0; size as usize];
-    bounded("read body", stream.read_exact(&mut buf))
-        .await
-        .ok()?;
-    Some(Bytes::from(buf))
-}
-
-/// Sends one request and decodes its response.
-async fn call<R: Request>(stream: &mut TcpStream, request: &R, version: i16) -> R::Response {
-    stream
-        .write_all(&request_frame(request, version, 42))
-        .await
-        .unwrap();
-    let mut frame = read_frame(stream).await.expect("a response");
-    let header = ResponseHeader::decode(&mut frame, R::Response::header_version(version)).unwrap();
-    assert_eq!(header.correlation_id, 42);
-    R::Response::decode(&mut frame, version).unwrap()
-}
 
 /// True when the broker closed the connection (EOF or reset) within the test step.
 async fn closed_by_broker(stream: &mut TcpStream) -> bool {

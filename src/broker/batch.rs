@@ -118,19 +118,7 @@ pub(crate) fn validate_produced(
             limit: max_message_bytes,
         });
     }
-    let expected = u32::from_be_bytes([
-        data[CRC_POS],
-        data[CRC_POS + 1],
-        data[CRC_POS + 2],
-        data[CRC_POS + 3],
-    ]);
-    let actual = crc32c::crc32c(&data[CRC_START..len]);
-    if expected != actual {
-        return Err(ProducedBatchError::Corrupt(BatchError::Crc {
-            expected,
-            actual,
-        }));
-    }
+    check_crc(data).map_err(ProducedBatchError::Corrupt)?;
     if header.last_offset_delta < 0 || header.records_count < 0 {
         return Err(ProducedBatchError::Corrupt(BatchError::Header(
             "negative record count or offset delta",
@@ -152,6 +140,24 @@ pub(crate) fn validate_produced(
         ));
     }
     Ok(header)
+}
+
+/// Checks the CRC of one whole batch (`batch` is exactly the batch, at least [`HEADER_LEN`] bytes long).
+pub(crate) fn check_crc(batch: &[u8]) -> Result<(), BatchError> {
+    if batch.len() < HEADER_LEN {
+        return Err(BatchError::Short(batch.len()));
+    }
+    let expected = u32::from_be_bytes([
+        batch[CRC_POS],
+        batch[CRC_POS + 1],
+        batch[CRC_POS + 2],
+        batch[CRC_POS + 3],
+    ]);
+    let actual = crc32c::crc32c(&batch[CRC_START..]);
+    if expected != actual {
+        return Err(BatchError::Crc { expected, actual });
+    }
+    Ok(())
 }
 
 /// Why a produced batch is refused; each maps to the error code Kafka answers with.

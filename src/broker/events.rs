@@ -82,6 +82,16 @@ pub enum ClusterEventKind {
         start_offset: i64,
         end_offset: i64,
     },
+    /// A partition's log was read back from the log directory when the cluster started; `truncated_bytes` of a
+    /// torn batch at its end were cut off (0 after a clean shutdown).
+    LogLoaded {
+        broker: BrokerId,
+        topic: String,
+        partition: i32,
+        log_start_offset: i64,
+        log_end_offset: i64,
+        truncated_bytes: u64,
+    },
     /// Compaction removed superseded records (and expired tombstones) below `end_offset`.
     Compacted {
         topic: String,

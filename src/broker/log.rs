@@ -5,6 +5,9 @@
 //!
 //! Batches are `Bytes` shared with fetch responses: a read clones handles, it does not copy record data (except to
 //! concatenate several batches into one response). Every change that removes data reports a [`ClusterEventKind`].
+//!
+//! With a log directory, a [`DiskLog`] follows every change (append, roll, segment deletion, compaction, log start
+//! offset); see `disk.rs` for the files and the recovery rule.
 
 use std::collections::{HashMap, VecDeque};
 
@@ -12,6 +15,7 @@ use bytes::{Bytes, BytesMut};
 
 use super::batch::{self, BatchHeader};
 use super::config::TopicConfig;
+use super::disk::{DiskLog, StorageError};
 use super::events::{ClusterEventKind, DeletionReason, RollReason};
 
 /// A stored record batch; `data` is the batch exactly as produced except base offset and partition leader epoch.
@@ -92,6 +96,8 @@ pub(crate) struct Log {
     high_watermark: i64,
     /// Offset of a tombstone → clock time it was first seen by the cleaner (it expires `delete.retention.ms` later).
     tombstones_cleaned_at: HashMap<i64, i64>,
+    /// The files this log is written through to, when the cluster has a log directory.
+    disk: Option<DiskLog>,
 }
 
 impl Log {
@@ -105,6 +111,61 @@ impl Log {
             log_end_offset: 0,
             high_watermark: 0,
             tombstones_cleaned_at: HashMap::new(),
+            disk: None,
+        }
+    }
+
+    /// A log read back from its files: `segments` as (base offset, batches), oldest first. The high watermark is
+    /// the log end offset (one replica).
+    pub(crate) fn restore(
+        topic: &str,
+        partition: i32,
+        config: TopicConfig,
+        segments: Vec<(i64, Vec<StoredBatch>)>,
+        log_start_offset: i64,
+        disk: DiskLog,
+        now_ms: i64,
+    ) -> Log {
+        let mut log = Log::new(topic, partition, config, now_ms);
+        log.segments.clear();
+        for (base_offset, batches) in segments {
+            let mut segment = Segment::new(base_offset, now_ms);
+            log.log_end_offset = log.log_end_offset.max(base_offset);
+            for stored in batches {
+                log.log_end_offset = log.log_end_offset.max(stored.last_offset + 1);
+                segment.push(stored);
+            }
+            log.segments.push_back(segment);
+        }
+        log.log_start_offset = log_start_offset.min(log.log_end_offset);
+        log.high_watermark = log.log_end_offset;
+        log.disk = Some(disk);
+        log
+    }
+
+    /// Writes this (new, empty) log through to `disk` from now on.
+    pub(crate) fn attach_disk(&mut self, disk: DiskLog) {
+        self.disk = Some(disk);
+    }
+
+    /// Removes the log's files (its topic was deleted).
+    pub(crate) fn delete_files(&mut self) {
+        if let Some(disk) = self.disk.take() {
+            disk.delete();
+        }
+    }
+
+    /// Hands appended bytes to the operating system (a no-op without a log directory).
+    pub(crate) fn flush(&mut self) -> Result<(), StorageError> {
+        match &mut self.disk {
+            Some(disk) => disk.flush(),
+            None => Ok(()),
+        }
+    }
+
+    fn checkpoint_log_start_offset(&mut self) {
+        if let Some(disk) = &mut self.disk {
+            disk.set_log_start_offset(self.log_start_offset);
         }
     }
 
@@ -135,7 +196,8 @@ impl Log {
         &mut self.segments[last]
     }
 
-    /// Appends a validated batch at the log end offset; returns its base offset.
+    /// Appends a validated batch at the log end offset; returns its base offset. Fails, appending nothing, when
+    /// the batch cannot be written to the log directory.
     pub(crate) fn append(
         &mut self,
         data: &[u8],
@@ -143,7 +205,7 @@ impl Log {
         leader_epoch: i32,
         now_ms: i64,
         events: &mut Vec<ClusterEventKind>,
-    ) -> i64 {
+    ) -> Result<i64, StorageError> {
         let base_offset = self.log_end_offset;
         let len = data.len() as i64;
         let (segment_bytes, segment_ms) = (self.config.segment_bytes, self.config.segment_ms);
@@ -169,14 +231,20 @@ impl Log {
             max_timestamp: header.max_timestamp,
             data: batch::with_offset_and_epoch(data, base_offset, leader_epoch),
         };
+        if let Some(disk) = &mut self.disk {
+            disk.append(&stored.data)?;
+        }
         self.log_end_offset = stored.last_offset + 1;
         self.active().push(stored);
-        base_offset
+        Ok(base_offset)
     }
 
     fn roll(&mut self, now_ms: i64, reason: RollReason, events: &mut Vec<ClusterEventKind>) {
         self.segments
             .push_back(Segment::new(self.log_end_offset, now_ms));
+        if let Some(disk) = &mut self.disk {
+            disk.roll(self.log_end_offset);
+        }
         events.push(ClusterEventKind::SegmentRolled {
             topic: self.topic.clone(),
             partition: self.partition,
@@ -294,6 +362,7 @@ impl Log {
             });
             self.log_start_offset = offset;
             self.delete_below_log_start(now_ms, events);
+            self.checkpoint_log_start_offset();
         }
         Ok(self.log_start_offset)
     }
@@ -330,6 +399,9 @@ impl Log {
             let start_offset = segment.base_offset.max(self.log_start_offset);
             self.tombstones_cleaned_at
                 .retain(|&offset, _| offset >= end_offset);
+            if let Some(disk) = &mut self.disk {
+                disk.delete_segment(segment.base_offset);
+            }
             events.push(ClusterEventKind::SegmentDeleted {
                 topic: self.topic.clone(),
                 partition: self.partition,
@@ -341,6 +413,7 @@ impl Log {
         if let Some(first) = self.segments.front() {
             self.log_start_offset = self.log_start_offset.max(first.base_offset);
         }
+        self.checkpoint_log_start_offset();
     }
 
     /// One run of the retention check: time retention, then size retention (when `cleanup.policy` has `delete`),
@@ -432,7 +505,9 @@ impl Log {
         let delete_retention_ms = self.config.delete_retention_ms;
         let mut removed = 0u64;
         let mut tombstones_removed = 0u64;
+        let mut rewritten = Vec::new();
         for (segment, per_batch) in self.segments.iter_mut().take(cleanable).zip(decoded) {
+            let removed_before = removed;
             let mut kept_batches = Vec::with_capacity(segment.batches.len());
             for (stored, parsed) in segment.batches.drain(..).zip(per_batch) {
                 let Some((_, records)) = parsed else {
@@ -469,16 +544,31 @@ impl Log {
             }
             segment.size_bytes = kept_batches.iter().map(|b| b.data.len() as u64).sum();
             segment.batches = kept_batches;
+            if removed > removed_before {
+                rewritten.push(segment.base_offset);
+            }
         }
         // Emptied segments go, except the first, which keeps the log start offset's place.
         let mut index = 1;
         let mut limit = cleanable;
         while index < limit {
             if self.segments[index].batches.is_empty() {
-                self.segments.remove(index);
+                let segment = self.segments.remove(index);
+                if let (Some(disk), Some(segment)) = (&mut self.disk, segment) {
+                    disk.delete_segment(segment.base_offset);
+                }
                 limit -= 1;
             } else {
                 index += 1;
+            }
+        }
+        if let Some(disk) = &mut self.disk {
+            for segment in self
+                .segments
+                .iter()
+                .filter(|s| rewritten.contains(&s.base_offset))
+            {
+                disk.rewrite_segment(segment.base_offset, segment.batches.iter().map(|b| &b.data));
             }
         }
         if removed > 0 {

@@ -45,7 +45,6 @@
 //!   `-C` with explicit partitions/offsets works; `-G` does not.
 //! - SASL/TLS, quotas, ACLs, AlterConfigs, CreatePartitions, fetch sessions, LogAppendTime.
 //! - Requests of an API or version not advertised close the connection (Kafka does the same), with a logged reason.
-//! - Logs on disk: logs live in memory only; a cluster cannot yet restart from a directory.
 //!
 //! # Logs
 //!
@@ -54,8 +53,26 @@
 //! `log.retention.check.interval.ms` of clock time the cluster applies `retention.ms` (by the segment's largest
 //! record timestamp), `retention.bytes` and `cleanup.policy=compact`, recording each deletion in the event log
 //! ([`Cluster::events`]).
+//!
+//! With [`ClusterBuilder::log_dir`] every log is also written through to segment files in Kafka's format, one
+//! directory per broker and partition, and a cluster started on the same directory serves the same topics,
+//! configs, records, offsets and log start offsets:
+//!
+//! ```text
+//! <dir>/cluster.json                                   topics, ids, assignments, config overrides
+//! <dir>/broker-<id>/meta.properties                    cluster.id, node.id
+//! <dir>/broker-<id>/log-start-offset-checkpoint        Kafka's format: 0, count, "topic partition offset" lines
+//! <dir>/broker-<id>/<topic>-<partition>/<base offset, 20 digits>.log   record batches back to back
+//! ```
+//!
+//! Recovery at start checks every batch (length, magic, CRC, offsets): an invalid batch at the very end of a
+//! partition's last segment is a torn write and is truncated away (event [`ClusterEventKind::LogLoaded`] counts the
+//! bytes); an invalid batch anywhere else stops the start with [`StorageError::CorruptSegment`], naming the file,
+//! the byte position and the offset. Nothing is fsynced; [`Cluster::flush`] hands buffered writes to the operating
+//! system. Details: `disk.rs`.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -67,6 +84,7 @@ use crate::clock::{Clock, ClockError, Timer};
 mod api;
 mod batch;
 mod config;
+mod disk;
 mod events;
 mod log;
 mod server;
@@ -74,6 +92,7 @@ mod state;
 pub mod up;
 
 pub use config::{ConfigError, TopicConfig};
+pub use disk::StorageError;
 pub use events::{ClusterEvent, ClusterEventKind, DeletionReason, RollReason};
 pub use state::{NewTopic, TopicError, MAX_PARTITIONS};
 
@@ -121,6 +140,9 @@ pub enum ClusterError {
     /// The clock could not schedule the retention check.
     #[error(transparent)]
     Clock(#[from] ClockError),
+    /// The log directory could not be read or written.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
 }
 
 /// Settings for a [`Cluster`]; every setter returns `&mut Self`, and `start` can be called again for an identical
@@ -134,6 +156,7 @@ pub struct ClusterBuilder {
     defaults: BrokerDefaults,
     log_defaults: Vec<(String, String)>,
     topics: Vec<NewTopic>,
+    log_dir: Option<PathBuf>,
 }
 
 impl ClusterBuilder {
@@ -199,9 +222,17 @@ impl ClusterBuilder {
         self
     }
 
-    /// A topic to create when the cluster starts.
+    /// A topic to create when the cluster starts. With a [`log_dir`](Self::log_dir) that already holds a topic of
+    /// that name, the stored topic is served as it was and this one is ignored.
     pub fn topic(&mut self, topic: NewTopic) -> &mut Self {
         self.topics.push(topic);
+        self
+    }
+
+    /// Keeps every broker's logs in `dir` too (created if missing), so that a cluster started again on the same
+    /// directory, with the same cluster id and at least as many brokers, serves the same topics and records.
+    pub fn log_dir(&mut self, dir: impl Into<PathBuf>) -> &mut Self {
+        self.log_dir = Some(dir.into());
         self
     }
 
@@ -242,12 +273,24 @@ impl ClusterBuilder {
             listeners.push((id, addr, listener));
         }
         let clock = self.clock.clone().unwrap_or_else(Clock::real);
-        let core = Arc::new(ClusterCore::new(
-            self.cluster_id.clone(),
-            defaults,
-            clock.clone(),
-            infos,
-        ));
+        let log_dir = match &self.log_dir {
+            Some(dir) => {
+                let ids: Vec<BrokerId> = infos.iter().map(|b| b.id).collect();
+                Some(disk::LogDir::open(dir, &self.cluster_id, &ids)?)
+            }
+            None => None,
+        };
+        let core = Arc::new(
+            ClusterCore::new(self.cluster_id.clone(), defaults, clock.clone(), infos)
+                .with_log_dir(log_dir),
+        );
+        let loaded = match core.log_dir() {
+            Some(dir) => dir.load(&core.cluster_id, &core.defaults.topic, clock.now_ms())?,
+            None => None,
+        };
+        let restored = loaded
+            .map(|loaded| core.restore(loaded))
+            .unwrap_or_default();
         let mut events = Vec::new();
         let mut brokers = Vec::with_capacity(listeners.len());
         for (id, addr, listener) in listeners {
@@ -286,7 +329,7 @@ impl ClusterBuilder {
             brokers,
             _retention_timer: retention_timer,
         };
-        for topic in &self.topics {
+        for topic in self.topics.iter().filter(|t| !restored.contains(&t.name)) {
             cluster.create_topic(topic.clone())?;
         }
         Ok(cluster)
@@ -318,6 +361,7 @@ impl Cluster {
             defaults: BrokerDefaults::default(),
             log_defaults: Vec::new(),
             topics: Vec::new(),
+            log_dir: None,
         }
     }
 
@@ -391,13 +435,27 @@ impl Cluster {
         self.core.events()
     }
 
-    /// Stops every broker: listeners close, open connections are dropped.
+    /// Hands every log's buffered writes to the operating system (no fsync, as Kafka by default); a no-op
+    /// without a [`log_dir`](ClusterBuilder::log_dir). A log whose writes failed reports its first failure.
+    pub fn flush(&self) -> Result<(), ClusterError> {
+        for topic in self.core.topics() {
+            for partition in &topic.partitions {
+                partition.lock().log.flush()?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Stops every broker: listeners close, open connections are dropped, logs are flushed to their files.
     pub async fn shutdown(mut self) {
         for broker in &self.brokers {
             let _ = broker.shutdown.send(true);
         }
         for broker in self.brokers.drain(..) {
             let _ = broker.task.await;
+        }
+        if let Err(error) = self.flush() {
+            tracing::error!(%error, "cannot flush the logs at shutdown");
         }
     }
 }

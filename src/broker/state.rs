@@ -12,6 +12,7 @@ use tokio::sync::watch;
 use uuid::Uuid;
 
 use super::config::{BrokerDefaults, ConfigError, TopicConfig};
+use super::disk::{Loaded, LogDir, StorageError};
 use super::events::{ClusterEvent, ClusterEventKind};
 use super::log::Log;
 use super::BrokerId;
@@ -119,6 +120,8 @@ pub enum TopicError {
     },
     #[error("topic '{topic}': {source}")]
     InvalidConfig { topic: String, source: ConfigError },
+    #[error("topic '{topic}': {source}")]
+    Storage { topic: String, source: StorageError },
 }
 
 impl TopicError {
@@ -133,6 +136,7 @@ impl TopicError {
             TopicError::ReplicationNotImplemented { .. }
             | TopicError::InvalidReplicationFactor { .. } => E::InvalidReplicationFactor.code(),
             TopicError::InvalidConfig { .. } => E::InvalidConfig.code(),
+            TopicError::Storage { .. } => E::KafkaStorageError.code(),
         }
     }
 }
@@ -180,6 +184,8 @@ pub(crate) struct ClusterCore {
     events: Mutex<Vec<ClusterEvent>>,
     /// Bumped after every append so waiting fetches re-check (min_bytes).
     appended: watch::Sender<u64>,
+    /// Where logs and topic metadata are written through to, if anywhere.
+    log_dir: Option<LogDir>,
 }
 
 impl ClusterCore {
@@ -199,6 +205,88 @@ impl ClusterCore {
             metadata: RwLock::new(Metadata::default()),
             events: Mutex::new(Vec::new()),
             appended: watch::Sender::new(0),
+            log_dir: None,
+        }
+    }
+
+    /// Writes topics and logs through to `log_dir` from now on.
+    pub(crate) fn with_log_dir(mut self, log_dir: Option<LogDir>) -> ClusterCore {
+        self.log_dir = log_dir;
+        self
+    }
+
+    pub(crate) fn log_dir(&self) -> Option<&LogDir> {
+        self.log_dir.as_ref()
+    }
+
+    /// Serves the topics and logs read back from the log directory; returns their names.
+    pub(crate) fn restore(&self, loaded: Loaded) -> Vec<String> {
+        let mut metadata = self.metadata.write().unwrap_or_else(|e| e.into_inner());
+        metadata.topics_created = metadata.topics_created.max(loaded.topics_created);
+        let mut events = Vec::new();
+        let mut names = Vec::with_capacity(loaded.topics.len());
+        for topic in loaded.topics {
+            let partitions = topic
+                .partitions
+                .into_iter()
+                .enumerate()
+                .map(|(index, p)| {
+                    let index = index as i32;
+                    let leader = p.assignment.first().copied().unwrap_or(BrokerId(0));
+                    events.push(ClusterEventKind::LogLoaded {
+                        broker: leader,
+                        topic: topic.name.clone(),
+                        partition: index,
+                        log_start_offset: p.log.log_start_offset(),
+                        log_end_offset: p.log.log_end_offset(),
+                        truncated_bytes: p.truncated_bytes,
+                    });
+                    events.push(ClusterEventKind::LeaderChanged {
+                        topic: topic.name.clone(),
+                        partition: index,
+                        leader,
+                        leader_epoch: p.leader_epoch,
+                    });
+                    Arc::new(Partition {
+                        index,
+                        state: Mutex::new(PartitionState {
+                            isr: p.assignment.clone(),
+                            assignment: p.assignment,
+                            leader: Some(leader),
+                            leader_epoch: p.leader_epoch,
+                            log: p.log,
+                        }),
+                    })
+                })
+                .collect();
+            metadata.ids.insert(topic.id, topic.name.clone());
+            names.push(topic.name.clone());
+            metadata.topics.insert(
+                topic.name.clone(),
+                Arc::new(Topic {
+                    name: topic.name,
+                    id: topic.id,
+                    config: topic.config,
+                    overrides: topic.overrides,
+                    replication_factor: topic.replication_factor,
+                    partitions,
+                }),
+            );
+        }
+        drop(metadata);
+        self.record(events);
+        names
+    }
+
+    /// Rewrites the log directory's topic list (after a topic was created or deleted).
+    fn persist_metadata(&self, metadata: &Metadata) -> Result<(), StorageError> {
+        match &self.log_dir {
+            Some(dir) => dir.write_metadata(
+                &self.cluster_id,
+                metadata.topics_created,
+                metadata.topics.values(),
+            ),
+            None => Ok(()),
         }
     }
 
@@ -353,8 +441,23 @@ impl ClusterCore {
             replication_factor,
             partitions,
         });
+        let storage_error = |source| TopicError::Storage {
+            topic: spec.name.clone(),
+            source,
+        };
+        if let Some(dir) = &self.log_dir {
+            dir.attach_topic(&topic).map_err(storage_error)?;
+        }
         metadata.ids.insert(id, spec.name.clone());
         metadata.topics.insert(spec.name.clone(), topic.clone());
+        if let Err(error) = self.persist_metadata(&metadata) {
+            metadata.ids.remove(&id);
+            metadata.topics.remove(&spec.name);
+            for partition in &topic.partitions {
+                partition.lock().log.delete_files();
+            }
+            return Err(storage_error(error));
+        }
         drop(metadata);
         self.record(events);
         Ok(topic)
@@ -367,7 +470,20 @@ impl ClusterCore {
             .remove(name)
             .ok_or_else(|| TopicError::Unknown(name.to_string()))?;
         metadata.ids.remove(&topic.id);
+        let persisted = self.persist_metadata(&metadata);
         drop(metadata);
+        match persisted {
+            Ok(()) => {
+                for partition in &topic.partitions {
+                    partition.lock().log.delete_files();
+                }
+            }
+            // The deletion stands for this cluster; the files stay, so a restart serves the topic again rather
+            // than finding its directories gone.
+            Err(error) => {
+                tracing::warn!(topic = name, %error, "cannot record the topic deletion in the log directory")
+            }
+        }
         self.record([ClusterEventKind::TopicDeleted {
             topic: name.to_string(),
         }]);

@@ -4,6 +4,12 @@
 use std::future::Future;
 use std::time::Duration;
 
+use bytes::{BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::{RequestHeader, ResponseHeader};
+use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
 use rskafka::client::partition::{PartitionClient, UnknownTopicHandling};
 use rskafka::client::{Client, ClientBuilder};
 use rskafka::record::Record;
@@ -102,4 +108,43 @@ pub async fn read_all(
             return out;
         }
     }
+}
+
+/// Encodes a request frame with its length prefix.
+pub fn request_frame<R: Request>(request: &R, version: i16, correlation_id: i32) -> Bytes {
+    let header = RequestHeader::default()
+        .with_request_api_key(R::KEY)
+        .with_request_api_version(version)
+        .with_correlation_id(correlation_id)
+        .with_client_id(Some(StrBytes::from_static_str("raw-request")));
+    let mut body = BytesMut::new();
+    header
+        .encode(&mut body, R::header_version(version))
+        .unwrap();
+    request.encode(&mut body, version).unwrap();
+    let mut frame = BytesMut::new();
+    frame.put_i32(body.len() as i32);
+    frame.extend_from_slice(&body);
+    frame.freeze()
+}
+
+pub async fn read_frame(stream: &mut TcpStream) -> Option<Bytes> {
+    let size = bounded("read size", stream.read_i32()).await.ok()?;
+    let mut buf = vec![0; size as usize];
+    bounded("read body", stream.read_exact(&mut buf))
+        .await
+        .ok()?;
+    Some(Bytes::from(buf))
+}
+
+/// Sends one request and decodes its response.
+pub async fn call<R: Request>(stream: &mut TcpStream, request: &R, version: i16) -> R::Response {
+    stream
+        .write_all(&request_frame(request, version, 42))
+        .await
+        .unwrap();
+    let mut frame = read_frame(stream).await.expect("a response");
+    let header = ResponseHeader::decode(&mut frame, R::Response::header_version(version)).unwrap();
+    assert_eq!(header.correlation_id, 42);
+    R::Response::decode(&mut frame, version).unwrap()
 }

@@ -72,13 +72,26 @@ pub(super) fn handle(
                                 Err(error) => Err((error_code(&error), error.to_string())),
                                 Ok(header) => {
                                     let epoch = state.leader_epoch;
-                                    let base =
-                                        state.log.append(records, &header, epoch, now, &mut events);
-                                    let leo = state.log.log_end_offset();
-                                    // One replica: it is the whole ISR, so the high watermark is its end offset.
-                                    state.log.set_high_watermark(leo);
-                                    appended = true;
-                                    Ok((base, state.log.log_start_offset()))
+                                    match state.log.append(
+                                        records,
+                                        &header,
+                                        epoch,
+                                        now,
+                                        &mut events,
+                                    ) {
+                                        Err(error) => Err((
+                                            ResponseError::KafkaStorageError,
+                                            error.to_string(),
+                                        )),
+                                        Ok(base) => {
+                                            let leo = state.log.log_end_offset();
+                                            // One replica: it is the whole ISR, so the high watermark is its end
+                                            // offset.
+                                            state.log.set_high_watermark(leo);
+                                            appended = true;
+                                            Ok((base, state.log.log_start_offset()))
+                                        }
+                                    }
                                 }
                             },
                         }

@@ -1,0 +1,896 @@
+//! Logs on disk, so a cluster can stop and start again from a directory (`ClusterBuilder::log_dir`). Memory stays
+//! the serving copy: every change to a log is written through to its files, and the files are read only when a
+//! cluster starts.
+//!
+//! # Layout (Kafka's, where Kafka has one)
+//!
+//! ```text
+//! <dir>/cluster.json                          topics: name, id, partition assignments, leader epochs, configs
+//! <dir>/broker-<id>/meta.properties           cluster.id and node.id, as Kafka writes them
+//! <dir>/broker-<id>/log-start-offset-checkpoint
+//! <dir>/broker-<id>/<topic>-<partition>/00000000000000000000.log
+//! <dir>/broker-<id>/<topic>-<partition>/00000000000000000042.log
+//! ```
+//!
+//! - A segment file is named by its base offset (20 digits) and holds the record batches exactly as stored in
+//!   memory (Kafka's on-disk format: v2 batches back to back, base offset and partition leader epoch set). Appends
+//!   go through a buffer into the active (last) segment; a roll flushes it and creates the next file at once, so an
+//!   empty active segment still records the log end offset. Retention and DeleteRecords remove segment files;
+//!   compaction writes `<base>.log.cleaned` and renames it over the segment.
+//! - `cluster.json` is what KRaft keeps in its metadata log. It is rewritten (to a temporary file, then renamed)
+//!   when a topic is created or deleted. Configs are the topic's overrides; broker defaults come from the builder
+//!   of the cluster that starts, as in Kafka.
+//! - `log-start-offset-checkpoint` is Kafka's file (`0`, the entry count, then `topic partition offset` lines).
+//!   Kafka rewrites it every minute; here it is rewritten whenever a log start offset moves.
+//! - Nothing is fsynced (Kafka does not by default). [`DiskLog::flush`] hands buffered bytes to the operating
+//!   system; `Cluster::flush` does it for every log and `Cluster::shutdown` calls it.
+//!
+//! # Recovery rule
+//!
+//! At start every segment of every partition is read back and checked batch by batch: the length field, magic 2,
+//! the CRC, offsets that only grow and stay below the next segment's base offset. Then:
+//! - An invalid batch that reaches the end of the **last** segment (too short to hold its declared length, or
+//!   complete but with a bad CRC) is a torn write: the file is truncated to the last whole batch, as Kafka's
+//!   `LogSegment.recover` does, with a warning and a [`ClusterEventKind::LogLoaded`] event that counts the bytes.
+//!   A damaged length field that points past the end of the file looks the same and is treated the same.
+//! - Any other invalid batch is corruption, and the cluster does not start: [`StorageError::CorruptSegment`] names
+//!   the file, the byte position and the offset expected there. (Kafka would truncate there too and drop every
+//!   later segment; silently losing acknowledged records is worse for a test bench than refusing to start.)
+//! - Log start offset = max(checkpointed value, first segment's base offset); with one replica the high
+//!   watermark is the log end offset.
+//!
+//! Not kept across a restart: when the cleaner first saw a tombstone (they get a new `delete.retention.ms`), and a
+//! segment's creation time (it stands in for the largest timestamp only when records carry none; it restarts at
+//! the clock's time). There is no `.lock` file: two clusters on one directory at once corrupt it.
+//!
+//! Any I/O failure while serving takes the partition's log offline for writes (Kafka takes the whole log
+//! directory offline): later produces get KAFKA_STORAGE_ERROR with the first failure's message.
+//!
+//! [`ClusterEventKind::LogLoaded`]: super::ClusterEventKind::LogLoaded
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::{self, File, OpenOptions};
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use uuid::Uuid;
+
+use super::batch;
+use super::config::TopicConfig;
+use super::log::{Log, StoredBatch};
+use super::state::Topic;
+use super::BrokerId;
+
+/// Why a log directory could not be read or written. Each variant names the file and says what to do.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum StorageError {
+    /// A file system operation failed.
+    #[error("cannot {action} {}: {message}", path.display())]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        kind: std::io::ErrorKind,
+        message: String,
+    },
+    /// A batch in the middle of a segment is invalid: not a torn write, so the cluster refuses to start.
+    #[error(
+        "corrupt log segment {}: the record batch at byte {position} (offset {offset} or later expected there) is \
+         invalid: {reason}; restore the file, or delete the segment and every later one to start without them",
+        path.display()
+    )]
+    CorruptSegment {
+        path: PathBuf,
+        position: u64,
+        offset: i64,
+        reason: String,
+    },
+    /// `cluster.json`, `meta.properties` or a checkpoint file cannot be parsed.
+    #[error("cannot read {}: {reason}", path.display())]
+    Metadata { path: PathBuf, reason: String },
+    /// The directory belongs to another cluster.
+    #[error(
+        "{} belongs to cluster '{found}', not '{expected}': start with cluster_id(\"{found}\") or another log dir",
+        path.display()
+    )]
+    ClusterIdMismatch {
+        path: PathBuf,
+        found: String,
+        expected: String,
+    },
+    /// A partition is assigned to a broker the starting cluster does not have.
+    #[error(
+        "{}: partition {topic}-{partition} lives on broker {broker}, but this cluster has brokers 1..={brokers}; \
+         start it with at least {broker} brokers",
+        path.display()
+    )]
+    UnknownBroker {
+        path: PathBuf,
+        topic: String,
+        partition: i32,
+        broker: BrokerId,
+        brokers: usize,
+    },
+    /// `cluster.json` names a partition whose directory is gone.
+    #[error(
+        "partition directory {} of {topic}-{partition} is missing; restore it, or remove the topic from cluster.json",
+        path.display()
+    )]
+    MissingPartition {
+        path: PathBuf,
+        topic: String,
+        partition: i32,
+    },
+}
+
+fn io_error<'a>(
+    action: &'static str,
+    path: &'a Path,
+) -> impl FnOnce(std::io::Error) -> StorageError + 'a {
+    move |e| StorageError::Io {
+        action,
+        path: path.to_path_buf(),
+        kind: e.kind(),
+        message: e.to_string(),
+    }
+}
+
+const METADATA_FILE: &str = "cluster.json";
+const META_PROPERTIES: &str = "meta.properties";
+const LOG_START_OFFSET_CHECKPOINT: &str = "log-start-offset-checkpoint";
+const SEGMENT_SUFFIX: &str = ".log";
+const CLEANED_SUFFIX: &str = ".log.cleaned";
+/// Appends are buffered up to this many bytes before they reach the file.
+const WRITE_BUFFER: usize = 64 * 1024;
+
+fn segment_file_name(base_offset: i64) -> String {
+    format!("{base_offset:020}{SEGMENT_SUFFIX}")
+}
+
+/// The base offset a segment file is named by; `None` for any other file.
+fn parse_segment_file_name(name: &str) -> Option<i64> {
+    let digits = name.strip_suffix(SEGMENT_SUFFIX)?;
+    if digits.len() != 20 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+/// Writes `contents` to a temporary file next to `path`, then renames it over `path`, so readers see the old or
+/// the new file, never half of one.
+fn replace_file(path: &Path, contents: &[u8]) -> Result<(), StorageError> {
+    let tmp = path.with_extension("tmp");
+    fs::write(&tmp, contents).map_err(io_error("write", &tmp))?;
+    fs::rename(&tmp, path).map_err(io_error("rename into place", path))
+}
+
+/// The cluster's log directory: one subdirectory per broker.
+pub(crate) struct LogDir {
+    root: PathBuf,
+    brokers: BTreeMap<BrokerId, Arc<BrokerLogDir>>,
+}
+
+/// One broker's directory and its log start offset checkpoint.
+pub(crate) struct BrokerLogDir {
+    path: PathBuf,
+    /// (topic, partition) → log start offset, as the checkpoint file holds them.
+    log_start_offsets: Mutex<BTreeMap<(String, i32), i64>>,
+}
+
+impl BrokerLogDir {
+    fn checkpoint_path(&self) -> PathBuf {
+        self.path.join(LOG_START_OFFSET_CHECKPOINT)
+    }
+
+    /// Sets (or with `None` removes) one partition's entry and rewrites the checkpoint file.
+    fn checkpoint(
+        &self,
+        topic: &str,
+        partition: i32,
+        offset: Option<i64>,
+    ) -> Result<(), StorageError> {
+        let mut offsets = self
+            .log_start_offsets
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let key = (topic.to_string(), partition);
+        match offset {
+            Some(offset) => offsets.insert(key, offset),
+            None => offsets.remove(&key),
+        };
+        let mut text = format!("0\n{}\n", offsets.len());
+        for ((topic, partition), offset) in offsets.iter() {
+            text.push_str(&format!("{topic} {partition} {offset}\n"));
+        }
+        replace_file(&self.checkpoint_path(), text.as_bytes())
+    }
+
+    fn checkpointed(&self, topic: &str, partition: i32) -> Option<i64> {
+        self.log_start_offsets
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&(topic.to_string(), partition))
+            .copied()
+    }
+}
+
+fn read_checkpoint(path: &Path) -> Result<BTreeMap<(String, i32), i64>, StorageError> {
+    let text = match fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(BTreeMap::new()),
+        Err(e) => return Err(io_error("read", path)(e)),
+    };
+    let bad = |reason: String| StorageError::Metadata {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let mut lines = text.lines();
+    if lines.next() != Some("0") {
+        return Err(bad("the first line is not version 0".to_string()));
+    }
+    let count: usize = lines
+        .next()
+        .and_then(|l| l.trim().parse().ok())
+        .ok_or_else(|| bad("the second line is not an entry count".to_string()))?;
+    let mut out = BTreeMap::new();
+    for (n, line) in lines.enumerate() {
+        let fields: Vec<&str> = line.split(' ').collect();
+        let entry = match fields.as_slice() {
+            [topic, partition, offset] => partition
+                .parse::<i32>()
+                .ok()
+                .zip(offset.parse::<i64>().ok())
+                .map(|(p, o)| ((topic.to_string(), p), o)),
+            _ => None,
+        };
+        let (key, offset) =
+            entry.ok_or_else(|| bad(format!("line {} is not 'topic partition offset'", n + 3)))?;
+        out.insert(key, offset);
+    }
+    if out.len() != count {
+        return Err(bad(format!(
+            "{} entries, but the count says {count}",
+            out.len()
+        )));
+    }
+    Ok(out)
+}
+
+/// `meta.properties`: checks the cluster id of an existing broker directory, or writes it for a new one.
+fn check_meta_properties(
+    dir: &Path,
+    cluster_id: &str,
+    broker: BrokerId,
+) -> Result<(), StorageError> {
+    let path = dir.join(META_PROPERTIES);
+    match fs::read_to_string(&path) {
+        Ok(text) => {
+            let found = text
+                .lines()
+                .find_map(|l| l.strip_prefix("cluster.id="))
+                .ok_or_else(|| StorageError::Metadata {
+                    path: path.clone(),
+                    reason: "no cluster.id line".to_string(),
+                })?;
+            if found != cluster_id {
+                return Err(StorageError::ClusterIdMismatch {
+                    path,
+                    found: found.to_string(),
+                    expected: cluster_id.to_string(),
+                });
+            }
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => replace_file(
+            &path,
+            format!("version=1\ncluster.id={cluster_id}\nnode.id={broker}\n").as_bytes(),
+        ),
+        Err(e) => Err(io_error("read", &path)(e)),
+    }
+}
+
+/// `cluster.json`.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct MetadataFile {
+    version: u32,
+    cluster_id: String,
+    /// Topics created so far, deleted ones included: topic ids and leader placement continue from it.
+    topics_created: u64,
+    topics: Vec<TopicRecord>,
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct TopicRecord {
+    name: String,
+    id: String,
+    replication_factor: i16,
+    configs: BTreeMap<String, String>,
+    partitions: Vec<PartitionRecord>,
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct PartitionRecord {
+    /// Broker ids holding a replica, preferred leader first.
+    assignment: Vec<i32>,
+    leader_epoch: i32,
+}
+
+/// What a log directory held: the topics, each partition's log recovered from its files.
+pub(crate) struct Loaded {
+    pub topics_created: u64,
+    pub topics: Vec<LoadedTopic>,
+}
+
+pub(crate) struct LoadedTopic {
+    pub name: String,
+    pub id: Uuid,
+    pub replication_factor: i16,
+    pub overrides: BTreeMap<String, String>,
+    pub config: TopicConfig,
+    pub partitions: Vec<LoadedPartition>,
+}
+
+pub(crate) struct LoadedPartition {
+    pub assignment: Vec<BrokerId>,
+    pub leader_epoch: i32,
+    pub log: Log,
+    /// Bytes of a torn tail batch cut off the last segment.
+    pub truncated_bytes: u64,
+}
+
+impl LogDir {
+    /// Creates (or reopens) `root` and one directory per broker; checks that they belong to `cluster_id`.
+    pub(crate) fn open(
+        root: &Path,
+        cluster_id: &str,
+        brokers: &[BrokerId],
+    ) -> Result<LogDir, StorageError> {
+        fs::create_dir_all(root).map_err(io_error("create the log directory", root))?;
+        let mut dirs = BTreeMap::new();
+        for &broker in brokers {
+            let path = root.join(format!("broker-{broker}"));
+            fs::create_dir_all(&path).map_err(io_error("create the broker directory", &path))?;
+            check_meta_properties(&path, cluster_id, broker)?;
+            let log_start_offsets =
+                Mutex::new(read_checkpoint(&path.join(LOG_START_OFFSET_CHECKPOINT))?);
+            dirs.insert(
+                broker,
+                Arc::new(BrokerLogDir {
+                    path,
+                    log_start_offsets,
+                }),
+            );
+        }
+        Ok(LogDir {
+            root: root.to_path_buf(),
+            brokers: dirs,
+        })
+    }
+
+    fn broker(&self, broker: BrokerId) -> Result<&Arc<BrokerLogDir>, StorageError> {
+        self.brokers.get(&broker).ok_or_else(|| StorageError::Io {
+            action: "find the directory of broker",
+            path: self.root.join(format!("broker-{broker}")),
+            kind: std::io::ErrorKind::NotFound,
+            message: "no such broker in this cluster".to_string(),
+        })
+    }
+
+    /// Rewrites `cluster.json` with every topic.
+    pub(crate) fn write_metadata<'a>(
+        &self,
+        cluster_id: &str,
+        topics_created: u64,
+        topics: impl IntoIterator<Item = &'a Arc<Topic>>,
+    ) -> Result<(), StorageError> {
+        let topics = topics
+            .into_iter()
+            .map(|topic| TopicRecord {
+                name: topic.name.clone(),
+                id: topic.id.to_string(),
+                replication_factor: topic.replication_factor,
+                configs: topic.overrides.clone(),
+                partitions: topic
+                    .partitions
+                    .iter()
+                    .map(|p| {
+                        let state = p.lock();
+                        PartitionRecord {
+                            assignment: state.assignment.iter().map(|b| b.0).collect(),
+                            leader_epoch: state.leader_epoch,
+                        }
+                    })
+                    .collect(),
+            })
+            .collect();
+        let file = MetadataFile {
+            version: 1,
+            cluster_id: cluster_id.to_string(),
+            topics_created,
+            topics,
+        };
+        let path = self.root.join(METADATA_FILE);
+        let json = serde_json::to_vec_pretty(&file).map_err(|e| StorageError::Metadata {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
+        replace_file(&path, &json)
+    }
+
+    /// Gives every partition of a new topic its directory and first segment file on its leader's broker. A
+    /// directory left from an earlier topic of the same name is removed first. On failure nothing is left behind.
+    pub(crate) fn attach_topic(&self, topic: &Topic) -> Result<(), StorageError> {
+        for (n, partition) in topic.partitions.iter().enumerate() {
+            let mut state = partition.lock();
+            let created = state
+                .assignment
+                .first()
+                .copied()
+                .ok_or_else(|| StorageError::Metadata {
+                    path: self.root.join(METADATA_FILE),
+                    reason: format!(
+                        "partition {}-{} has no replica",
+                        topic.name, partition.index
+                    ),
+                })
+                .and_then(|broker| {
+                    DiskLog::create(self.broker(broker)?, &topic.name, partition.index)
+                });
+            match created {
+                Ok(disk) => state.log.attach_disk(disk),
+                Err(error) => {
+                    drop(state);
+                    for earlier in &topic.partitions[..n] {
+                        earlier.lock().log.delete_files();
+                    }
+                    return Err(error);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads `cluster.json` and recovers every partition's log from its segment files; `None` for a new directory.
+    pub(crate) fn load(
+        &self,
+        cluster_id: &str,
+        defaults: &TopicConfig,
+        now_ms: i64,
+    ) -> Result<Option<Loaded>, StorageError> {
+        let path = self.root.join(METADATA_FILE);
+        let json = match fs::read(&path) {
+            Ok(json) => json,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io_error("read", &path)(e)),
+        };
+        let bad = |reason: String| StorageError::Metadata {
+            path: path.clone(),
+            reason,
+        };
+        let file: MetadataFile = serde_json::from_slice(&json).map_err(|e| bad(e.to_string()))?;
+        if file.version != 1 {
+            return Err(bad(format!("unknown version {}", file.version)));
+        }
+        if file.cluster_id != cluster_id {
+            return Err(StorageError::ClusterIdMismatch {
+                path,
+                found: file.cluster_id,
+                expected: cluster_id.to_string(),
+            });
+        }
+        let mut topics = Vec::with_capacity(file.topics.len());
+        for record in file.topics {
+            let id = Uuid::parse_str(&record.id)
+                .map_err(|e| bad(format!("topic '{}' has an invalid id: {e}", record.name)))?;
+            let config = defaults
+                .clone()
+                .with_overrides(record.configs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+                .map_err(|e| bad(format!("topic '{}': {e}", record.name)))?;
+            let mut partitions = Vec::with_capacity(record.partitions.len());
+            for (index, p) in record.partitions.iter().enumerate() {
+                let index = index as i32;
+                let assignment: Vec<BrokerId> =
+                    p.assignment.iter().copied().map(BrokerId).collect();
+                let leader = *assignment.first().ok_or_else(|| {
+                    bad(format!("partition {}-{index} has no replica", record.name))
+                })?;
+                let broker =
+                    self.brokers
+                        .get(&leader)
+                        .ok_or_else(|| StorageError::UnknownBroker {
+                            path: path.clone(),
+                            topic: record.name.clone(),
+                            partition: index,
+                            broker: leader,
+                            brokers: self.brokers.len(),
+                        })?;
+                let (log, truncated_bytes) =
+                    DiskLog::recover(broker, &record.name, index, config.clone(), now_ms)?;
+                partitions.push(LoadedPartition {
+                    assignment,
+                    leader_epoch: p.leader_epoch,
+                    log,
+                    truncated_bytes,
+                });
+            }
+            topics.push(LoadedTopic {
+                name: record.name,
+                id,
+                replication_factor: record.replication_factor,
+                overrides: record.configs,
+                config,
+                partitions,
+            });
+        }
+        Ok(Some(Loaded {
+            topics_created: file.topics_created,
+            topics,
+        }))
+    }
+}
+
+/// The segment file appends go to.
+struct ActiveSegment {
+    base_offset: i64,
+    path: PathBuf,
+    writer: BufWriter<File>,
+}
+
+/// One partition replica's files: a directory of segment files, the last one open for appends.
+pub(crate) struct DiskLog {
+    dir: PathBuf,
+    broker: Arc<BrokerLogDir>,
+    topic: String,
+    partition: i32,
+    active: Option<ActiveSegment>,
+    /// The log start offset last written to the checkpoint.
+    checkpointed: i64,
+    /// The first write that failed: from then on the log refuses appends.
+    failed: Option<StorageError>,
+}
+
+impl std::fmt::Debug for DiskLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DiskLog")
+            .field("dir", &self.dir)
+            .finish_non_exhaustive()
+    }
+}
+
+impl DiskLog {
+    /// A new, empty partition directory with its first segment file (base offset 0).
+    fn create(
+        broker: &Arc<BrokerLogDir>,
+        topic: &str,
+        partition: i32,
+    ) -> Result<DiskLog, StorageError> {
+        let dir = broker.path.join(format!("{topic}-{partition}"));
+        if dir.exists() {
+            fs::remove_dir_all(&dir)
+                .map_err(io_error("remove the stale partition directory", &dir))?;
+        }
+        fs::create_dir_all(&dir).map_err(io_error("create the partition directory", &dir))?;
+        let mut disk = DiskLog {
+            dir,
+            broker: broker.clone(),
+            topic: topic.to_string(),
+            partition,
+            active: None,
+            checkpointed: 0,
+            failed: None,
+        };
+        disk.active = Some(disk.open_segment(0, true)?);
+        if broker.checkpointed(topic, partition).is_some() {
+            // Left by an earlier topic of the same name; the new log starts at 0.
+            broker.checkpoint(topic, partition, None)?;
+        }
+        Ok(disk)
+    }
+
+    fn open_segment(&self, base_offset: i64, new: bool) -> Result<ActiveSegment, StorageError> {
+        let path = self.dir.join(segment_file_name(base_offset));
+        let file = if new {
+            OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .open(&path)
+        } else {
+            OpenOptions::new().append(true).open(&path)
+        }
+        .map_err(io_error("open the segment file", &path))?;
+        Ok(ActiveSegment {
+            base_offset,
+            path,
+            writer: BufWriter::with_capacity(WRITE_BUFFER, file),
+        })
+    }
+
+    /// Keeps the first failure (later appends return it) and logs it.
+    fn record(&mut self, result: Result<(), StorageError>) {
+        if let Err(error) = result {
+            tracing::error!(topic = %self.topic, partition = self.partition, %error, "log write failed; the partition refuses appends from now on");
+            self.failed.get_or_insert(error);
+        }
+    }
+
+    /// Writes a stored batch to the active segment.
+    pub(crate) fn append(&mut self, data: &[u8]) -> Result<(), StorageError> {
+        if let Some(error) = &self.failed {
+            return Err(error.clone());
+        }
+        let result = match &mut self.active {
+            Some(active) => active
+                .writer
+                .write_all(data)
+                .map_err(io_error("append to", &active.path)),
+            None => Err(StorageError::Io {
+                action: "append to the active segment of",
+                path: self.dir.clone(),
+                kind: std::io::ErrorKind::NotFound,
+                message: "no active segment file".to_string(),
+            }),
+        };
+        self.record(result.clone());
+        result
+    }
+
+    /// Flushes the active segment and starts the next one, whose file exists from now on.
+    pub(crate) fn roll(&mut self, base_offset: i64) {
+        let result = self
+            .flush()
+            .and_then(|()| self.open_segment(base_offset, true));
+        match result {
+            Ok(active) => self.active = Some(active),
+            Err(error) => self.record(Err(error)),
+        }
+    }
+
+    /// Hands buffered appends to the operating system (no fsync).
+    pub(crate) fn flush(&mut self) -> Result<(), StorageError> {
+        let result = match &mut self.active {
+            Some(active) => active
+                .writer
+                .flush()
+                .map_err(io_error("flush", &active.path)),
+            None => Ok(()),
+        };
+        self.record(result.clone());
+        result
+    }
+
+    /// Removes a segment file (retention, DeleteRecords, or compaction emptied it).
+    pub(crate) fn delete_segment(&mut self, base_offset: i64) {
+        if self
+            .active
+            .as_ref()
+            .is_some_and(|a| a.base_offset == base_offset)
+        {
+            self.active = None;
+        }
+        let path = self.dir.join(segment_file_name(base_offset));
+        let result = fs::remove_file(&path).map_err(io_error("delete the segment file", &path));
+        self.record(result);
+    }
+
+    /// Replaces a segment file with `batches` (compaction; never the active segment).
+    pub(crate) fn rewrite_segment<'a>(
+        &mut self,
+        base_offset: i64,
+        batches: impl IntoIterator<Item = &'a Bytes>,
+    ) {
+        let path = self.dir.join(segment_file_name(base_offset));
+        let cleaned = self.dir.join(format!("{base_offset:020}{CLEANED_SUFFIX}"));
+        let result = (|| {
+            let file = File::create(&cleaned).map_err(io_error("create", &cleaned))?;
+            let mut writer = BufWriter::with_capacity(WRITE_BUFFER, file);
+            for data in batches {
+                writer
+                    .write_all(data)
+                    .map_err(io_error("write", &cleaned))?;
+            }
+            writer.flush().map_err(io_error("write", &cleaned))?;
+            fs::rename(&cleaned, &path).map_err(io_error("rename the cleaned segment over", &path))
+        })();
+        self.record(result);
+    }
+
+    /// Records a moved log start offset in the broker's checkpoint file.
+    pub(crate) fn set_log_start_offset(&mut self, offset: i64) {
+        if offset != self.checkpointed {
+            self.checkpointed = offset;
+            let result = self
+                .broker
+                .checkpoint(&self.topic, self.partition, Some(offset));
+            self.record(result);
+        }
+    }
+
+    /// Removes the partition's directory and checkpoint entry (its topic was deleted).
+    pub(crate) fn delete(mut self) {
+        self.active = None;
+        if let Err(error) = fs::remove_dir_all(&self.dir) {
+            tracing::warn!(dir = %self.dir.display(), %error, "cannot remove the directory of a deleted partition");
+        }
+        if let Err(error) = self.broker.checkpoint(&self.topic, self.partition, None) {
+            tracing::warn!(%error, "cannot update the log start offset checkpoint");
+        }
+    }
+
+    /// Reads a partition's segments back (see the module docs for the rules) and returns its log, served from
+    /// the files' bytes, with the bytes of a torn tail that were cut off.
+    fn recover(
+        broker: &Arc<BrokerLogDir>,
+        topic: &str,
+        partition: i32,
+        config: TopicConfig,
+        now_ms: i64,
+    ) -> Result<(Log, u64), StorageError> {
+        let dir = broker.path.join(format!("{topic}-{partition}"));
+        let entries = match fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(StorageError::MissingPartition {
+                    path: dir,
+                    topic: topic.to_string(),
+                    partition,
+                })
+            }
+            Err(e) => return Err(io_error("list", &dir)(e)),
+        };
+        let mut bases = BTreeSet::new();
+        for entry in entries {
+            let entry = entry.map_err(io_error("list", &dir))?;
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if let Some(base) = parse_segment_file_name(&name) {
+                bases.insert(base);
+            } else if name.ends_with(CLEANED_SUFFIX) || name.ends_with(".tmp") {
+                // An interrupted compaction: the segment it was replacing is still whole.
+                let path = entry.path();
+                fs::remove_file(&path).map_err(io_error("remove the leftover", &path))?;
+            }
+        }
+        let bases: Vec<i64> = bases.into_iter().collect();
+        let mut segments = Vec::with_capacity(bases.len());
+        let mut expected = bases.first().copied().unwrap_or(0);
+        let mut truncated_bytes = 0;
+        for (i, &base) in bases.iter().enumerate() {
+            let path = dir.join(segment_file_name(base));
+            let next_base = bases.get(i + 1).copied();
+            expected = expected.max(base);
+            let (batches, truncated) = read_segment(&path, expected, next_base)?;
+            if let Some(last) = batches.last() {
+                expected = last.last_offset + 1;
+            }
+            if truncated > 0 {
+                truncated_bytes = truncated;
+            }
+            segments.push((base, batches));
+        }
+        let mut disk = DiskLog {
+            dir,
+            broker: broker.clone(),
+            topic: topic.to_string(),
+            partition,
+            active: None,
+            checkpointed: 0,
+            failed: None,
+        };
+        let first_base = bases.first().copied();
+        let checkpointed = broker.checkpointed(topic, partition);
+        let log_start_offset = checkpointed.unwrap_or(0).max(first_base.unwrap_or(0));
+        disk.checkpointed = checkpointed.unwrap_or(-1);
+        match bases.last() {
+            Some(&last) => disk.active = Some(disk.open_segment(last, false)?),
+            None => {
+                // Every file is gone: start again at the log start offset, as Kafka does.
+                disk.active = Some(disk.open_segment(log_start_offset, true)?);
+                segments.push((log_start_offset, Vec::new()));
+            }
+        }
+        let log = Log::restore(
+            topic,
+            partition,
+            config,
+            segments,
+            log_start_offset,
+            disk,
+            now_ms,
+        );
+        Ok((log, truncated_bytes))
+    }
+}
+
+/// Reads one segment file's batches (sharing the file's bytes); cuts off a torn tail when it is the last segment
+/// (`next_base` is `None`) and returns how many bytes went.
+fn read_segment(
+    path: &Path,
+    mut expected: i64,
+    next_base: Option<i64>,
+) -> Result<(Vec<StoredBatch>, u64), StorageError> {
+    let data = Bytes::from(fs::read(path).map_err(io_error("read", path))?);
+    let mut batches = Vec::new();
+    let mut position = 0usize;
+    while position < data.len() {
+        let rest = &data[position..];
+        let checked = check_stored_batch(rest, expected, next_base);
+        let (base_offset, last_offset, max_timestamp, len) = match checked {
+            Ok(fields) => fields,
+            Err(reason) => {
+                if next_base.is_none() && reaches_end(rest) {
+                    let cut = rest.len() as u64;
+                    tracing::warn!(
+                        file = %path.display(),
+                        position,
+                        bytes = cut,
+                        %reason,
+                        "truncating a torn batch at the end of the log"
+                    );
+                    let file = OpenOptions::new()
+                        .write(true)
+                        .open(path)
+                        .map_err(io_error("open for truncation", path))?;
+                    file.set_len(position as u64)
+                        .map_err(io_error("truncate the torn tail of", path))?;
+                    return Ok((batches, cut));
+                }
+                return Err(StorageError::CorruptSegment {
+                    path: path.to_path_buf(),
+                    position: position as u64,
+                    offset: expected,
+                    reason,
+                });
+            }
+        };
+        batches.push(StoredBatch {
+            base_offset,
+            last_offset,
+            max_timestamp,
+            data: data.slice(position..position + len),
+        });
+        expected = last_offset + 1;
+        position += len;
+    }
+    Ok((batches, 0))
+}
+
+/// Does the batch starting at `rest[0]` extend to (or claim to extend past) the end of the file? Only such a
+/// batch can be a torn write; an invalid batch with bytes after it is corruption.
+fn reaches_end(rest: &[u8]) -> bool {
+    let Some(length) = rest.get(8..12) else {
+        return true;
+    };
+    let length = i32::from_be_bytes([length[0], length[1], length[2], length[3]]);
+    12 + i64::from(length) >= rest.len() as i64
+}
+
+/// Checks one stored batch → (base offset, last offset, max timestamp, bytes).
+fn check_stored_batch(
+    rest: &[u8],
+    expected: i64,
+    next_base: Option<i64>,
+) -> Result<(i64, i64, i64, usize), String> {
+    let (header, len) = batch::parse_header(rest).map_err(|e| e.to_string())?;
+    batch::check_crc(&rest[..len]).map_err(|e| e.to_string())?;
+    if header.last_offset_delta < 0 {
+        return Err("negative last offset delta".to_string());
+    }
+    if header.base_offset < expected {
+        return Err(format!("base offset {} goes backwards", header.base_offset));
+    }
+    let last_offset = header
+        .base_offset
+        .checked_add(i64::from(header.last_offset_delta))
+        .ok_or_else(|| "last offset overflows".to_string())?;
+    if let Some(next) = next_base {
+        if last_offset >= next {
+            return Err(format!(
+                "last offset {last_offset} reaches into the next segment (base offset {next})"
+            ));
+        }
+    }
+    Ok((header.base_offset, last_offset, header.max_timestamp, len))
+}
