@@ -67,14 +67,22 @@ use crate::clock::{Clock, ClockError, Timer};
 mod api;
 mod batch;
 mod config;
+mod controller;
 mod events;
+mod faults;
 mod log;
+mod replication;
 mod server;
 mod state;
 pub mod up;
 
 pub use config::{ConfigError, TopicConfig};
-pub use events::{ClusterEvent, ClusterEventKind, DeletionReason, RollReason};
+pub use events::{
+    ClusterEvent, ClusterEventKind, DeletionReason, ElectionKind, FaultKind, FenceReason,
+    RollReason, TruncationReason,
+};
+pub use faults::{FaultError, PartitionView};
+pub use replication::{Isolation, MetadataMode};
 pub use state::{NewTopic, TopicError, MAX_PARTITIONS};
 
 use config::BrokerDefaults;
@@ -199,6 +207,51 @@ impl ClusterBuilder {
         self
     }
 
+    /// ZooKeeper (default, session timeout 18 s) or KRaft (9 s) failure detection.
+    pub fn metadata_mode(&mut self, mode: MetadataMode) -> &mut Self {
+        self.defaults.replication.metadata_mode = mode;
+        self
+    }
+
+    /// The session timeout after which a silent broker is fenced (default: the metadata mode's).
+    pub fn session_timeout(&mut self, timeout: Duration) -> &mut Self {
+        self.defaults.replication.session_timeout_ms = Some(duration_ms(timeout));
+        self
+    }
+
+    /// `replica.lag.time.max.ms` in clock time (default 30 s).
+    pub fn replica_lag_time_max(&mut self, lag: Duration) -> &mut Self {
+        self.defaults.replication.replica_lag_time_max_ms = duration_ms(lag).max(1);
+        self
+    }
+
+    /// `replica.fetch.wait.max.ms` in real time (default 500 ms).
+    pub fn replica_fetch_wait_max(&mut self, wait: Duration) -> &mut Self {
+        self.defaults.replication.replica_fetch_wait_max_ms = duration_ms(wait);
+        self
+    }
+
+    /// Real time followers wait after an append before fetching it (default 0): widens the window in which only
+    /// the leader holds acks=1 records.
+    pub fn replica_fetch_delay(&mut self, delay: Duration) -> &mut Self {
+        self.defaults.replication.replica_fetch_delay = delay;
+        self
+    }
+
+    /// `log.flush.interval.ms` in clock time (default `None`, as Kafka: no fsync, only rolled segments and clean
+    /// stops are flushed, so [`Cluster::crash`] loses the rest).
+    pub fn flush_interval(&mut self, interval: Option<Duration>) -> &mut Self {
+        self.defaults.replication.flush_interval_ms = interval.map(duration_ms);
+        self
+    }
+
+    /// `auto.leader.rebalance.enable` (default true) and `leader.imbalance.check.interval.seconds` (default 300 s).
+    pub fn auto_leader_rebalance(&mut self, enable: bool, interval: Duration) -> &mut Self {
+        self.defaults.replication.auto_leader_rebalance = enable;
+        self.defaults.replication.leader_imbalance_check_interval_ms = duration_ms(interval).max(1);
+        self
+    }
+
     /// A topic to create when the cluster starts.
     pub fn topic(&mut self, topic: NewTopic) -> &mut Self {
         self.topics.push(topic);
@@ -264,8 +317,7 @@ impl ClusterBuilder {
             brokers.push(RunningBroker {
                 id,
                 addr,
-                shutdown,
-                task,
+                server: std::sync::Mutex::new(Some(Server { shutdown, task })),
             });
         }
         events.push(ClusterEventKind::ControllerElected {
@@ -281,10 +333,12 @@ impl ClusterBuilder {
                 core.enforce_retention(now);
             }
         })?;
+        let replication = faults::ReplicationRuntime::start(&core)?;
         let cluster = Cluster {
             core,
             brokers,
             _retention_timer: retention_timer,
+            replication,
         };
         for topic in &self.topics {
             cluster.create_topic(topic.clone())?;
@@ -293,11 +347,26 @@ impl ClusterBuilder {
     }
 }
 
+fn duration_ms(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
 struct RunningBroker {
     id: BrokerId,
     addr: SocketAddr,
+    /// `None` while the broker is stopped, killed or crashed.
+    server: std::sync::Mutex<Option<Server>>,
+}
+
+struct Server {
     shutdown: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
+}
+
+impl RunningBroker {
+    fn server(&self) -> std::sync::MutexGuard<'_, Option<Server>> {
+        self.server.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 /// A running embedded cluster. Dropping it stops the brokers too; [`Cluster::shutdown`] also waits for them.
@@ -305,6 +374,7 @@ pub struct Cluster {
     core: Arc<ClusterCore>,
     brokers: Vec<RunningBroker>,
     _retention_timer: Timer,
+    replication: faults::ReplicationRuntime,
 }
 
 impl Cluster {
@@ -375,7 +445,7 @@ impl Cluster {
             topic
                 .partitions
                 .iter()
-                .map(|p| p.lock().log.size_bytes())
+                .map(|p| p.lock().log().size_bytes())
                 .collect(),
         )
     }
@@ -393,19 +463,29 @@ impl Cluster {
 
     /// Stops every broker: listeners close, open connections are dropped.
     pub async fn shutdown(mut self) {
-        for broker in &self.brokers {
-            let _ = broker.shutdown.send(true);
+        self.replication.stop();
+        let servers: Vec<Server> = self
+            .brokers
+            .iter()
+            .filter_map(|b| b.server().take())
+            .collect();
+        for server in &servers {
+            let _ = server.shutdown.send(true);
         }
-        for broker in self.brokers.drain(..) {
-            let _ = broker.task.await;
+        for server in servers {
+            let _ = server.task.await;
         }
+        self.brokers.clear();
     }
 }
 
 impl Drop for Cluster {
     fn drop(&mut self) {
+        self.replication.stop();
         for broker in &self.brokers {
-            let _ = broker.shutdown.send(true);
+            if let Some(server) = broker.server().as_ref() {
+                let _ = server.shutdown.send(true);
+            }
         }
     }
 }

@@ -92,7 +92,7 @@ fn read(
                 continue;
             };
             let state = partition.lock();
-            let log = &state.log;
+            let log = state.log();
             let response = response
                 .with_high_watermark(log.high_watermark())
                 .with_last_stable_offset(log.high_watermark())
