@@ -285,6 +285,14 @@ impl Log {
         self.tombstones_cleaned_at.clear();
     }
 
+    /// Address and length of every stored batch's buffer (to measure how much replicas share).
+    pub(crate) fn buffers(&self) -> impl Iterator<Item = (usize, usize)> + '_ {
+        self.segments
+            .iter()
+            .flat_map(|s| s.batches.iter())
+            .map(|b| (b.data.as_ptr() as usize, b.data.len()))
+    }
+
     /// Base offset of the active segment: Kafka flushes a segment when it rolls, so a machine crash with the default
     /// flush settings (no fsync) keeps at least everything below it.
     pub(crate) fn active_segment_base_offset(&self) -> i64 {

@@ -22,7 +22,7 @@
 //! | ListOffsets (2) | 1–9 | earliest, latest, max timestamp, by timestamp |
 //! | Metadata (3) | 0–12 | auto-creation; names the controller |
 //! | ApiVersions (18) | 0–4 | unknown versions get UNSUPPORTED_VERSION in v0 form |
-//! | CreateTopics (19) | 2–7 | replication factor 1 only (until issue 5); no manual assignment |
+//! | CreateTopics (19) | 2–7 | replication factor up to the broker count; no manual assignment |
 //! | DeleteTopics (20) | 1–6 | by name, or by id (v6) |
 //! | DeleteRecords (21) | 0–2 | |
 //! | DescribeConfigs (32) | 1–4 | TOPIC and BROKER resources |
@@ -37,8 +37,8 @@
 //!
 //! # Not implemented (yet)
 //!
-//! - Replication, ISR, leader election, faults: issue 5. Every partition has one replica; a replication factor
-//!   above 1 is refused with INVALID_REPLICATION_FACTOR and a message saying so.
+//! - Follower fetching is internal, not over the wire (Fetch with a replica id is not served); no rack awareness,
+//!   no reassignment, no ZooKeeper-mode epoch bump on ISR shrink, rebalance ignores the 10 % imbalance threshold.
 //! - Idempotent and transactional producers (InitProducerId and friends): issue 6. Producer ids in batches are
 //!   stored, not checked.
 //! - Consumer groups (FindCoordinator, JoinGroup, OffsetCommit, …): consumers use explicit offsets. kcat's
@@ -46,6 +46,26 @@
 //! - SASL/TLS, quotas, ACLs, AlterConfigs, CreatePartitions, fetch sessions, LogAppendTime.
 //! - Requests of an API or version not advertised close the connection (Kafka does the same), with a logged reason.
 //! - Logs on disk: logs live in memory only; a cluster cannot yet restart from a directory.
+//!
+//! # Replication and faults
+//!
+//! Every assigned broker holds a replica with its own log; followers copy from the leader asynchronously (one
+//! fetcher task, `replica.fetch.wait.max.ms`, an optional extra delay) sharing the leader's buffers. ISR, high
+//! watermark (frozen below `min.insync.replicas`), acks 0/1/all, leader epochs and DivergingEpoch truncation are in
+//! `replication`; sessions, clean/unclean elections, controlled shutdown, preferred leaders and controller
+//! failover in `controller`; the fault verbs on [`Cluster`] in `faults`. Session, ISR, rebalance and flush timers
+//! run on the cluster [`Clock`]. What a client observes (each row is tested in `tests/broker_replication.rs`):
+//!
+//! | fault | new connection | open connection / in-flight request | metadata | leader moves |
+//! |---|---|---|---|---|
+//! | `stop(b)` (SIGTERM) | refused | closed (EOF/reset), no answer | leaders moved, `b` no longer listed | at once, before the listener closes (controlled shutdown) |
+//! | `kill(b)` (SIGKILL) | refused | closed (EOF/reset), no answer | unchanged until the session expires, then `b` unlisted and out of every ISR | after the session timeout (18 s ZooKeeper / 9 s KRaft, clock time) |
+//! | `crash(b)` | as kill | as kill | as kill | as kill; `b` also lost its unflushed tail (Truncated/Crash events) |
+//! | `restart(b)` | accepted | — | `b` listed again; its replicas rejoin the ISR once caught up | leaderships of `b` move away first (new incarnation); preferred election brings them back |
+//! | `isolate(b, FromEveryone)` | accepted, but nothing is answered: request timeout | requests held (answered after `heal` if the client still waits) | as kill | after the session timeout |
+//! | `isolate(b, FromPeers)` | served | served; acks=all waits (timeout), acks=1 appends | as kill; afterwards `b` answers NOT_LEADER_OR_FOLLOWER | after the session timeout |
+//! | `pause(b)` (SIGSTOP) | accepted, nothing answered | held until `resume` | as kill | after the session timeout |
+//! | `set_latency(b, d)` | accepted | every answer `d` later | unchanged | never |
 //!
 //! # Logs
 //!
@@ -448,6 +468,43 @@ impl Cluster {
                 .map(|p| p.lock().log().size_bytes())
                 .collect(),
         )
+    }
+
+    /// Bytes of record batches held by every replica of every partition of `topic` together.
+    pub fn replica_stored_bytes(&self, topic: &str) -> Option<u64> {
+        let topic = self.core.topic(topic)?;
+        Some(
+            topic
+                .partitions
+                .iter()
+                .map(|p| {
+                    p.lock()
+                        .replicas
+                        .iter()
+                        .map(|r| r.log.size_bytes())
+                        .sum::<u64>()
+                })
+                .sum(),
+        )
+    }
+
+    /// Bytes of distinct record buffers behind every replica of `topic` (replicas share the leader's buffers, so
+    /// this stays near one copy at any replication factor).
+    pub fn distinct_buffer_bytes(&self, topic: &str) -> Option<u64> {
+        let topic = self.core.topic(topic)?;
+        let mut seen = std::collections::HashSet::new();
+        let mut total = 0u64;
+        for partition in &topic.partitions {
+            let state = partition.lock();
+            for replica in &state.replicas {
+                for (ptr, len) in replica.log.buffers() {
+                    if seen.insert(ptr) {
+                        total += len as u64;
+                    }
+                }
+            }
+        }
+        Some(total)
     }
 
     /// Runs one retention check now, at the clock's current time (the timer does this every
