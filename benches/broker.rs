@@ -3,7 +3,11 @@
 //! Run: `cargo bench --bench broker` (release profile). Measures:
 //! 1. `Cluster::start` until a 6-partition topic has leaders on 3 brokers;
 //! 2. produce throughput through rskafka: 1 KiB values, 16-byte keys, 6 partitions, 200,000 records, 900 records
-//!    per produce call, one task per partition; and the process's memory before and after (RSS).
+//!    per produce call, one task per partition; and the process's memory before and after (RSS);
+//! 3. the same at replication factor 3 (rskafka sends acks=all), with the bytes every replica holds against the
+//!    raw payload (replicas share buffers);
+//! 4. failover: real-time clock, 2 s session timeout; time from killing a partition leader until a produce through
+//!    rskafka succeeds on the new leader.
 
 use std::time::{Duration, Instant};
 
@@ -60,11 +64,11 @@ async fn startup() {
     );
 }
 
-async fn produce_throughput() {
+async fn produce_throughput(replication_factor: i16) {
     let rss_baseline = rss_bytes();
     let cluster = Cluster::builder()
         .brokers(3)
-        .topic(NewTopic::new("obs", PARTITIONS))
+        .topic(NewTopic::new("obs", PARTITIONS).replication_factor(replication_factor))
         .start()
         .await
         .expect("cluster starts");
@@ -125,8 +129,10 @@ async fn produce_throughput() {
     let rss_after = rss_bytes();
     let payload = (RECORDS * (VALUE_BYTES + KEY_BYTES)) as f64;
     let stored: u64 = cluster.stored_bytes("obs").expect("topic").iter().sum();
+    cluster.wait_for_replication(Duration::from_secs(30)).await;
+    let replicated: u64 = cluster.replica_stored_bytes("obs").expect("topic");
     println!(
-        "produce {RECORDS} x {VALUE_BYTES} B (keys {KEY_BYTES} B), {PER_CALL}/call, {PARTITIONS} partitions, rskafka: \
+        "RF {replication_factor}, acks=all: produce {RECORDS} x {VALUE_BYTES} B (keys {KEY_BYTES} B), {PER_CALL}/call, {PARTITIONS} partitions, rskafka: \
          {:.0} records/s, {:.1} MB/s payload, {elapsed:.3} s",
         RECORDS as f64 / elapsed,
         payload / elapsed / 1e6,
@@ -141,7 +147,79 @@ async fn produce_throughput() {
         rss_after as f64 / 1e6,
         (rss_after.saturating_sub(rss_baseline)) as f64 / 1e6,
     );
+    println!(
+        "RF {replication_factor}: all replicas hold {:.1} MB of batches, {:.1} MB of distinct buffers ({:.2} x payload)",
+        replicated as f64 / 1e6,
+        cluster.distinct_buffer_bytes("obs").expect("topic") as f64 / 1e6,
+        cluster.distinct_buffer_bytes("obs").expect("topic") as f64 / payload,
+    );
     cluster.shutdown().await;
+}
+
+async fn failover() {
+    let runs = 10;
+    let mut times = Vec::with_capacity(runs);
+    for _ in 0..runs {
+        let cluster = Cluster::builder()
+            .brokers(3)
+            .session_timeout(Duration::from_secs(2))
+            .topic(NewTopic::new("obs", 1).replication_factor(3))
+            .start()
+            .await
+            .expect("cluster starts");
+        let client = ClientBuilder::new(
+            cluster
+                .broker_addrs()
+                .iter()
+                .map(|a| a.to_string())
+                .collect(),
+        )
+        .backoff_config(BackoffConfig {
+            init_backoff: Duration::from_millis(5),
+            max_backoff: Duration::from_millis(50),
+            base: 2.0,
+            deadline: Some(Duration::from_secs(30)),
+        })
+        .build()
+        .await
+        .expect("client");
+        let partition = client
+            .partition_client("obs", 0, UnknownTopicHandling::Error)
+            .await
+            .expect("partition client");
+        let timestamp = rskafka::chrono::DateTime::from_timestamp_millis(1_700_000_000_000)
+            .expect("valid timestamp");
+        let one = || {
+            vec![Record {
+                key: None,
+                value: Some(b"v".to_vec()),
+                headers: Default::default(),
+                timestamp,
+            }]
+        };
+        partition
+            .produce(one(), Compression::NoCompression)
+            .await
+            .expect("produce");
+        let leader = cluster
+            .partition("obs", 0)
+            .and_then(|p| p.leader)
+            .expect("leader");
+        let started = Instant::now();
+        cluster.kill(leader).await.expect("kill");
+        partition
+            .produce(one(), Compression::NoCompression)
+            .await
+            .expect("produce on the new leader");
+        times.push(started.elapsed());
+        cluster.shutdown().await;
+    }
+    times.sort();
+    println!(
+        "failover (real time, session timeout 2 s): leader kill -> produce acknowledged by the new leader: median {:?}, max {:?} ({runs} runs)",
+        percentile(&times, 0.5),
+        percentile(&times, 1.0)
+    );
 }
 
 fn main() {
@@ -151,6 +229,8 @@ fn main() {
         .expect("runtime");
     runtime.block_on(async {
         startup().await;
-        produce_throughput().await;
+        produce_throughput(1).await;
+        produce_throughput(3).await;
+        failover().await;
     });
 }

@@ -587,3 +587,28 @@ async fn a_deleted_topic_leaves_no_files_and_does_not_come_back() {
     assert!(cluster.partition_leaders("gone").is_none());
     cluster.shutdown().await;
 }
+
+/// What logs on disk do not model yet is refused, not pretended: replicated topics (follower logs and the
+/// leader-epoch checkpoint are not persisted) and a machine crash (the files would keep the lost tail).
+#[tokio::test]
+async fn replicated_topics_and_crashes_are_refused_with_a_log_dir() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Clock::virtual_at(T0);
+    let builder = builder(dir.path(), &clock);
+    let cluster = builder.start().await.unwrap();
+    let refused = cluster
+        .create_topic(NewTopic::new("replicated", 1).replication_factor(2))
+        .unwrap_err()
+        .to_string();
+    assert!(refused.contains("single-replica"), "{refused}");
+    assert!(cluster.partition_leaders("replicated").is_none());
+    cluster.create_topic(NewTopic::new("single", 1)).unwrap();
+    let crash = cluster
+        .crash(openmrs_etl_harness::broker::BrokerId(1))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(crash.contains("log directory"), "{crash}");
+    assert!(cluster.partition_leaders("single").unwrap()[0].is_some());
+    cluster.shutdown().await;
+}

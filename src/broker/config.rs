@@ -22,8 +22,10 @@ pub struct TopicConfig {
     pub delete_retention_ms: i64,
     /// `max.message.bytes`: the largest record batch a producer may send.
     pub max_message_bytes: i64,
-    /// `min.insync.replicas` (used once replication lands, issue 5).
+    /// `min.insync.replicas`: acks=all needs this many ISR members, and the high watermark stands still below it.
     pub min_insync_replicas: i64,
+    /// `unclean.leader.election.enable`: with no live ISR replica, elect any live replica (losing data).
+    pub unclean_leader_election: bool,
 }
 
 impl Default for TopicConfig {
@@ -38,6 +40,7 @@ impl Default for TopicConfig {
             delete_retention_ms: 86_400_000,
             max_message_bytes: 1_048_588,
             min_insync_replicas: 1,
+            unclean_leader_election: false,
         }
     }
 }
@@ -60,7 +63,7 @@ pub enum ConfigError {
 
 impl TopicConfig {
     /// Every topic config this cluster understands, as DescribeConfigs lists them.
-    pub const NAMES: [&'static str; 9] = [
+    pub const NAMES: [&'static str; 10] = [
         "cleanup.policy",
         "delete.retention.ms",
         "max.message.bytes",
@@ -70,6 +73,7 @@ impl TopicConfig {
         "segment.bytes",
         "segment.ms",
         "message.timestamp.type",
+        "unclean.leader.election.enable",
     ];
 
     /// Sets one config from its string form, as a client sends it.
@@ -110,6 +114,13 @@ impl TopicConfig {
             "delete.retention.ms" => self.delete_retention_ms = long(0)?,
             "max.message.bytes" => self.max_message_bytes = long(0)?,
             "min.insync.replicas" => self.min_insync_replicas = long(1)?,
+            "unclean.leader.election.enable" => {
+                self.unclean_leader_election = match value.trim() {
+                    "true" => true,
+                    "false" => false,
+                    _ => return Err(invalid("expected true or false")),
+                }
+            }
             // Only CreateTime is implemented; accept the setting that matches it.
             "message.timestamp.type" if value == "CreateTime" => {}
             "message.timestamp.type" => return Err(invalid("only CreateTime is implemented")),
@@ -139,6 +150,7 @@ impl TopicConfig {
             "max.message.bytes" => self.max_message_bytes.to_string(),
             "min.insync.replicas" => self.min_insync_replicas.to_string(),
             "message.timestamp.type" => "CreateTime".to_string(),
+            "unclean.leader.election.enable" => self.unclean_leader_election.to_string(),
             _ => return None,
         })
     }
@@ -170,6 +182,8 @@ pub(crate) struct BrokerDefaults {
     pub max_request_bytes: usize,
     /// The `log.*` defaults every topic starts from (`message.max.bytes` is `max_message_bytes`).
     pub topic: TopicConfig,
+    /// Replication, controller and flush settings.
+    pub replication: super::replication::ReplicationSettings,
 }
 
 impl Default for BrokerDefaults {
@@ -181,6 +195,7 @@ impl Default for BrokerDefaults {
             retention_check_interval_ms: 300_000,
             max_request_bytes: 104_857_600,
             topic: TopicConfig::default(),
+            replication: Default::default(),
         }
     }
 }
@@ -218,6 +233,18 @@ impl BrokerDefaults {
                 t.delete_retention_ms.to_string(),
             ),
             ("min.insync.replicas", t.min_insync_replicas.to_string()),
+            (
+                "unclean.leader.election.enable",
+                t.unclean_leader_election.to_string(),
+            ),
+            (
+                "replica.lag.time.max.ms",
+                self.replication.replica_lag_time_max_ms.to_string(),
+            ),
+            (
+                "replica.fetch.wait.max.ms",
+                self.replication.replica_fetch_wait_max_ms.to_string(),
+            ),
         ])
     }
 }

@@ -424,28 +424,33 @@ impl LogDir {
     pub(crate) fn attach_topic(&self, topic: &Topic) -> Result<(), StorageError> {
         for (n, partition) in topic.partitions.iter().enumerate() {
             let mut state = partition.lock();
-            let created = state
-                .assignment
-                .first()
-                .copied()
-                .ok_or_else(|| StorageError::Metadata {
+            if state.replicas.is_empty() {
+                return Err(StorageError::Metadata {
                     path: self.root.join(METADATA_FILE),
                     reason: format!(
                         "partition {}-{} has no replica",
                         topic.name, partition.index
                     ),
-                })
-                .and_then(|broker| {
-                    DiskLog::create(self.broker(broker)?, &topic.name, partition.index)
                 });
-            match created {
-                Ok(disk) => state.log.attach_disk(disk),
-                Err(error) => {
-                    drop(state);
-                    for earlier in &topic.partitions[..n] {
-                        earlier.lock().log.delete_files();
+            }
+            for r in 0..state.replicas.len() {
+                let created = self
+                    .broker(state.replicas[r].broker)
+                    .and_then(|broker| DiskLog::create(broker, &topic.name, partition.index));
+                match created {
+                    Ok(disk) => state.replicas[r].log.attach_disk(disk),
+                    Err(error) => {
+                        for replica in &mut state.replicas[..r] {
+                            replica.log.delete_files();
+                        }
+                        drop(state);
+                        for earlier in &topic.partitions[..n] {
+                            for replica in &mut earlier.lock().replicas {
+                                replica.log.delete_files();
+                            }
+                        }
+                        return Err(error);
                     }
-                    return Err(error);
                 }
             }
         }

@@ -36,6 +36,61 @@ pub enum RollReason {
     Retention,
 }
 
+/// Why a replica's log was truncated.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TruncationReason {
+    /// The replica's log diverged from its leader's (the leader's end offset for the replica's last leader epoch
+    /// is below the replica's log end offset): what Kafka 3.9 learns from DivergingEpoch in a Fetch response.
+    DivergingEpoch,
+    /// A machine crash lost what had not been flushed.
+    Crash,
+    /// The replica's log ended below the leader's log start offset; it starts over there.
+    OffsetOutOfRange,
+}
+
+/// How a partition leader was chosen.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ElectionKind {
+    /// The first live ISR replica in assignment order.
+    Clean,
+    /// No live ISR replica: the first live replica in assignment order (`unclean.leader.election.enable`); records
+    /// above its log end offset are lost.
+    Unclean,
+    /// Leadership moved back to the preferred replica (the head of the assignment).
+    Preferred,
+    /// A controlled shutdown moved leadership away from the stopping broker.
+    ControlledShutdown,
+}
+
+/// Why the controller stopped counting a broker as alive.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum FenceReason {
+    /// No heartbeat for the session timeout.
+    SessionExpired,
+    /// The broker stopped cleanly (controlled shutdown).
+    ControlledShutdown,
+    /// The broker registered again after a restart (a new incarnation replaces the old one).
+    Restarted,
+}
+
+/// A fault injected through the cluster handle.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum FaultKind {
+    Stop,
+    Kill,
+    Crash,
+    Restart,
+    IsolateAll,
+    IsolatePeers,
+    Heal,
+    Pause,
+    Resume,
+}
+
 /// What happened. Offset ranges are half-open: `[start_offset, end_offset)`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
@@ -53,13 +108,54 @@ pub enum ClusterEventKind {
     },
     /// A topic and its logs were deleted.
     TopicDeleted { topic: String },
-    /// A partition got a leader (at creation here; leader changes come with replication, issue 5).
+    /// A partition got a leader: at creation, and after every election that found one.
     LeaderChanged {
         topic: String,
         partition: i32,
         leader: BrokerId,
         leader_epoch: i32,
     },
+    /// A controller election chose a leader for a partition, or found none (`leader: None`: the partition is
+    /// offline).
+    Election {
+        topic: String,
+        partition: i32,
+        leader: Option<BrokerId>,
+        leader_epoch: i32,
+        kind: ElectionKind,
+    },
+    /// A replica left the ISR (lagging for replica.lag.time.max.ms, or its broker was fenced).
+    IsrShrunk {
+        topic: String,
+        partition: i32,
+        removed: BrokerId,
+        isr: Vec<BrokerId>,
+    },
+    /// A caught-up replica joined the ISR again.
+    IsrExpanded {
+        topic: String,
+        partition: i32,
+        added: BrokerId,
+        isr: Vec<BrokerId>,
+    },
+    /// A replica's log lost `[start_offset, end_offset)`.
+    Truncated {
+        topic: String,
+        partition: i32,
+        broker: BrokerId,
+        start_offset: i64,
+        end_offset: i64,
+        reason: TruncationReason,
+    },
+    /// The controller stopped counting a broker as alive: it leaves every ISR and leads nothing.
+    BrokerFenced {
+        broker: BrokerId,
+        reason: FenceReason,
+    },
+    /// A broker registered with the controller again (after a restart, a resume or a heal).
+    BrokerUnfenced { broker: BrokerId },
+    /// A fault was injected.
+    Fault { broker: BrokerId, fault: FaultKind },
     /// A new active segment was started.
     SegmentRolled {
         topic: String,

@@ -207,24 +207,7 @@ impl Log {
         events: &mut Vec<ClusterEventKind>,
     ) -> Result<i64, StorageError> {
         let base_offset = self.log_end_offset;
-        let len = data.len() as i64;
-        let (segment_bytes, segment_ms) = (self.config.segment_bytes, self.config.segment_ms);
-        let active = self.active();
-        let roll = if active.batches.is_empty() {
-            None
-        } else if active.size_bytes as i64 + len > segment_bytes {
-            Some(RollReason::SegmentBytes)
-        } else if active
-            .first_timestamp
-            .is_some_and(|first| header.max_timestamp.saturating_sub(first) > segment_ms)
-        {
-            Some(RollReason::SegmentMs)
-        } else {
-            None
-        };
-        if let Some(reason) = roll {
-            self.roll(now_ms, reason, events);
-        }
+        self.roll_if_needed(data.len() as i64, header.max_timestamp, now_ms, events);
         let stored = StoredBatch {
             base_offset,
             last_offset: base_offset + header.last_offset_delta as i64,
@@ -237,6 +220,150 @@ impl Log {
         self.log_end_offset = stored.last_offset + 1;
         self.active().push(stored);
         Ok(base_offset)
+    }
+
+    /// Starts a new segment when a batch of `len` bytes with `max_timestamp` would not fit the active one.
+    fn roll_if_needed(
+        &mut self,
+        len: i64,
+        max_timestamp: i64,
+        now_ms: i64,
+        events: &mut Vec<ClusterEventKind>,
+    ) {
+        let (segment_bytes, segment_ms) = (self.config.segment_bytes, self.config.segment_ms);
+        let active = self.active();
+        let roll = if active.batches.is_empty() {
+            None
+        } else if active.size_bytes as i64 + len > segment_bytes {
+            Some(RollReason::SegmentBytes)
+        } else if active
+            .first_timestamp
+            .is_some_and(|first| max_timestamp.saturating_sub(first) > segment_ms)
+        {
+            Some(RollReason::SegmentMs)
+        } else {
+            None
+        };
+        if let Some(reason) = roll {
+            self.roll(now_ms, reason, events);
+        }
+    }
+
+    /// Replication: appends a batch copied from the leader's log as it is (offsets and leader epoch already set),
+    /// sharing its bytes. The batch must start at this log's end offset; otherwise nothing is appended (false).
+    pub(crate) fn append_replica(
+        &mut self,
+        stored: StoredBatch,
+        now_ms: i64,
+        events: &mut Vec<ClusterEventKind>,
+    ) -> bool {
+        if stored.base_offset != self.log_end_offset || stored.last_offset < stored.base_offset {
+            return false;
+        }
+        self.roll_if_needed(
+            stored.data.len() as i64,
+            stored.max_timestamp,
+            now_ms,
+            events,
+        );
+        self.log_end_offset = stored.last_offset + 1;
+        self.active().push(stored);
+        true
+    }
+
+    /// Replication: whole stored batches from the one holding `offset` up to the log end offset, within
+    /// `max_bytes` but at least one; the handles share the log's bytes.
+    pub(crate) fn batches_from(&self, offset: i64, max_bytes: usize) -> Vec<StoredBatch> {
+        let mut picked = Vec::new();
+        let mut total = 0usize;
+        let first = self
+            .segments
+            .partition_point(|s| s.base_offset <= offset)
+            .saturating_sub(1);
+        'segments: for segment in self.segments.iter().skip(first) {
+            let start = segment.batches.partition_point(|b| b.last_offset < offset);
+            for stored in &segment.batches[start..] {
+                if !picked.is_empty() && total + stored.data.len() > max_bytes {
+                    break 'segments;
+                }
+                total += stored.data.len();
+                picked.push(stored.clone());
+            }
+        }
+        picked
+    }
+
+    /// Truncation (a replica diverged from its leader, or a crash lost the unflushed tail): removes every batch that
+    /// ends at or after `offset`, so the log end offset becomes `offset` (or the base of the batch holding it).
+    /// Returns the removed range `[new log end offset, old log end offset)`, if anything was removed.
+    pub(crate) fn truncate_to(&mut self, offset: i64) -> Option<(i64, i64)> {
+        let old_end = self.log_end_offset;
+        if offset >= old_end {
+            return None;
+        }
+        let mut new_end = offset.max(self.log_start_offset);
+        while let Some(segment) = self.segments.back_mut() {
+            while segment
+                .batches
+                .last()
+                .is_some_and(|b| b.last_offset >= new_end)
+            {
+                if let Some(batch) = segment.batches.pop() {
+                    new_end = new_end.min(batch.base_offset);
+                    segment.size_bytes = segment.size_bytes.saturating_sub(batch.data.len() as u64);
+                }
+            }
+            segment.max_timestamp = segment
+                .batches
+                .iter()
+                .map(|b| b.max_timestamp)
+                .max()
+                .unwrap_or(-1);
+            if segment.batches.is_empty() {
+                segment.first_timestamp = None;
+            }
+            if segment.batches.is_empty() && self.segments.len() > 1 {
+                self.segments.pop_back();
+            } else {
+                break;
+            }
+        }
+        if let Some(active) = self.segments.back_mut() {
+            if active.batches.is_empty() {
+                active.base_offset = active.base_offset.min(new_end);
+            }
+        }
+        let new_end = new_end.max(self.log_start_offset);
+        self.log_end_offset = new_end;
+        self.high_watermark = self.high_watermark.min(new_end);
+        self.tombstones_cleaned_at.retain(|&o, _| o < new_end);
+        (new_end < old_end).then_some((new_end, old_end))
+    }
+
+    /// Replication: a follower whose log ends below the leader's log start offset drops everything and starts over
+    /// at `offset`, as Kafka's fetcher does on OFFSET_OUT_OF_RANGE.
+    pub(crate) fn reset_to(&mut self, offset: i64, now_ms: i64) {
+        self.segments = VecDeque::from([Segment::new(offset, now_ms)]);
+        self.log_start_offset = offset;
+        self.log_end_offset = offset;
+        self.high_watermark = offset;
+        self.tombstones_cleaned_at.clear();
+    }
+
+    /// Address and length of every stored batch's buffer (to measure how much replicas share).
+    pub(crate) fn buffers(&self) -> impl Iterator<Item = (usize, usize)> + '_ {
+        self.segments
+            .iter()
+            .flat_map(|s| s.batches.iter())
+            .map(|b| (b.data.as_ptr() as usize, b.data.len()))
+    }
+
+    /// Base offset of the active segment: Kafka flushes a segment when it rolls, so a machine crash with the default
+    /// flush settings (no fsync) keeps at least everything below it.
+    pub(crate) fn active_segment_base_offset(&self) -> i64 {
+        self.segments
+            .back()
+            .map_or(self.log_end_offset, |s| s.base_offset)
     }
 
     fn roll(&mut self, now_ms: i64, reason: RollReason, events: &mut Vec<ClusterEventKind>) {

@@ -22,7 +22,7 @@
 //! | ListOffsets (2) | 1–9 | earliest, latest, max timestamp, by timestamp |
 //! | Metadata (3) | 0–12 | auto-creation; names the controller |
 //! | ApiVersions (18) | 0–4 | unknown versions get UNSUPPORTED_VERSION in v0 form |
-//! | CreateTopics (19) | 2–7 | replication factor 1 only (until issue 5); no manual assignment |
+//! | CreateTopics (19) | 2–7 | replication factor up to the broker count; no manual assignment |
 //! | DeleteTopics (20) | 1–6 | by name, or by id (v6) |
 //! | DeleteRecords (21) | 0–2 | |
 //! | DescribeConfigs (32) | 1–4 | TOPIC and BROKER resources |
@@ -37,14 +37,34 @@
 //!
 //! # Not implemented (yet)
 //!
-//! - Replication, ISR, leader election, faults: issue 5. Every partition has one replica; a replication factor
-//!   above 1 is refused with INVALID_REPLICATION_FACTOR and a message saying so.
+//! - Follower fetching is internal, not over the wire (Fetch with a replica id is not served); no rack awareness,
+//!   no reassignment, no ZooKeeper-mode epoch bump on ISR shrink, rebalance ignores the 10 % imbalance threshold.
 //! - Idempotent and transactional producers (InitProducerId and friends): issue 6. Producer ids in batches are
 //!   stored, not checked.
 //! - Consumer groups (FindCoordinator, JoinGroup, OffsetCommit, …): consumers use explicit offsets. kcat's
 //!   `-C` with explicit partitions/offsets works; `-G` does not.
 //! - SASL/TLS, quotas, ACLs, AlterConfigs, CreatePartitions, fetch sessions, LogAppendTime.
 //! - Requests of an API or version not advertised close the connection (Kafka does the same), with a logged reason.
+//!
+//! # Replication and faults
+//!
+//! Every assigned broker holds a replica with its own log; followers copy from the leader asynchronously (one
+//! fetcher task, `replica.fetch.wait.max.ms`, an optional extra delay) sharing the leader's buffers. ISR, high
+//! watermark (frozen below `min.insync.replicas`), acks 0/1/all, leader epochs and DivergingEpoch truncation are in
+//! `replication`; sessions, clean/unclean elections, controlled shutdown, preferred leaders and controller
+//! failover in `controller`; the fault verbs on [`Cluster`] in `faults`. Session, ISR, rebalance and flush timers
+//! run on the cluster [`Clock`]. What a client observes (each row is tested in `tests/broker_replication.rs`):
+//!
+//! | fault | new connection | open connection / in-flight request | metadata | leader moves |
+//! |---|---|---|---|---|
+//! | `stop(b)` (SIGTERM) | refused | closed (EOF/reset), no answer | leaders moved, `b` no longer listed | at once, before the listener closes (controlled shutdown) |
+//! | `kill(b)` (SIGKILL) | refused | closed (EOF/reset), no answer | unchanged until the session expires, then `b` unlisted and out of every ISR | after the session timeout (18 s ZooKeeper / 9 s KRaft, clock time) |
+//! | `crash(b)` | as kill | as kill | as kill | as kill; `b` also lost its unflushed tail (Truncated/Crash events) |
+//! | `restart(b)` | accepted | — | `b` listed again; its replicas rejoin the ISR once caught up | leaderships of `b` move away first (new incarnation); preferred election brings them back |
+//! | `isolate(b, FromEveryone)` | accepted, but nothing is answered: request timeout | requests held (answered after `heal` if the client still waits) | as kill | after the session timeout |
+//! | `isolate(b, FromPeers)` | served | served; acks=all waits (timeout), acks=1 appends | as kill; afterwards `b` answers NOT_LEADER_OR_FOLLOWER | after the session timeout |
+//! | `pause(b)` (SIGSTOP) | accepted, nothing answered | held until `resume` | as kill | after the session timeout |
+//! | `set_latency(b, d)` | accepted | every answer `d` later | unchanged | never |
 //!
 //! # Logs
 //!
@@ -84,16 +104,24 @@ use crate::clock::{Clock, ClockError, Timer};
 mod api;
 mod batch;
 mod config;
+mod controller;
 mod disk;
 mod events;
+mod faults;
 mod log;
+mod replication;
 mod server;
 mod state;
 pub mod up;
 
 pub use config::{ConfigError, TopicConfig};
 pub use disk::StorageError;
-pub use events::{ClusterEvent, ClusterEventKind, DeletionReason, RollReason};
+pub use events::{
+    ClusterEvent, ClusterEventKind, DeletionReason, ElectionKind, FaultKind, FenceReason,
+    RollReason, TruncationReason,
+};
+pub use faults::{FaultError, PartitionView};
+pub use replication::{Isolation, MetadataMode};
 pub use state::{NewTopic, TopicError, MAX_PARTITIONS};
 
 use config::BrokerDefaults;
@@ -222,6 +250,51 @@ impl ClusterBuilder {
         self
     }
 
+    /// ZooKeeper (default, session timeout 18 s) or KRaft (9 s) failure detection.
+    pub fn metadata_mode(&mut self, mode: MetadataMode) -> &mut Self {
+        self.defaults.replication.metadata_mode = mode;
+        self
+    }
+
+    /// The session timeout after which a silent broker is fenced (default: the metadata mode's).
+    pub fn session_timeout(&mut self, timeout: Duration) -> &mut Self {
+        self.defaults.replication.session_timeout_ms = Some(duration_ms(timeout));
+        self
+    }
+
+    /// `replica.lag.time.max.ms` in clock time (default 30 s).
+    pub fn replica_lag_time_max(&mut self, lag: Duration) -> &mut Self {
+        self.defaults.replication.replica_lag_time_max_ms = duration_ms(lag).max(1);
+        self
+    }
+
+    /// `replica.fetch.wait.max.ms` in real time (default 500 ms).
+    pub fn replica_fetch_wait_max(&mut self, wait: Duration) -> &mut Self {
+        self.defaults.replication.replica_fetch_wait_max_ms = duration_ms(wait);
+        self
+    }
+
+    /// Real time followers wait after an append before fetching it (default 0): widens the window in which only
+    /// the leader holds acks=1 records.
+    pub fn replica_fetch_delay(&mut self, delay: Duration) -> &mut Self {
+        self.defaults.replication.replica_fetch_delay = delay;
+        self
+    }
+
+    /// `log.flush.interval.ms` in clock time (default `None`, as Kafka: no fsync, only rolled segments and clean
+    /// stops are flushed, so [`Cluster::crash`] loses the rest).
+    pub fn flush_interval(&mut self, interval: Option<Duration>) -> &mut Self {
+        self.defaults.replication.flush_interval_ms = interval.map(duration_ms);
+        self
+    }
+
+    /// `auto.leader.rebalance.enable` (default true) and `leader.imbalance.check.interval.seconds` (default 300 s).
+    pub fn auto_leader_rebalance(&mut self, enable: bool, interval: Duration) -> &mut Self {
+        self.defaults.replication.auto_leader_rebalance = enable;
+        self.defaults.replication.leader_imbalance_check_interval_ms = duration_ms(interval).max(1);
+        self
+    }
+
     /// A topic to create when the cluster starts. With a [`log_dir`](Self::log_dir) that already holds a topic of
     /// that name, the stored topic is served as it was and this one is ignored.
     pub fn topic(&mut self, topic: NewTopic) -> &mut Self {
@@ -307,8 +380,7 @@ impl ClusterBuilder {
             brokers.push(RunningBroker {
                 id,
                 addr,
-                shutdown,
-                task,
+                server: std::sync::Mutex::new(Some(Server { shutdown, task })),
             });
         }
         events.push(ClusterEventKind::ControllerElected {
@@ -324,10 +396,12 @@ impl ClusterBuilder {
                 core.enforce_retention(now);
             }
         })?;
+        let replication = faults::ReplicationRuntime::start(&core)?;
         let cluster = Cluster {
             core,
             brokers,
             _retention_timer: retention_timer,
+            replication,
         };
         for topic in self.topics.iter().filter(|t| !restored.contains(&t.name)) {
             cluster.create_topic(topic.clone())?;
@@ -336,11 +410,26 @@ impl ClusterBuilder {
     }
 }
 
+fn duration_ms(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
 struct RunningBroker {
     id: BrokerId,
     addr: SocketAddr,
+    /// `None` while the broker is stopped, killed or crashed.
+    server: std::sync::Mutex<Option<Server>>,
+}
+
+struct Server {
     shutdown: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
+}
+
+impl RunningBroker {
+    fn server(&self) -> std::sync::MutexGuard<'_, Option<Server>> {
+        self.server.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 /// A running embedded cluster. Dropping it stops the brokers too; [`Cluster::shutdown`] also waits for them.
@@ -348,6 +437,7 @@ pub struct Cluster {
     core: Arc<ClusterCore>,
     brokers: Vec<RunningBroker>,
     _retention_timer: Timer,
+    replication: faults::ReplicationRuntime,
 }
 
 impl Cluster {
@@ -419,9 +509,46 @@ impl Cluster {
             topic
                 .partitions
                 .iter()
-                .map(|p| p.lock().log.size_bytes())
+                .map(|p| p.lock().log().size_bytes())
                 .collect(),
         )
+    }
+
+    /// Bytes of record batches held by every replica of every partition of `topic` together.
+    pub fn replica_stored_bytes(&self, topic: &str) -> Option<u64> {
+        let topic = self.core.topic(topic)?;
+        Some(
+            topic
+                .partitions
+                .iter()
+                .map(|p| {
+                    p.lock()
+                        .replicas
+                        .iter()
+                        .map(|r| r.log.size_bytes())
+                        .sum::<u64>()
+                })
+                .sum(),
+        )
+    }
+
+    /// Bytes of distinct record buffers behind every replica of `topic` (replicas share the leader's buffers, so
+    /// this stays near one copy at any replication factor).
+    pub fn distinct_buffer_bytes(&self, topic: &str) -> Option<u64> {
+        let topic = self.core.topic(topic)?;
+        let mut seen = std::collections::HashSet::new();
+        let mut total = 0u64;
+        for partition in &topic.partitions {
+            let state = partition.lock();
+            for replica in &state.replicas {
+                for (ptr, len) in replica.log.buffers() {
+                    if seen.insert(ptr) {
+                        total += len as u64;
+                    }
+                }
+            }
+        }
+        Some(total)
     }
 
     /// Runs one retention check now, at the clock's current time (the timer does this every
@@ -440,7 +567,9 @@ impl Cluster {
     pub fn flush(&self) -> Result<(), ClusterError> {
         for topic in self.core.topics() {
             for partition in &topic.partitions {
-                partition.lock().log.flush()?;
+                for replica in &mut partition.lock().replicas {
+                    replica.log.flush()?;
+                }
             }
         }
         Ok(())
@@ -448,22 +577,32 @@ impl Cluster {
 
     /// Stops every broker: listeners close, open connections are dropped, logs are flushed to their files.
     pub async fn shutdown(mut self) {
-        for broker in &self.brokers {
-            let _ = broker.shutdown.send(true);
+        self.replication.stop();
+        let servers: Vec<Server> = self
+            .brokers
+            .iter()
+            .filter_map(|b| b.server().take())
+            .collect();
+        for server in &servers {
+            let _ = server.shutdown.send(true);
         }
-        for broker in self.brokers.drain(..) {
-            let _ = broker.task.await;
+        for server in servers {
+            let _ = server.task.await;
         }
         if let Err(error) = self.flush() {
             tracing::error!(%error, "cannot flush the logs at shutdown");
         }
+        self.brokers.clear();
     }
 }
 
 impl Drop for Cluster {
     fn drop(&mut self) {
+        self.replication.stop();
         for broker in &self.brokers {
-            let _ = broker.shutdown.send(true);
+            if let Some(server) = broker.server().as_ref() {
+                let _ = server.shutdown.send(true);
+            }
         }
     }
 }

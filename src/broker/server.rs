@@ -3,6 +3,9 @@
 //! on. Requests on one connection are answered in the order they came, as Kafka does (the Java client relies on
 //! it); a client may still pipeline as many as it likes. A frame that cannot be read or decoded closes that
 //! connection only, with the reason logged; the broker keeps serving everyone else.
+//!
+//! Faults (see the table in the `broker` module docs): while the broker is paused or isolated from clients a
+//! connection neither reads nor answers — requests wait, as packets would — and added latency delays every answer.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -104,8 +107,13 @@ impl Connection {
                 Ok(None) => return None,
                 Err(error) => return Some(error.to_string()),
             };
+            reachable(broker).await;
             match api::handle(broker, frame).await {
                 Ok(Some(response)) => {
+                    let latency = reachable(broker).await;
+                    if !latency.is_zero() {
+                        tokio::time::sleep(latency).await;
+                    }
                     if let Err(error) = self.stream.write_all(&response).await {
                         return Some(format!("cannot write response: {error}"));
                     }
@@ -129,6 +137,28 @@ impl Connection {
                     Err(FrameError::Truncated(self.buffer.len()))
                 };
             }
+        }
+    }
+}
+
+/// Waits while the broker holds client traffic (paused, isolated from clients); returns its added latency.
+async fn reachable(broker: &BrokerContext) -> std::time::Duration {
+    let mut changes = broker.core.subscribe_liveness();
+    loop {
+        changes.borrow_and_update();
+        let liveness = broker
+            .core
+            .liveness()
+            .into_iter()
+            .find(|l| l.id == broker.id);
+        match liveness {
+            Some(l) if !l.serves_clients() => {
+                if changes.changed().await.is_err() {
+                    return std::time::Duration::ZERO;
+                }
+            }
+            Some(l) => return l.latency,
+            None => return std::time::Duration::ZERO,
         }
     }
 }

@@ -2,8 +2,9 @@
 //! What a real cluster keeps in its controller quorum plus every broker's replicas, here in one process behind
 //! locks that are never held across an `.await`.
 //!
-//! Partition state is shaped for replication (issue 5): an assignment (replica list, preferred leader first), an
-//! ISR, a leader and a leader epoch. Until then every partition has one replica, which is its leader and its ISR.
+//! Partition state: an assignment (replica list, preferred leader first), an ISR, a leader, a leader epoch, and one
+//! [`Replica`] (its own log) per assigned broker. How replicas follow their leader is in `replication`; how leaders
+//! are chosen is in `controller`.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
@@ -15,6 +16,7 @@ use super::config::{BrokerDefaults, ConfigError, TopicConfig};
 use super::disk::{Loaded, LogDir, StorageError};
 use super::events::{ClusterEvent, ClusterEventKind};
 use super::log::Log;
+use super::replication::{BrokerLiveness, Replica};
 use super::BrokerId;
 use crate::clock::Clock;
 
@@ -47,8 +49,34 @@ pub(crate) struct PartitionState {
     pub isr: Vec<BrokerId>,
     pub leader: Option<BrokerId>,
     pub leader_epoch: i32,
-    /// The leader's log. Followers get logs of their own with replication (issue 5).
-    pub log: Log,
+    /// One per assigned broker, in assignment order.
+    pub replicas: Vec<Replica>,
+}
+
+impl PartitionState {
+    fn position(&self, broker: BrokerId) -> Option<usize> {
+        self.replicas.iter().position(|r| r.broker == broker)
+    }
+
+    /// The replica on `broker`, if it holds one.
+    pub(crate) fn replica(&self, broker: BrokerId) -> Option<&Replica> {
+        self.position(broker).map(|i| &self.replicas[i])
+    }
+
+    pub(crate) fn replica_mut(&mut self, broker: BrokerId) -> Option<&mut Replica> {
+        self.position(broker).map(|i| &mut self.replicas[i])
+    }
+
+    /// The log clients read: the leader's, or while the partition is offline the preferred replica's.
+    pub(crate) fn log(&self) -> &Log {
+        let index = self.leader.and_then(|l| self.position(l)).unwrap_or(0);
+        &self.replicas[index].log
+    }
+
+    pub(crate) fn log_mut(&mut self) -> &mut Log {
+        let index = self.leader.and_then(|l| self.position(l)).unwrap_or(0);
+        &mut self.replicas[index].log
+    }
 }
 
 impl Partition {
@@ -107,11 +135,6 @@ pub enum TopicError {
     InvalidName { name: String, reason: &'static str },
     #[error("invalid partition count {0} for topic '{1}': must be between 1 and {MAX_PARTITIONS}")]
     InvalidPartitions(i32, String),
-    #[error(
-        "replication factor {requested} for topic '{topic}' is not supported: replication arrives with issue 5, \
-         until then every topic has replication factor 1"
-    )]
-    ReplicationNotImplemented { topic: String, requested: i16 },
     #[error("invalid replication factor {requested} for topic '{topic}': must be at least 1 and at most the {brokers} brokers")]
     InvalidReplicationFactor {
         topic: String,
@@ -122,6 +145,12 @@ pub enum TopicError {
     InvalidConfig { topic: String, source: ConfigError },
     #[error("topic '{topic}': {source}")]
     Storage { topic: String, source: StorageError },
+    #[error(
+        "topic '{topic}': replication factor {requested} with a log directory: logs on disk hold \
+         single-replica topics so far (follower logs and the leader-epoch checkpoint are not persisted); \
+         use replication factor 1, or run without log_dir"
+    )]
+    ReplicatedOnDisk { topic: String, requested: i16 },
 }
 
 impl TopicError {
@@ -133,8 +162,9 @@ impl TopicError {
             TopicError::Unknown(_) => E::UnknownTopicOrPartition.code(),
             TopicError::InvalidName { .. } => E::InvalidTopicException.code(),
             TopicError::InvalidPartitions(..) => E::InvalidPartitions.code(),
-            TopicError::ReplicationNotImplemented { .. }
-            | TopicError::InvalidReplicationFactor { .. } => E::InvalidReplicationFactor.code(),
+            TopicError::InvalidReplicationFactor { .. } | TopicError::ReplicatedOnDisk { .. } => {
+                E::InvalidReplicationFactor.code()
+            }
             TopicError::InvalidConfig { .. } => E::InvalidConfig.code(),
             TopicError::Storage { .. } => E::KafkaStorageError.code(),
         }
@@ -182,10 +212,15 @@ pub(crate) struct ClusterCore {
     controller: RwLock<BrokerId>,
     metadata: RwLock<Metadata>,
     events: Mutex<Vec<ClusterEvent>>,
-    /// Bumped after every append so waiting fetches re-check (min_bytes).
+    /// Bumped after every append, high watermark move and leader change, so waiting fetches (min_bytes),
+    /// acks=all produces and the replica fetcher re-check.
     appended: watch::Sender<u64>,
     /// Where logs and topic metadata are written through to, if anywhere.
     log_dir: Option<LogDir>,
+    /// Each broker's process and network state and the controller's view of it, in broker order.
+    liveness: Mutex<Vec<BrokerLiveness>>,
+    /// Bumped whenever `liveness` changes, so held connections re-check.
+    liveness_changed: watch::Sender<u64>,
 }
 
 impl ClusterCore {
@@ -196,6 +231,11 @@ impl ClusterCore {
         brokers: Vec<BrokerInfo>,
     ) -> ClusterCore {
         let controller = brokers.first().map_or(BrokerId(0), |b| b.id);
+        let now = clock.now_ms();
+        let liveness = brokers
+            .iter()
+            .map(|b| BrokerLiveness::new(b.id, now))
+            .collect();
         ClusterCore {
             cluster_id,
             defaults,
@@ -206,6 +246,8 @@ impl ClusterCore {
             events: Mutex::new(Vec::new()),
             appended: watch::Sender::new(0),
             log_dir: None,
+            liveness: Mutex::new(liveness),
+            liveness_changed: watch::Sender::new(0),
         }
     }
 
@@ -247,6 +289,12 @@ impl ClusterCore {
                         leader,
                         leader_epoch: p.leader_epoch,
                     });
+                    // Logs on disk hold single-replica topics (see `create_topic`): the replica is the
+                    // leader, everything read back counts as flushed, and its epoch history restarts at the
+                    // stored leader epoch (the leader-epoch checkpoint is not kept).
+                    let mut replica = Replica::new(leader, p.log);
+                    replica.flushed_offset = replica.log.log_end_offset();
+                    replica.begin_epoch_at(p.leader_epoch, replica.log.log_start_offset());
                     Arc::new(Partition {
                         index,
                         state: Mutex::new(PartitionState {
@@ -254,7 +302,7 @@ impl ClusterCore {
                             assignment: p.assignment,
                             leader: Some(leader),
                             leader_epoch: p.leader_epoch,
-                            log: p.log,
+                            replicas: vec![replica],
                         }),
                     })
                 })
@@ -288,6 +336,37 @@ impl ClusterCore {
             ),
             None => Ok(()),
         }
+    }
+
+    pub(crate) fn set_controller(&self, broker: BrokerId) {
+        *self.controller.write().unwrap_or_else(|e| e.into_inner()) = broker;
+    }
+
+    /// A copy of every broker's liveness, in broker order.
+    pub(crate) fn liveness(&self) -> Vec<BrokerLiveness> {
+        self.liveness
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Changes one broker's liveness (no-op for an unknown id) and wakes whoever waits on it.
+    pub(crate) fn update_liveness<T>(
+        &self,
+        broker: BrokerId,
+        change: impl FnOnce(&mut BrokerLiveness) -> T,
+    ) -> Option<T> {
+        let result = {
+            let mut all = self.liveness.lock().unwrap_or_else(|e| e.into_inner());
+            all.iter_mut().find(|l| l.id == broker).map(change)
+        };
+        self.liveness_changed
+            .send_modify(|n| *n = n.wrapping_add(1));
+        result
+    }
+
+    pub(crate) fn subscribe_liveness(&self) -> watch::Receiver<u64> {
+        self.liveness_changed.subscribe()
     }
 
     pub(crate) fn controller(&self) -> BrokerId {
@@ -368,8 +447,8 @@ impl ClusterCore {
                 brokers: self.brokers.len(),
             });
         }
-        if replication_factor > 1 {
-            return Err(TopicError::ReplicationNotImplemented {
+        if replication_factor > 1 && self.log_dir.is_some() {
+            return Err(TopicError::ReplicatedOnDisk {
                 topic: spec.name.clone(),
                 requested: replication_factor,
             });
@@ -408,26 +487,68 @@ impl ClusterCore {
             replication_factor,
             auto_created,
         }];
+        let registered: Vec<BrokerId> = self
+            .liveness()
+            .iter()
+            .filter(|l| !l.fenced)
+            .map(|l| l.id)
+            .collect();
+        let rf = usize::try_from(replication_factor).unwrap_or(1).max(1);
         let partitions: Vec<Arc<Partition>> = (0..partitions)
             .map(|index| {
-                let leader = self
-                    .brokers
-                    .get((start + index as usize) % brokers)
-                    .map_or(BrokerId(0), |b| b.id);
-                events.push(ClusterEventKind::LeaderChanged {
-                    topic: spec.name.clone(),
-                    partition: index,
-                    leader,
-                    leader_epoch: 0,
-                });
+                // The preferred leader rotates over the brokers; followers are the brokers after it.
+                let assignment: Vec<BrokerId> = (0..rf)
+                    .map(|j| {
+                        self.brokers
+                            .get((start + index as usize + j) % brokers)
+                            .map_or(BrokerId(0), |b| b.id)
+                    })
+                    .collect();
+                let isr: Vec<BrokerId> = assignment
+                    .iter()
+                    .copied()
+                    .filter(|b| registered.contains(b))
+                    .collect();
+                let leader = isr.first().copied();
+                let isr = if isr.is_empty() {
+                    assignment[..1].to_vec()
+                } else {
+                    isr
+                };
+                match leader {
+                    Some(leader) => events.push(ClusterEventKind::LeaderChanged {
+                        topic: spec.name.clone(),
+                        partition: index,
+                        leader,
+                        leader_epoch: 0,
+                    }),
+                    None => events.push(ClusterEventKind::Election {
+                        topic: spec.name.clone(),
+                        partition: index,
+                        leader: None,
+                        leader_epoch: 0,
+                        kind: super::events::ElectionKind::Clean,
+                    }),
+                }
+                let replicas = assignment
+                    .iter()
+                    .map(|&broker| {
+                        let mut replica =
+                            Replica::new(broker, Log::new(&spec.name, index, config.clone(), now));
+                        if Some(broker) == leader {
+                            replica.begin_epoch(0);
+                        }
+                        replica
+                    })
+                    .collect();
                 Arc::new(Partition {
                     index,
                     state: Mutex::new(PartitionState {
-                        assignment: vec![leader],
-                        isr: vec![leader],
-                        leader: Some(leader),
+                        assignment,
+                        isr,
+                        leader,
                         leader_epoch: 0,
-                        log: Log::new(&spec.name, index, config.clone(), now),
+                        replicas,
                     }),
                 })
             })
@@ -454,7 +575,9 @@ impl ClusterCore {
             metadata.ids.remove(&id);
             metadata.topics.remove(&spec.name);
             for partition in &topic.partitions {
-                partition.lock().log.delete_files();
+                for replica in &mut partition.lock().replicas {
+                    replica.log.delete_files();
+                }
             }
             return Err(storage_error(error));
         }
@@ -475,7 +598,9 @@ impl ClusterCore {
         match persisted {
             Ok(()) => {
                 for partition in &topic.partitions {
-                    partition.lock().log.delete_files();
+                    for replica in &mut partition.lock().replicas {
+                        replica.log.delete_files();
+                    }
                 }
             }
             // The deletion stands for this cluster; the files stay, so a restart serves the topic again rather
@@ -495,7 +620,16 @@ impl ClusterCore {
         let mut events = Vec::new();
         for topic in self.topics() {
             for partition in &topic.partitions {
-                partition.lock().log.enforce_retention(now_ms, &mut events);
+                let mut state = partition.lock();
+                let leader = state.leader.or(state.assignment.first().copied());
+                for replica in &mut state.replicas {
+                    // Every replica applies retention to its own log; the event log tells the partition's story once.
+                    if Some(replica.broker) == leader {
+                        replica.log.enforce_retention(now_ms, &mut events);
+                    } else {
+                        replica.log.enforce_retention(now_ms, &mut Vec::new());
+                    }
+                }
             }
         }
         if !events.is_empty() {

@@ -148,3 +148,129 @@ pub async fn call<R: Request>(stream: &mut TcpStream, request: &R, version: i16)
     assert_eq!(header.correlation_id, 42);
     R::Response::decode(&mut frame, version).unwrap()
 }
+
+/// Raw Kafka requests for what rskafka cannot send (acks other than -1) or does not show (error codes as sent).
+pub mod raw {
+    use bytes::{Buf, BufMut, Bytes, BytesMut};
+    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+    use kafka_protocol::messages::*;
+    use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
+    use kafka_protocol::records::{
+        Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+    };
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
+
+    /// Sends one request on a fresh connection and decodes the response; `Err` on any I/O failure.
+    pub async fn call<R: Request>(
+        addr: std::net::SocketAddr,
+        request: &R,
+        version: i16,
+    ) -> std::io::Result<R::Response> {
+        let mut stream = TcpStream::connect(addr).await?;
+        let header = RequestHeader::default()
+            .with_request_api_key(R::KEY)
+            .with_request_api_version(version)
+            .with_correlation_id(7)
+            .with_client_id(Some(StrBytes::from_static_str("raw")));
+        let mut body = BytesMut::new();
+        header
+            .encode(&mut body, R::header_version(version))
+            .map_err(std::io::Error::other)?;
+        request
+            .encode(&mut body, version)
+            .map_err(std::io::Error::other)?;
+        let mut frame = BytesMut::new();
+        frame.put_i32(body.len() as i32);
+        frame.extend_from_slice(&body);
+        stream.write_all(&frame).await?;
+        let size = stream.read_i32().await?;
+        let mut buf = vec![0; size.max(0) as usize];
+        stream.read_exact(&mut buf).await?;
+        let mut buf = Bytes::from(buf);
+        ResponseHeader::decode(&mut buf, R::Response::header_version(version))
+            .map_err(std::io::Error::other)?;
+        let response = R::Response::decode(&mut buf, version).map_err(std::io::Error::other)?;
+        let _ = buf.remaining();
+        Ok(response)
+    }
+
+    /// One record batch with `values` (key "k"), CreateTime 1,000.
+    pub fn batch(values: &[String]) -> Bytes {
+        let records: Vec<Record> = values
+            .iter()
+            .enumerate()
+            .map(|(i, v)| Record {
+                transactional: false,
+                control: false,
+                delete_horizon: false,
+                partition_leader_epoch: -1,
+                producer_id: -1,
+                producer_epoch: -1,
+                timestamp_type: TimestampType::Creation,
+                offset: i as i64,
+                // The encoder starts a new batch when offset - sequence changes.
+                sequence: i as i32,
+                timestamp: 1_000,
+                key: Some(Bytes::from_static(b"k")),
+                value: Some(Bytes::copy_from_slice(v.as_bytes())),
+                headers: Default::default(),
+            })
+            .collect();
+        let mut buf = BytesMut::new();
+        let options = RecordEncodeOptions {
+            version: 2,
+            compression: Compression::None,
+        };
+        RecordBatchEncoder::encode(&mut buf, &records, &options).expect("encodable batch");
+        buf.freeze()
+    }
+
+    /// Produce v7 of `values` as one batch with `acks`; returns (error code, base offset).
+    pub async fn produce(
+        addr: std::net::SocketAddr,
+        topic: &str,
+        partition: i32,
+        acks: i16,
+        values: &[String],
+    ) -> std::io::Result<(i16, i64)> {
+        let request = ProduceRequest::default()
+            .with_acks(acks)
+            .with_timeout_ms(2_000)
+            .with_topic_data(vec![TopicProduceData::default()
+                .with_name(TopicName(StrBytes::from_string(topic.to_string())))
+                .with_partition_data(vec![PartitionProduceData::default()
+                    .with_index(partition)
+                    .with_records(Some(batch(values)))])]);
+        let response = call(addr, &request, 9).await?;
+        let p = &response.responses[0].partition_responses[0];
+        if p.error_code != 0 {
+            eprintln!("produce error {}: {:?}", p.error_code, p.error_message);
+        }
+        Ok((p.error_code, p.base_offset))
+    }
+
+    /// Metadata v4 for `topic`: (leader id, error code) of each partition, and the listed broker ids.
+    pub async fn leaders(
+        addr: std::net::SocketAddr,
+        topic: &str,
+    ) -> std::io::Result<(Vec<(i32, i16)>, Vec<i32>)> {
+        let request = MetadataRequest::default()
+            .with_topics(Some(vec![metadata_request::MetadataRequestTopic::default(
+            )
+            .with_name(Some(TopicName(StrBytes::from_string(topic.to_string()))))]));
+        let response = call(addr, &request, 4).await?;
+        let partitions = response
+            .topics
+            .first()
+            .map(|t| {
+                t.partitions
+                    .iter()
+                    .map(|p| (p.leader_id.0, p.error_code))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let brokers = response.brokers.iter().map(|b| b.node_id.0).collect();
+        Ok((partitions, brokers))
+    }
+}

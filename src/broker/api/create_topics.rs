@@ -1,5 +1,5 @@
-//! CreateTopics: partitions (-1: num.partitions), replication factor (-1: default.replication.factor; above 1 is
-//! refused until replication lands, issue 5), topic configs, validate_only. Any broker accepts it (Kafka 3.9
+//! CreateTopics: partitions (-1: num.partitions), replication factor (-1: default.replication.factor; at most the
+//! broker count), topic configs, validate_only. Any broker accepts it (Kafka 3.9
 //! forwards to the controller). Manual replica assignments are refused (INVALID_REPLICA_ASSIGNMENT).
 
 use kafka_protocol::error::ResponseError;

@@ -41,7 +41,10 @@ pub(super) fn handle(
                     if state.leader != Some(broker.id) {
                         return result.with_error_code(ResponseError::NotLeaderOrFollower.code());
                     }
-                    match state.log.delete_records_before(p.offset, now, &mut events) {
+                    match state
+                        .log_mut()
+                        .delete_records_before(p.offset, now, &mut events)
+                    {
                         Ok(low_watermark) => result.with_low_watermark(low_watermark),
                         Err(_) => result.with_error_code(ResponseError::OffsetOutOfRange.code()),
                     }

@@ -4,7 +4,7 @@
 //! offset or above the log end offset: OFFSET_OUT_OF_RANGE. Topic ids from v13.
 //!
 //! Not implemented: incremental fetch sessions (KIP-227; every fetch is answered in full with session id 0, which
-//! clients treat as "no session"), follower fetches (issue 5), transactions (aborted_transactions is always empty).
+//! clients treat as "no session"), follower fetches over the wire (replicas copy inside the process, see `replication`), transactions (aborted_transactions is always empty).
 
 use std::time::Duration;
 
@@ -92,7 +92,7 @@ fn read(
                 continue;
             };
             let state = partition.lock();
-            let log = &state.log;
+            let log = state.log();
             let response = response
                 .with_high_watermark(log.high_watermark())
                 .with_last_stable_offset(log.high_watermark())

@@ -54,7 +54,7 @@ pub(super) fn handle(
                     if p.current_leader_epoch > state.leader_epoch {
                         return response.with_error_code(ResponseError::UnknownLeaderEpoch.code());
                     }
-                    let log = &state.log;
+                    let log = state.log();
                     let found = match p.timestamp {
                         LATEST => Some((log.high_watermark(), -1)),
                         EARLIEST | EARLIEST_LOCAL => Some((log.log_start_offset(), -1)),

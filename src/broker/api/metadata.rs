@@ -1,5 +1,6 @@
-//! Metadata: every broker, the controller, and for the requested topics (all when the list is null) their
-//! partitions with leader, leader epoch, replicas and ISR. A requested topic that does not exist is created when
+//! Metadata: every live broker (fenced ones are left out, as Kafka does), the controller, and for the requested topics (all when the list is null) their
+//! partitions with leader (-1 and LEADER_NOT_AVAILABLE while offline), leader epoch, replicas, ISR and offline
+//! replicas. A requested topic that does not exist is created when
 //! both the request and `auto.create.topics.enable` allow it; its first answer is LEADER_NOT_AVAILABLE, as in Kafka.
 
 use kafka_protocol::error::ResponseError;
@@ -11,6 +12,7 @@ use kafka_protocol::messages::{
 };
 
 use super::str_bytes;
+use crate::broker::replication::BrokerLiveness;
 use crate::broker::server::BrokerContext;
 use crate::broker::state::{NewTopic, Topic};
 
@@ -20,9 +22,12 @@ pub(super) fn handle(
     version: i16,
 ) -> MetadataResponse {
     let core = &broker.core;
+    let live = core.liveness();
+    // Like Kafka, only brokers the controller counts as alive are listed.
     let brokers = core
         .brokers
         .iter()
+        .filter(|b| live.iter().any(|l| l.id == b.id && !l.fenced))
         .map(|b| {
             MetadataResponseBroker::default()
                 .with_node_id(WireBrokerId(b.id.0))
@@ -34,7 +39,7 @@ pub(super) fn handle(
     let may_create =
         (version < 4 || request.allow_auto_topic_creation) && core.defaults.auto_create_topics;
     let topics = match request.topics {
-        None => core.topics().iter().map(|t| describe(t)).collect(),
+        None => core.topics().iter().map(|t| describe(t, &live)).collect(),
         Some(requested) => requested
             .into_iter()
             .map(|wanted| {
@@ -43,7 +48,7 @@ pub(super) fn handle(
                     None => core.topic_by_id(wanted.topic_id),
                 };
                 match (found, wanted.name) {
-                    (Some(topic), _) => describe(&topic),
+                    (Some(topic), _) => describe(&topic, &live),
                     (None, Some(name)) if may_create => {
                         match core.create_topic(&NewTopic::new(name.0.to_string(), -1), true) {
                             Ok(_) => topic_error(Some(name), ResponseError::LeaderNotAvailable),
@@ -75,7 +80,7 @@ fn topic_error(name: Option<TopicName>, error: ResponseError) -> MetadataRespons
         .with_error_code(error.code())
 }
 
-fn describe(topic: &Topic) -> MetadataResponseTopic {
+fn describe(topic: &Topic, live: &[BrokerLiveness]) -> MetadataResponseTopic {
     let partitions = topic
         .partitions
         .iter()
@@ -95,6 +100,14 @@ fn describe(topic: &Topic) -> MetadataResponseTopic {
                 .with_leader_epoch(state.leader_epoch)
                 .with_replica_nodes(ids(&state.assignment))
                 .with_isr_nodes(ids(&state.isr))
+                .with_offline_replicas(
+                    state
+                        .assignment
+                        .iter()
+                        .filter(|b| live.iter().any(|l| l.id == **b && l.fenced))
+                        .map(|b| WireBrokerId(b.0))
+                        .collect(),
+                )
         })
         .collect();
     MetadataResponseTopic::default()

@@ -164,7 +164,7 @@ pub(crate) async fn handle(
             let response = metadata::handle(broker, request, version);
             encode(ApiKey::Metadata, version, correlation_id, &response).map(Some)
         }
-        RequestKind::Produce(request) => match produce::handle(broker, request)? {
+        RequestKind::Produce(request) => match produce::handle(broker, request).await? {
             Some(response) => encode(ApiKey::Produce, version, correlation_id, &response).map(Some),
             None => Ok(None),
         },

@@ -1,7 +1,11 @@
 //! Produce: validate each partition's record batch (size against max.message.bytes, then CRC, then structure),
 //! append it on the leader, answer with its base offset. acks must be -1, 0 or 1 (INVALID_REQUIRED_ACKS otherwise).
-//! With one replica the high watermark follows the leader's log end offset at once, so acks=1 and acks=-1 answer
-//! after the append; acks=0 gets no response, and a failure closes the connection instead.
+//! acks=1 answers after the leader's append; acks=0 gets no response (a failure closes the connection instead).
+//! acks=-1 first needs an ISR of at least min(min.insync.replicas, replication factor) (NOT_ENOUGH_REPLICAS,
+//! nothing appended), then waits — up to the request's timeout_ms, in real time — until the high watermark passes
+//! the batch; if the ISR is then below min.insync.replicas the answer is NOT_ENOUGH_REPLICAS_AFTER_APPEND (the
+//! records stay in the log). A leadership lost while waiting answers NOT_LEADER_OR_FOLLOWER; the timeout answers
+//! REQUEST_TIMED_OUT.
 //!
 //! Not implemented yet: idempotence and transactions (issue 6); producer ids and sequences are stored, not checked.
 
@@ -9,14 +13,114 @@ use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use super::{str_bytes, RequestError};
 use crate::broker::batch::{self, ProducedBatchError};
+use crate::broker::replication::advance_high_watermark;
 use crate::broker::server::BrokerContext;
+use crate::broker::state::Partition;
 
-pub(super) fn handle(
+/// An acks=-1 append waiting for the high watermark: where its answer goes and the offset the HW must reach.
+struct Pending {
+    topic: usize,
+    index: usize,
+    partition: Arc<Partition>,
+    leader_epoch: i32,
+    required_offset: i64,
+    min_insync_replicas: i64,
+}
+
+pub(super) async fn handle(
     broker: &BrokerContext,
     request: ProduceRequest,
 ) -> Result<Option<ProduceResponse>, RequestError> {
+    let timeout = Duration::from_millis(u64::try_from(request.timeout_ms).unwrap_or(0));
+    let mut appends = broker.core.subscribe_appends();
+    let (response, pending) = append(broker, request)?;
+    let Some(mut response) = response else {
+        return Ok(None);
+    };
+    if pending.is_empty() {
+        return Ok(Some(response));
+    }
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut waiting = pending;
+    loop {
+        appends.borrow_and_update();
+        waiting.retain(|p| match check(p) {
+            None => true,
+            Some(error) => {
+                if let Some(r) = response
+                    .responses
+                    .get_mut(p.topic)
+                    .and_then(|t| t.partition_responses.get_mut(p.index))
+                {
+                    if let Some((error, message)) = error {
+                        r.error_code = error.code();
+                        r.error_message = Some(str_bytes(message));
+                    }
+                }
+                false
+            }
+        });
+        if waiting.is_empty() {
+            return Ok(Some(response));
+        }
+        tokio::select! {
+            changed = appends.changed() => if changed.is_err() { break },
+            _ = tokio::time::sleep_until(deadline) => break,
+        }
+    }
+    for p in waiting {
+        if let Some(r) = response
+            .responses
+            .get_mut(p.topic)
+            .and_then(|t| t.partition_responses.get_mut(p.index))
+        {
+            r.error_code = ResponseError::RequestTimedOut.code();
+            r.error_message = Some(str_bytes(format!(
+                "the high watermark did not reach offset {} within {timeout:?}",
+                p.required_offset
+            )));
+        }
+    }
+    Ok(Some(response))
+}
+
+/// `None` while still waiting; `Some(None)` when done; `Some(Some(error))` when done with an error.
+#[allow(clippy::option_option)]
+fn check(p: &Pending) -> Option<Option<(ResponseError, String)>> {
+    let state = p.partition.lock();
+    if state.leader_epoch != p.leader_epoch {
+        return Some(Some((
+            ResponseError::NotLeaderOrFollower,
+            "leadership moved while waiting for replication".to_string(),
+        )));
+    }
+    if state.log().high_watermark() < p.required_offset {
+        return None;
+    }
+    if (state.isr.len() as i64) < p.min_insync_replicas {
+        return Some(Some((
+            ResponseError::NotEnoughReplicasAfterAppend,
+            format!(
+                "appended, but the ISR {:?} is below min.insync.replicas={}",
+                state.isr, p.min_insync_replicas
+            ),
+        )));
+    }
+    Some(None)
+}
+
+/// Validates and appends every partition's batch; returns the response (`None` for acks=0) and the acks=-1
+/// appends still waiting for the high watermark.
+#[allow(clippy::type_complexity)]
+fn append(
+    broker: &BrokerContext,
+    request: ProduceRequest,
+) -> Result<(Option<ProduceResponse>, Vec<Pending>), RequestError> {
     let core = &broker.core;
     let acks = request.acks;
     let valid_acks = matches!(acks, -1..=1);
@@ -25,10 +129,11 @@ pub(super) fn handle(
     let mut appended = false;
     let mut first_failure: Option<String> = None;
     let mut responses = Vec::with_capacity(request.topic_data.len());
-    for topic_data in request.topic_data {
+    let mut pending = Vec::new();
+    for (topic_index, topic_data) in request.topic_data.into_iter().enumerate() {
         let topic = core.topic(&topic_data.name.0);
         let mut partition_responses = Vec::with_capacity(topic_data.partition_data.len());
-        for data in topic_data.partition_data {
+        for (partition_index, data) in topic_data.partition_data.into_iter().enumerate() {
             let response = PartitionProduceResponse::default().with_index(data.index);
             let found = topic.as_ref().and_then(|t| {
                 let partition = usize::try_from(data.index)
@@ -71,25 +176,45 @@ pub(super) fn handle(
                             ) {
                                 Err(error) => Err((error_code(&error), error.to_string())),
                                 Ok(header) => {
-                                    let epoch = state.leader_epoch;
-                                    match state.log.append(
-                                        records,
-                                        &header,
-                                        epoch,
-                                        now,
-                                        &mut events,
-                                    ) {
-                                        Err(error) => Err((
-                                            ResponseError::KafkaStorageError,
-                                            error.to_string(),
-                                        )),
-                                        Ok(base) => {
-                                            let leo = state.log.log_end_offset();
-                                            // One replica: it is the whole ISR, so the high watermark is its end
-                                            // offset.
-                                            state.log.set_high_watermark(leo);
-                                            appended = true;
-                                            Ok((base, state.log.log_start_offset()))
+                                    let min_isr = topic.config.min_insync_replicas;
+                                    let needed = min_isr.min(i64::from(topic.replication_factor));
+                                    if acks == -1 && (state.isr.len() as i64) < needed {
+                                        Err((
+                                            ResponseError::NotEnoughReplicas,
+                                            format!(
+                                                "ISR {:?} of {}-{} is below min.insync.replicas={min_isr}",
+                                                state.isr, topic.name, data.index
+                                            ),
+                                        ))
+                                    } else {
+                                        let epoch = state.leader_epoch;
+                                        let log = state.log_mut();
+                                        match log.append(records, &header, epoch, now, &mut events)
+                                        {
+                                            Err(error) => Err((
+                                                ResponseError::KafkaStorageError,
+                                                error.to_string(),
+                                            )),
+                                            Ok(base) => {
+                                                let leo = log.log_end_offset();
+                                                let log_start = log.log_start_offset();
+                                                if let Some(r) = state.replica_mut(broker.id) {
+                                                    r.begin_epoch_at(epoch, base);
+                                                }
+                                                advance_high_watermark(&mut state, min_isr);
+                                                appended = true;
+                                                if acks == -1 {
+                                                    pending.push(Pending {
+                                                        topic: topic_index,
+                                                        index: partition_index,
+                                                        partition: (*partition).clone(),
+                                                        leader_epoch: epoch,
+                                                        required_offset: leo,
+                                                        min_insync_replicas: min_isr,
+                                                    });
+                                                }
+                                                Ok((base, log_start))
+                                            }
                                         }
                                     }
                                 }
@@ -130,10 +255,13 @@ pub(super) fn handle(
     if acks == 0 {
         return match first_failure {
             Some(reason) => Err(RequestError::AcksZeroFailed(reason)),
-            None => Ok(None),
+            None => Ok((None, Vec::new())),
         };
     }
-    Ok(Some(ProduceResponse::default().with_responses(responses)))
+    Ok((
+        Some(ProduceResponse::default().with_responses(responses)),
+        pending,
+    ))
 }
 
 fn error_code(error: &ProducedBatchError) -> ResponseError {
