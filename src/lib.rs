@@ -13,7 +13,7 @@
 //! |---|---|---|
 //! | [`scenario`] | built | the test plan: one TOML file, parsed with located errors, defaults, cross-field checks |
 //! | [`workload`] | built | the OpenMRS data model (real columns and MySQL types), schema fixture, seeded generator of clinical operations |
-//! | [`broker`] | part 1 | the embedded Kafka cluster: N brokers on the real wire protocol (kafka-protocol), in-memory logs with segments, retention, compaction, DeleteRecords, an event log; `etl-harness up` |
+//! | [`broker`] | parts 1–2 | the embedded Kafka cluster: N brokers on the real wire protocol (kafka-protocol), logs with segments, retention, compaction, DeleteRecords (in memory, optionally written through to disk), replication with ISR, high watermark, controller, elections, truncation, faults on the cluster handle, an event log; `etl-harness up` |
 //! | [`clock`] | built | one clock for the cluster (and later generator and capture): real, or virtual with timers that fire as it advances |
 //! | [`topology`] | first light | the `local` backend's processes: MariaDB, ZooKeeper, Kafka 3.9.1, Kafka Connect + Debezium, provisioned from a Maven manifest like images |
 //!
