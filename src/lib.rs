@@ -15,10 +15,11 @@
 //! | [`workload`] | built | the OpenMRS data model (real columns and MySQL types), schema fixture, seeded generator of clinical operations |
 //! | [`broker`] | parts 1–2 | the embedded Kafka cluster: N brokers on the real wire protocol (kafka-protocol), logs with segments, retention, compaction, DeleteRecords (in memory, optionally written through to disk), replication with ISR, high watermark, controller, elections, truncation, faults on the cluster handle, an event log; `etl-harness up` |
 //! | [`clock`] | built | one clock for the cluster (and later generator and capture): real, or virtual with timers that fire as it advances |
+//! | [`kafka`] | producer | the harness producer on `kafka-protocol`: Java-producer semantics (acks, linger/batch, compression, retries, max in flight, client-side idempotence), murmur2 partitioning identical to Java's |
 //! | [`topology`] | first light | the `local` backend's processes: MariaDB, ZooKeeper, Kafka 3.9.1, Kafka Connect + Debezium, provisioned from a Maven manifest like images |
 //!
 //! Planned modules (each lands with its issue, never as an empty placeholder): `source`, `cdc`, `pipeline`,
-//! `nemesis`, `history`, `check`, `report`, `sweep`, `kafka` (the harness producer).
+//! `nemesis`, `history`, `check`, `report`, `sweep`.
 //!
 //! ## Data flow of one run
 //!
@@ -41,6 +42,7 @@
 
 pub mod broker;
 pub mod clock;
+pub mod kafka;
 pub mod scenario;
 pub mod topology;
 pub mod workload;

@@ -120,6 +120,89 @@ impl StandaloneMariaDb {
     }
 }
 
+/// ZooKeeper and one Kafka 3.9.1 broker alone (no MariaDB, no Connect): for clients that only need a real
+/// broker, such as the harness producer's tests. Same broker configuration as the topology's; killed on drop.
+#[derive(Debug)]
+pub struct StandaloneKafka {
+    // Declared in stop order: fields drop top to bottom.
+    kafka: ServiceProcess,
+    zookeeper: ServiceProcess,
+    kafka_port: u16,
+    run: RunDir,
+}
+
+impl StandaloneKafka {
+    /// Provisions the JVM components if needed, then starts ZooKeeper and the broker on free loopback ports.
+    pub async fn start(options: &LocalTopologyOptions) -> Result<Self, LocalError> {
+        prerequisites::require("java")?;
+        let run = RunDir::create(&options.runs_dir)?;
+        let jvm_cache = options.jvm_cache.clone();
+        let provisioned = tokio::task::spawn_blocking(move || provision_jvm_components(&jvm_cache))
+            .await
+            .map_err(|e| {
+                LocalError::io("provisioning", &options.jvm_cache, std::io::Error::other(e))
+            })??;
+        let jvm = provisioned.components;
+        let zookeeper_port = process::free_loopback_port()?;
+        let zookeeper = zookeeper::start_zookeeper(
+            &run,
+            &jvm,
+            zookeeper_port,
+            &options.zookeeper_heap,
+            options.ready_timeout,
+        )
+        .await?;
+        let kafka_port = process::free_loopback_port()?;
+        let kafka = kafka::start_broker(
+            &run,
+            &jvm,
+            &kafka::BrokerSettings {
+                broker_id: 0,
+                port: kafka_port,
+                zookeeper_port,
+                max_heap: &options.kafka_heap,
+                ready_timeout: options.ready_timeout,
+            },
+        )
+        .await?;
+        Ok(StandaloneKafka {
+            kafka,
+            zookeeper,
+            kafka_port,
+            run,
+        })
+    }
+
+    /// `127.0.0.1:<port>` of the broker.
+    pub fn bootstrap_servers(&self) -> String {
+        format!("127.0.0.1:{}", self.kafka_port)
+    }
+
+    /// The run directory holding configs and logs.
+    pub fn run_dir(&self) -> &Path {
+        &self.run.root
+    }
+
+    /// Stops the broker, then ZooKeeper (SIGTERM, SIGKILL after a grace period), and removes the data.
+    pub async fn shutdown(self) -> Result<PathBuf, LocalError> {
+        let StandaloneKafka {
+            mut kafka,
+            mut zookeeper,
+            run,
+            ..
+        } = self;
+        let run_root = run.root.clone();
+        tokio::task::spawn_blocking(move || {
+            kafka.stop(Duration::from_secs(15));
+            zookeeper.stop(Duration::from_secs(5));
+            run.remove_data()
+        })
+        .await
+        .map_err(|e| LocalError::io("stopping Kafka in", &run_root, std::io::Error::other(e)))??;
+        Ok(run_root)
+    }
+}
+
 /// The MariaDB source with the options' schema, on a free loopback port.
 async fn start_source_database(
     run: &RunDir,
