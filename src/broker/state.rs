@@ -294,6 +294,7 @@ impl ClusterCore {
                     // stored leader epoch (the leader-epoch checkpoint is not kept).
                     let mut replica = Replica::new(leader, p.log);
                     replica.flushed_offset = replica.log.log_end_offset();
+                    replica.last_caught_up_ms = self.clock.now_ms();
                     replica.begin_epoch_at(p.leader_epoch, replica.log.log_start_offset());
                     Arc::new(Partition {
                         index,
@@ -535,6 +536,9 @@ impl ClusterCore {
                     .map(|&broker| {
                         let mut replica =
                             Replica::new(broker, Log::new(&spec.name, index, config.clone(), now));
+                        // As a new leader does (Kafka resets followers' caught-up time), count every
+                        // replica as caught up at creation, not at the epoch of the clock.
+                        replica.last_caught_up_ms = now;
                         if Some(broker) == leader {
                             replica.begin_epoch(0);
                         }
