@@ -562,8 +562,9 @@ impl Cluster {
         self.core.events()
     }
 
-    /// Hands every log's buffered writes to the operating system (no fsync, as Kafka by default); a no-op
-    /// without a [`log_dir`](ClusterBuilder::log_dir). A log whose writes failed reports its first failure.
+    /// Hands every replica's buffered writes to the operating system (no fsync, as Kafka by default) and rewrites
+    /// every running broker's `replication-offset-checkpoint`; a no-op without a
+    /// [`log_dir`](ClusterBuilder::log_dir). A log whose writes failed reports its first failure.
     pub fn flush(&self) -> Result<(), ClusterError> {
         for topic in self.core.topics() {
             for partition in &topic.partitions {
@@ -572,6 +573,14 @@ impl Cluster {
                 }
             }
         }
+        let running: Vec<BrokerId> = self
+            .core
+            .liveness()
+            .iter()
+            .filter(|l| l.process == replication::Process::Running)
+            .map(|l| l.id)
+            .collect();
+        self.core.checkpoint_high_watermarks(&running)?;
         Ok(())
     }
 
