@@ -1,7 +1,9 @@
 //! Logs on disk: a cluster stopped and started again on the same directory serves the same topics, configs,
 //! records (byte for byte), offsets and log start offsets; retention and DeleteRecords keep working after the
 //! restart; a torn tail is cut back to the last whole batch; a corrupt batch in the middle stops the start with an
-//! error that names the file and the offset. Every cluster gets its own temporary directory.
+//! error that names the file and the offset. Replicated topics keep every replica in its own broker's directory:
+//! a restart serves every acknowledged record with the followers in sync, truncation by the replication protocol
+//! and a crash's lost tail reach the files. Every cluster gets its own temporary directory.
 
 mod common;
 
