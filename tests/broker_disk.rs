@@ -1,7 +1,9 @@
 //! Logs on disk: a cluster stopped and started again on the same directory serves the same topics, configs,
 //! records (byte for byte), offsets and log start offsets; retention and DeleteRecords keep working after the
 //! restart; a torn tail is cut back to the last whole batch; a corrupt batch in the middle stops the start with an
-//! error that names the file and the offset. Every cluster gets its own temporary directory.
+//! error that names the file and the offset. Replicated topics keep every replica in its own broker's directory:
+//! a restart serves every acknowledged record with the followers in sync, truncation by the replication protocol
+//! and a crash's lost tail reach the files. Every cluster gets its own temporary directory.
 
 mod common;
 
@@ -11,13 +13,14 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{bounded, call, client, partition, read_all, record, tombstone};
+use common::{bounded, call, client, partition, raw, read_all, record, tombstone};
 use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::{DescribeConfigsRequest, FetchRequest, TopicName};
 use kafka_protocol::protocol::StrBytes;
 use openmrs_etl_harness::broker::{
-    Cluster, ClusterBuilder, ClusterError, ClusterEventKind, DeletionReason, NewTopic, StorageError,
+    BrokerId, Cluster, ClusterBuilder, ClusterError, ClusterEventKind, DeletionReason, NewTopic,
+    StorageError, TruncationReason,
 };
 use openmrs_etl_harness::clock::Clock;
 use rskafka::client::error::{Error as ClientError, ProtocolError};
@@ -588,27 +591,358 @@ async fn a_deleted_topic_leaves_no_files_and_does_not_come_back() {
     cluster.shutdown().await;
 }
 
-/// What logs on disk do not model yet is refused, not pretended: replicated topics (follower logs and the
-/// leader-epoch checkpoint are not persisted) and a machine crash (the files would keep the lost tail).
+fn replica_dir(root: &Path, broker: BrokerId, topic: &str, partition: i32) -> PathBuf {
+    root.join(format!("broker-{broker}"))
+        .join(format!("{topic}-{partition}"))
+}
+
+/// The bytes of every segment file of one replica, concatenated in offset order.
+fn replica_bytes(root: &Path, broker: BrokerId, topic: &str, partition: i32) -> Vec<u8> {
+    let dir = replica_dir(root, broker, topic, partition);
+    segment_files(&dir)
+        .iter()
+        .flat_map(|name| fs::read(dir.join(name)).unwrap())
+        .collect()
+}
+
+fn contains(haystack: &[u8], needle: &str) -> bool {
+    haystack
+        .windows(needle.len())
+        .any(|w| w == needle.as_bytes())
+}
+
+/// (broker, log end offset) of every LogLoaded event for `topic`-0.
+fn loaded_replicas(cluster: &Cluster, topic: &str) -> Vec<(BrokerId, i64)> {
+    cluster
+        .events()
+        .into_iter()
+        .filter_map(|e| match e.kind {
+            ClusterEventKind::LogLoaded {
+                broker,
+                topic: t,
+                partition: 0,
+                log_end_offset,
+                ..
+            } if t == topic => Some((broker, log_end_offset)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn raw_values(prefix: &str, range: std::ops::Range<usize>) -> Vec<String> {
+    range.map(|i| format!("{prefix}{i}")).collect()
+}
+
+/// Moves the virtual clock by `total` in half-second steps, letting the brokers' tasks run in between.
+async fn advance(cluster: &Cluster, total: Duration) {
+    let step = Duration::from_millis(500);
+    let mut done = Duration::ZERO;
+    while done < total {
+        cluster.clock().advance(step).unwrap();
+        done += step;
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
 #[tokio::test]
-async fn replicated_topics_and_crashes_are_refused_with_a_log_dir() {
+async fn a_replicated_topic_restarts_with_every_replica_from_its_own_broker_directory() {
     let dir = tempfile::tempdir().unwrap();
     let clock = Clock::virtual_at(T0);
-    let builder = builder(dir.path(), &clock);
+    let mut builder = builder(dir.path(), &clock);
+    builder.topic(
+        NewTopic::new("obs", 1)
+            .replication_factor(3)
+            .config("min.insync.replicas", "2")
+            .config("segment.bytes", "400"),
+    );
     let cluster = builder.start().await.unwrap();
-    let refused = cluster
-        .create_topic(NewTopic::new("replicated", 1).replication_factor(2))
-        .unwrap_err()
-        .to_string();
-    assert!(refused.contains("single-replica"), "{refused}");
-    assert!(cluster.partition_leaders("replicated").is_none());
-    cluster.create_topic(NewTopic::new("single", 1)).unwrap();
-    let crash = cluster
-        .crash(openmrs_etl_harness::broker::BrokerId(1))
+    let kafka = client(&cluster.bootstrap_servers()).await;
+    let pc = partition(&kafka, "obs", 0).await;
+    let mut acked = Vec::new();
+    for batch in 0..10 {
+        let records = (0..3)
+            .map(|i| record("k", &format!("b{batch}-{i}"), T0 + i))
+            .collect();
+        // rskafka produces with acks=all: an offset back means the ISR has it.
+        let offsets = produce(&pc, records, Compression::NoCompression).await;
+        acked.extend(
+            offsets
+                .into_iter()
+                .zip((0..3).map(|i| format!("b{batch}-{i}"))),
+        );
+    }
+    assert!(cluster.wait_for_replication(Duration::from_secs(5)).await);
+    let view = cluster.partition("obs", 0).unwrap();
+    assert_eq!(view.replicas.len(), 3);
+    let leader_files = replica_bytes(dir.path(), view.leader.unwrap(), "obs", 0);
+    for &broker in &view.replicas {
+        let rdir = replica_dir(dir.path(), broker, "obs", 0);
+        assert!(
+            segment_files(&rdir).len() > 1,
+            "segment.bytes=400 rolls on {broker}"
+        );
+        assert_eq!(
+            replica_bytes(dir.path(), broker, "obs", 0),
+            leader_files,
+            "replica on {broker}"
+        );
+        assert_eq!(
+            fs::read_to_string(rdir.join("leader-epoch-checkpoint")).unwrap(),
+            "0\n1\n0 0\n",
+            "epoch 0 from offset 0 on {broker}"
+        );
+    }
+    cluster.shutdown().await;
+    for &broker in &view.replicas {
+        let checkpoint = fs::read_to_string(
+            dir.path()
+                .join(format!("broker-{broker}"))
+                .join("replication-offset-checkpoint"),
+        )
+        .unwrap();
+        assert_eq!(checkpoint, "0\n1\nobs 0 30\n", "high watermark of {broker}");
+    }
+
+    let cluster = builder.start().await.unwrap();
+    assert_eq!(
+        loaded_replicas(&cluster, "obs"),
+        view.replicas.iter().map(|&b| (b, 30)).collect::<Vec<_>>()
+    );
+    let after = cluster.partition("obs", 0).unwrap();
+    assert_eq!(after.leader, view.leader);
+    assert_eq!(
+        after.isr, view.replicas,
+        "every replica ends where the leader does"
+    );
+    assert_eq!(after.high_watermark, 30);
+    let kafka = client(&cluster.bootstrap_servers()).await;
+    let pc = partition(&kafka, "obs", 0).await;
+    let read: Vec<(i64, String)> = read_all(&pc, 0)
         .await
-        .unwrap_err()
-        .to_string();
-    assert!(crash.contains("log directory"), "{crash}");
-    assert!(cluster.partition_leaders("single").unwrap()[0].is_some());
+        .into_iter()
+        .map(|(offset, _, value)| (offset, value.unwrap()))
+        .collect();
+    assert_eq!(read, acked);
+    // Replication goes on from the files: a new record reaches every replica's directory.
+    let offsets = produce(
+        &pc,
+        vec![record("k", "after", T0 + 9)],
+        Compression::NoCompression,
+    )
+    .await;
+    assert_eq!(offsets, vec![30]);
+    assert!(cluster.wait_for_replication(Duration::from_secs(5)).await);
+    cluster.flush().unwrap();
+    let leader_files = replica_bytes(dir.path(), after.leader.unwrap(), "obs", 0);
+    assert!(contains(&leader_files, "after"));
+    for &broker in &view.replicas {
+        assert_eq!(
+            replica_bytes(dir.path(), broker, "obs", 0),
+            leader_files,
+            "replica on {broker}"
+        );
+    }
+    cluster.shutdown().await;
+
+    // A replica directory that is gone is an empty replica, filled again by replication.
+    let lost = view.replicas[2];
+    fs::remove_dir_all(replica_dir(dir.path(), lost, "obs", 0)).unwrap();
+    let cluster = builder.start().await.unwrap();
+    assert!(loaded_replicas(&cluster, "obs").contains(&(lost, 0)));
+    assert!(cluster.wait_for_replication(Duration::from_secs(5)).await);
+    cluster.flush().unwrap();
+    assert_eq!(
+        replica_bytes(dir.path(), lost, "obs", 0),
+        replica_bytes(dir.path(), after.leader.unwrap(), "obs", 0)
+    );
+    assert_eq!(cluster.partition("obs", 0).unwrap().isr, view.replicas);
+    cluster.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_follower_truncated_by_replication_has_its_files_truncated_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Clock::virtual_at(T0);
+    let mut builder = builder(dir.path(), &clock);
+    builder.topic(NewTopic::new("obs", 1).replication_factor(3));
+    let cluster = builder.start().await.unwrap();
+    let view = cluster.partition("obs", 0).unwrap();
+    let leader = view.leader.unwrap();
+    let followers: Vec<BrokerId> = view
+        .replicas
+        .iter()
+        .copied()
+        .filter(|b| *b != leader)
+        .collect();
+    let addr = |b: BrokerId| cluster.broker_addrs()[(b.0 - 1) as usize];
+
+    for chunk in raw_values("a", 0..10).chunks(5) {
+        let (error, _) = raw::produce(addr(leader), "obs", 0, -1, chunk)
+            .await
+            .unwrap();
+        assert_eq!(error, 0);
+    }
+    assert!(cluster.wait_for_replication(Duration::from_secs(5)).await);
+    // acks=1 records only the leader gets: its followers are paused.
+    for f in &followers {
+        cluster.pause(*f).unwrap();
+    }
+    for chunk in raw_values("b", 0..20).chunks(4) {
+        let (error, _) = raw::produce(addr(leader), "obs", 0, 1, chunk)
+            .await
+            .unwrap();
+        assert_eq!(error, 0);
+    }
+    cluster.kill(leader).await.unwrap();
+    cluster.flush().unwrap();
+    assert!(
+        contains(&replica_bytes(dir.path(), leader, "obs", 0), "b19"),
+        "kill keeps the page cache"
+    );
+    for f in &followers {
+        cluster.resume(*f).unwrap();
+    }
+    advance(&cluster, Duration::from_secs(20)).await;
+    let new_leader = cluster.partition("obs", 0).unwrap().leader.unwrap();
+    assert!(followers.contains(&new_leader));
+    for chunk in raw_values("c", 0..5).chunks(5) {
+        let (error, base) = raw::produce(addr(new_leader), "obs", 0, -1, chunk)
+            .await
+            .unwrap();
+        assert_eq!((error, base), (0, 10));
+    }
+    cluster.restart(leader).await.unwrap();
+    assert!(cluster.wait_for_replication(Duration::from_secs(5)).await);
+    cluster.flush().unwrap();
+
+    let truncated: Vec<(BrokerId, i64, i64)> = cluster
+        .events()
+        .into_iter()
+        .filter_map(|e| match e.kind {
+            ClusterEventKind::Truncated {
+                broker,
+                start_offset,
+                end_offset,
+                reason: TruncationReason::DivergingEpoch,
+                ..
+            } => Some((broker, start_offset, end_offset)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(truncated, vec![(leader, 10, 30)]);
+    // The old leader's files: the acks=1 tail cut off, the new leader's epoch copied after it.
+    let old = replica_bytes(dir.path(), leader, "obs", 0);
+    assert!(
+        !contains(&old, "b0"),
+        "the diverged tail is gone from the file"
+    );
+    assert_eq!(old, replica_bytes(dir.path(), new_leader, "obs", 0));
+    assert_eq!(
+        fs::read_to_string(
+            replica_dir(dir.path(), leader, "obs", 0).join("leader-epoch-checkpoint")
+        )
+        .unwrap(),
+        "0\n2\n0 0\n1 10\n"
+    );
+    cluster.shutdown().await;
+
+    // A restart reads the truncated state back.
+    let cluster = builder.start().await.unwrap();
+    let loaded = loaded_replicas(&cluster, "obs");
+    assert_eq!(loaded.len(), 3);
+    assert!(loaded.iter().all(|&(_, leo)| leo == 15), "{loaded:?}");
+    let kafka = client(&cluster.bootstrap_servers()).await;
+    let pc = partition(&kafka, "obs", 0).await;
+    let values: Vec<String> = read_all(&pc, 0)
+        .await
+        .into_iter()
+        .filter_map(|r| r.2)
+        .collect();
+    let expected: Vec<String> = raw_values("a", 0..10)
+        .into_iter()
+        .chain(raw_values("c", 0..5))
+        .collect();
+    assert_eq!(values, expected);
+    cluster.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_crash_with_a_log_dir_cuts_the_unflushed_tail_from_the_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Clock::virtual_at(T0);
+    let mut builder = builder(dir.path(), &clock);
+    builder
+        .flush_interval(Some(Duration::from_secs(60)))
+        .topic(NewTopic::new("obs", 1).replication_factor(3));
+    let cluster = builder.start().await.unwrap();
+    let kafka = client(&cluster.bootstrap_servers()).await;
+    let pc = partition(&kafka, "obs", 0).await;
+    let batch = |name: &str| {
+        (0..3)
+            .map(|i| record("k", &format!("{name}{i}"), T0 + i))
+            .collect::<Vec<_>>()
+    };
+    produce(&pc, batch("flushed"), Compression::NoCompression).await;
+    assert!(cluster.wait_for_replication(Duration::from_secs(5)).await);
+    let flushed_bytes = cluster.stored_bytes("obs").unwrap()[0];
+    // The flush timer (log.flush.interval.ms) makes the first batch durable on every broker.
+    advance(&cluster, Duration::from_secs(60)).await;
+    produce(&pc, batch("unflushed"), Compression::NoCompression).await;
+    assert!(cluster.wait_for_replication(Duration::from_secs(5)).await);
+    let all_bytes = cluster.stored_bytes("obs").unwrap()[0];
+    assert!(all_bytes > flushed_bytes);
+
+    let view = cluster.partition("obs", 0).unwrap();
+    let follower = view
+        .replicas
+        .iter()
+        .copied()
+        .find(|b| Some(*b) != view.leader)
+        .unwrap();
+    let segment = replica_dir(dir.path(), follower, "obs", 0).join("00000000000000000000.log");
+    cluster.crash(follower).await.unwrap();
+    assert_eq!(
+        fs::metadata(&segment).unwrap().len(),
+        flushed_bytes,
+        "exactly the unflushed tail is gone"
+    );
+    let on_disk = fs::read(&segment).unwrap();
+    assert!(contains(&on_disk, "flushed2") && !contains(&on_disk, "unflushed0"));
+    let crashed: Vec<_> = cluster
+        .events()
+        .into_iter()
+        .filter_map(|e| match e.kind {
+            ClusterEventKind::Truncated {
+                broker,
+                start_offset,
+                end_offset,
+                reason: TruncationReason::Crash,
+                ..
+            } => Some((broker, start_offset, end_offset)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(crashed, vec![(follower, 3, 6)]);
+    let leader_segment =
+        replica_dir(dir.path(), view.leader.unwrap(), "obs", 0).join("00000000000000000000.log");
+    cluster.flush().unwrap();
+    assert_eq!(
+        fs::metadata(&leader_segment).unwrap().len(),
+        all_bytes,
+        "the leader keeps everything"
+    );
+    cluster.shutdown().await;
+
+    // Started again: the crashed replica comes back short, out of the ISR, and catches up by replication.
+    let cluster = builder.start().await.unwrap();
+    let loaded = loaded_replicas(&cluster, "obs");
+    assert!(loaded.contains(&(follower, 3)), "{loaded:?}");
+    let after = cluster.partition("obs", 0).unwrap();
+    assert_eq!(after.leader, view.leader);
+    assert!(!after.isr.contains(&follower), "{after:?}");
+    assert!(cluster.wait_for_replication(Duration::from_secs(5)).await);
+    cluster.flush().unwrap();
+    assert_eq!(fs::metadata(&segment).unwrap().len(), all_bytes);
+    assert_eq!(cluster.partition("obs", 0).unwrap().isr, view.replicas);
     cluster.shutdown().await;
 }

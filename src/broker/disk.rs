@@ -1,43 +1,66 @@
 //! Logs on disk, so a cluster can stop and start again from a directory (`ClusterBuilder::log_dir`). Memory stays
-//! the serving copy: every change to a log is written through to its files, and the files are read only when a
-//! cluster starts.
+//! the serving copy: every change to any replica's log is written through to its files, and the files are read
+//! only when a cluster starts.
 //!
 //! # Layout (Kafka's, where Kafka has one)
 //!
+//! Every replica has its own files under its broker's directory, as every Kafka broker has its own `log.dirs`:
+//!
 //! ```text
-//! <dir>/cluster.json                          topics: name, id, partition assignments, leader epochs, configs
-//! <dir>/broker-<id>/meta.properties           cluster.id and node.id, as Kafka writes them
-//! <dir>/broker-<id>/log-start-offset-checkpoint
+//! <dir>/cluster.json                                   topics: name, id, assignments, leader epochs, configs
+//! <dir>/broker-<id>/meta.properties                    cluster.id and node.id, as Kafka writes them
+//! <dir>/broker-<id>/log-start-offset-checkpoint        0, count, "topic partition offset" lines
+//! <dir>/broker-<id>/replication-offset-checkpoint      0, count, "topic partition highWatermark" lines
+//! <dir>/broker-<id>/<topic>-<partition>/leader-epoch-checkpoint   0, count, "epoch startOffset" lines
 //! <dir>/broker-<id>/<topic>-<partition>/00000000000000000000.log
 //! <dir>/broker-<id>/<topic>-<partition>/00000000000000000042.log
 //! ```
 //!
+//! What is written when:
+//!
+//! | file | written | Kafka |
+//! |---|---|---|
+//! | segment files | every append (leader) and every replicated batch (follower), through a 64 KiB buffer; a roll flushes and creates the next file; truncation cuts the last kept segment and deletes later ones; a reset (follower below the leader's log start) replaces them all; retention/DeleteRecords delete, compaction rewrites | same (`LogSegment.truncateTo`, `truncateFullyAndStartAt`) |
+//! | `leader-epoch-checkpoint` | whenever the replica's epoch cache changes: created with the replica, a new epoch (leadership or a copied batch of a new epoch), truncation, reset | same (`LeaderEpochFileCache`) |
+//! | `replication-offset-checkpoint` | every 5 s of clock time (`replica.high.watermark.checkpoint.interval.ms`), at every flush (`Cluster::flush`, the `log.flush.interval.ms` timer), on `stop(b)` and at shutdown — by running brokers only | periodic (5 s) and at clean shutdown |
+//! | `log-start-offset-checkpoint` | whenever a log start offset moves | every minute |
+//! | `cluster.json` | when a topic is created or deleted (it is KRaft's metadata log; leader, ISR and later epochs are not in it) | metadata log |
+//!
 //! - A segment file is named by its base offset (20 digits) and holds the record batches exactly as stored in
-//!   memory (Kafka's on-disk format: v2 batches back to back, base offset and partition leader epoch set). Appends
-//!   go through a buffer into the active (last) segment; a roll flushes it and creates the next file at once, so an
-//!   empty active segment still records the log end offset. Retention and DeleteRecords remove segment files;
-//!   compaction writes `<base>.log.cleaned` and renames it over the segment.
-//! - `cluster.json` is what KRaft keeps in its metadata log. It is rewritten (to a temporary file, then renamed)
-//!   when a topic is created or deleted. Configs are the topic's overrides; broker defaults come from the builder
-//!   of the cluster that starts, as in Kafka.
-//! - `log-start-offset-checkpoint` is Kafka's file (`0`, the entry count, then `topic partition offset` lines).
-//!   Kafka rewrites it every minute; here it is rewritten whenever a log start offset moves.
+//!   memory (Kafka's on-disk format: v2 batches back to back, base offset and partition leader epoch set). An
+//!   empty active segment still records the log end offset. Compaction writes `<base>.log.cleaned` and renames it
+//!   over the segment.
+//! - Configs in `cluster.json` are the topic's overrides; broker defaults come from the builder of the cluster
+//!   that starts, as in Kafka.
 //! - Nothing is fsynced (Kafka does not by default). [`DiskLog::flush`] hands buffered bytes to the operating
-//!   system; `Cluster::flush` does it for every log and `Cluster::shutdown` calls it.
+//!   system; `Cluster::flush` does it for every replica and `Cluster::shutdown` calls it. A replica's
+//!   `flushed_offset` is what a machine crash keeps: `Cluster::crash(b)` truncates b's replicas to it in memory
+//!   **and in the segment files**, as if the page cache were lost (checkpoint files keep what they last held).
 //!
 //! # Recovery rule
 //!
-//! At start every segment of every partition is read back and checked batch by batch: the length field, magic 2,
-//! the CRC, offsets that only grow and stay below the next segment's base offset. Then:
+//! At start every assigned replica is read from its own broker's directory; every segment is checked batch by
+//! batch: the length field, magic 2, the CRC, offsets that only grow and stay below the next segment's base
+//! offset. Then:
 //! - An invalid batch that reaches the end of the **last** segment (too short to hold its declared length, or
 //!   complete but with a bad CRC) is a torn write: the file is truncated to the last whole batch, as Kafka's
-//!   `LogSegment.recover` does, with a warning and a [`ClusterEventKind::LogLoaded`] event that counts the bytes.
-//!   A damaged length field that points past the end of the file looks the same and is treated the same.
+//!   `LogSegment.recover` does, with a warning and a [`ClusterEventKind::LogLoaded`] event (one per replica) that
+//!   counts the bytes. A damaged length field that points past the end of the file looks the same.
 //! - Any other invalid batch is corruption, and the cluster does not start: [`StorageError::CorruptSegment`] names
 //!   the file, the byte position and the offset expected there. (Kafka would truncate there too and drop every
 //!   later segment; silently losing acknowledged records is worse for a test bench than refusing to start.)
-//! - Log start offset = max(checkpointed value, first segment's base offset); with one replica the high
-//!   watermark is the log end offset.
+//! - A missing replica directory is an empty replica (created, with a warning) that catches up by replication;
+//!   when every replica directory of a partition is missing the start stops with
+//!   [`StorageError::MissingPartition`].
+//! - Log start offset = max(checkpointed value, first segment's base offset). The epoch cache is the
+//!   `leader-epoch-checkpoint` without entries starting at or past the log end offset (Kafka's
+//!   `truncateFromEnd` at load); a malformed checkpoint stops the start with [`StorageError::Metadata`].
+//!   Everything read back counts as flushed (`flushed_offset` = log end offset).
+//! - Leader = the replica with the latest epoch and, among those, the longest log (first in assignment order on a
+//!   tie): it holds every record the ISR had committed. Leader epoch = the largest in `cluster.json` or any cache.
+//!   ISR = the replicas whose log end offset and latest epoch equal the leader's — what Kafka shows once they
+//!   have fetched; the others rejoin through the normal path once caught up. Each replica's high watermark is its
+//!   checkpointed one (clamped to its log; the log start offset without one); the leader's then moves as usual.
 //!
 //! Not kept across a restart: when the cleaner first saw a tombstone (they get a new `delete.retention.ms`), and a
 //! segment's creation time (it stands in for the largest timestamp only when records carry none; it restarts at
@@ -140,6 +163,8 @@ fn io_error<'a>(
 const METADATA_FILE: &str = "cluster.json";
 const META_PROPERTIES: &str = "meta.properties";
 const LOG_START_OFFSET_CHECKPOINT: &str = "log-start-offset-checkpoint";
+const REPLICATION_OFFSET_CHECKPOINT: &str = "replication-offset-checkpoint";
+const LEADER_EPOCH_CHECKPOINT: &str = "leader-epoch-checkpoint";
 const SEGMENT_SUFFIX: &str = ".log";
 const CLEANED_SUFFIX: &str = ".log.cleaned";
 /// Appends are buffered up to this many bytes before they reach the file.
@@ -172,11 +197,79 @@ pub(crate) struct LogDir {
     brokers: BTreeMap<BrokerId, Arc<BrokerLogDir>>,
 }
 
-/// One broker's directory and its log start offset checkpoint.
+/// (topic, partition) → offset: what Kafka's offset checkpoint files hold.
+pub(crate) type OffsetCheckpoint = BTreeMap<(String, i32), i64>;
+
+/// Kafka's offset checkpoint text: version 0, the entry count, then `topic partition offset` lines.
+fn offset_checkpoint_text(offsets: &OffsetCheckpoint) -> String {
+    let mut text = format!("0\n{}\n", offsets.len());
+    for ((topic, partition), offset) in offsets {
+        text.push_str(&format!("{topic} {partition} {offset}\n"));
+    }
+    text
+}
+
+/// Kafka's `leader-epoch-checkpoint` text: version 0, the entry count, then `epoch startOffset` lines.
+pub(crate) fn leader_epoch_checkpoint_text(epochs: &[(i32, i64)]) -> String {
+    let mut text = format!("0\n{}\n", epochs.len());
+    for (epoch, start_offset) in epochs {
+        text.push_str(&format!("{epoch} {start_offset}\n"));
+    }
+    text
+}
+
+/// Parses a `leader-epoch-checkpoint` (see [`leader_epoch_checkpoint_text`]); `path` names the file in errors.
+pub(crate) fn parse_leader_epoch_checkpoint(
+    path: &Path,
+    text: &str,
+) -> Result<Vec<(i32, i64)>, StorageError> {
+    let bad = |reason: String| StorageError::Metadata {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let mut lines = text.lines();
+    if lines.next() != Some("0") {
+        return Err(bad("the first line is not version 0".to_string()));
+    }
+    let count: usize = lines
+        .next()
+        .and_then(|l| l.trim().parse().ok())
+        .ok_or_else(|| bad("the second line is not an entry count".to_string()))?;
+    let mut epochs: Vec<(i32, i64)> = Vec::with_capacity(count.min(1024));
+    for (n, line) in lines.enumerate() {
+        let entry = match line.split(' ').collect::<Vec<_>>().as_slice() {
+            [epoch, offset] => epoch.parse::<i32>().ok().zip(offset.parse::<i64>().ok()),
+            _ => None,
+        };
+        let (epoch, offset) =
+            entry.ok_or_else(|| bad(format!("line {} is not 'epoch startOffset'", n + 3)))?;
+        if epochs
+            .last()
+            .is_some_and(|&(e, o)| e >= epoch || o > offset)
+        {
+            return Err(bad(format!(
+                "line {}: epochs and start offsets must grow",
+                n + 3
+            )));
+        }
+        epochs.push((epoch, offset));
+    }
+    if epochs.len() != count {
+        return Err(bad(format!(
+            "{} entries, but the count says {count}",
+            epochs.len()
+        )));
+    }
+    Ok(epochs)
+}
+
+/// One broker's directory and its checkpoint files.
 pub(crate) struct BrokerLogDir {
     path: PathBuf,
-    /// (topic, partition) → log start offset, as the checkpoint file holds them.
-    log_start_offsets: Mutex<BTreeMap<(String, i32), i64>>,
+    /// Log start offsets, as `log-start-offset-checkpoint` holds them.
+    log_start_offsets: Mutex<OffsetCheckpoint>,
+    /// High watermarks, as `replication-offset-checkpoint` held them when the directory was opened.
+    high_watermarks: OffsetCheckpoint,
 }
 
 impl BrokerLogDir {
@@ -200,11 +293,25 @@ impl BrokerLogDir {
             Some(offset) => offsets.insert(key, offset),
             None => offsets.remove(&key),
         };
-        let mut text = format!("0\n{}\n", offsets.len());
-        for ((topic, partition), offset) in offsets.iter() {
-            text.push_str(&format!("{topic} {partition} {offset}\n"));
-        }
-        replace_file(&self.checkpoint_path(), text.as_bytes())
+        replace_file(
+            &self.checkpoint_path(),
+            offset_checkpoint_text(&offsets).as_bytes(),
+        )
+    }
+
+    /// Rewrites `replication-offset-checkpoint` with every replica this broker holds.
+    pub(crate) fn checkpoint_high_watermarks(
+        &self,
+        high_watermarks: &OffsetCheckpoint,
+    ) -> Result<(), StorageError> {
+        replace_file(
+            &self.path.join(REPLICATION_OFFSET_CHECKPOINT),
+            offset_checkpoint_text(high_watermarks).as_bytes(),
+        )
+    }
+
+    fn partition_dir(&self, topic: &str, partition: i32) -> PathBuf {
+        self.path.join(format!("{topic}-{partition}"))
     }
 
     fn checkpointed(&self, topic: &str, partition: i32) -> Option<i64> {
@@ -216,7 +323,7 @@ impl BrokerLogDir {
     }
 }
 
-fn read_checkpoint(path: &Path) -> Result<BTreeMap<(String, i32), i64>, StorageError> {
+fn read_checkpoint(path: &Path) -> Result<OffsetCheckpoint, StorageError> {
     let text = match fs::read_to_string(path) {
         Ok(text) => text,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(BTreeMap::new()),
@@ -335,9 +442,22 @@ pub(crate) struct LoadedTopic {
 pub(crate) struct LoadedPartition {
     pub assignment: Vec<BrokerId>,
     pub leader_epoch: i32,
+    /// One per assigned broker, in assignment order.
+    pub replicas: Vec<LoadedReplica>,
+}
+
+/// One replica read back from its broker's directory.
+pub(crate) struct LoadedReplica {
+    pub broker: BrokerId,
     pub log: Log,
     /// Bytes of a torn tail batch cut off the last segment.
     pub truncated_bytes: u64,
+    /// The `leader-epoch-checkpoint`, without entries at or past the log end offset (as Kafka truncates it).
+    pub epochs: Vec<(i32, i64)>,
+    /// From `replication-offset-checkpoint`, if the broker had written one for this partition.
+    pub high_watermark: Option<i64>,
+    /// The directory was missing: an empty replica that catches up by replication.
+    pub created: bool,
 }
 
 impl LogDir {
@@ -355,11 +475,13 @@ impl LogDir {
             check_meta_properties(&path, cluster_id, broker)?;
             let log_start_offsets =
                 Mutex::new(read_checkpoint(&path.join(LOG_START_OFFSET_CHECKPOINT))?);
+            let high_watermarks = read_checkpoint(&path.join(REPLICATION_OFFSET_CHECKPOINT))?;
             dirs.insert(
                 broker,
                 Arc::new(BrokerLogDir {
                     path,
                     log_start_offsets,
+                    high_watermarks,
                 }),
             );
         }
@@ -367,6 +489,16 @@ impl LogDir {
             root: root.to_path_buf(),
             brokers: dirs,
         })
+    }
+
+    /// Rewrites `broker`'s `replication-offset-checkpoint`.
+    pub(crate) fn checkpoint_high_watermarks(
+        &self,
+        broker: BrokerId,
+        high_watermarks: &OffsetCheckpoint,
+    ) -> Result<(), StorageError> {
+        self.broker(broker)?
+            .checkpoint_high_watermarks(high_watermarks)
     }
 
     fn broker(&self, broker: BrokerId) -> Result<&Arc<BrokerLogDir>, StorageError> {
@@ -419,8 +551,9 @@ impl LogDir {
         replace_file(&path, &json)
     }
 
-    /// Gives every partition of a new topic its directory and first segment file on its leader's broker. A
-    /// directory left from an earlier topic of the same name is removed first. On failure nothing is left behind.
+    /// Gives every replica of a new topic its partition directory, first segment file and leader-epoch checkpoint
+    /// on its broker. A directory left from an earlier topic of the same name is removed first. On failure nothing
+    /// is left behind.
     pub(crate) fn attach_topic(&self, topic: &Topic) -> Result<(), StorageError> {
         for (n, partition) in topic.partitions.iter().enumerate() {
             let mut state = partition.lock();
@@ -438,7 +571,7 @@ impl LogDir {
                     .broker(state.replicas[r].broker)
                     .and_then(|broker| DiskLog::create(broker, &topic.name, partition.index));
                 match created {
-                    Ok(disk) => state.replicas[r].log.attach_disk(disk),
+                    Ok(disk) => state.replicas[r].attach_disk(disk),
                     Err(error) => {
                         for replica in &mut state.replicas[..r] {
                             replica.log.delete_files();
@@ -498,26 +631,53 @@ impl LogDir {
                 let index = index as i32;
                 let assignment: Vec<BrokerId> =
                     p.assignment.iter().copied().map(BrokerId).collect();
-                let leader = *assignment.first().ok_or_else(|| {
-                    bad(format!("partition {}-{index} has no replica", record.name))
-                })?;
-                let broker =
-                    self.brokers
-                        .get(&leader)
-                        .ok_or_else(|| StorageError::UnknownBroker {
-                            path: path.clone(),
-                            topic: record.name.clone(),
-                            partition: index,
-                            broker: leader,
-                            brokers: self.brokers.len(),
-                        })?;
-                let (log, truncated_bytes) =
-                    DiskLog::recover(broker, &record.name, index, config.clone(), now_ms)?;
+                if assignment.is_empty() {
+                    return Err(bad(format!(
+                        "partition {}-{index} has no replica",
+                        record.name
+                    )));
+                }
+                let mut brokers = Vec::with_capacity(assignment.len());
+                for &id in &assignment {
+                    let broker =
+                        self.brokers
+                            .get(&id)
+                            .ok_or_else(|| StorageError::UnknownBroker {
+                                path: path.clone(),
+                                topic: record.name.clone(),
+                                partition: index,
+                                broker: id,
+                                brokers: self.brokers.len(),
+                            })?;
+                    brokers.push((id, broker));
+                }
+                // A missing replica directory is an empty replica that catches up by replication; with every
+                // directory gone the records are gone, and the operator decides.
+                if brokers
+                    .iter()
+                    .all(|(_, b)| !b.partition_dir(&record.name, index).is_dir())
+                {
+                    return Err(StorageError::MissingPartition {
+                        path: brokers[0].1.partition_dir(&record.name, index),
+                        topic: record.name.clone(),
+                        partition: index,
+                    });
+                }
+                let mut replicas = Vec::with_capacity(brokers.len());
+                for (id, broker) in brokers {
+                    replicas.push(DiskLog::recover(
+                        id,
+                        broker,
+                        &record.name,
+                        index,
+                        config.clone(),
+                        now_ms,
+                    )?);
+                }
                 partitions.push(LoadedPartition {
                     assignment,
                     leader_epoch: p.leader_epoch,
-                    log,
-                    truncated_bytes,
+                    replicas,
                 });
             }
             topics.push(LoadedTopic {
@@ -702,6 +862,80 @@ impl DiskLog {
         self.record(result);
     }
 
+    /// Truncation reaches the files: `kept` is every segment that remains, as (base offset, bytes), oldest first.
+    /// Later segment files are deleted and the last kept one is cut to its length, as Kafka's `LogSegment.truncateTo`
+    /// and `UnifiedLog.truncateTo` do; appends continue at its end.
+    pub(crate) fn truncate(&mut self, kept: &[(i64, u64)]) {
+        let result = self.flush().and_then(|()| {
+            self.active = None;
+            self.delete_segments_except(kept.iter().map(|&(base, _)| base))?;
+            for &(base, len) in kept {
+                let path = self.dir.join(segment_file_name(base));
+                let file = OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .truncate(false)
+                    .open(&path)
+                    .map_err(io_error("open for truncation", &path))?;
+                let on_disk = file
+                    .metadata()
+                    .map_err(io_error("read the length of", &path))?
+                    .len();
+                if on_disk > len {
+                    file.set_len(len)
+                        .map_err(io_error("truncate the segment file", &path))?;
+                }
+            }
+            if let Some(&(last, _)) = kept.last() {
+                self.active = Some(self.open_segment(last, false)?);
+            }
+            Ok(())
+        });
+        self.record(result);
+    }
+
+    /// A replica that starts over at `offset` (its log ended below the leader's log start offset): every segment
+    /// file goes and an empty one at `offset` replaces them, as Kafka's `UnifiedLog.truncateFullyAndStartAt`.
+    pub(crate) fn reset(&mut self, offset: i64) {
+        self.active = None;
+        let result = self
+            .delete_segments_except(std::iter::empty())
+            .and_then(|()| self.open_segment(offset, true));
+        match result {
+            Ok(active) => self.active = Some(active),
+            Err(error) => self.record(Err(error)),
+        }
+        self.set_log_start_offset(offset);
+    }
+
+    /// Deletes every segment file whose base offset is not in `keep`.
+    fn delete_segments_except(
+        &self,
+        keep: impl IntoIterator<Item = i64>,
+    ) -> Result<(), StorageError> {
+        let keep: BTreeSet<i64> = keep.into_iter().collect();
+        let entries = fs::read_dir(&self.dir).map_err(io_error("list", &self.dir))?;
+        for entry in entries {
+            let entry = entry.map_err(io_error("list", &self.dir))?;
+            let name = entry.file_name();
+            if parse_segment_file_name(&name.to_string_lossy()).is_some_and(|b| !keep.contains(&b))
+            {
+                let path = entry.path();
+                fs::remove_file(&path).map_err(io_error("delete the segment file", &path))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Rewrites the partition's `leader-epoch-checkpoint` (Kafka writes it whenever the epoch cache changes).
+    pub(crate) fn checkpoint_leader_epochs(&mut self, epochs: &[(i32, i64)]) {
+        let result = replace_file(
+            &self.dir.join(LEADER_EPOCH_CHECKPOINT),
+            leader_epoch_checkpoint_text(epochs).as_bytes(),
+        );
+        self.record(result);
+    }
+
     /// Records a moved log start offset in the broker's checkpoint file.
     pub(crate) fn set_log_start_offset(&mut self, offset: i64) {
         if offset != self.checkpointed {
@@ -724,24 +958,31 @@ impl DiskLog {
         }
     }
 
-    /// Reads a partition's segments back (see the module docs for the rules) and returns its log, served from
-    /// the files' bytes, with the bytes of a torn tail that were cut off.
+    /// Reads a replica's segments and leader-epoch checkpoint back (see the module docs for the rules); its log
+    /// is served from the files' bytes. A missing directory gives a new, empty replica.
     fn recover(
+        id: BrokerId,
         broker: &Arc<BrokerLogDir>,
         topic: &str,
         partition: i32,
         config: TopicConfig,
         now_ms: i64,
-    ) -> Result<(Log, u64), StorageError> {
-        let dir = broker.path.join(format!("{topic}-{partition}"));
+    ) -> Result<LoadedReplica, StorageError> {
+        let dir = broker.partition_dir(topic, partition);
         let entries = match fs::read_dir(&dir) {
             Ok(entries) => entries,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(StorageError::MissingPartition {
-                    path: dir,
-                    topic: topic.to_string(),
-                    partition,
-                })
+                tracing::warn!(dir = %dir.display(), "replica directory missing; the replica starts empty and catches up");
+                let mut log = Log::new(topic, partition, config, now_ms);
+                log.attach_disk(DiskLog::create(broker, topic, partition)?);
+                return Ok(LoadedReplica {
+                    broker: id,
+                    log,
+                    truncated_bytes: 0,
+                    epochs: Vec::new(),
+                    high_watermark: None,
+                    created: true,
+                });
             }
             Err(e) => return Err(io_error("list", &dir)(e)),
         };
@@ -796,6 +1037,12 @@ impl DiskLog {
                 segments.push((log_start_offset, Vec::new()));
             }
         }
+        let epoch_path = disk.dir.join(LEADER_EPOCH_CHECKPOINT);
+        let mut epochs = match fs::read_to_string(&epoch_path) {
+            Ok(text) => parse_leader_epoch_checkpoint(&epoch_path, &text)?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(io_error("read", &epoch_path)(e)),
+        };
         let log = Log::restore(
             topic,
             partition,
@@ -805,7 +1052,20 @@ impl DiskLog {
             disk,
             now_ms,
         );
-        Ok((log, truncated_bytes))
+        // Kafka's LeaderEpochFileCache.truncateFromEnd(logEndOffset) at load.
+        let end = log.log_end_offset();
+        epochs.retain(|&(_, start)| start < end);
+        Ok(LoadedReplica {
+            broker: id,
+            log,
+            truncated_bytes,
+            epochs,
+            high_watermark: broker
+                .high_watermarks
+                .get(&(topic.to_string(), partition))
+                .copied(),
+            created: false,
+        })
     }
 }
 
@@ -898,4 +1158,41 @@ fn check_stored_batch(
         }
     }
     Ok((header.base_offset, last_offset, header.max_timestamp, len))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn leader_epoch_checkpoint_round_trips_in_kafkas_format() {
+        let path = Path::new("/logs/broker-1/obs-0/leader-epoch-checkpoint");
+        let epochs = vec![(0, 0), (2, 17), (5, 17), (6, 230)];
+        let text = leader_epoch_checkpoint_text(&epochs);
+        assert_eq!(text, "0\n4\n0 0\n2 17\n5 17\n6 230\n");
+        assert_eq!(parse_leader_epoch_checkpoint(path, &text).unwrap(), epochs);
+        assert_eq!(
+            parse_leader_epoch_checkpoint(path, &leader_epoch_checkpoint_text(&[])).unwrap(),
+            vec![]
+        );
+    }
+
+    #[test]
+    fn a_bad_leader_epoch_checkpoint_is_an_error_naming_the_file() {
+        let path = Path::new("/logs/broker-2/obs-0/leader-epoch-checkpoint");
+        for (text, why) in [
+            ("1\n0\n", "version 0"),
+            ("0\n2\n0 0\n", "count says 2"),
+            ("0\n1\n0\n", "line 3"),
+            ("0\n2\n3 10\n2 20\n", "must grow"),
+            ("0\n2\n1 10\n2 5\n", "must grow"),
+        ] {
+            let error = parse_leader_epoch_checkpoint(path, text).unwrap_err();
+            let message = error.to_string();
+            assert!(
+                message.contains(&path.display().to_string()) && message.contains(why),
+                "{text:?}: {message}"
+            );
+        }
+    }
 }

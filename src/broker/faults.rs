@@ -16,6 +16,9 @@ use super::state::ClusterCore;
 use super::{controller, BrokerId, Cluster, RunningBroker, Server};
 use crate::clock::{ClockError, Timer};
 
+/// `replica.high.watermark.checkpoint.interval.ms`, in clock time.
+const HIGH_WATERMARK_CHECKPOINT_INTERVAL_MS: i64 = 5_000;
+
 /// The cluster's replication tasks; stopping it (or dropping the cluster) ends them.
 pub(crate) struct ReplicationRuntime {
     timers: Vec<Timer>,
@@ -49,6 +52,13 @@ impl ReplicationRuntime {
                 |core, _| controller::elect_preferred(core),
             )?);
         }
+        if core.log_dir().is_some() {
+            // replica.high.watermark.checkpoint.interval.ms (Kafka's default: 5 s).
+            timers.push(every(
+                ms(HIGH_WATERMARK_CHECKPOINT_INTERVAL_MS),
+                |core, _| replication::checkpoint_running_high_watermarks(core),
+            )?);
+        }
         if let Some(interval) = settings.flush_interval_ms {
             timers.push(every(ms(interval), |core, _| replication::flush_all(core))?);
         }
@@ -77,11 +87,6 @@ pub enum FaultError {
     UnknownBroker(BrokerId),
     #[error("broker {0} is already running; stop, kill or crash it before restarting it")]
     AlreadyRunning(BrokerId),
-    #[error(
-        "broker {0}: crash is modelled in memory only; with a log directory the files would keep the lost tail \
-         (use kill, or run without log_dir)"
-    )]
-    CrashWithLogDir(BrokerId),
     #[error("broker {broker}: cannot listen on {addr} again: {source}")]
     Rebind {
         broker: BrokerId,
@@ -134,6 +139,9 @@ impl Cluster {
         self.fault(id, FaultKind::Stop);
         controller::controlled_shutdown(&self.core, id);
         self.for_each_replica(id, |r| r.flush());
+        if let Err(error) = self.core.checkpoint_high_watermarks(&[id]) {
+            tracing::error!(broker = %id, %error, "cannot write the replication offset checkpoint at stop");
+        }
         self.core
             .update_liveness(id, |l| l.process = Process::Stopped);
         self.close_server(broker).await;
@@ -152,12 +160,10 @@ impl Cluster {
     }
 
     /// A machine crash: like [`Cluster::kill`], and every replica on the broker loses what was not flushed
-    /// (see [`super::ClusterBuilder::flush_interval`]).
+    /// (see [`super::ClusterBuilder::flush_interval`]) — with a log directory in its segment files too, as if the
+    /// page cache were lost. Checkpoint files keep what they last held.
     pub async fn crash(&self, id: BrokerId) -> Result<(), FaultError> {
         let broker = self.broker(id)?;
-        if self.core.log_dir().is_some() {
-            return Err(FaultError::CrashWithLogDir(id));
-        }
         self.fault(id, FaultKind::Crash);
         self.core
             .update_liveness(id, |l| l.process = Process::Crashed);

@@ -6,8 +6,8 @@
 //! Batches are `Bytes` shared with fetch responses: a read clones handles, it does not copy record data (except to
 //! concatenate several batches into one response). Every change that removes data reports a [`ClusterEventKind`].
 //!
-//! With a log directory, a [`DiskLog`] follows every change (append, roll, segment deletion, compaction, log start
-//! offset); see `disk.rs` for the files and the recovery rule.
+//! With a log directory, a [`DiskLog`] follows every change (append, replica append, roll, segment deletion,
+//! compaction, truncation, reset, log start offset); see `disk.rs` for the files and the recovery rule.
 
 use std::collections::{HashMap, VecDeque};
 
@@ -115,8 +115,8 @@ impl Log {
         }
     }
 
-    /// A log read back from its files: `segments` as (base offset, batches), oldest first. The high watermark is
-    /// the log end offset (one replica).
+    /// A log read back from its files: `segments` as (base offset, batches), oldest first. The high watermark starts
+    /// at the log end offset; the caller sets it from the replication offset checkpoint.
     pub(crate) fn restore(
         topic: &str,
         partition: i32,
@@ -250,7 +250,8 @@ impl Log {
     }
 
     /// Replication: appends a batch copied from the leader's log as it is (offsets and leader epoch already set),
-    /// sharing its bytes. The batch must start at this log's end offset; otherwise nothing is appended (false).
+    /// sharing its bytes. The batch must start at this log's end offset and reach the log directory; otherwise nothing
+    /// is appended (false).
     pub(crate) fn append_replica(
         &mut self,
         stored: StoredBatch,
@@ -266,6 +267,11 @@ impl Log {
             now_ms,
             events,
         );
+        if let Some(disk) = &mut self.disk {
+            if disk.append(&stored.data).is_err() {
+                return false;
+            }
+        }
         self.log_end_offset = stored.last_offset + 1;
         self.active().push(stored);
         true
@@ -337,6 +343,14 @@ impl Log {
         self.log_end_offset = new_end;
         self.high_watermark = self.high_watermark.min(new_end);
         self.tombstones_cleaned_at.retain(|&o, _| o < new_end);
+        if let Some(disk) = &mut self.disk {
+            let kept: Vec<(i64, u64)> = self
+                .segments
+                .iter()
+                .map(|s| (s.base_offset, s.size_bytes))
+                .collect();
+            disk.truncate(&kept);
+        }
         (new_end < old_end).then_some((new_end, old_end))
     }
 
@@ -348,6 +362,16 @@ impl Log {
         self.log_end_offset = offset;
         self.high_watermark = offset;
         self.tombstones_cleaned_at.clear();
+        if let Some(disk) = &mut self.disk {
+            disk.reset(offset);
+        }
+    }
+
+    /// Writes the replica's leader-epoch cache to its `leader-epoch-checkpoint` (a no-op without a log directory).
+    pub(crate) fn checkpoint_leader_epochs(&mut self, epochs: &[(i32, i64)]) {
+        if let Some(disk) = &mut self.disk {
+            disk.checkpoint_leader_epochs(epochs);
+        }
     }
 
     /// Address and length of every stored batch's buffer (to measure how much replicas share).

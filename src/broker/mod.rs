@@ -59,7 +59,7 @@
 //! |---|---|---|---|---|
 //! | `stop(b)` (SIGTERM) | refused | closed (EOF/reset), no answer | leaders moved, `b` no longer listed | at once, before the listener closes (controlled shutdown) |
 //! | `kill(b)` (SIGKILL) | refused | closed (EOF/reset), no answer | unchanged until the session expires, then `b` unlisted and out of every ISR | after the session timeout (18 s ZooKeeper / 9 s KRaft, clock time) |
-//! | `crash(b)` | as kill | as kill | as kill | as kill; `b` also lost its unflushed tail (Truncated/Crash events) |
+//! | `crash(b)` | as kill | as kill | as kill | as kill; `b` also lost its unflushed tail (Truncated/Crash events), in its segment files too with a log dir |
 //! | `restart(b)` | accepted | — | `b` listed again; its replicas rejoin the ISR once caught up | leaderships of `b` move away first (new incarnation); preferred election brings them back |
 //! | `isolate(b, FromEveryone)` | accepted, but nothing is answered: request timeout | requests held (answered after `heal` if the client still waits) | as kill | after the session timeout |
 //! | `isolate(b, FromPeers)` | served | served; acks=all waits (timeout), acks=1 appends | as kill; afterwards `b` answers NOT_LEADER_OR_FOLLOWER | after the session timeout |
@@ -74,22 +74,29 @@
 //! record timestamp), `retention.bytes` and `cleanup.policy=compact`, recording each deletion in the event log
 //! ([`Cluster::events`]).
 //!
-//! With [`ClusterBuilder::log_dir`] every log is also written through to segment files in Kafka's format, one
-//! directory per broker and partition, and a cluster started on the same directory serves the same topics,
-//! configs, records, offsets and log start offsets:
+//! With [`ClusterBuilder::log_dir`] every replica's log is also written through to segment files in Kafka's
+//! format under its own broker's directory, with Kafka's checkpoint files, and a cluster started on the same
+//! directory serves the same topics, configs, records, offsets and log start offsets, with every replica loaded
+//! from its broker's directory:
 //!
 //! ```text
 //! <dir>/cluster.json                                   topics, ids, assignments, config overrides
 //! <dir>/broker-<id>/meta.properties                    cluster.id, node.id
-//! <dir>/broker-<id>/log-start-offset-checkpoint        Kafka's format: 0, count, "topic partition offset" lines
+//! <dir>/broker-<id>/log-start-offset-checkpoint        rewritten when a log start offset moves
+//! <dir>/broker-<id>/replication-offset-checkpoint      high watermarks: every 5 s, at flushes, stop and shutdown
+//! <dir>/broker-<id>/<topic>-<partition>/leader-epoch-checkpoint    the replica's (epoch, start offset) history
 //! <dir>/broker-<id>/<topic>-<partition>/<base offset, 20 digits>.log   record batches back to back
 //! ```
 //!
-//! Recovery at start checks every batch (length, magic, CRC, offsets): an invalid batch at the very end of a
-//! partition's last segment is a torn write and is truncated away (event [`ClusterEventKind::LogLoaded`] counts the
-//! bytes); an invalid batch anywhere else stops the start with [`StorageError::CorruptSegment`], naming the file,
-//! the byte position and the offset. Nothing is fsynced; [`Cluster::flush`] hands buffered writes to the operating
-//! system. Details: `disk.rs`.
+//! Truncation (DivergingEpoch), a follower's reset and [`Cluster::crash`] reach the files: segments are cut and
+//! later ones deleted, and a crash cuts each replica of the broker back to what was flushed, as if the page cache
+//! were lost. Recovery at start checks every batch (length, magic, CRC, offsets): an invalid batch at the very end
+//! of a replica's last segment is a torn write and is truncated away (event [`ClusterEventKind::LogLoaded`], one
+//! per replica, counts the bytes); an invalid batch anywhere else stops the start with
+//! [`StorageError::CorruptSegment`], naming the file, the byte position and the offset. A missing replica
+//! directory is an empty replica that catches up. The leader after a restart is the replica with the latest epoch
+//! and longest log; the ISR is the replicas that match it. Nothing is fsynced; [`Cluster::flush`] hands buffered
+//! writes to the operating system. Details: `disk.rs`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -562,8 +569,9 @@ impl Cluster {
         self.core.events()
     }
 
-    /// Hands every log's buffered writes to the operating system (no fsync, as Kafka by default); a no-op
-    /// without a [`log_dir`](ClusterBuilder::log_dir). A log whose writes failed reports its first failure.
+    /// Hands every replica's buffered writes to the operating system (no fsync, as Kafka by default) and rewrites
+    /// every running broker's `replication-offset-checkpoint`; a no-op without a
+    /// [`log_dir`](ClusterBuilder::log_dir). A log whose writes failed reports its first failure.
     pub fn flush(&self) -> Result<(), ClusterError> {
         for topic in self.core.topics() {
             for partition in &topic.partitions {
@@ -572,6 +580,14 @@ impl Cluster {
                 }
             }
         }
+        let running: Vec<BrokerId> = self
+            .core
+            .liveness()
+            .iter()
+            .filter(|l| l.process == replication::Process::Running)
+            .map(|l| l.id)
+            .collect();
+        self.core.checkpoint_high_watermarks(&running)?;
         Ok(())
     }
 

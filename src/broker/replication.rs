@@ -22,6 +22,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::disk::DiskLog;
 use super::events::{ClusterEventKind, TruncationReason};
 use super::log::Log;
 use super::state::{ClusterCore, PartitionState};
@@ -185,10 +186,35 @@ impl Replica {
         self.note_epoch(epoch, start);
     }
 
+    /// A replica read back from the log directory: its epoch cache from the `leader-epoch-checkpoint`, and
+    /// everything on disk counts as flushed.
+    pub(crate) fn restored(broker: BrokerId, log: Log, epochs: Vec<(i32, i64)>) -> Replica {
+        let mut replica = Replica::new(broker, log);
+        replica.epochs = epochs;
+        replica.flushed_offset = replica.log.log_end_offset();
+        replica
+    }
+
     fn note_epoch(&mut self, epoch: i32, start: i64) {
         match self.epochs.last() {
             Some(&(last, _)) if last >= epoch => {}
-            _ => self.epochs.push((epoch, start)),
+            _ => {
+                self.epochs.push((epoch, start));
+                self.checkpoint_epochs();
+            }
+        }
+    }
+
+    /// Kafka writes the `leader-epoch-checkpoint` whenever the cache changes.
+    fn checkpoint_epochs(&mut self) {
+        self.log.checkpoint_leader_epochs(&self.epochs);
+    }
+
+    /// Forgets every epoch (the log starts over or shares nothing with the leader's).
+    fn clear_epochs(&mut self) {
+        if !self.epochs.is_empty() {
+            self.epochs.clear();
+            self.checkpoint_epochs();
         }
     }
 
@@ -219,7 +245,17 @@ impl Replica {
     /// Drops epochs above `max_epoch` and those starting at or after the log end offset (after a truncation).
     fn trim_epochs(&mut self, max_epoch: i32) {
         let end = self.log.log_end_offset();
+        let before = self.epochs.len();
         self.epochs.retain(|&(e, s)| e <= max_epoch && s < end);
+        if self.epochs.len() != before {
+            self.checkpoint_epochs();
+        }
+    }
+
+    /// Writes this (new) replica's log through to `disk` from now on, starting with its epoch cache.
+    pub(crate) fn attach_disk(&mut self, disk: DiskLog) {
+        self.log.attach_disk(disk);
+        self.checkpoint_epochs();
     }
 
     /// What survives a machine crash: everything flushed, and every rolled segment (Kafka flushes those).
@@ -229,16 +265,21 @@ impl Replica {
             .min(self.log.log_end_offset())
     }
 
-    /// A machine crash: the unflushed tail is gone. Returns the removed range.
+    /// A machine crash: the unflushed tail is gone, in memory and (with a log directory) in the segment files, as
+    /// if the page cache were lost. Returns the removed range.
     pub(crate) fn crash(&mut self) -> Option<(i64, i64)> {
         let removed = self.log.truncate_to(self.durable_offset());
+        self.flushed_offset = self.log.log_end_offset();
         self.trim_epochs(i32::MAX);
         removed
     }
 
-    /// A clean stop or the flush timer: everything written is durable.
+    /// A clean stop or the flush timer: everything written reaches the files and is durable.
     pub(crate) fn flush(&mut self) {
-        self.flushed_offset = self.log.log_end_offset();
+        // A failed write is kept by the log (later appends report it); what did reach the file is durable.
+        if self.log.flush().is_ok() {
+            self.flushed_offset = self.log.log_end_offset();
+        }
     }
 }
 
@@ -302,7 +343,10 @@ fn truncate_diverged(
         };
         let target = l_end.min(f_end).min(f_leo);
         let f = &mut state.replicas[follower];
-        if let Some(range) = f.log.truncate_to(target) {
+        let truncated = f.log.truncate_to(target);
+        // The cut reaches the files; what is written after it is not durable until the next flush.
+        f.flushed_offset = f.flushed_offset.min(f.log.log_end_offset());
+        if let Some(range) = truncated {
             events.push(at.truncated(f.broker, range, TruncationReason::DivergingEpoch));
             changed = true;
         }
@@ -310,7 +354,7 @@ fn truncate_diverged(
         f.trim_epochs(l_epoch.max(-1));
         if l_epoch == f_epoch || l_epoch < 0 || f.epochs.len() == before {
             if l_epoch < 0 {
-                f.epochs.clear();
+                f.clear_epochs();
             }
             break;
         }
@@ -357,7 +401,7 @@ pub(crate) fn fetch_once(
         let f = &mut state.replicas[fi];
         let lost = (f.log.log_start_offset(), f_leo);
         f.log.reset_to(leader_lso, now_ms);
-        f.epochs.clear();
+        f.clear_epochs();
         f.flushed_offset = leader_lso;
         if lost.0 < lost.1 {
             events.push(at.truncated(follower, lost, TruncationReason::OffsetOutOfRange));
@@ -581,7 +625,8 @@ pub(crate) fn check_isr(core: &ClusterCore, now_ms: i64) {
     }
 }
 
-/// The flush timer (`log.flush.interval.ms`): every running broker's replicas become durable.
+/// The flush timer (`log.flush.interval.ms`): every running broker's replicas become durable, and their high
+/// watermarks are checkpointed.
 pub(crate) fn flush_all(core: &ClusterCore) {
     let live = core.liveness();
     for topic in core.topics() {
@@ -596,6 +641,21 @@ pub(crate) fn flush_all(core: &ClusterCore) {
                 }
             }
         }
+    }
+    checkpoint_running_high_watermarks(core);
+}
+
+/// Every running broker rewrites its `replication-offset-checkpoint` (the timer of
+/// `replica.high.watermark.checkpoint.interval.ms`, flushes and clean stops); a failure is logged.
+pub(crate) fn checkpoint_running_high_watermarks(core: &ClusterCore) {
+    let running: Vec<BrokerId> = core
+        .liveness()
+        .iter()
+        .filter(|l| l.process == Process::Running)
+        .map(|l| l.id)
+        .collect();
+    if let Err(error) = core.checkpoint_high_watermarks(&running) {
+        tracing::error!(%error, "cannot write the replication offset checkpoint");
     }
 }
 

@@ -13,10 +13,10 @@ use tokio::sync::watch;
 use uuid::Uuid;
 
 use super::config::{BrokerDefaults, ConfigError, TopicConfig};
-use super::disk::{Loaded, LogDir, StorageError};
+use super::disk::{Loaded, LoadedPartition, LogDir, OffsetCheckpoint, StorageError};
 use super::events::{ClusterEvent, ClusterEventKind};
 use super::log::Log;
-use super::replication::{BrokerLiveness, Replica};
+use super::replication::{advance_high_watermark, BrokerLiveness, Replica};
 use super::BrokerId;
 use crate::clock::Clock;
 
@@ -145,12 +145,6 @@ pub enum TopicError {
     InvalidConfig { topic: String, source: ConfigError },
     #[error("topic '{topic}': {source}")]
     Storage { topic: String, source: StorageError },
-    #[error(
-        "topic '{topic}': replication factor {requested} with a log directory: logs on disk hold \
-         single-replica topics so far (follower logs and the leader-epoch checkpoint are not persisted); \
-         use replication factor 1, or run without log_dir"
-    )]
-    ReplicatedOnDisk { topic: String, requested: i16 },
 }
 
 impl TopicError {
@@ -162,9 +156,7 @@ impl TopicError {
             TopicError::Unknown(_) => E::UnknownTopicOrPartition.code(),
             TopicError::InvalidName { .. } => E::InvalidTopicException.code(),
             TopicError::InvalidPartitions(..) => E::InvalidPartitions.code(),
-            TopicError::InvalidReplicationFactor { .. } | TopicError::ReplicatedOnDisk { .. } => {
-                E::InvalidReplicationFactor.code()
-            }
+            TopicError::InvalidReplicationFactor { .. } => E::InvalidReplicationFactor.code(),
             TopicError::InvalidConfig { .. } => E::InvalidConfig.code(),
             TopicError::Storage { .. } => E::KafkaStorageError.code(),
         }
@@ -265,46 +257,21 @@ impl ClusterCore {
     pub(crate) fn restore(&self, loaded: Loaded) -> Vec<String> {
         let mut metadata = self.metadata.write().unwrap_or_else(|e| e.into_inner());
         metadata.topics_created = metadata.topics_created.max(loaded.topics_created);
+        let now = self.clock.now_ms();
         let mut events = Vec::new();
         let mut names = Vec::with_capacity(loaded.topics.len());
         for topic in loaded.topics {
+            let min_isr = topic.config.min_insync_replicas;
             let partitions = topic
                 .partitions
                 .into_iter()
                 .enumerate()
                 .map(|(index, p)| {
-                    let index = index as i32;
-                    let leader = p.assignment.first().copied().unwrap_or(BrokerId(0));
-                    events.push(ClusterEventKind::LogLoaded {
-                        broker: leader,
-                        topic: topic.name.clone(),
-                        partition: index,
-                        log_start_offset: p.log.log_start_offset(),
-                        log_end_offset: p.log.log_end_offset(),
-                        truncated_bytes: p.truncated_bytes,
-                    });
-                    events.push(ClusterEventKind::LeaderChanged {
-                        topic: topic.name.clone(),
-                        partition: index,
-                        leader,
-                        leader_epoch: p.leader_epoch,
-                    });
-                    // Logs on disk hold single-replica topics (see `create_topic`): the replica is the
-                    // leader, everything read back counts as flushed, and its epoch history restarts at the
-                    // stored leader epoch (the leader-epoch checkpoint is not kept).
-                    let mut replica = Replica::new(leader, p.log);
-                    replica.flushed_offset = replica.log.log_end_offset();
-                    replica.last_caught_up_ms = self.clock.now_ms();
-                    replica.begin_epoch_at(p.leader_epoch, replica.log.log_start_offset());
+                    let state =
+                        restore_partition(p, &topic.name, index as i32, min_isr, now, &mut events);
                     Arc::new(Partition {
-                        index,
-                        state: Mutex::new(PartitionState {
-                            isr: p.assignment.clone(),
-                            assignment: p.assignment,
-                            leader: Some(leader),
-                            leader_epoch: p.leader_epoch,
-                            replicas: vec![replica],
-                        }),
+                        index: index as i32,
+                        state: Mutex::new(state),
                     })
                 })
                 .collect();
@@ -325,6 +292,41 @@ impl ClusterCore {
         drop(metadata);
         self.record(events);
         names
+    }
+
+    /// Rewrites the `replication-offset-checkpoint` of each of `brokers` with the high watermark of every replica
+    /// it holds (a no-op without a log directory). Returns the first failure; the other brokers are still written.
+    pub(crate) fn checkpoint_high_watermarks(
+        &self,
+        brokers: &[BrokerId],
+    ) -> Result<(), StorageError> {
+        let Some(dir) = &self.log_dir else {
+            return Ok(());
+        };
+        let mut per_broker: BTreeMap<BrokerId, OffsetCheckpoint> = brokers
+            .iter()
+            .map(|&b| (b, OffsetCheckpoint::new()))
+            .collect();
+        for topic in self.topics() {
+            for partition in &topic.partitions {
+                let state = partition.lock();
+                for replica in &state.replicas {
+                    if let Some(entries) = per_broker.get_mut(&replica.broker) {
+                        entries.insert(
+                            (topic.name.clone(), partition.index),
+                            replica.log.high_watermark(),
+                        );
+                    }
+                }
+            }
+        }
+        let mut first_error = None;
+        for (broker, entries) in &per_broker {
+            if let Err(error) = dir.checkpoint_high_watermarks(*broker, entries) {
+                first_error.get_or_insert(error);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
     }
 
     /// Rewrites the log directory's topic list (after a topic was created or deleted).
@@ -446,12 +448,6 @@ impl ClusterCore {
                 topic: spec.name.clone(),
                 requested: replication_factor,
                 brokers: self.brokers.len(),
-            });
-        }
-        if replication_factor > 1 && self.log_dir.is_some() {
-            return Err(TopicError::ReplicatedOnDisk {
-                topic: spec.name.clone(),
-                requested: replication_factor,
             });
         }
         let config = self
@@ -640,6 +636,74 @@ impl ClusterCore {
             self.record(events);
         }
     }
+}
+
+/// One partition read back from the log directory (the recovery rules are in `disk.rs`):
+/// - every replica comes from its broker's directory, with its epoch cache and its checkpointed high watermark;
+/// - the leader is the replica with the latest leader epoch and, among those, the longest log (the first in
+///   assignment order on a tie): every record the ISR had committed is in it, whatever the metadata kept;
+/// - the leader epoch is the largest known (cluster.json or any replica's cache);
+/// - the ISR is the leader and the replicas whose log end offset and latest epoch equal the leader's — those a
+///   Kafka leader would keep (or re-admit at their first fetch); the others rejoin once caught up;
+/// - the leader's high watermark is its checkpointed one (between log start and end offset), then moves as usual.
+fn restore_partition(
+    p: LoadedPartition,
+    topic: &str,
+    index: i32,
+    min_insync_replicas: i64,
+    now_ms: i64,
+    events: &mut Vec<ClusterEventKind>,
+) -> PartitionState {
+    let stored_epoch = p.leader_epoch;
+    let mut replicas: Vec<Replica> = Vec::with_capacity(p.replicas.len());
+    for loaded in p.replicas {
+        events.push(ClusterEventKind::LogLoaded {
+            broker: loaded.broker,
+            topic: topic.to_string(),
+            partition: index,
+            log_start_offset: loaded.log.log_start_offset(),
+            log_end_offset: loaded.log.log_end_offset(),
+            truncated_bytes: loaded.truncated_bytes,
+        });
+        let mut epochs = loaded.epochs;
+        if epochs.is_empty() && !loaded.created && loaded.log.log_end_offset() > 0 {
+            // Written before leader-epoch checkpoints existed: one epoch from the log start.
+            epochs.push((stored_epoch, loaded.log.log_start_offset()));
+        }
+        let mut replica = Replica::restored(loaded.broker, loaded.log, epochs);
+        let hw = loaded
+            .high_watermark
+            .unwrap_or(replica.log.log_start_offset());
+        replica.log.set_high_watermark(hw);
+        replica.last_caught_up_ms = now_ms;
+        replicas.push(replica);
+    }
+    let rank = |r: &Replica| (r.last_epoch().unwrap_or(-1), r.log.log_end_offset());
+    let best = replicas.iter().map(rank).max().unwrap_or((-1, 0));
+    let leader_index = replicas.iter().position(|r| rank(r) == best).unwrap_or(0);
+    let leader_epoch = stored_epoch.max(best.0);
+    let leader = replicas[leader_index].broker;
+    replicas[leader_index].begin_epoch(leader_epoch);
+    let isr: Vec<BrokerId> = replicas
+        .iter()
+        .filter(|r| r.broker == leader || rank(r) == best)
+        .map(|r| r.broker)
+        .collect();
+    events.push(ClusterEventKind::LeaderChanged {
+        topic: topic.to_string(),
+        partition: index,
+        leader,
+        leader_epoch,
+    });
+    let mut state = PartitionState {
+        assignment: p.assignment,
+        isr,
+        leader: Some(leader),
+        leader_epoch,
+        replicas,
+    };
+    advance_high_watermark(&mut state, min_insync_replicas);
+    state
 }
 
 /// A topic id that is the same for the same cluster, name and creation order (runs stay reproducible), and
