@@ -109,6 +109,7 @@ mod disk;
 mod events;
 mod faults;
 mod log;
+mod producer_state;
 mod replication;
 mod server;
 mod state;

@@ -24,6 +24,7 @@ use std::time::Duration;
 
 use super::events::{ClusterEventKind, TruncationReason};
 use super::log::Log;
+use super::producer_state::{ProducerBatch, ProducerStates};
 use super::state::{ClusterCore, PartitionState};
 use super::BrokerId;
 
@@ -160,12 +161,15 @@ pub(crate) struct Replica {
     pub last_caught_up_ms: i64,
     /// Everything below it survives a machine crash.
     pub flushed_offset: i64,
+    /// What this replica's log says about idempotent producers; kept on followers too, so a new leader dedups.
+    pub producers: ProducerStates,
 }
 
 impl Replica {
     pub(crate) fn new(broker: BrokerId, log: Log) -> Replica {
         Replica {
             broker,
+            producers: ProducerStates::rebuild(&log),
             log,
             epochs: Vec::new(),
             fetched_leo: None,
@@ -233,6 +237,9 @@ impl Replica {
     pub(crate) fn crash(&mut self) -> Option<(i64, i64)> {
         let removed = self.log.truncate_to(self.durable_offset());
         self.trim_epochs(i32::MAX);
+        if removed.is_some() {
+            self.producers = ProducerStates::rebuild(&self.log);
+        }
         removed
     }
 
@@ -304,6 +311,7 @@ fn truncate_diverged(
         let f = &mut state.replicas[follower];
         if let Some(range) = f.log.truncate_to(target) {
             events.push(at.truncated(f.broker, range, TruncationReason::DivergingEpoch));
+            f.producers = ProducerStates::rebuild(&f.log);
             changed = true;
         }
         let before = f.epochs.len();
@@ -358,6 +366,7 @@ pub(crate) fn fetch_once(
         let lost = (f.log.log_start_offset(), f_leo);
         f.log.reset_to(leader_lso, now_ms);
         f.epochs.clear();
+        f.producers = ProducerStates::default();
         f.flushed_offset = leader_lso;
         if lost.0 < lost.1 {
             events.push(at.truncated(follower, lost, TruncationReason::OffsetOutOfRange));
@@ -371,9 +380,13 @@ pub(crate) fn fetch_once(
         let mut ignored = Vec::new();
         for stored in batches {
             let epoch = batch_epoch(&stored.data);
-            let base = stored.base_offset;
+            let producer = ProducerBatch::of(&stored.data);
+            let (base, last) = (stored.base_offset, stored.last_offset);
             if !f.log.append_replica(stored, now_ms, &mut ignored) {
                 break;
+            }
+            if let Some(producer) = producer {
+                f.producers.record(&producer, base, last);
             }
             if let Some(epoch) = epoch {
                 f.note_epoch(epoch, base);
