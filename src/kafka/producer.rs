@@ -204,7 +204,7 @@ pub enum ProduceError {
         attempts: u32,
         last: String,
     },
-    #[error("idempotence needs InitProducerId, which broker {addr} does not support; set idempotence = false (the embedded cluster's side of idempotence is part of issue 6, not built yet)")]
+    #[error("idempotence needs InitProducerId, which broker {addr} does not support; set idempotence = false")]
     IdempotenceUnsupported { addr: String },
     #[error("InitProducerId failed: {0}")]
     InitProducerId(String),
