@@ -1,7 +1,7 @@
 //! The harness producer against the embedded cluster: acks 0/1/all, keyed (murmur2, as Java) and null-keyed,
 //! compressed, linger batching seen in the stored batches, errors that surface as the send's error, and a retry
-//! after a dropped response that duplicates the record without idempotence. Read back with rskafka at explicit
-//! offsets.
+//! after a dropped response that duplicates the record without idempotence and does not with it. Read back with
+//! rskafka at explicit offsets.
 
 mod common;
 
@@ -327,28 +327,6 @@ async fn a_record_above_max_message_bytes_fails_with_message_too_large() {
     cluster.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn idempotence_against_the_embedded_cluster_is_a_clear_error() {
-    let cluster = cluster("t", 1).await;
-    let error = bounded(
-        "connect",
-        Producer::connect(
-            &cluster.bootstrap_servers(),
-            ProducerConfig {
-                idempotence: true,
-                ..config(Acks::All)
-            },
-        ),
-    )
-    .await
-    .expect_err("the embedded cluster has no InitProducerId yet");
-    assert!(
-        matches!(error, ProduceError::IdempotenceUnsupported { .. }),
-        "{error}"
-    );
-    cluster.shutdown().await;
-}
-
 /// A TCP proxy in front of one broker that advertises itself in Metadata answers and, once, closes the
 /// connection instead of forwarding a Produce answer (the broker has appended the batch: the response is lost).
 struct DroppingProxy {
@@ -470,5 +448,61 @@ async fn a_lost_produce_response_is_retried_and_duplicates_without_idempotence()
     let stored = read_topic(&cluster.bootstrap_servers(), topic, 1).await;
     let values: Vec<_> = stored[0].iter().filter_map(|r| r.2.clone()).collect();
     assert_eq!(values, vec!["once", "once"], "duplicated by the retry");
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_produce_response_is_retried_without_a_duplicate_with_idempotence() {
+    let topic = "deduplicated";
+    let cluster = cluster(topic, 1).await;
+    let proxy = DroppingProxy::start(cluster.broker_addrs()[0]).await;
+    let producer = bounded(
+        "connect",
+        Producer::connect(
+            &proxy.addr,
+            ProducerConfig {
+                idempotence: true,
+                ..config(Acks::All)
+            },
+        ),
+    )
+    .await
+    .expect("the embedded cluster serves InitProducerId");
+    assert!(producer.producer_identity() == Some((0, 0)));
+    let ack = bounded("send", async {
+        producer.send(Record::new(topic, "once")).await.await
+    })
+    .await
+    .expect("acknowledged after a retry");
+    assert!(
+        proxy.dropped.load(Ordering::SeqCst),
+        "the first answer was dropped"
+    );
+    assert_eq!(
+        ack,
+        Ack {
+            partition: 0,
+            offset: 0
+        },
+        "the retry was answered with the original offset"
+    );
+    let next = bounded("send", async {
+        producer.send(Record::new(topic, "next")).await.await
+    })
+    .await
+    .expect("the sequence goes on");
+    // Appended after "once", not taken for a duplicate of it (the partition's sequence must not start over
+    // when its queue goes idle).
+    assert_eq!(
+        next,
+        Ack {
+            partition: 0,
+            offset: 1
+        }
+    );
+    bounded("close", producer.close()).await;
+    let stored = read_topic(&cluster.bootstrap_servers(), topic, 1).await;
+    let values: Vec<_> = stored[0].iter().filter_map(|r| r.2.clone()).collect();
+    assert_eq!(values, vec!["once", "next"], "not duplicated by the retry");
     cluster.shutdown().await;
 }

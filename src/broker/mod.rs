@@ -26,6 +26,7 @@
 //! | DeleteTopics (20) | 1–6 | by name, or by id (v6) |
 //! | DeleteRecords (21) | 0–2 | |
 //! | DescribeConfigs (32) | 1–4 | TOPIC and BROKER resources |
+//! | InitProducerId (22) | 0–5 | idempotent producers only: a new producer id, epoch 0; transactional ids get INVALID_REQUEST |
 //!
 //! These are the overlap of what `kafka-protocol` 0.18 decodes (its lowest ListOffsets, CreateTopics, DeleteTopics
 //! and DescribeConfigs versions are above Kafka's), what Kafka 3.9 documents, and what is implemented here. They
@@ -39,8 +40,9 @@
 //!
 //! - Follower fetching is internal, not over the wire (Fetch with a replica id is not served); no rack awareness,
 //!   no reassignment, no ZooKeeper-mode epoch bump on ISR shrink, rebalance ignores the 10 % imbalance threshold.
-//! - Idempotent and transactional producers (InitProducerId and friends): issue 6. Producer ids in batches are
-//!   stored, not checked.
+//! - Transactions (AddPartitionsToTxn, EndTxn, markers) and producer id expiration. Idempotent producers are
+//!   served (issue 6): per partition and producer the last 5 batches are remembered (`producer_state`), on
+//!   followers too, and rebuilt from the log after a truncation or a restart from disk.
 //! - Consumer groups (FindCoordinator, JoinGroup, OffsetCommit, …): consumers use explicit offsets. kcat's
 //!   `-C` with explicit partitions/offsets works; `-G` does not.
 //! - SASL/TLS, quotas, ACLs, AlterConfigs, CreatePartitions, fetch sessions, LogAppendTime.
@@ -116,6 +118,7 @@ mod disk;
 mod events;
 mod faults;
 mod log;
+mod producer_state;
 mod replication;
 mod server;
 mod state;

@@ -25,6 +25,7 @@ use std::time::Duration;
 use super::disk::DiskLog;
 use super::events::{ClusterEventKind, TruncationReason};
 use super::log::Log;
+use super::producer_state::{ProducerBatch, ProducerStates};
 use super::state::{ClusterCore, PartitionState};
 use super::BrokerId;
 
@@ -161,12 +162,15 @@ pub(crate) struct Replica {
     pub last_caught_up_ms: i64,
     /// Everything below it survives a machine crash.
     pub flushed_offset: i64,
+    /// What this replica's log says about idempotent producers; kept on followers too, so a new leader dedups.
+    pub producers: ProducerStates,
 }
 
 impl Replica {
     pub(crate) fn new(broker: BrokerId, log: Log) -> Replica {
         Replica {
             broker,
+            producers: ProducerStates::rebuild(&log),
             log,
             epochs: Vec::new(),
             fetched_leo: None,
@@ -271,6 +275,9 @@ impl Replica {
         let removed = self.log.truncate_to(self.durable_offset());
         self.flushed_offset = self.log.log_end_offset();
         self.trim_epochs(i32::MAX);
+        if removed.is_some() {
+            self.producers = ProducerStates::rebuild(&self.log);
+        }
         removed
     }
 
@@ -348,6 +355,7 @@ fn truncate_diverged(
         f.flushed_offset = f.flushed_offset.min(f.log.log_end_offset());
         if let Some(range) = truncated {
             events.push(at.truncated(f.broker, range, TruncationReason::DivergingEpoch));
+            f.producers = ProducerStates::rebuild(&f.log);
             changed = true;
         }
         let before = f.epochs.len();
@@ -402,6 +410,7 @@ pub(crate) fn fetch_once(
         let lost = (f.log.log_start_offset(), f_leo);
         f.log.reset_to(leader_lso, now_ms);
         f.clear_epochs();
+        f.producers = ProducerStates::default();
         f.flushed_offset = leader_lso;
         if lost.0 < lost.1 {
             events.push(at.truncated(follower, lost, TruncationReason::OffsetOutOfRange));
@@ -415,9 +424,13 @@ pub(crate) fn fetch_once(
         let mut ignored = Vec::new();
         for stored in batches {
             let epoch = batch_epoch(&stored.data);
-            let base = stored.base_offset;
+            let producer = ProducerBatch::of(&stored.data);
+            let (base, last) = (stored.base_offset, stored.last_offset);
             if !f.log.append_replica(stored, now_ms, &mut ignored) {
                 break;
+            }
+            if let Some(producer) = producer {
+                f.producers.record(&producer, base, last);
             }
             if let Some(epoch) = epoch {
                 f.note_epoch(epoch, base);

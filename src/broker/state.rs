@@ -7,6 +7,7 @@
 //! are chosen is in `controller`.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use tokio::sync::watch;
@@ -213,6 +214,8 @@ pub(crate) struct ClusterCore {
     liveness: Mutex<Vec<BrokerLiveness>>,
     /// Bumped whenever `liveness` changes, so held connections re-check.
     liveness_changed: watch::Sender<u64>,
+    /// The next ProducerId InitProducerId hands out (Kafka's controller allocates them cluster-wide).
+    next_producer_id: AtomicI64,
 }
 
 impl ClusterCore {
@@ -240,7 +243,13 @@ impl ClusterCore {
             log_dir: None,
             liveness: Mutex::new(liveness),
             liveness_changed: watch::Sender::new(0),
+            next_producer_id: AtomicI64::new(0),
         }
+    }
+
+    /// A ProducerId no other producer of this cluster got.
+    pub(crate) fn next_producer_id(&self) -> i64 {
+        self.next_producer_id.fetch_add(1, Ordering::Relaxed)
     }
 
     /// Writes topics and logs through to `log_dir` from now on.

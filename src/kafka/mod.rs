@@ -16,8 +16,10 @@
 //! # Ok(()) }
 //! ```
 //!
-//! Not built yet: the broker side of idempotence in the embedded cluster (issue 6; until then [`Producer::connect`]
-//! with idempotence on fails there with [`ProduceError::IdempotenceUnsupported`]), transactions, splitting a
+//! Against a broker without InitProducerId, [`Producer::connect`] with idempotence on fails with
+//! [`ProduceError::IdempotenceUnsupported`]; the embedded cluster and Kafka 3.9.1 both serve it.
+//!
+//! Not built yet: transactions, splitting a
 //! batch the broker refused as too large (the whole batch fails with MESSAGE_TOO_LARGE), epoch bumps after an
 //! idempotent batch failed (the producer refuses further sends instead, [`ProduceError::Poisoned`]).
 

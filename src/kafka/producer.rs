@@ -204,7 +204,7 @@ pub enum ProduceError {
         attempts: u32,
         last: String,
     },
-    #[error("idempotence needs InitProducerId, which broker {addr} does not support; set idempotence = false (the embedded cluster's side of idempotence is part of issue 6, not built yet)")]
+    #[error("idempotence needs InitProducerId, which broker {addr} does not support; set idempotence = false")]
     IdempotenceUnsupported { addr: String },
     #[error("InitProducerId failed: {0}")]
     InitProducerId(String),
@@ -899,10 +899,16 @@ fn drain(shared: &Shared) -> (Vec<Drained>, Option<Instant>, bool, bool) {
         batch.fail(error);
     }
     state.outstanding -= answered;
+    // An idle queue may go, unless it carries an idempotent sequence: a partition's sequence must never start
+    // over at 0 (the broker would take the next batch for a duplicate of the first and not append it).
     state
         .queues
-        .retain(|_, q| !q.batches.is_empty() || q.in_flight > 0);
-    let idle = state.queues.is_empty() && state.in_flight_per_broker.values().all(|n| *n == 0);
+        .retain(|_, q| !q.batches.is_empty() || q.in_flight > 0 || q.next_sequence != 0);
+    let idle = state
+        .queues
+        .values()
+        .all(|q| q.batches.is_empty() && q.in_flight == 0)
+        && state.in_flight_per_broker.values().all(|n| *n == 0);
     let done = state.closing && idle && per_broker.is_empty();
     if answered > 0 {
         shared.progress.notify_waiters();

@@ -14,6 +14,7 @@ mod delete_records;
 mod delete_topics;
 mod describe_configs;
 mod fetch;
+mod init_producer_id;
 mod list_offsets;
 mod metadata;
 mod produce;
@@ -23,7 +24,7 @@ mod shape;
 
 /// APIs this cluster implements with the versions it advertises: the overlap of what `kafka-protocol` 0.18
 /// decodes, what Kafka 3.9 serves, and what the handlers implement.
-pub(crate) const SUPPORTED_APIS: [(ApiKey, i16, i16); 9] = [
+pub(crate) const SUPPORTED_APIS: [(ApiKey, i16, i16); 10] = [
     (ApiKey::Produce, 3, 11),
     (ApiKey::Fetch, 4, 17),
     (ApiKey::ListOffsets, 1, 9),
@@ -33,6 +34,7 @@ pub(crate) const SUPPORTED_APIS: [(ApiKey, i16, i16); 9] = [
     (ApiKey::DeleteTopics, 1, 6),
     (ApiKey::DeleteRecords, 0, 2),
     (ApiKey::DescribeConfigs, 1, 4),
+    (ApiKey::InitProducerId, 0, 5),
 ];
 
 /// The advertised version range of `api_key`, if it is implemented.
@@ -191,6 +193,10 @@ pub(crate) async fn handle(
         RequestKind::DescribeConfigs(request) => {
             let response = describe_configs::handle(broker, request, version);
             encode(ApiKey::DescribeConfigs, version, correlation_id, &response).map(Some)
+        }
+        RequestKind::InitProducerId(request) => {
+            let response = init_producer_id::handle(broker, request);
+            encode(ApiKey::InitProducerId, version, correlation_id, &response).map(Some)
         }
         // Only reached if SUPPORTED_APIS lists an API this match does not handle.
         _ => Err(RequestError::NotImplemented { api }),

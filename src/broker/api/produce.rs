@@ -7,7 +7,11 @@
 //! records stay in the log). A leadership lost while waiting answers NOT_LEADER_OR_FOLLOWER; the timeout answers
 //! REQUEST_TIMED_OUT.
 //!
-//! Not implemented yet: idempotence and transactions (issue 6); producer ids and sequences are stored, not checked.
+//! Idempotent producers (a producer id in the batch): the leader checks ProducerEpoch and BaseSequence against the
+//! partition's producer state first (`producer_state`): a duplicate of one of the producer's last 5 batches is
+//! answered with the original base offset (acks=-1 then waits for the original to be replicated) and not
+//! appended; a sequence gap is OUT_OF_ORDER_SEQUENCE_NUMBER, an older epoch INVALID_PRODUCER_EPOCH. Transactions
+//! are not implemented.
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
@@ -17,10 +21,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::{str_bytes, RequestError};
-use crate::broker::batch::{self, ProducedBatchError};
+use crate::broker::batch::{self, BatchHeader, ProducedBatchError};
+use crate::broker::events::ClusterEventKind;
+use crate::broker::producer_state::{ProducerBatch, Verdict};
 use crate::broker::replication::advance_high_watermark;
 use crate::broker::server::BrokerContext;
-use crate::broker::state::Partition;
+use crate::broker::state::{Partition, PartitionState};
+use crate::broker::BrokerId;
 
 /// An acks=-1 append waiting for the high watermark: where its answer goes and the offset the HW must reach.
 struct Pending {
@@ -188,34 +195,29 @@ fn append(
                                         ))
                                     } else {
                                         let epoch = state.leader_epoch;
-                                        let log = state.log_mut();
-                                        match log.append(records, &header, epoch, now, &mut events)
-                                        {
-                                            Err(error) => Err((
-                                                ResponseError::KafkaStorageError,
-                                                error.to_string(),
-                                            )),
-                                            Ok(base) => {
-                                                let leo = log.log_end_offset();
-                                                let log_start = log.log_start_offset();
-                                                if let Some(r) = state.replica_mut(broker.id) {
-                                                    r.begin_epoch_at(epoch, base);
-                                                }
-                                                advance_high_watermark(&mut state, min_isr);
-                                                appended = true;
-                                                if acks == -1 {
-                                                    pending.push(Pending {
-                                                        topic: topic_index,
-                                                        index: partition_index,
-                                                        partition: (*partition).clone(),
-                                                        leader_epoch: epoch,
-                                                        required_offset: leo,
-                                                        min_insync_replicas: min_isr,
-                                                    });
-                                                }
-                                                Ok((base, log_start))
+                                        append_on_leader(
+                                            &mut state,
+                                            broker.id,
+                                            records,
+                                            &header,
+                                            now,
+                                            &mut events,
+                                        )
+                                        .map(|a| {
+                                            advance_high_watermark(&mut state, min_isr);
+                                            appended |= a.new;
+                                            if acks == -1 {
+                                                pending.push(Pending {
+                                                    topic: topic_index,
+                                                    index: partition_index,
+                                                    partition: (*partition).clone(),
+                                                    leader_epoch: epoch,
+                                                    required_offset: a.required_offset,
+                                                    min_insync_replicas: min_isr,
+                                                });
                                             }
-                                        }
+                                            (a.base_offset, a.log_start_offset)
+                                        })
                                     }
                                 }
                             },
@@ -262,6 +264,66 @@ fn append(
         Some(ProduceResponse::default().with_responses(responses)),
         pending,
     ))
+}
+
+/// A batch in the leader's log, just appended or found there as a duplicate.
+struct Appended {
+    base_offset: i64,
+    log_start_offset: i64,
+    /// The high watermark acks=-1 waits for: past the batch.
+    required_offset: i64,
+    new: bool,
+}
+
+/// The leader's append of one validated batch: producer state check (an idempotent producer's duplicate is
+/// answered with the original offsets and not appended again), append, producer state update.
+fn append_on_leader(
+    state: &mut PartitionState,
+    leader: BrokerId,
+    records: &[u8],
+    header: &BatchHeader,
+    now: i64,
+    events: &mut Vec<ClusterEventKind>,
+) -> Result<Appended, (ResponseError, String)> {
+    let epoch = state.leader_epoch;
+    let producer = ProducerBatch::of(records);
+    if let (Some(producer), Some(replica)) = (&producer, state.replica(leader)) {
+        match replica.producers.check(producer) {
+            Err(error) => return Err((error.response_error(), error.to_string())),
+            Ok(Verdict::Duplicate(original)) => {
+                tracing::debug!(
+                    ?producer,
+                    ?original,
+                    "duplicate batch answered with its original offsets"
+                );
+                return Ok(Appended {
+                    base_offset: original.base_offset,
+                    log_start_offset: replica.log.log_start_offset(),
+                    required_offset: original.last_offset + 1,
+                    new: false,
+                });
+            }
+            Ok(Verdict::Append) => {}
+        }
+    }
+    let log = state.log_mut();
+    let base = log
+        .append(records, header, epoch, now, events)
+        .map_err(|error| (ResponseError::KafkaStorageError, error.to_string()))?;
+    let required_offset = log.log_end_offset();
+    let log_start_offset = log.log_start_offset();
+    if let Some(r) = state.replica_mut(leader) {
+        r.begin_epoch_at(epoch, base);
+        if let Some(producer) = &producer {
+            r.producers.record(producer, base, required_offset - 1);
+        }
+    }
+    Ok(Appended {
+        base_offset: base,
+        log_start_offset,
+        required_offset,
+        new: true,
+    })
 }
 
 fn error_code(error: &ProducedBatchError) -> ResponseError {

@@ -156,6 +156,16 @@ pub(crate) fn body(api: ApiKey, v: i16, k: &Knobs) -> Bytes {
             ]),
             v,
         ),
+        ApiKey::InitProducerId => encoded(
+            &InitProducerIdRequest::default()
+                .with_transactional_id(
+                    (k.partition == 0).then(|| TransactionalId(StrBytes::from_static_str(k.topic))),
+                )
+                .with_transaction_timeout_ms(60_000)
+                .with_producer_id(ProducerId(if v >= 3 { k.offset } else { -1 }))
+                .with_producer_epoch(if v >= 3 { k.acks } else { -1 }),
+            v,
+        ),
         other => panic!("no sample request for {other:?}"),
     }
 }

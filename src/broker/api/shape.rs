@@ -141,6 +141,7 @@ pub(crate) fn check(api: ApiKey, version: i16, body: &[u8]) -> Result<(), ShapeE
         ApiKey::DeleteTopics => v >= 4,
         ApiKey::DeleteRecords => v >= 2,
         ApiKey::DescribeConfigs => v >= 4,
+        ApiKey::InitProducerId => v >= 2,
         _ => return Ok(()),
     };
     let mut w = Walk {
@@ -158,6 +159,7 @@ pub(crate) fn check(api: ApiKey, version: i16, body: &[u8]) -> Result<(), ShapeE
         ApiKey::DeleteTopics => delete_topics(&mut w, v),
         ApiKey::DeleteRecords => delete_records(&mut w),
         ApiKey::DescribeConfigs => describe_configs(&mut w, v),
+        ApiKey::InitProducerId => init_producer_id(&mut w, v),
         _ => Ok(()),
     };
     result.map_err(|what| ShapeError {
@@ -191,6 +193,15 @@ fn produce(w: &mut Walk, v: i16) -> Step {
         })?;
         w.tags()
     })?;
+    w.tags()
+}
+
+fn init_producer_id(w: &mut Walk, v: i16) -> Step {
+    w.string()?; // transactional_id
+    w.fixed(INT32)?; // transaction_timeout_ms
+    if v >= 3 {
+        w.fixed(INT64 + INT16)?; // producer_id, producer_epoch
+    }
     w.tags()
 }
 
