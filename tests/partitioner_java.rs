@@ -12,10 +12,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use openmrs_etl_harness::kafka::partition_for_key;
-use openmrs_etl_harness::topology::local::prerequisites::missing_programs;
-use openmrs_etl_harness::topology::local::{
-    jvm_cache_dir, provision_jvm_components, LocalTopologyOptions, StandaloneKafka,
-};
+use openmrs_etl_harness::topology::local::{jvm_cache_dir, provision_jvm_components};
 
 const PARTITIONS: i32 = 6;
 
@@ -33,27 +30,10 @@ fn keys() -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn java_producer_and_harness_pick_the_same_partition_for_every_key() {
-    let missing: Vec<String> = missing_programs()
-        .into_iter()
-        .filter(|p| p.name == "java" || p.name == "mvn")
-        .map(|p| format!("{} not found; install with {}", p.name, p.install))
-        .collect();
-    if !missing.is_empty() {
-        let reason = missing.join("; ");
-        if std::env::var("ETL_HARNESS_REQUIRE_REAL").is_ok_and(|v| v == "1") {
-            panic!("ETL_HARNESS_REQUIRE_REAL=1 requires real Kafka, but {reason}");
-        }
-        println!("skipped: {reason}");
+    if !common::real_services_available(&["java", "mvn"]) {
         return;
     }
-    common::init_tracing();
-    let kafka = tokio::time::timeout(
-        Duration::from_secs(600),
-        StandaloneKafka::start(&LocalTopologyOptions::new(String::new())),
-    )
-    .await
-    .expect("Kafka starts within 10 minutes")
-    .expect("Kafka starts");
+    let kafka = common::start_real_kafka().await;
     let bootstrap = kafka.bootstrap_servers();
     let topic = "java-partitions";
     let client = common::client(&bootstrap).await;

@@ -9,35 +9,14 @@ use std::time::Duration;
 
 use openmrs_etl_harness::kafka::{partition_for_key, Producer, ProducerConfig, Record};
 use openmrs_etl_harness::scenario::{Acks, Compression};
-use openmrs_etl_harness::topology::local::prerequisites::missing_programs;
-use openmrs_etl_harness::topology::local::{LocalTopologyOptions, StandaloneKafka};
 use rskafka::client::partition::UnknownTopicHandling;
-
-const REQUIRE_REAL_ENV: &str = "ETL_HARNESS_REQUIRE_REAL";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn produces_to_real_kafka_with_acks_compression_and_idempotence() {
-    let missing: Vec<String> = missing_programs()
-        .into_iter()
-        .filter(|p| p.name == "java" || p.name == "mvn")
-        .map(|p| format!("{} not found; install with {}", p.name, p.install))
-        .collect();
-    if !missing.is_empty() {
-        let reason = missing.join("; ");
-        if std::env::var(REQUIRE_REAL_ENV).is_ok_and(|v| v == "1") {
-            panic!("{REQUIRE_REAL_ENV}=1 requires real Kafka, but {reason}");
-        }
-        println!("skipped: {reason}");
+    if !common::real_services_available(&["java", "mvn"]) {
         return;
     }
-    common::init_tracing();
-    let kafka = tokio::time::timeout(
-        Duration::from_secs(600),
-        StandaloneKafka::start(&LocalTopologyOptions::new(String::new())),
-    )
-    .await
-    .expect("Kafka starts within 10 minutes")
-    .expect("Kafka starts");
+    let kafka = common::start_real_kafka().await;
     let bootstrap = kafka.bootstrap_servers();
     let topic = "producer-real";
     let client = common::client(&bootstrap).await;

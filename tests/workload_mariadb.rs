@@ -4,29 +4,17 @@
 //!
 //! Without `mariadbd` the test prints why and passes as skipped, unless `ETL_HARNESS_REQUIRE_REAL=1` (CI).
 
+mod common;
+
 use mysql_async::prelude::Queryable;
-use openmrs_etl_harness::topology::local::{
-    prerequisites, LocalTopologyOptions, StandaloneMariaDb,
-};
+use openmrs_etl_harness::topology::local::{LocalTopologyOptions, StandaloneMariaDb};
 use openmrs_etl_harness::workload::{reference, sql, Generator, WorkloadSpec};
 
 const SEED: u64 = 2026;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn generated_sql_loads_into_mariadb_and_row_counts_match() {
-    let missing: Vec<_> = prerequisites::missing_programs()
-        .into_iter()
-        .filter(|p| p.name.starts_with("mariadb"))
-        .collect();
-    if let Some(p) = missing.first() {
-        let reason = format!(
-            "{} not found ({}); install with {}",
-            p.name, p.purpose, p.install
-        );
-        if std::env::var("ETL_HARNESS_REQUIRE_REAL").is_ok_and(|v| v == "1") {
-            panic!("ETL_HARNESS_REQUIRE_REAL=1 requires MariaDB, but {reason}");
-        }
-        println!("skipped: {reason}");
+    if !common::real_services_available(&["mariadbd", "mariadb-install-db"]) {
         return;
     }
 

@@ -274,3 +274,42 @@ pub mod raw {
         Ok((partitions, brokers))
     }
 }
+
+/// Whether a test needing real services can run: true when every named program is found. Otherwise it prints
+/// `skipped: …` and returns false — or panics when `ETL_HARNESS_REQUIRE_REAL=1` (CI), where a skip would hide a
+/// missing service.
+pub fn real_services_available(programs: &[&str]) -> bool {
+    use openmrs_etl_harness::topology::local::prerequisites::missing_programs;
+    let missing: Vec<String> = missing_programs()
+        .into_iter()
+        .filter(|p| programs.contains(&p.name))
+        .map(|p| {
+            format!(
+                "{} not found ({}); install with {}",
+                p.name, p.purpose, p.install
+            )
+        })
+        .collect();
+    if missing.is_empty() {
+        return true;
+    }
+    let reason = missing.join("; ");
+    if std::env::var("ETL_HARNESS_REQUIRE_REAL").is_ok_and(|v| v == "1") {
+        panic!("ETL_HARNESS_REQUIRE_REAL=1 requires the real services, but {reason}");
+    }
+    println!("skipped: {reason}");
+    false
+}
+
+/// ZooKeeper and one real Kafka 3.9.1 broker as local processes (killed on drop).
+pub async fn start_real_kafka() -> openmrs_etl_harness::topology::local::StandaloneKafka {
+    use openmrs_etl_harness::topology::local::{LocalTopologyOptions, StandaloneKafka};
+    init_tracing();
+    tokio::time::timeout(
+        Duration::from_secs(600),
+        StandaloneKafka::start(&LocalTopologyOptions::new(String::new())),
+    )
+    .await
+    .expect("Kafka starts within 10 minutes")
+    .unwrap_or_else(|e| panic!("{e}"))
+}

@@ -152,19 +152,7 @@ impl StandaloneKafka {
             options.ready_timeout,
         )
         .await?;
-        let kafka_port = process::free_loopback_port()?;
-        let kafka = kafka::start_broker(
-            &run,
-            &jvm,
-            &kafka::BrokerSettings {
-                broker_id: 0,
-                port: kafka_port,
-                zookeeper_port,
-                max_heap: &options.kafka_heap,
-                ready_timeout: options.ready_timeout,
-            },
-        )
-        .await?;
+        let (kafka, kafka_port) = start_single_broker(&run, &jvm, zookeeper_port, options).await?;
         Ok(StandaloneKafka {
             kafka,
             zookeeper,
@@ -218,6 +206,29 @@ async fn start_source_database(
         },
     )
     .await
+}
+
+/// The one Kafka broker of this first-light topology (id 0), on a free loopback port.
+async fn start_single_broker(
+    run: &RunDir,
+    jvm: &JvmComponents,
+    zookeeper_port: u16,
+    options: &LocalTopologyOptions,
+) -> Result<(ServiceProcess, u16), LocalError> {
+    let port = process::free_loopback_port()?;
+    let broker = kafka::start_broker(
+        run,
+        jvm,
+        &kafka::BrokerSettings {
+            broker_id: 0,
+            port,
+            zookeeper_port,
+            max_heap: &options.kafka_heap,
+            ready_timeout: options.ready_timeout,
+        },
+    )
+    .await?;
+    Ok((broker, port))
 }
 
 /// How long each start phase took.
@@ -292,19 +303,7 @@ impl LocalTopology {
         timings.zookeeper = phase.elapsed();
 
         let phase = Instant::now();
-        let kafka_port = process::free_loopback_port()?;
-        let kafka = kafka::start_broker(
-            &run,
-            &jvm,
-            &kafka::BrokerSettings {
-                broker_id: 0,
-                port: kafka_port,
-                zookeeper_port,
-                max_heap: &options.kafka_heap,
-                ready_timeout: options.ready_timeout,
-            },
-        )
-        .await?;
+        let (kafka, kafka_port) = start_single_broker(&run, &jvm, zookeeper_port, options).await?;
         timings.kafka = phase.elapsed();
 
         let phase = Instant::now();
