@@ -25,7 +25,7 @@
 
 mod partitioner;
 mod producer;
-mod wire;
+pub(crate) mod wire;
 
 pub use partitioner::{murmur2, partition_for_key};
 pub use producer::{Ack, Delivery, ProduceError, Producer, ProducerConfig, Record};

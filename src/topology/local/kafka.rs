@@ -3,9 +3,6 @@
 
 use std::time::Duration;
 
-use rskafka::client::ClientBuilder;
-use rskafka::BackoffConfig;
-
 use super::error::LocalError;
 use super::java::{java_command, write_properties, JavaService};
 use super::process::{wait_until_ready, ServiceProcess};
@@ -75,34 +72,36 @@ pub(crate) async fn start_broker(
     let bootstrap = format!("127.0.0.1:{}", settings.port);
     wait_until_ready(
         &mut process,
-        &format!("a Metadata answer on {bootstrap}"),
+        &format!("a Metadata answer naming a controller on {bootstrap}"),
         settings.ready_timeout,
-        || lists_topics(bootstrap.clone()),
+        || names_a_controller(bootstrap.clone()),
     )
     .await?;
     Ok(process)
 }
 
-/// Probe: the broker answers Metadata (rskafka, with a short retry deadline so a dead broker fails the probe).
-async fn lists_topics(bootstrap: String) -> Result<(), String> {
-    let client = ClientBuilder::new(vec![bootstrap])
-        .backoff_config(short_backoff())
-        .build()
+/// Probe: the broker answers Metadata and names a live controller. A broker that has just bound its port can
+/// answer with controller -1 until its ZooKeeper registration settles; admin requests fail until then.
+async fn names_a_controller(bootstrap: String) -> Result<(), String> {
+    use crate::kafka::wire::BrokerConnection;
+    use kafka_protocol::messages::MetadataRequest;
+    let timeout = Duration::from_secs(2);
+    let connection = BrokerConnection::connect(&bootstrap, "etl-harness-probe", timeout)
         .await
         .map_err(|e| e.to_string())?;
-    client
-        .list_topics()
+    let version = connection
+        .version::<MetadataRequest>((1, 12))
+        .ok_or("the broker speaks no Metadata version from 1 to 12")?;
+    let answer = connection
+        .call(
+            &MetadataRequest::default().with_topics(Some(Vec::new())),
+            version,
+            timeout,
+        )
         .await
-        .map(drop)
-        .map_err(|e| e.to_string())
-}
-
-/// rskafka retries forever unless given a deadline.
-pub(crate) fn short_backoff() -> BackoffConfig {
-    BackoffConfig {
-        init_backoff: Duration::from_millis(50),
-        max_backoff: Duration::from_millis(500),
-        base: 2.0,
-        deadline: Some(Duration::from_secs(3)),
+        .map_err(|e| e.to_string())?;
+    if answer.controller_id.0 < 0 {
+        return Err("Metadata names no controller yet".into());
     }
+    Ok(())
 }
