@@ -151,10 +151,10 @@ pub async fn call<R: Request>(stream: &mut TcpStream, request: &R, version: i16)
 
 /// Raw Kafka requests for what rskafka cannot send (acks other than -1) or does not show (error codes as sent).
 pub mod raw {
-    use bytes::{Buf, BufMut, Bytes, BytesMut};
+    use bytes::{Buf, Bytes, BytesMut};
     use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
     use kafka_protocol::messages::*;
-    use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
+    use kafka_protocol::protocol::{Decodable, HeaderVersion, Request, StrBytes};
     use kafka_protocol::records::{
         Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
     };
@@ -168,21 +168,7 @@ pub mod raw {
         version: i16,
     ) -> std::io::Result<R::Response> {
         let mut stream = TcpStream::connect(addr).await?;
-        let header = RequestHeader::default()
-            .with_request_api_key(R::KEY)
-            .with_request_api_version(version)
-            .with_correlation_id(7)
-            .with_client_id(Some(StrBytes::from_static_str("raw")));
-        let mut body = BytesMut::new();
-        header
-            .encode(&mut body, R::header_version(version))
-            .map_err(std::io::Error::other)?;
-        request
-            .encode(&mut body, version)
-            .map_err(std::io::Error::other)?;
-        let mut frame = BytesMut::new();
-        frame.put_i32(body.len() as i32);
-        frame.extend_from_slice(&body);
+        let frame = super::request_frame(request, version, 7);
         stream.write_all(&frame).await?;
         let size = stream.read_i32().await?;
         let mut buf = vec![0; size.max(0) as usize];
