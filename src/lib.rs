@@ -42,7 +42,9 @@
 
 pub mod broker;
 pub mod clock;
+pub mod history;
 pub mod kafka;
+pub mod pipeline;
 pub mod scenario;
 pub mod topology;
 pub mod workload;

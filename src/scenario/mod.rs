@@ -381,6 +381,8 @@ pub enum Sink {
 pub struct Pipeline {
     pub consumers: u32,
     pub sink: Sink,
+    /// After the workload ends: how long capture and consumers get to catch up before a liveness failure.
+    pub quiesce_timeout: Millis,
 }
 
 impl Default for Pipeline {
@@ -388,6 +390,44 @@ impl Default for Pipeline {
         Pipeline {
             consumers: 1,
             sink: Sink::Memory,
+            quiesce_timeout: Millis(60_000),
+        }
+    }
+}
+
+/// Which Debezium connector the capture is (or imitates).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Connector {
+    /// `io.debezium.connector.mysql.MySqlConnector`: what users run against MySQL.
+    Mysql,
+    /// `io.debezium.connector.mariadb.MariaDbConnector`: what the local backend runs against MariaDB.
+    Mariadb,
+}
+
+impl Connector {
+    pub fn name(self) -> &'static str {
+        match self {
+            Connector::Mysql => "mysql",
+            Connector::Mariadb => "mariadb",
+        }
+    }
+}
+
+/// Change capture settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Capture {
+    pub connector: Connector,
+    /// `include.schema.changes`: DDL records on the `<prefix>` topic.
+    pub include_schema_changes: bool,
+}
+
+impl Default for Capture {
+    fn default() -> Capture {
+        Capture {
+            connector: Connector::Mysql,
+            include_schema_changes: true,
         }
     }
 }
@@ -574,6 +614,8 @@ pub struct Scenario {
     pub producer: Producer,
     #[serde(default)]
     pub workload: Workload,
+    #[serde(default)]
+    pub capture: Capture,
     #[serde(default)]
     pub pipeline: Pipeline,
     #[serde(default, skip_serializing_if = "Option::is_none")]

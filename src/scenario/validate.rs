@@ -233,6 +233,26 @@ pub(super) fn check(s: &Scenario, doc: &Located) -> Vec<ScenarioError> {
             "expected at least 1 consumer, found 0".into(),
         );
     }
+    // The pipeline shares out partitions: more consumers than the largest change topic has partitions leaves
+    // consumers idle on the hot topic, which is never what a sizing run means.
+    let most_partitions = s
+        .topic_plans()
+        .iter()
+        .map(|t| t.settings.partitions)
+        .max()
+        .unwrap_or(0);
+    if s.pipeline.consumers > most_partitions {
+        err(
+            &[Key("pipeline"), Key("consumers")],
+            format!("expected at most {most_partitions} consumers (the most partitions of any change topic), found {}; add partitions or use fewer consumers", s.pipeline.consumers),
+        );
+    }
+    if s.pipeline.quiesce_timeout.0 == 0 {
+        err(
+            &[Key("pipeline"), Key("quiesce_timeout")],
+            "expected a duration > 0, found 0".into(),
+        );
+    }
 
     // Faults: targets must exist, times must fall inside the run, actions must fit target and backends.
     let run = w.run_length();
