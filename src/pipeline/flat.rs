@@ -63,3 +63,6 @@ pub struct FlatEncounter {
 
 /// The whole table, ordered by (patient_id, encounter_id).
 pub type FlatTable = BTreeMap<(i64, i64), FlatEncounter>;
+
+/// The latest image of every row, per table name and primary key: what the flat table is derived from.
+pub type RowImages = BTreeMap<&'static str, BTreeMap<i64, std::sync::Arc<crate::workload::Row>>>;
