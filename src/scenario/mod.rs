@@ -140,6 +140,31 @@ pub struct TopicSettings {
     pub unclean_leader_election: bool,
 }
 
+impl TopicSettings {
+    /// The settings as Kafka topic configs (what CreateTopics or `kafka-topics --config` takes).
+    pub fn kafka_configs(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("min.insync.replicas", self.min_insync_replicas.to_string()),
+            ("retention.ms", self.retention_ms.0.to_string()),
+            ("retention.bytes", self.retention_bytes.0.to_string()),
+            ("segment.bytes", self.segment_bytes.0.to_string()),
+            (
+                "cleanup.policy",
+                match self.cleanup_policy {
+                    CleanupPolicy::Delete => "delete",
+                    CleanupPolicy::Compact => "compact",
+                    CleanupPolicy::CompactDelete => "compact,delete",
+                }
+                .to_string(),
+            ),
+            (
+                "unclean.leader.election.enable",
+                self.unclean_leader_election.to_string(),
+            ),
+        ]
+    }
+}
+
 /// Per-table overrides: only the keys written replace the defaults.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
