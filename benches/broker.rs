@@ -6,7 +6,10 @@
 //!    per produce call, one task per partition; and the process's memory before and after (RSS);
 //! 3. the same at replication factor 3 (rskafka sends acks=all), with the bytes every replica holds against the
 //!    raw payload (replicas share buffers);
-//! 4. failover: real-time clock, 2 s session timeout; time from killing a partition leader until a produce through
+//! 4. the same client against both clusters: kcat (librdkafka) producing the same 200,000 records, acks=all,
+//!    1,000-record batches, into librdkafka's own mock cluster (3 brokers, replicates nothing) and into the
+//!    embedded cluster at RF 3 (skipped with a printed reason when kcat is not on the PATH);
+//! 5. failover: real-time clock, 2 s session timeout; time from killing a partition leader until a produce through
 //!    rskafka succeeds on the new leader.
 
 use std::time::{Duration, Instant};
@@ -156,6 +159,63 @@ async fn produce_throughput(replication_factor: i16) {
     cluster.shutdown().await;
 }
 
+/// Runs kcat as a producer of `file` (`key:value` lines) and returns its wall time.
+fn kcat_produce(file: &std::path::Path, brokers: &[&str], extra: &[&str]) -> Option<f64> {
+    let mut command = std::process::Command::new("kcat");
+    command.args(["-P", "-t", "obs", "-K:", "-X", "acks=all", "-X", "linger.ms=5"]);
+    command.args(["-X", "batch.num.messages=1000", "-X", "queue.buffering.max.messages=1000000"]);
+    command.args(["-X", "queue.buffering.max.kbytes=2000000", "-l"]).arg(file);
+    command.args(brokers).args(extra);
+    let started = Instant::now();
+    let out = command.output().ok()?;
+    let elapsed = started.elapsed().as_secs_f64();
+    if !out.status.success() {
+        eprintln!("kcat failed: {}", String::from_utf8_lossy(&out.stderr));
+        return None;
+    }
+    Some(elapsed)
+}
+
+async fn kcat_comparison() {
+    if std::process::Command::new("kcat").arg("-V").output().is_err() {
+        println!("kcat comparison skipped: kcat is not on the PATH (apt-get install kcat)");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("records.txt");
+    let value = "o".repeat(VALUE_BYTES);
+    let mut lines = String::with_capacity(RECORDS * (VALUE_BYTES + KEY_BYTES + 2));
+    for i in 0..RECORDS {
+        lines.push_str(&format!("patient-{i:08}")[..KEY_BYTES]);
+        lines.push(':');
+        lines.push_str(&value);
+        lines.push('\n');
+    }
+    std::fs::write(&file, lines).expect("records file");
+    for round in 1..=3 {
+        let mock = kcat_produce(&file, &["-b", "127.0.0.1:1"], &["-X", "test.mock.num.brokers=3"]);
+        let cluster = Cluster::builder()
+            .brokers(3)
+            .topic(NewTopic::new("obs", PARTITIONS).replication_factor(3))
+            .start()
+            .await
+            .expect("cluster starts");
+        let bootstrap = cluster.bootstrap_servers();
+        let embedded = kcat_produce(&file, &["-b", &bootstrap], &[]);
+        cluster.shutdown().await;
+        let rate = |s: Option<f64>| s.map_or("failed".to_string(), |s| format!("{:.0} records/s", RECORDS as f64 / s));
+        println!(
+            "kcat round {round}: {RECORDS} x {VALUE_BYTES} B acks=all, 1,000-record batches: librdkafka mock cluster (3 brokers, no replication) {}, embedded cluster RF 3 {}{}",
+            rate(mock),
+            rate(embedded),
+            match (mock, embedded) {
+                (Some(m), Some(e)) => format!(" (embedded / mock = {:.2})", m / e),
+                _ => String::new(),
+            }
+        );
+    }
+}
+
 async fn failover() {
     let runs = 10;
     let mut times = Vec::with_capacity(runs);
@@ -227,10 +287,22 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
+    // `cargo bench --bench broker -- kcat` runs only the named parts (startup, produce, kcat, failover).
+    let which: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
+    let wants = |name: &str| which.is_empty() || which.iter().any(|w| w == name);
     runtime.block_on(async {
-        startup().await;
-        produce_throughput(1).await;
-        produce_throughput(3).await;
-        failover().await;
+        if wants("startup") {
+            startup().await;
+        }
+        if wants("produce") {
+            produce_throughput(1).await;
+            produce_throughput(3).await;
+        }
+        if wants("kcat") {
+            kcat_comparison().await;
+        }
+        if wants("failover") {
+            failover().await;
+        }
     });
 }
