@@ -19,9 +19,7 @@ use openmrs_etl_harness::pipeline::{
 use openmrs_etl_harness::workload::rng::SeededRng;
 use openmrs_etl_harness::workload::schema::{self, encounter, obs, orders, patient, person, visit};
 use openmrs_etl_harness::workload::value::{datetime_ms, days_from_civil};
-use openmrs_etl_harness::workload::{
-    ChangeKind, Generator, Operation, Row, Value, WorkloadSpec,
-};
+use openmrs_etl_harness::workload::{ChangeKind, Generator, Operation, Row, Value, WorkloadSpec};
 use rskafka::client::partition::Compression;
 use serde_json::{json, Value as Json};
 
@@ -88,7 +86,19 @@ fn decoder_reads_every_fixture_record_of_the_five_tables() {
         let def = schema::table(table).unwrap();
         let records = fixtures(table);
         let kinds: Vec<&str> = records.iter().map(|r| r.kind.as_str()).collect();
-        assert_eq!(kinds, ["r", "c", "u"].iter().chain(if table == "obs" { &["u", "d", "tombstone"][..] } else { &["d", "tombstone"][..] }).copied().collect::<Vec<_>>(), "{table}");
+        assert_eq!(
+            kinds,
+            ["r", "c", "u"]
+                .iter()
+                .chain(if table == "obs" {
+                    &["u", "d", "tombstone"][..]
+                } else {
+                    &["d", "tombstone"][..]
+                })
+                .copied()
+                .collect::<Vec<_>>(),
+            "{table}"
+        );
         for f in &records {
             match (decode_fixture(f), f.kind.as_str()) {
                 (Decoded::Tombstone { table: t, key }, "tombstone") => {
@@ -141,8 +151,14 @@ fn decoded_images_equal_the_source_rows() {
         panic!("not a change")
     };
     assert_eq!(image[person::dead], Value::Bool(true));
-    assert_eq!(image[person::death_date], Value::Datetime(at(2024, 3, 1, 0, 0)));
-    assert_eq!(image[person::birthdate], Value::Date(days_from_civil(1990, 7, 2) as i32));
+    assert_eq!(
+        image[person::death_date],
+        Value::Datetime(at(2024, 3, 1, 0, 0))
+    );
+    assert_eq!(
+        image[person::birthdate],
+        Value::Date(days_from_civil(1990, 7, 2) as i32)
+    );
 
     // obs 402 after its update; then its delete carries the before image.
     let obs_records = fixtures("obs");
@@ -162,7 +178,10 @@ fn decoded_images_equal_the_source_rows() {
         (obs::comments, Value::text("rechecked")),
         (obs::creator, Value::Int(1)),
         (obs::date_created, Value::Datetime(at(2024, 2, 1, 10, 16))),
-        (obs::uuid, Value::text("a1b2c3d4-0402-4000-8000-000000000402")),
+        (
+            obs::uuid,
+            Value::text("a1b2c3d4-0402-4000-8000-000000000402"),
+        ),
         (obs::status, Value::text("AMENDED")),
     ] {
         o[c] = v;
@@ -190,14 +209,28 @@ fn decoder_reads_the_mysql_flavour_and_schemaless_json() {
         Some(v.to_string().as_bytes()),
     )
     .unwrap();
-    let (Decoded::Change { change: a, image: ia }, Decoded::Change { change: b, image: ib }) =
-        (&mariadb, &mysql)
+    let (
+        Decoded::Change {
+            change: a,
+            image: ia,
+        },
+        Decoded::Change {
+            change: b,
+            image: ib,
+        },
+    ) = (&mariadb, &mysql)
     else {
         panic!("not changes")
     };
     assert_eq!(ia, ib);
-    assert_eq!(b.source.gtid.as_deref(), Some("3e11fa47-71ca-11e1-9e33-c80aa9429562:23"));
-    assert_eq!((a.op, a.key, &a.source.file, a.source.pos), (b.op, b.key, &b.source.file, b.source.pos));
+    assert_eq!(
+        b.source.gtid.as_deref(),
+        Some("3e11fa47-71ca-11e1-9e33-c80aa9429562:23")
+    );
+    assert_eq!(
+        (a.op, a.key, &a.source.file, a.source.pos),
+        (b.op, b.key, &b.source.file, b.source.pos)
+    );
 
     // schemas.enable=false: the envelope and the key struct at the top level.
     let bare_value = v["payload"].to_string();
@@ -218,20 +251,62 @@ fn decoder_refuses_a_value_that_does_not_fit_its_column() {
     let f = &fixtures("obs")[1];
     let mut v: Json = serde_json::from_slice(f.value.as_ref().unwrap()).unwrap();
     v["payload"]["after"]["voided"] = json!("no");
-    let e = decode(&f.topic, 2, 77, f.key.as_deref(), Some(v.to_string().as_bytes())).unwrap_err();
-    assert_eq!((e.topic.as_str(), e.partition, e.offset), (f.topic.as_str(), 2, 77));
+    let e = decode(
+        &f.topic,
+        2,
+        77,
+        f.key.as_deref(),
+        Some(v.to_string().as_bytes()),
+    )
+    .unwrap_err();
+    assert_eq!(
+        (e.topic.as_str(), e.partition, e.offset),
+        (f.topic.as_str(), 2, 77)
+    );
     assert!(
-        matches!(e.problem, DecodeProblem::BadValue { column: "voided", .. }),
+        matches!(
+            e.problem,
+            DecodeProblem::BadValue {
+                column: "voided",
+                ..
+            }
+        ),
         "{e}"
     );
     v["payload"]["after"]
         .as_object_mut()
         .unwrap()
         .remove("status");
-    let e = decode(&f.topic, 0, 1, f.key.as_deref(), Some(v.to_string().as_bytes())).unwrap_err();
-    assert!(matches!(e.problem, DecodeProblem::MissingColumn { column: "status", .. } | DecodeProblem::BadValue { .. }), "{e}");
-    let e = decode(&f.topic, 0, 1, Some(br#"{"obs_id":999}"#), f.value.as_deref()).unwrap_err();
-    assert!(matches!(e.problem, DecodeProblem::KeyMismatch { key: 999, .. }), "{e}");
+    let e = decode(
+        &f.topic,
+        0,
+        1,
+        f.key.as_deref(),
+        Some(v.to_string().as_bytes()),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(
+            e.problem,
+            DecodeProblem::MissingColumn {
+                column: "status",
+                ..
+            } | DecodeProblem::BadValue { .. }
+        ),
+        "{e}"
+    );
+    let e = decode(
+        &f.topic,
+        0,
+        1,
+        Some(br#"{"obs_id":999}"#),
+        f.value.as_deref(),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(e.problem, DecodeProblem::KeyMismatch { key: 999, .. }),
+        "{e}"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -402,11 +477,26 @@ fn obs_ids(sink: &MemorySink, key: (i64, i64)) -> Vec<i64> {
 fn obs_before_its_encounter_waits_then_joins() {
     let sink = MemorySink::new();
     let mut c = Changes::default();
-    apply(&sink, vec![c.upsert("person", person_row(1, "F")), c.upsert("patient", patient_row(1))]);
-    apply(&sink, vec![c.upsert("obs", obs_row(10, 1, Some(100), 61.5, false))]);
-    assert!(sink.flat_table().is_empty(), "the obs waits for its encounter");
+    apply(
+        &sink,
+        vec![
+            c.upsert("person", person_row(1, "F")),
+            c.upsert("patient", patient_row(1)),
+        ],
+    );
+    apply(
+        &sink,
+        vec![c.upsert("obs", obs_row(10, 1, Some(100), 61.5, false))],
+    );
+    assert!(
+        sink.flat_table().is_empty(),
+        "the obs waits for its encounter"
+    );
     apply(&sink, vec![c.upsert("visit", visit_row(50, 1, 3))]);
-    apply(&sink, vec![c.upsert("encounter", encounter_row(100, 1, Some(50), false))]);
+    apply(
+        &sink,
+        vec![c.upsert("encounter", encounter_row(100, 1, Some(50), false))],
+    );
     let table = sink.flat_table();
     let r = &table[&(1, 100)];
     assert_eq!(r.obs.len(), 1);
@@ -421,7 +511,10 @@ fn obs_before_its_encounter_waits_then_joins() {
 fn encounter_without_patient_row_has_no_flat_row_until_the_patient_arrives() {
     let sink = MemorySink::new();
     let mut c = Changes::default();
-    apply(&sink, vec![c.upsert("encounter", encounter_row(100, 1, None, false))]);
+    apply(
+        &sink,
+        vec![c.upsert("encounter", encounter_row(100, 1, None, false))],
+    );
     assert!(sink.flat_table().is_empty());
     apply(&sink, vec![c.upsert("patient", patient_row(1))]);
     let table = sink.flat_table();
@@ -435,22 +528,39 @@ fn encounter_without_patient_row_has_no_flat_row_until_the_patient_arrives() {
 fn voided_encounter_disappears() {
     let sink = MemorySink::new();
     let mut c = Changes::default();
-    apply(&sink, vec![
-        c.upsert("person", person_row(1, "F")),
-        c.upsert("patient", patient_row(1)),
-        c.upsert("encounter", encounter_row(100, 1, None, false)),
-        c.upsert("obs", obs_row(10, 1, Some(100), 1.0, false)),
-        c.upsert("orders", order_row(20, 100, 1, false)),
-    ]);
+    apply(
+        &sink,
+        vec![
+            c.upsert("person", person_row(1, "F")),
+            c.upsert("patient", patient_row(1)),
+            c.upsert("encounter", encounter_row(100, 1, None, false)),
+            c.upsert("obs", obs_row(10, 1, Some(100), 1.0, false)),
+            c.upsert("orders", order_row(20, 100, 1, false)),
+        ],
+    );
     assert_eq!(sink.flat_table()[&(1, 100)].orders.len(), 1);
     // OpenMRS voids the obs and orders, then the encounter.
-    apply(&sink, vec![
-        c.change("obs", ChangeOp::Update, obs_row(10, 1, Some(100), 1.0, true)),
-        c.change("orders", ChangeOp::Update, order_row(20, 100, 1, true)),
-    ]);
+    apply(
+        &sink,
+        vec![
+            c.change(
+                "obs",
+                ChangeOp::Update,
+                obs_row(10, 1, Some(100), 1.0, true),
+            ),
+            c.change("orders", ChangeOp::Update, order_row(20, 100, 1, true)),
+        ],
+    );
     let r = &sink.flat_table()[&(1, 100)];
     assert!(r.obs.is_empty() && r.orders.is_empty());
-    apply(&sink, vec![c.change("encounter", ChangeOp::Update, encounter_row(100, 1, None, true))]);
+    apply(
+        &sink,
+        vec![c.change(
+            "encounter",
+            ChangeOp::Update,
+            encounter_row(100, 1, None, true),
+        )],
+    );
     assert!(sink.flat_table().is_empty());
 }
 
@@ -458,39 +568,69 @@ fn voided_encounter_disappears() {
 fn obs_edit_is_a_new_obs_and_the_old_one_voided() {
     let sink = MemorySink::new();
     let mut c = Changes::default();
-    apply(&sink, vec![
-        c.upsert("person", person_row(1, "F")),
-        c.upsert("patient", patient_row(1)),
-        c.upsert("encounter", encounter_row(100, 1, None, false)),
-        c.upsert("obs", obs_row(10, 1, Some(100), 80.0, false)),
-    ]);
-    apply(&sink, vec![c.upsert("obs", obs_row(11, 1, Some(100), 82.5, false))]);
-    assert_eq!(obs_ids(&sink, (1, 100)), [10, 11], "between insert and void both show");
-    apply(&sink, vec![c.change("obs", ChangeOp::Update, obs_row(10, 1, Some(100), 80.0, true))]);
+    apply(
+        &sink,
+        vec![
+            c.upsert("person", person_row(1, "F")),
+            c.upsert("patient", patient_row(1)),
+            c.upsert("encounter", encounter_row(100, 1, None, false)),
+            c.upsert("obs", obs_row(10, 1, Some(100), 80.0, false)),
+        ],
+    );
+    apply(
+        &sink,
+        vec![c.upsert("obs", obs_row(11, 1, Some(100), 82.5, false))],
+    );
+    assert_eq!(
+        obs_ids(&sink, (1, 100)),
+        [10, 11],
+        "between insert and void both show"
+    );
+    apply(
+        &sink,
+        vec![c.change(
+            "obs",
+            ChangeOp::Update,
+            obs_row(10, 1, Some(100), 80.0, true),
+        )],
+    );
     assert_eq!(obs_ids(&sink, (1, 100)), [11]);
-    assert_eq!(sink.flat_table()[&(1, 100)].obs[0].value.as_deref(), Some("82.5"));
+    assert_eq!(
+        sink.flat_table()[&(1, 100)].obs[0].value.as_deref(),
+        Some("82.5")
+    );
 }
 
 #[test]
 fn person_change_updates_every_encounter_row() {
     let sink = MemorySink::new();
     let mut c = Changes::default();
-    apply(&sink, vec![
-        c.upsert("person", person_row(1, "F")),
-        c.upsert("patient", patient_row(1)),
-        c.upsert("encounter", encounter_row(100, 1, None, false)),
-        c.upsert("encounter", encounter_row(101, 1, None, false)),
-        c.upsert("obs", obs_row(12, 1, None, 5.0, false)),
-        c.upsert("person", person_row(2, "M")),
-        c.upsert("patient", patient_row(2)),
-        c.upsert("encounter", encounter_row(200, 2, None, false)),
-    ]);
+    apply(
+        &sink,
+        vec![
+            c.upsert("person", person_row(1, "F")),
+            c.upsert("patient", patient_row(1)),
+            c.upsert("encounter", encounter_row(100, 1, None, false)),
+            c.upsert("encounter", encounter_row(101, 1, None, false)),
+            c.upsert("obs", obs_row(12, 1, None, 5.0, false)),
+            c.upsert("person", person_row(2, "M")),
+            c.upsert("patient", patient_row(2)),
+            c.upsert("encounter", encounter_row(200, 2, None, false)),
+        ],
+    );
     let loose = (1, SYNTHETIC_ENCOUNTER_BASE + 12);
-    assert_eq!(obs_ids(&sink, loose), [12], "an obs without encounter gets a synthetic one");
+    assert_eq!(
+        obs_ids(&sink, loose),
+        [12],
+        "an obs without encounter gets a synthetic one"
+    );
     let mut dead = (*person_row(1, "F")).clone();
     dead[person::dead] = Value::Bool(true);
     dead[person::death_date] = Value::Datetime(99);
-    apply(&sink, vec![c.change("person", ChangeOp::Update, Arc::new(dead))]);
+    apply(
+        &sink,
+        vec![c.change("person", ChangeOp::Update, Arc::new(dead))],
+    );
     let table = sink.flat_table();
     for key in [(1, 100), (1, 101), loose] {
         assert!(table[&key].dead, "{key:?}");
@@ -516,23 +656,43 @@ fn obs_and_order_deletes_and_tombstones() {
     member[obs::obs_group_id] = Value::Int(30);
     member[obs::value_numeric] = Value::Null;
     member[obs::value_coded] = Value::Int(123);
-    apply(&sink, vec![
-        c.upsert("person", person_row(1, "F")),
-        c.upsert("patient", patient_row(1)),
-        c.upsert("encounter", encounter_row(100, 1, None, false)),
-        c.upsert("obs", Arc::new(member)),
-        c.upsert("obs", obs_row(10, 1, Some(100), 1.0, false)),
-        c.upsert("orders", order_row(20, 100, 1, false)),
-    ]);
+    apply(
+        &sink,
+        vec![
+            c.upsert("person", person_row(1, "F")),
+            c.upsert("patient", patient_row(1)),
+            c.upsert("encounter", encounter_row(100, 1, None, false)),
+            c.upsert("obs", Arc::new(member)),
+            c.upsert("obs", obs_row(10, 1, Some(100), 1.0, false)),
+            c.upsert("orders", order_row(20, 100, 1, false)),
+        ],
+    );
     let m = &sink.flat_table()[&(1, 100)].obs[1];
-    assert_eq!((m.value.as_deref(), m.value_type, m.parent_concept_id), (Some("123"), "coded", None));
+    assert_eq!(
+        (m.value.as_deref(), m.value_type, m.parent_concept_id),
+        (Some("123"), "coded", None)
+    );
     apply(&sink, vec![c.upsert("obs", group.clone())]);
-    assert_eq!(sink.flat_table()[&(1, 100)].obs[2].parent_concept_id, Some(1284), "the group arrived later");
+    assert_eq!(
+        sink.flat_table()[&(1, 100)].obs[2].parent_concept_id,
+        Some(1284),
+        "the group arrived later"
+    );
 
-    apply(&sink, vec![c.change("obs", ChangeOp::Delete, obs_row(10, 1, Some(100), 1.0, false))]);
+    apply(
+        &sink,
+        vec![c.change(
+            "obs",
+            ChangeOp::Delete,
+            obs_row(10, 1, Some(100), 1.0, false),
+        )],
+    );
     apply(&sink, vec![c.tombstone("obs", 10)]);
     assert_eq!(obs_ids(&sink, (1, 100)), [30, 31]);
-    apply(&sink, vec![c.change("orders", ChangeOp::Delete, order_row(20, 100, 1, false))]);
+    apply(
+        &sink,
+        vec![c.change("orders", ChangeOp::Delete, order_row(20, 100, 1, false))],
+    );
     assert!(sink.flat_table()[&(1, 100)].orders.is_empty());
     assert!(!sink.images()["obs"].contains_key(&10));
 
@@ -556,9 +716,15 @@ fn older_changes_are_ignored_and_deletes_block_resurrection() {
     let update = c.change("person", ChangeOp::Update, person_row(1, "M"));
     let delete = c.change("person", ChangeOp::Delete, person_row(1, "M"));
     apply(&sink, vec![update.clone(), create.clone()]);
-    assert_eq!(sink.images()["person"][&1][person::gender], Value::text("M"));
+    assert_eq!(
+        sink.images()["person"][&1][person::gender],
+        Value::text("M")
+    );
     apply(&sink, vec![delete.clone(), create.clone(), update]);
-    assert!(!sink.images().contains_key("person"), "a replayed create cannot resurrect a deleted row");
+    assert!(
+        !sink.images().contains_key("person"),
+        "a replayed create cannot resurrect a deleted row"
+    );
     // A snapshot read orders before any streamed change, whatever its binlog position.
     let mut snapshot = c.upsert("person", person_row(2, "F"));
     let late = c.change("person", ChangeOp::Update, person_row(2, "M"));
@@ -568,7 +734,10 @@ fn older_changes_are_ignored_and_deletes_block_resurrection() {
         change.source.pos = u64::MAX;
     }
     apply(&sink, vec![late, snapshot]);
-    assert_eq!(sink.images()["person"][&2][person::gender], Value::text("M"));
+    assert_eq!(
+        sink.images()["person"][&2][person::gender],
+        Value::text("M")
+    );
 }
 
 #[test]
@@ -582,7 +751,10 @@ fn offsets_move_with_the_batch_that_carries_them() {
             next_offsets: vec![("dbserver1.openmrs.person".into(), 0, 1)],
         },
     );
-    assert_eq!(sink.offsets()[&("dbserver1.openmrs.person".to_string(), 0)], 1);
+    assert_eq!(
+        sink.offsets()[&("dbserver1.openmrs.person".to_string(), 0)],
+        1
+    );
     assert_eq!(sink.applied_per_consumer()[&2], 1);
 }
 
@@ -655,7 +827,10 @@ const PARTITIONS: i64 = 3;
 fn to_records(changes: &[SourceChange]) -> BTreeMap<(String, i32), Vec<SinkRecord>> {
     let mut topics: BTreeMap<(String, i32), Vec<SinkRecord>> = BTreeMap::new();
     for ch in changes {
-        let tp = (Changes::topic(ch.table), ch.key.rem_euclid(PARTITIONS) as i32);
+        let tp = (
+            Changes::topic(ch.table),
+            ch.key.rem_euclid(PARTITIONS) as i32,
+        );
         let log = topics.entry(tp.clone()).or_default();
         let mut push = |decoded| {
             let offset = log.len() as i64;
@@ -731,13 +906,35 @@ fn feed(
         );
     }
     assert!(replayed, "the test replayed a segment");
+    if replay {
+        // A late duplicate delivery after everything (a stalled consumer's batch, or a partition whose keys moved
+        // when partitions were added): older stretches of some partitions arrive again, carrying no offsets.
+        for _ in 0..3 {
+            let (_, log) = logs
+                .iter()
+                .nth(rng.below(logs.len() as u64) as usize)
+                .unwrap();
+            let from = rng.below(log.len() as u64) as usize;
+            let to = from + rng.below((log.len() - from) as u64) as usize;
+            sink.apply_batch(
+                3,
+                Batch {
+                    records: log[from..to].to_vec(),
+                    next_offsets: Vec::new(),
+                },
+            );
+        }
+    }
 }
 
 #[test]
 fn sink_result_is_independent_of_interleaving_and_replays() {
     let ops = workload(7, 1_500);
     let changes = source_changes(&ops);
-    assert!(changes.iter().any(|c| c.op == ChangeOp::Delete), "the workload purges some obs");
+    assert!(
+        changes.iter().any(|c| c.op == ChangeOp::Delete),
+        "the workload purges some obs"
+    );
     let logs = to_records(&changes);
     let oracle = flat::build(&final_images(&changes));
     assert!(oracle.len() > 50, "a real table: {} rows", oracle.len());
@@ -749,12 +946,18 @@ fn sink_result_is_independent_of_interleaving_and_replays() {
         let table = sink.flat_table();
         assert_eq!(table, flat::build(&sink.images()), "seed {seed}");
         assert_eq!(sink.images(), final_images(&changes), "seed {seed}");
-        let ends: BTreeMap<(String, i32), i64> = logs.iter().map(|(k, v)| (k.clone(), v.len() as i64)).collect();
+        let ends: BTreeMap<(String, i32), i64> = logs
+            .iter()
+            .map(|(k, v)| (k.clone(), v.len() as i64))
+            .collect();
         assert_eq!(sink.offsets(), ends);
         results.push(table);
     }
     for table in &results {
-        assert!(table == &oracle, "streamed table differs from the batch build of the source");
+        assert!(
+            table == &oracle,
+            "streamed table differs from the batch build of the source"
+        );
     }
 }
 
@@ -824,8 +1027,13 @@ async fn produce(
 ) -> BTreeMap<(String, i32), i64> {
     let mut per: BTreeMap<(String, i32), Vec<rskafka::record::Record>> = BTreeMap::new();
     for ch in changes {
-        let tp = (Changes::topic(ch.table), ch.key.rem_euclid(TOPIC_PARTITIONS as i64) as i32);
-        per.entry(tp.clone()).or_default().push(debezium_record(ch, false));
+        let tp = (
+            Changes::topic(ch.table),
+            ch.key.rem_euclid(TOPIC_PARTITIONS as i64) as i32,
+        );
+        per.entry(tp.clone())
+            .or_default()
+            .push(debezium_record(ch, false));
         if ch.op == ChangeOp::Delete {
             per.entry(tp).or_default().push(debezium_record(ch, true));
         }
@@ -835,9 +1043,12 @@ async fn produce(
         let pc = partition(client, &topic, p).await;
         counts.insert((topic.clone(), p), records.len() as i64);
         for chunk in records.chunks(200) {
-            bounded("produce", pc.produce(chunk.to_vec(), Compression::NoCompression))
-                .await
-                .unwrap();
+            bounded(
+                "produce",
+                pc.produce(chunk.to_vec(), Compression::NoCompression),
+            )
+            .await
+            .unwrap();
         }
     }
     counts
@@ -902,7 +1113,14 @@ fn assignment_deals_sorted_partitions_round_robin() {
         bootstrap: String::new(),
     };
     let a = config.assignment();
-    assert_eq!(a[0], [("a".to_string(), 0), ("b".to_string(), 0), ("b".to_string(), 2)]);
+    assert_eq!(
+        a[0],
+        [
+            ("a".to_string(), 0),
+            ("b".to_string(), 0),
+            ("b".to_string(), 2)
+        ]
+    );
     assert_eq!(a[1], [("a".to_string(), 1), ("b".to_string(), 1)]);
 }
 
@@ -919,11 +1137,23 @@ async fn two_consumers_reach_the_end_and_consume_every_record_once_across_a_rest
     let recorder = Recorder::new(11);
     let mut pipeline = bounded(
         "pipeline start",
-        Pipeline::start(config(&cluster, 2, TOPIC_PARTITIONS), sink.clone(), recorder.clone(), Clock::real()),
+        Pipeline::start(
+            config(&cluster, 2, TOPIC_PARTITIONS),
+            sink.clone(),
+            recorder.clone(),
+            Clock::real(),
+        ),
     )
     .await
     .unwrap();
-    assert_eq!(pipeline.assignment().iter().map(Vec::len).collect::<Vec<_>>(), [6, 6]);
+    assert_eq!(
+        pipeline
+            .assignment()
+            .iter()
+            .map(Vec::len)
+            .collect::<Vec<_>>(),
+        [6, 6]
+    );
     wait_caught_up(&pipeline).await;
     assert_eq!(sink.flat_table(), flat::build(&final_images(first)));
 
@@ -941,7 +1171,10 @@ async fn two_consumers_reach_the_end_and_consume_every_record_once_across_a_rest
     assert_exactly_once(&history, &produced);
     let by_consumer: BTreeSet<u32> = history.consumed.iter().map(|c| c.consumer).collect();
     assert_eq!(by_consumer, BTreeSet::from([1, 2]));
-    assert!(history.consumed.iter().any(|c| c.tombstone_key.is_some()), "tombstones are recorded too");
+    assert!(
+        history.consumed.iter().any(|c| c.tombstone_key.is_some()),
+        "tombstones are recorded too"
+    );
     assert_eq!(sink.images(), final_images(&changes));
     assert_eq!(sink.flat_table(), flat::build(&final_images(&changes)));
     assert!(history.retention_gaps.is_empty());
@@ -954,19 +1187,35 @@ async fn offset_out_of_range_records_a_retention_gap_and_continues_at_the_log_st
     let kafka = client(&cluster.bootstrap_servers()).await;
     let ops = workload(5, 0);
     let changes = source_changes(&ops);
-    let person_changes: Vec<&SourceChange> = changes.iter().filter(|c| c.table == "person").take(10).collect();
+    let person_changes: Vec<&SourceChange> = changes
+        .iter()
+        .filter(|c| c.table == "person")
+        .take(10)
+        .collect();
     assert_eq!(person_changes.len(), 10);
     let topic = Changes::topic("person");
     let pc = partition(&kafka, &topic, 0).await;
-    let records = person_changes.iter().map(|c| debezium_record(c, false)).collect();
-    bounded("produce", pc.produce(records, Compression::NoCompression)).await.unwrap();
-    bounded("delete records", pc.delete_records(4, 5_000)).await.unwrap();
+    let records = person_changes
+        .iter()
+        .map(|c| debezium_record(c, false))
+        .collect();
+    bounded("produce", pc.produce(records, Compression::NoCompression))
+        .await
+        .unwrap();
+    bounded("delete records", pc.delete_records(4, 5_000))
+        .await
+        .unwrap();
 
     let sink = Arc::new(MemorySink::new());
     let recorder = Recorder::new(5);
     let pipeline = bounded(
         "pipeline start",
-        Pipeline::start(config(&cluster, 1, 1), sink.clone(), recorder.clone(), Clock::real()),
+        Pipeline::start(
+            config(&cluster, 1, 1),
+            sink.clone(),
+            recorder.clone(),
+            Clock::real(),
+        ),
     )
     .await
     .unwrap();
@@ -974,9 +1223,23 @@ async fn offset_out_of_range_records_a_retention_gap_and_continues_at_the_log_st
     pipeline.shutdown().await;
 
     let history = recorder.snapshot();
-    assert_eq!(history.retention_gaps.len(), 1, "{:?}", history.retention_gaps);
+    assert_eq!(
+        history.retention_gaps.len(),
+        1,
+        "{:?}",
+        history.retention_gaps
+    );
     let gap = &history.retention_gaps[0];
-    assert_eq!((gap.topic.as_str(), gap.partition, gap.requested, gap.log_start_offset, gap.consumer), (topic.as_str(), 0, 0, 4, 1));
+    assert_eq!(
+        (
+            gap.topic.as_str(),
+            gap.partition,
+            gap.requested,
+            gap.log_start_offset,
+            gap.consumer
+        ),
+        (topic.as_str(), 0, 0, 4, 1)
+    );
     let offsets: Vec<i64> = history.consumed.iter().map(|c| c.offset).collect();
     assert_eq!(offsets, (4..10).collect::<Vec<_>>());
     assert_eq!(sink.offsets()[&(topic.clone(), 0)], 10);

@@ -75,7 +75,10 @@ pub enum DecodeProblem {
     #[error("op `{op}` is not a row change the ETL applies (expected r, c, u or d)")]
     UnsupportedOp { op: String },
     #[error("op `{op}` needs a `{image}` image, but it is null")]
-    MissingImage { op: &'static str, image: &'static str },
+    MissingImage {
+        op: &'static str,
+        image: &'static str,
+    },
     #[error("column `{table}.{column}` is missing from the {image} image")]
     MissingColumn {
         table: &'static str,
@@ -354,13 +357,19 @@ mod tests {
         assert_eq!((e.partition, e.offset), (3, 41));
         assert_eq!(e.problem, DecodeProblem::MissingKey);
         let e = decode("t.openmrs.obs", 0, 0, Some(KEY), Some(b"{not json")).unwrap_err();
-        assert!(matches!(e.problem, DecodeProblem::NotJson { part: "value", .. }));
+        assert!(matches!(
+            e.problem,
+            DecodeProblem::NotJson { part: "value", .. }
+        ));
         let e = decode("t.openmrs.obs", 0, 0, Some(KEY), Some(br#"{"op":"t"}"#)).unwrap_err();
         assert!(matches!(e.problem, DecodeProblem::UnsupportedOp { .. }));
         let e = decode("t.openmrs.nope", 0, 0, Some(KEY), None).unwrap_err();
         assert!(matches!(e.problem, DecodeProblem::UnknownTable { .. }));
         let e = decode("t.openmrs.obs", 0, 0, Some(br#"{"obs_id":"x"}"#), None).unwrap_err();
-        assert!(matches!(e.problem, DecodeProblem::Shape { part: "key", .. }));
+        assert!(matches!(
+            e.problem,
+            DecodeProblem::Shape { part: "key", .. }
+        ));
         assert!(e.to_string().contains("t.openmrs.obs/0@0"), "{e}");
     }
 

@@ -5,7 +5,11 @@
 //! each row it has consumed, and the oracle derives it from the source's final state. Equal inputs give equal
 //! tables, so "sink = oracle" is exactly "nothing was lost, nothing is stale".
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::workload::schema::{encounter, obs, orders, patient, person, visit};
+use crate::workload::value::format_datetime;
+use crate::workload::{Row, Value};
 
 /// Obs without an encounter get a synthetic encounter id: obs_id + this.
 pub const SYNTHETIC_ENCOUNTER_BASE: i64 = 10_000_000_000;
@@ -67,12 +71,6 @@ pub type FlatTable = BTreeMap<(i64, i64), FlatEncounter>;
 /// The latest image of every row, per table name and primary key: what the flat table is derived from.
 pub type RowImages = BTreeMap<&'static str, BTreeMap<i64, std::sync::Arc<crate::workload::Row>>>;
 
-use std::collections::BTreeSet;
-
-use crate::workload::schema::{encounter, obs, orders, patient, person, visit};
-use crate::workload::value::format_datetime;
-use crate::workload::{Row, Value};
-
 /// The flat table of `images`: one row per non-voided encounter whose patient row exists, plus one row per
 /// non-voided obs without an encounter (synthetic encounter id `SYNTHETIC_ENCOUNTER_BASE + obs_id`).
 ///
@@ -107,7 +105,10 @@ fn int(row: &Row, column: usize) -> Option<i64> {
 }
 
 fn flag(row: &Row, column: usize) -> bool {
-    matches!(row.get(column), Some(Value::Bool(true)) | Some(Value::Int(1)))
+    matches!(
+        row.get(column),
+        Some(Value::Bool(true)) | Some(Value::Int(1))
+    )
 }
 
 fn millis(row: &Row, column: usize) -> Option<i64> {
@@ -195,7 +196,11 @@ impl FlatIndex {
             keys.extend(encounters.iter().map(|e| (*patient, *e)));
         }
         for (person, loose) in &self.loose_obs_by_person {
-            keys.extend(loose.iter().map(|o| (*person, SYNTHETIC_ENCOUNTER_BASE + o)));
+            keys.extend(
+                loose
+                    .iter()
+                    .map(|o| (*person, SYNTHETIC_ENCOUNTER_BASE + o)),
+            );
         }
         keys
     }
@@ -290,19 +295,21 @@ impl FlatIndex {
                 return None;
             }
             let group = int(row, obs::obs_group_id);
-            Some(FlatObs {
-                obs_id: *id,
-                voided: false,
-                concept_id: int(row, obs::concept_id).unwrap_or(0),
-                obs_datetime: millis(row, obs::obs_datetime).unwrap_or(0),
-                value: None,
-                value_type: "none",
-                obs_group_id: group,
-                parent_concept_id: group
-                    .and_then(|g| obs_rows?.get(&g))
-                    .and_then(|g| int(g, obs::concept_id)),
-            }
-            .with_value(row))
+            Some(
+                FlatObs {
+                    obs_id: *id,
+                    voided: false,
+                    concept_id: int(row, obs::concept_id).unwrap_or(0),
+                    obs_datetime: millis(row, obs::obs_datetime).unwrap_or(0),
+                    value: None,
+                    value_type: "none",
+                    obs_group_id: group,
+                    parent_concept_id: group
+                        .and_then(|g| obs_rows?.get(&g))
+                        .and_then(|g| int(g, obs::concept_id)),
+                }
+                .with_value(row),
+            )
         };
         let mut flat = if encounter_id >= SYNTHETIC_ENCOUNTER_BASE {
             let obs_id = encounter_id - SYNTHETIC_ENCOUNTER_BASE;
@@ -329,8 +336,7 @@ impl FlatIndex {
             }
         } else {
             let row = rows("encounter")?.get(&encounter_id)?;
-            if flag(row, encounter::voided) || int(row, encounter::patient_id) != Some(patient_id)
-            {
+            if flag(row, encounter::voided) || int(row, encounter::patient_id) != Some(patient_id) {
                 return None;
             }
             let visit_id = int(row, encounter::visit_id);

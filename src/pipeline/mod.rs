@@ -245,7 +245,10 @@ impl Pipeline {
 
     /// The consumers' partitions: index `n - 1` holds consumer `n`'s.
     pub fn assignment(&self) -> Vec<Vec<(String, i32)>> {
-        self.consumers.iter().map(|c| c.partitions.clone()).collect()
+        self.consumers
+            .iter()
+            .map(|c| c.partitions.clone())
+            .collect()
     }
 
     /// Kills consumer `n` (1-based) and waits until it has stopped: what it applied stays, what it was reading
@@ -266,7 +269,11 @@ impl Pipeline {
     }
 
     /// Consumer `n` fetches nothing for `duration` (real time) from now; it keeps its partitions.
-    pub fn stall_consumer(&mut self, consumer: u32, duration: Duration) -> Result<(), PipelineError> {
+    pub fn stall_consumer(
+        &mut self,
+        consumer: u32,
+        duration: Duration,
+    ) -> Result<(), PipelineError> {
         let slot = self.slot(consumer)?;
         *lock(&slot.stalled_until) = Some(tokio::time::Instant::now() + duration);
         Ok(())
