@@ -1,0 +1,402 @@
+//! Debezium change records (JsonConverter, with or without schemas) back into typed rows.
+//!
+//! The decoder reads what a consumer can read and nothing more: the record's key, its value, and where it sat
+//! (topic, partition, offset — only to say where a bad record was). Both connector flavours decode the same
+//! way; they differ only in `source.connector` and the GTID spelling, which are carried through untouched.
+//!
+//! Column values are typed by the table's [`TableDef`], not by the JSON: Debezium writes TINYINT(1) as an
+//! integer, DATE as days and DATETIME as epoch milliseconds, and only the column type says which is which. So
+//! a decoded image is equal, value for value, to the source row it was captured from.
+
+use std::sync::Arc;
+
+use serde::Deserialize;
+use serde_json::{Map, Value as Json};
+
+use crate::history::{ChangeOp, ConsumedChange, SourceRef};
+use crate::workload::schema::{self, SqlType, TableDef};
+use crate::workload::{Row, Value};
+
+/// One decoded change-topic record.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decoded {
+    /// A row change: what the record says happened, and the row image it leaves (the `after` image; the
+    /// `before` image for a delete, so the sink knows which encounters the deleted row belonged to).
+    Change {
+        change: ConsumedChange,
+        image: Arc<Row>,
+    },
+    /// The null-valued record that follows a delete.
+    Tombstone { table: &'static str, key: i64 },
+}
+
+impl Decoded {
+    pub fn table(&self) -> &'static str {
+        match self {
+            Decoded::Change { change, .. } => change.table,
+            Decoded::Tombstone { table, .. } => table,
+        }
+    }
+
+    pub fn key(&self) -> i64 {
+        match self {
+            Decoded::Change { change, .. } => change.key,
+            Decoded::Tombstone { key, .. } => *key,
+        }
+    }
+}
+
+/// A record the ETL cannot use, and where it was.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("cannot decode the record at {topic}/{partition}@{offset}: {problem}")]
+pub struct DecodeError {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub problem: DecodeProblem,
+}
+
+/// What was wrong with a record.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum DecodeProblem {
+    #[error("the record has no key (change records are keyed by the row's primary key)")]
+    MissingKey,
+    #[error("the {part} is not JSON: {reason}")]
+    NotJson { part: &'static str, reason: String },
+    #[error("the {part} is not a Debezium {expected}: {reason}")]
+    Shape {
+        part: &'static str,
+        expected: &'static str,
+        reason: String,
+    },
+    #[error("table `{table}` is not one the harness models (from {from})")]
+    UnknownTable { table: String, from: &'static str },
+    #[error("op `{op}` is not a row change the ETL applies (expected r, c, u or d)")]
+    UnsupportedOp { op: String },
+    #[error("op `{op}` needs a `{image}` image, but it is null")]
+    MissingImage {
+        op: &'static str,
+        image: &'static str,
+    },
+    #[error("column `{table}.{column}` is missing from the {image} image")]
+    MissingColumn {
+        table: &'static str,
+        column: &'static str,
+        image: &'static str,
+    },
+    #[error("column `{table}.{column}` ({ty:?}) cannot hold {found}")]
+    BadValue {
+        table: &'static str,
+        column: &'static str,
+        ty: SqlType,
+        found: String,
+    },
+    #[error("the key says {key_column}={key} but the row image says {image_key}")]
+    KeyMismatch {
+        key_column: &'static str,
+        key: i64,
+        image_key: String,
+    },
+}
+
+/// The envelope, found either under `payload` (schemas enabled, Connect's default) or at the top level
+/// (schemas disabled). The fields are listed twice rather than flattened: flattening would buffer the large
+/// `schema` object, which serde otherwise skips without building anything.
+#[derive(Deserialize)]
+struct Top {
+    payload: Option<Envelope>,
+    before: Option<Map<String, Json>>,
+    after: Option<Map<String, Json>>,
+    source: Option<Source>,
+    op: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Envelope {
+    before: Option<Map<String, Json>>,
+    after: Option<Map<String, Json>>,
+    source: Option<Source>,
+    op: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Source {
+    ts_ms: i64,
+    /// A string in Debezium 2.x/3.x (`"true"`, `"last"`, `"false"`…), a boolean in older versions.
+    snapshot: Option<Json>,
+    table: Option<String>,
+    file: String,
+    pos: u64,
+    row: Option<u32>,
+    gtid: Option<String>,
+}
+
+/// Decodes one record of a change topic. `value` is `None` for a tombstone.
+pub fn decode(
+    topic: &str,
+    partition: i32,
+    offset: i64,
+    key: Option<&[u8]>,
+    value: Option<&[u8]>,
+) -> Result<Decoded, DecodeError> {
+    decode_inner(topic, key, value).map_err(|problem| DecodeError {
+        topic: topic.to_string(),
+        partition,
+        offset,
+        problem,
+    })
+}
+
+fn decode_inner(
+    topic: &str,
+    key: Option<&[u8]>,
+    value: Option<&[u8]>,
+) -> Result<Decoded, DecodeProblem> {
+    let key = key.ok_or(DecodeProblem::MissingKey)?;
+    let Some(value) = value else {
+        // A tombstone carries no envelope: its table is the topic's (`<prefix>.<db>.<table>`).
+        let name = topic.rsplit('.').next().unwrap_or(topic);
+        let table = schema::table(name).ok_or_else(|| DecodeProblem::UnknownTable {
+            table: name.to_string(),
+            from: "the topic name",
+        })?;
+        return Ok(Decoded::Tombstone {
+            table: table.name,
+            key: decode_key(table, key)?,
+        });
+    };
+    let top: Top = serde_json::from_slice(value).map_err(|e| json_problem("value", e))?;
+    let envelope = top.payload.unwrap_or(Envelope {
+        before: top.before,
+        after: top.after,
+        source: top.source,
+        op: top.op,
+    });
+    let op_letter = envelope.op.as_deref().ok_or_else(|| DecodeProblem::Shape {
+        part: "value",
+        expected: "change envelope",
+        reason: "no `op` field".into(),
+    })?;
+    let op = ChangeOp::from_letter(op_letter).ok_or_else(|| DecodeProblem::UnsupportedOp {
+        op: op_letter.to_string(),
+    })?;
+    let source = envelope.source.ok_or_else(|| DecodeProblem::Shape {
+        part: "value",
+        expected: "change envelope",
+        reason: "no `source` block".into(),
+    })?;
+    let table_name = source
+        .table
+        .as_deref()
+        .unwrap_or_else(|| topic.rsplit('.').next().unwrap_or(topic));
+    let table = schema::table(table_name).ok_or_else(|| DecodeProblem::UnknownTable {
+        table: table_name.to_string(),
+        from: "source.table",
+    })?;
+    let key = decode_key(table, key)?;
+    let (image_name, fields) = match op {
+        ChangeOp::Delete => ("before", envelope.before),
+        _ => ("after", envelope.after),
+    };
+    let fields = fields.ok_or(DecodeProblem::MissingImage {
+        op: op.letter(),
+        image: image_name,
+    })?;
+    let image = decode_row(table, &fields, image_name)?;
+    let pk = table.primary_key();
+    if let [pk] = pk[..] {
+        if image[pk] != Value::Int(key) {
+            return Err(DecodeProblem::KeyMismatch {
+                key_column: table.columns[pk].name,
+                key,
+                image_key: format!("{:?}", image[pk]),
+            });
+        }
+    }
+    let snapshot = match &source.snapshot {
+        None | Some(Json::Null) => false,
+        Some(Json::Bool(b)) => *b,
+        Some(Json::String(s)) => s != "false",
+        Some(other) => {
+            return Err(DecodeProblem::Shape {
+                part: "value",
+                expected: "source block",
+                reason: format!("`snapshot` is {other}"),
+            })
+        }
+    };
+    Ok(Decoded::Change {
+        change: ConsumedChange {
+            table: table.name,
+            key,
+            op,
+            source: SourceRef {
+                snapshot,
+                file: source.file,
+                pos: source.pos,
+                row: source.row.unwrap_or(0),
+                gtid: source.gtid,
+            },
+            source_ts_ms: source.ts_ms,
+        },
+        image: Arc::new(image),
+    })
+}
+
+fn json_problem(part: &'static str, e: serde_json::Error) -> DecodeProblem {
+    if e.is_data() {
+        DecodeProblem::Shape {
+            part,
+            expected: "change envelope",
+            reason: e.to_string(),
+        }
+    } else {
+        DecodeProblem::NotJson {
+            part,
+            reason: e.to_string(),
+        }
+    }
+}
+
+/// The key's single primary-key field, from `{"schema":…,"payload":{…}}` or a bare `{…}`.
+fn decode_key(table: &'static TableDef, key: &[u8]) -> Result<i64, DecodeProblem> {
+    let json: Json = serde_json::from_slice(key).map_err(|e| DecodeProblem::NotJson {
+        part: "key",
+        reason: e.to_string(),
+    })?;
+    let fields = match json.get("payload") {
+        Some(payload) if json.get("schema").is_some() => payload,
+        _ => &json,
+    };
+    let shape = |reason: String| DecodeProblem::Shape {
+        part: "key",
+        expected: "primary key struct",
+        reason,
+    };
+    let fields = fields
+        .as_object()
+        .ok_or_else(|| shape(format!("expected an object, found {fields}")))?;
+    let pk = match table.primary_key()[..] {
+        [pk] => &table.columns[pk],
+        _ => {
+            return Err(shape(format!(
+                "table `{}` has no single-column primary key",
+                table.name
+            )))
+        }
+    };
+    let value = fields
+        .get(pk.name)
+        .ok_or_else(|| shape(format!("no `{}` field", pk.name)))?;
+    value
+        .as_i64()
+        .ok_or_else(|| shape(format!("`{}` is {value}, not an integer", pk.name)))
+}
+
+/// A row image in the table's column order, every value typed by its column.
+fn decode_row(
+    table: &'static TableDef,
+    fields: &Map<String, Json>,
+    image: &'static str,
+) -> Result<Row, DecodeProblem> {
+    table
+        .columns
+        .iter()
+        .map(|column| {
+            let json = fields
+                .get(column.name)
+                .ok_or(DecodeProblem::MissingColumn {
+                    table: table.name,
+                    column: column.name,
+                    image,
+                })?;
+            decode_value(column.ty, json).ok_or_else(|| DecodeProblem::BadValue {
+                table: table.name,
+                column: column.name,
+                ty: column.ty,
+                found: json.to_string(),
+            })
+        })
+        .collect()
+}
+
+/// Debezium's default mapping read backwards: TINYINT(1) is int16 0/1, DATE is `io.debezium.time.Date` (days),
+/// DATETIME is `io.debezium.time.Timestamp` (epoch ms, no zone shift), TIME is `io.debezium.time.MicroTime`.
+fn decode_value(ty: SqlType, json: &Json) -> Option<Value> {
+    if json.is_null() {
+        return Some(Value::Null);
+    }
+    Some(match ty {
+        SqlType::Int => Value::Int(json.as_i64()?),
+        SqlType::Boolean => match json {
+            Json::Bool(b) => Value::Bool(*b),
+            _ => match json.as_i64()? {
+                0 => Value::Bool(false),
+                1 => Value::Bool(true),
+                _ => return None,
+            },
+        },
+        SqlType::Double => Value::Double(json.as_f64()?),
+        SqlType::Varchar(_) | SqlType::Char(_) | SqlType::Text => Value::text(json.as_str()?),
+        SqlType::Date => Value::Date(i32::try_from(json.as_i64()?).ok()?),
+        SqlType::Datetime => Value::Datetime(json.as_i64()?),
+        SqlType::Time => Value::Time(json.as_i64()?),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY: &[u8] = br#"{"obs_id":7}"#;
+
+    #[test]
+    fn bad_records_are_typed_errors_with_their_place() {
+        let e = decode("dbserver1.openmrs.obs", 3, 41, None, Some(b"{}")).unwrap_err();
+        assert_eq!((e.partition, e.offset), (3, 41));
+        assert_eq!(e.problem, DecodeProblem::MissingKey);
+        let e = decode("t.openmrs.obs", 0, 0, Some(KEY), Some(b"{not json")).unwrap_err();
+        assert!(matches!(
+            e.problem,
+            DecodeProblem::NotJson { part: "value", .. }
+        ));
+        let e = decode("t.openmrs.obs", 0, 0, Some(KEY), Some(br#"{"op":"t"}"#)).unwrap_err();
+        assert!(matches!(e.problem, DecodeProblem::UnsupportedOp { .. }));
+        let e = decode("t.openmrs.nope", 0, 0, Some(KEY), None).unwrap_err();
+        assert!(matches!(e.problem, DecodeProblem::UnknownTable { .. }));
+        let e = decode("t.openmrs.obs", 0, 0, Some(br#"{"obs_id":"x"}"#), None).unwrap_err();
+        assert!(matches!(
+            e.problem,
+            DecodeProblem::Shape { part: "key", .. }
+        ));
+        assert!(e.to_string().contains("t.openmrs.obs/0@0"), "{e}");
+    }
+
+    #[test]
+    fn schemaless_tombstone_names_its_table_by_topic() {
+        let d = decode("p.db.obs", 0, 5, Some(KEY), None).unwrap();
+        assert_eq!(
+            d,
+            Decoded::Tombstone {
+                table: "obs",
+                key: 7
+            }
+        );
+    }
+
+    #[test]
+    fn booleans_accept_only_zero_and_one() {
+        assert_eq!(
+            decode_value(SqlType::Boolean, &Json::from(1)),
+            Some(Value::Bool(true))
+        );
+        assert_eq!(decode_value(SqlType::Boolean, &Json::from(2)), None);
+        assert_eq!(decode_value(SqlType::Int, &Json::from(1.5)), None);
+        assert_eq!(
+            decode_value(SqlType::Date, &Json::from(i64::MAX)),
+            None,
+            "a DATE outside i32 days is refused, not wrapped"
+        );
+    }
+}

@@ -1,0 +1,255 @@
+//! Where the ETL writes: the latest image of every row, the flat encounter table derived from them, and the
+//! consumers' offsets — all changed together, so what a consumer has read and what the sink holds never
+//! disagree.
+//!
+//! ## Why the result does not depend on delivery order
+//!
+//! Every change carries its source position (snapshot reads first, then binlog file, position, row). The sink
+//! keeps, per (table, key), the position of the change it holds and ignores any change at or before it. A delete
+//! leaves a marker with its position, so a replayed older create cannot bring the row back. Topics can then
+//! interleave in any way across consumers, and segments can be replayed after a restart: each row ends at its
+//! last change, and the flat table — a function of the row images — ends the same.
+//!
+//! A tombstone has no position. It follows its delete on the same partition (same key), so it removes a row
+//! only when the image held came from that partition at a lower offset: the case where compaction removed the
+//! delete but kept the tombstone. A tombstone replayed from before the held image changes nothing.
+//!
+//! ## Offsets
+//!
+//! A batch names the next offset to read of each partition it covers; they are stored under the same lock as
+//! the data. A partition has one reader at a time (static assignment; a killed consumer is gone before its
+//! replacement starts), so the stored offset is simply replaced — which also lets a reader move back after the
+//! log was truncated below it.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+
+use crate::history::{ChangeOp, SourceRef};
+use crate::pipeline::decode::Decoded;
+use crate::pipeline::flat::{FlatIndex, FlatTable, RowImages};
+use crate::workload::Row;
+
+/// A decoded record and where it was read.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SinkRecord {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub decoded: Decoded,
+}
+
+/// What one consumer step writes: records, and the next offset to read of each partition they came from (a
+/// partition may also advance with no records, e.g. past a retention gap or an undecodable record).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Batch {
+    pub records: Vec<SinkRecord>,
+    pub next_offsets: Vec<(String, i32, i64)>,
+}
+
+/// A sink could not take a batch (none for the memory sink; a database sink can be unreachable).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SinkError {
+    #[error("sink {sink} could not write a batch of {records} records: {reason}")]
+    Write {
+        sink: String,
+        records: usize,
+        reason: String,
+    },
+}
+
+pub type SinkFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, SinkError>> + Send + 'a>>;
+
+/// What the consumers need from a sink. A database sink writes a batch's rows and offsets in one transaction
+/// and keeps its committed offsets in memory for [`Sink::offsets`].
+pub trait Sink: Send + Sync + 'static {
+    /// Applies `batch` and stores its offsets, both or neither.
+    fn apply(&self, consumer: u32, batch: Batch) -> SinkFuture<'_, ()>;
+    /// The next offset to read of every partition the sink has written: `(topic, partition) → offset`.
+    fn offsets(&self) -> BTreeMap<(String, i32), i64>;
+}
+
+/// A change's place in the source: snapshot reads before streamed changes, then binlog order.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct Position {
+    streamed: bool,
+    file: String,
+    pos: u64,
+    row: u32,
+}
+
+impl From<&SourceRef> for Position {
+    fn from(s: &SourceRef) -> Position {
+        Position {
+            streamed: !s.snapshot,
+            file: s.file.clone(),
+            pos: s.pos,
+            row: s.row,
+        }
+    }
+}
+
+/// What the sink holds for one (table, key).
+#[derive(Debug, Clone)]
+struct Held {
+    position: Position,
+    /// `false`: a delete marker.
+    live: bool,
+    /// Partition and offset of the record that set it (a table has one topic, so the partition suffices).
+    origin: (i32, i64),
+}
+
+#[derive(Default)]
+struct State {
+    images: RowImages,
+    held: HashMap<(&'static str, i64), Held>,
+    index: FlatIndex,
+    flat: FlatTable,
+    offsets: BTreeMap<(String, i32), i64>,
+    applied: BTreeMap<u32, u64>,
+}
+
+/// The in-memory sink: the run's ETL output, compared with the oracle at the end.
+#[derive(Default)]
+pub struct MemorySink {
+    state: Mutex<State>,
+}
+
+impl MemorySink {
+    pub fn new() -> MemorySink {
+        MemorySink::default()
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        // Applying is a sequence of map updates that cannot panic halfway on valid input; a poisoned lock still
+        // holds a consistent state.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Applies a batch and stores its offsets under one lock.
+    pub fn apply_batch(&self, consumer: u32, batch: Batch) {
+        let mut state = self.state();
+        let State {
+            images,
+            held,
+            index,
+            flat,
+            offsets,
+            applied,
+        } = &mut *state;
+        let mut touched = BTreeSet::new();
+        for record in &batch.records {
+            let origin = (record.partition, record.offset);
+            let Some((table, old, new)) = apply_one(images, held, &record.decoded, origin) else {
+                continue;
+            };
+            if let Some(old) = &old {
+                index.update(table, old, false);
+            }
+            if let Some(new) = &new {
+                index.update(table, new, true);
+            }
+            for image in old.iter().chain(new.iter()) {
+                index.affected(images, table, image, &mut touched);
+            }
+        }
+        for key in touched {
+            match index.row(images, key) {
+                Some(row) => flat.insert(key, row),
+                None => flat.remove(&key),
+            };
+        }
+        for (topic, partition, next) in batch.next_offsets {
+            offsets.insert((topic, partition), next);
+        }
+        *applied.entry(consumer).or_default() += batch.records.len() as u64;
+    }
+
+    /// The next offset to read per (topic, partition).
+    pub fn offsets(&self) -> BTreeMap<(String, i32), i64> {
+        self.state().offsets.clone()
+    }
+
+    /// The latest image of every live row.
+    pub fn images(&self) -> RowImages {
+        self.state().images.clone()
+    }
+
+    /// The flat encounter table as the sink maintains it (equal to `flat::build(&self.images())`).
+    pub fn flat_table(&self) -> FlatTable {
+        self.state().flat.clone()
+    }
+
+    /// Records applied per consumer (1-based), replays included.
+    pub fn applied_per_consumer(&self) -> BTreeMap<u32, u64> {
+        self.state().applied.clone()
+    }
+}
+
+type Change = (&'static str, Option<Arc<Row>>, Option<Arc<Row>>);
+
+/// Applies one record to the images; returns the table and the old and new image when something changed.
+fn apply_one(
+    images: &mut RowImages,
+    held: &mut HashMap<(&'static str, i64), Held>,
+    decoded: &Decoded,
+    origin: (i32, i64),
+) -> Option<Change> {
+    let (table, key) = (decoded.table(), decoded.key());
+    match decoded {
+        Decoded::Change { change, image } => {
+            let position = Position::from(&change.source);
+            if let Some(h) = held.get(&(table, key)) {
+                if h.position >= position {
+                    return None;
+                }
+            }
+            let live = change.op != ChangeOp::Delete;
+            held.insert(
+                (table, key),
+                Held {
+                    position,
+                    live,
+                    origin,
+                },
+            );
+            let rows = images.entry(table).or_default();
+            let old = if live {
+                rows.insert(key, image.clone())
+            } else {
+                rows.remove(&key)
+            };
+            if rows.is_empty() {
+                images.remove(table);
+            }
+            Some((table, old, live.then(|| image.clone())))
+        }
+        Decoded::Tombstone { .. } => {
+            let h = held.get_mut(&(table, key))?;
+            if !h.live || h.origin.0 != origin.0 || h.origin.1 >= origin.1 {
+                return None;
+            }
+            h.live = false;
+            h.origin = origin;
+            let rows = images.get_mut(table)?;
+            let old = rows.remove(&key);
+            if rows.is_empty() {
+                images.remove(table);
+            }
+            Some((table, old, None))
+        }
+    }
+}
+
+impl Sink for MemorySink {
+    fn apply(&self, consumer: u32, batch: Batch) -> SinkFuture<'_, ()> {
+        self.apply_batch(consumer, batch);
+        Box::pin(std::future::ready(Ok(())))
+    }
+
+    fn offsets(&self) -> BTreeMap<(String, i32), i64> {
+        MemorySink::offsets(self)
+    }
+}
