@@ -172,15 +172,17 @@ fn metrics_lines(out: &mut String, r: &Report) {
 }
 
 fn change(c: &ChangeRef) -> String {
+    format!("{} {} {}", c.table, c.key, position(c))
+}
+
+/// A change without its row: `txn 2#0 (u) at mysql-bin.000003:2154`.
+fn position(c: &ChangeRef) -> String {
     let at = if c.binlog_file.is_empty() {
         "snapshot".to_string()
     } else {
         format!("{}:{}", c.binlog_file, c.binlog_pos)
     };
-    format!(
-        "{} {} ({}) txn {}#{} at {at}",
-        c.table, c.key, c.op, c.txn, c.index
-    )
+    format!("txn {}#{} ({}) at {at}", c.txn, c.index, c.op)
 }
 
 fn delivery(d: &Delivery) -> String {
@@ -240,9 +242,9 @@ fn failure_lines(out: &mut String, v: &Verdict, a: &Analysis) {
                     "{} {}: {} consumed ({}) after {} ({})",
                     e.table,
                     e.key,
-                    change(&e.earlier),
+                    position(&e.earlier),
                     delivery(&e.earlier_delivery),
-                    change(&e.later),
+                    position(&e.later),
                     delivery(&e.later_delivery)
                 ));
             }
