@@ -33,7 +33,7 @@
 //!    by the cluster); acknowledged at an offset retention deleted (*retention*); acknowledged below a compaction
 //!    point and superseded by a later change of its row in the same partition (*compacted*); else
 //!    *unexplained*. The retention-lost changes are listed in full.
-//! 6. **Offset gaps**: for every partition of the change topics, offsets in `[0, end)` that no consumer read and
+//! 6. **Offset gaps**: for every partition of the change topics (those in `History::end_offsets`), offsets in `[0, end)` that no consumer read and
 //!    that no deletion or compaction explains. A consumer that skips silently shows up here.
 //! 7. **Final state**: the sink's flat table against the oracle's, row by row, with the fields that differ.
 //! 8. **Liveness**: whether the pipeline caught up before the quiesce timeout, as the runner observed it.
@@ -255,13 +255,26 @@ pub struct OffsetGaps {
     pub examples: Vec<GapRange>,
 }
 
+/// What a consumed record claimed to carry: its table, key, op and Debezium `source` position.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ClaimedChange {
+    pub table: String,
+    pub key: i64,
+    pub op: &'static str,
+    pub snapshot: bool,
+    pub binlog_file: String,
+    pub binlog_pos: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gtid: Option<String>,
+}
+
 /// A consumed record that resolves to no source change.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Phantom {
     pub delivery: Delivery,
-    /// The table, key, op and source position the record claimed (none for an undecodable record).
+    /// What the record claimed (none for a record that is neither a change nor a tombstone).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub claimed: Option<ChangeRef>,
+    pub claimed: Option<ClaimedChange>,
 }
 
 /// Records that resolve to no source change: the pipeline read something the source never committed.
@@ -615,14 +628,14 @@ impl Deliveries {
                 if phantoms.examples.len() < EXAMPLES {
                     phantoms.examples.push(Phantom {
                         delivery: delivery(c),
-                        claimed: Some(ChangeRef {
-                            txn: 0,
-                            index: 0,
+                        claimed: Some(ClaimedChange {
                             table: change.table.to_string(),
                             key: change.key,
                             op: change.op.letter(),
+                            snapshot: change.source.snapshot,
                             binlog_file: change.source.file.clone(),
                             binlog_pos: change.source.pos,
+                            gtid: change.source.gtid.clone(),
                         }),
                     });
                 }

@@ -298,8 +298,12 @@ fn failure_lines(out: &mut String, v: &Verdict, a: &Analysis) {
                 let claimed = p.claimed.as_ref().map_or_else(
                     || "an undecodable record".to_string(),
                     |c| {
+                        let gtid = c
+                            .gtid
+                            .as_deref()
+                            .map_or(String::new(), |g| format!(" gtid {g}"));
                         format!(
-                            "{} {} ({}) at {}:{}",
+                            "{} {} ({}) at {}:{}{gtid}",
                             c.table, c.key, c.op, c.binlog_file, c.binlog_pos
                         )
                     },
