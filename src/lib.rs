@@ -41,10 +41,12 @@
 //! machine (guarded by an insta snapshot of the first operations).
 
 pub mod broker;
+pub mod check;
 pub mod clock;
 pub mod history;
 pub mod kafka;
 pub mod pipeline;
+pub mod report;
 pub mod scenario;
 pub mod topology;
 pub mod workload;
