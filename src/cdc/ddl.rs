@@ -139,7 +139,10 @@ pub(crate) fn show_create_table(
     // Columns that lead an index already (primary key, unique keys) need no index for their foreign key.
     let mut led: Vec<&str> = pk.first().map(|c| c.name).into_iter().collect();
     for c in t.columns.iter().filter(|c| c.unique) {
-        lines.push(format!("  UNIQUE KEY `{}_{}` (`{}`)", t.name, c.name, c.name));
+        lines.push(format!(
+            "  UNIQUE KEY `{}_{}` (`{}`)",
+            t.name, c.name, c.name
+        ));
         led.push(c.name);
     }
     for c in t.columns {
@@ -164,7 +167,11 @@ pub(crate) fn show_create_table(
         .collect();
     constraints.sort();
     lines.extend(constraints.into_iter().map(|(_, l)| l));
-    let mut sql = format!("CREATE TABLE `{}` (\n{}\n) ENGINE=InnoDB", t.name, lines.join(",\n"));
+    let mut sql = format!(
+        "CREATE TABLE `{}` (\n{}\n) ENGINE=InnoDB",
+        t.name,
+        lines.join(",\n")
+    );
     if let Some(next) = auto_increment.filter(|n| *n > 1) {
         let _ = write!(sql, " AUTO_INCREMENT={next}");
     }
@@ -236,10 +243,7 @@ fn table_change_json(
             } else {
                 Json::Null
             };
-            let mut o = vec![
-                ("name", Json::str(c.name)),
-                ("jdbcType", Json::Int(code)),
-            ];
+            let mut o = vec![("name", Json::str(c.name)), ("jdbcType", Json::Int(code))];
             if form == Form::ChangeTopic {
                 o.push(("nativeType", Json::Null));
             }
@@ -294,12 +298,16 @@ fn table_change_json(
         Form::ChangeTopic => table.push(("comment", Json::Null)),
         Form::History => table.push(("attributes", Json::Arr(vec![]))),
     }
-    Json::Obj(vec![
+    let mut change = vec![
         ("type", Json::str(kind)),
         ("id", Json::str(id)),
         ("table", Json::Obj(table)),
-        ("comment", Json::Null),
-    ])
+    ];
+    // The history document carries the change's comment; the Connect struct has no such field.
+    if form == Form::History {
+        change.push(("comment", Json::Null));
+    }
+    Json::Obj(change)
 }
 
 /// Pre-rendered pieces of the schema-change topic's records.
@@ -454,9 +462,7 @@ pub(crate) fn history_value(
     let changes = event
         .table
         .zip(event.change)
-        .map(|(t, c)| {
-            table_change_json(flavour.connector, &flavour.database, t, c, Form::History)
-        })
+        .map(|(t, c)| table_change_json(flavour.connector, &flavour.database, t, c, Form::History))
         .into_iter()
         .collect();
     Json::Obj(vec![
@@ -523,6 +529,8 @@ mod tests {
     fn mysql_quotes_defaults_and_drops_int_width() {
         let sql = show_create_table(Connector::Mysql, &schema::obs::TABLE, Some(10));
         assert!(sql.contains("`concept_id` int NOT NULL DEFAULT '0',"));
-        assert!(sql.contains("AUTO_INCREMENT=10 DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_0900_ai_ci"));
+        assert!(
+            sql.contains("AUTO_INCREMENT=10 DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_0900_ai_ci")
+        );
     }
 }

@@ -190,7 +190,10 @@ impl SchemaField {
             o.push(("items", items.to_json()));
         }
         if let Some(fields) = &self.fields {
-            o.push(("fields", Json::Arr(fields.iter().map(|f| f.to_json()).collect())));
+            o.push((
+                "fields",
+                Json::Arr(fields.iter().map(|f| f.to_json()).collect()),
+            ));
         }
         o.push(("optional", Json::Bool(self.optional)));
         if let Some(name) = &self.name {

@@ -497,9 +497,7 @@ fn check(tables: &Tables, op: &Operation) -> Result<Vec<BinlogRow>, SourceError>
                     });
                 };
                 let Some(before) = &change.before else {
-                    return Err(malformed(
-                        "an update or delete needs a before image".into(),
-                    ));
+                    return Err(malformed("an update or delete needs a before image".into()));
                 };
                 if !same_row(before, &stored) {
                     return Err(SourceError::BeforeImageMismatch {

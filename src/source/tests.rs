@@ -4,7 +4,10 @@ use crate::workload::{Generator, WorkloadSpec};
 fn source(connector: Connector) -> (MemorySource, Recorder) {
     let recorder = Recorder::new(1);
     let clock = Clock::virtual_at(1_700_000_000_000);
-    (MemorySource::new(connector, recorder.clone(), clock), recorder)
+    (
+        MemorySource::new(connector, recorder.clone(), clock),
+        recorder,
+    )
 }
 
 fn workload(patients: u64, operations: u64) -> Vec<Operation> {
@@ -45,7 +48,10 @@ fn a_generated_workload_applies_and_positions_strictly_increase() {
         let commits = load_and_commit(&s, &ops);
         assert_eq!(commits.len(), 400);
         let history = recorder.snapshot();
-        assert_eq!(history.commits, commits, "every commit is recorded, in order");
+        assert_eq!(
+            history.commits, commits,
+            "every commit is recorded, in order"
+        );
         let files: std::collections::BTreeSet<_> =
             commits.iter().map(|c| c.position.file.clone()).collect();
         assert!(files.len() > 1, "64 KiB files rotate: {files:?}");
@@ -83,11 +89,7 @@ fn final_images_hold_the_last_after_image_of_every_row() {
     }
     let images = s.final_images();
     for ((table, key), after) in expected {
-        assert_eq!(
-            images[table].get(&key).cloned(),
-            after,
-            "{table} {key}"
-        );
+        assert_eq!(images[table].get(&key).cloned(), after, "{table} {key}");
     }
 }
 
@@ -129,7 +131,11 @@ fn a_bad_operation_is_refused_and_nothing_of_it_is_applied() {
         matches!(err, SourceError::BeforeImageMismatch { index, .. } if index == bad_index),
         "{err}"
     );
-    assert_eq!(s.final_images(), images_before, "nothing of the refused op applied");
+    assert_eq!(
+        s.final_images(),
+        images_before,
+        "nothing of the refused op applied"
+    );
     // Inserting an existing key.
     let mut dup = stream[0].clone();
     dup.seq = head_before + 1;
