@@ -41,12 +41,15 @@
 //! machine (guarded by an insta snapshot of the first operations).
 
 pub mod broker;
+pub mod cdc;
 pub mod check;
 pub mod clock;
 pub mod history;
 pub mod kafka;
 pub mod pipeline;
 pub mod report;
+pub mod run;
 pub mod scenario;
+pub mod source;
 pub mod topology;
 pub mod workload;
