@@ -162,9 +162,25 @@ async fn produce_throughput(replication_factor: i16) {
 /// Runs kcat as a producer of `file` (`key:value` lines) and returns its wall time.
 fn kcat_produce(file: &std::path::Path, brokers: &[&str], extra: &[&str]) -> Option<f64> {
     let mut command = std::process::Command::new("kcat");
-    command.args(["-P", "-t", "obs", "-K:", "-X", "acks=all", "-X", "linger.ms=5"]);
-    command.args(["-X", "batch.num.messages=1000", "-X", "queue.buffering.max.messages=1000000"]);
-    command.args(["-X", "queue.buffering.max.kbytes=2000000", "-l"]).arg(file);
+    command.args([
+        "-P",
+        "-t",
+        "obs",
+        "-K:",
+        "-X",
+        "acks=all",
+        "-X",
+        "linger.ms=5",
+    ]);
+    command.args([
+        "-X",
+        "batch.num.messages=1000",
+        "-X",
+        "queue.buffering.max.messages=1000000",
+    ]);
+    command
+        .args(["-X", "queue.buffering.max.kbytes=2000000", "-l"])
+        .arg(file);
     command.args(brokers).args(extra);
     let started = Instant::now();
     let out = command.output().ok()?;
@@ -177,7 +193,11 @@ fn kcat_produce(file: &std::path::Path, brokers: &[&str], extra: &[&str]) -> Opt
 }
 
 async fn kcat_comparison() {
-    if std::process::Command::new("kcat").arg("-V").output().is_err() {
+    if std::process::Command::new("kcat")
+        .arg("-V")
+        .output()
+        .is_err()
+    {
         println!("kcat comparison skipped: kcat is not on the PATH (apt-get install kcat)");
         return;
     }
@@ -193,7 +213,11 @@ async fn kcat_comparison() {
     }
     std::fs::write(&file, lines).expect("records file");
     for round in 1..=3 {
-        let mock = kcat_produce(&file, &["-b", "127.0.0.1:1"], &["-X", "test.mock.num.brokers=3"]);
+        let mock = kcat_produce(
+            &file,
+            &["-b", "127.0.0.1:1"],
+            &["-X", "test.mock.num.brokers=3"],
+        );
         let cluster = Cluster::builder()
             .brokers(3)
             .topic(NewTopic::new("obs", PARTITIONS).replication_factor(3))
@@ -203,7 +227,11 @@ async fn kcat_comparison() {
         let bootstrap = cluster.bootstrap_servers();
         let embedded = kcat_produce(&file, &["-b", &bootstrap], &[]);
         cluster.shutdown().await;
-        let rate = |s: Option<f64>| s.map_or("failed".to_string(), |s| format!("{:.0} records/s", RECORDS as f64 / s));
+        let rate = |s: Option<f64>| {
+            s.map_or("failed".to_string(), |s| {
+                format!("{:.0} records/s", RECORDS as f64 / s)
+            })
+        };
         println!(
             "kcat round {round}: {RECORDS} x {VALUE_BYTES} B acks=all, 1,000-record batches: librdkafka mock cluster (3 brokers, no replication) {}, embedded cluster RF 3 {}{}",
             rate(mock),
@@ -288,7 +316,10 @@ fn main() {
         .build()
         .expect("runtime");
     // `cargo bench --bench broker -- kcat` runs only the named parts (startup, produce, kcat, failover).
-    let which: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
+    let which: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
     let wants = |name: &str| which.is_empty() || which.iter().any(|w| w == name);
     runtime.block_on(async {
         if wants("startup") {

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use openmrs_etl_harness::broker::up::{self, UpArgs};
+use openmrs_etl_harness::run::RunOptions;
 use openmrs_etl_harness::scenario::Scenario;
 use openmrs_etl_harness::workload::{sql, Generator, WorkloadSpec};
 
@@ -60,6 +61,26 @@ enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Run a scenario end to end (workload → source → capture → Kafka → ETL → sink), check it, print the report.
+    #[command(
+        after_help = "Examples:\n  etl-harness run scenarios/quickstart.toml\n  \
+                            etl-harness run scenarios/quickstart.toml --seed 7 --report out.json\n\n\
+                            Exit codes: 0 every expectation held, 1 an expectation failed (the seed and the command\n\
+                            that reproduces it are printed), 2 the scenario or the topology could not be run."
+    )]
+    Run {
+        /// The scenario file (TOML); see scenarios/README.md.
+        file: PathBuf,
+        /// Override the scenario's seed.
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Also write the whole report as JSON here (and, when the run fails, the resolved scenario beside it).
+        #[arg(long)]
+        report: Option<PathBuf>,
+        /// No progress bar (it is drawn only on a terminal anyway).
+        #[arg(long)]
+        no_progress: bool,
+    },
     /// Start an embedded Kafka cluster on 127.0.0.1 and serve until Ctrl-C (point kcat or your own code at it).
     #[command(after_help = "Examples:\n  etl-harness up\n  \
                             etl-harness up --brokers 3 --partitions 6 --topic dbserver1.openmrs.obs\n  \
@@ -80,6 +101,8 @@ enum Format {
 enum Failure {
     /// Configuration or infrastructure: exit 2.
     Setup(String),
+    /// The run finished and an expectation did not hold: exit 1 (the report has been printed).
+    Expectation,
 }
 
 fn main() -> ExitCode {
@@ -101,6 +124,12 @@ fn main() -> ExitCode {
             format,
             out,
         } => generate(scenario, seed, patients, operations, format, out),
+        Command::Run {
+            file,
+            seed,
+            report,
+            no_progress,
+        } => run(file, seed, report, !no_progress),
         Command::Up(args) => {
             up::run(args).map_err(|e| Failure::Setup(format!("etl-harness up: {e:#}")))
         }
@@ -111,6 +140,62 @@ fn main() -> ExitCode {
             eprintln!("{message}");
             ExitCode::from(2)
         }
+        Err(Failure::Expectation) => ExitCode::from(1),
+    }
+}
+
+fn run(
+    file: PathBuf,
+    seed: Option<u64>,
+    report_path: Option<PathBuf>,
+    progress: bool,
+) -> Result<(), Failure> {
+    let mut scenario = load(&file)?;
+    if let Some(seed) = seed {
+        scenario.seed = seed;
+    }
+    let reproduce = format!(
+        "etl-harness run {} --seed {}",
+        file.display(),
+        scenario.seed
+    );
+    let options = RunOptions {
+        scenario_path: file.display().to_string(),
+        progress,
+    };
+    let runtime = tokio::runtime::Runtime::new()
+        .map_err(|e| Failure::Setup(format!("cannot start the async runtime: {e}")))?;
+    let outcome = runtime
+        .block_on(openmrs_etl_harness::run::run(&scenario, &options))
+        .map_err(|e| {
+            Failure::Setup(format!(
+                "{}: run failed: {e}\nseed {}; reproduce with: {reproduce}",
+                file.display(),
+                scenario.seed
+            ))
+        })?;
+    print!("{}", outcome.report.terminal());
+    if let Some(path) = &report_path {
+        let json = serde_json::to_string_pretty(&outcome.report.to_json())
+            .map_err(|e| Failure::Setup(format!("cannot render the JSON report: {e}")))?;
+        std::fs::write(path, json + "\n")
+            .map_err(|e| Failure::Setup(format!("{}: cannot write: {e}", path.display())))?;
+        if !outcome.report.passed() {
+            let resolved = path.with_extension("scenario.toml");
+            std::fs::write(&resolved, scenario.to_toml()).map_err(|e| {
+                Failure::Setup(format!("{}: cannot write: {e}", resolved.display()))
+            })?;
+            eprintln!("resolved scenario written to {}", resolved.display());
+        }
+    }
+    if outcome.report.passed() {
+        Ok(())
+    } else {
+        eprintln!(
+            "expectations failed; seed {}; reproduce with: {reproduce}",
+            scenario.seed
+        );
+        Err(Failure::Expectation)
     }
 }
 

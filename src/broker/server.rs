@@ -130,7 +130,17 @@ impl Connection {
             if let Some(frame) = parse_frame(&mut self.buffer, self.max_frame)? {
                 return Ok(Some(frame));
             }
-            if self.stream.read_buf(&mut self.buffer).await? == 0 {
+            let read = match self.stream.read_buf(&mut self.buffer).await {
+                // A client that exits without closing its sockets resets them: that is a hang-up, not a fault.
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::ConnectionReset
+                        && self.buffer.is_empty() =>
+                {
+                    return Ok(None)
+                }
+                other => other?,
+            };
+            if read == 0 {
                 return if self.buffer.is_empty() {
                     Ok(None)
                 } else {

@@ -1,0 +1,299 @@
+//! One run of a scenario, end to end: start the topology, load the baseline into the source, start capture
+//! (snapshot, then the binlog) and the pipeline, commit the stream at the scenario's rate, quiesce, then check
+//! the history and final states and judge them against `[expect]`.
+//!
+//! The runner is the only place that knows every part; the parts know only the history contract
+//! ([`crate::history`]) and their own neighbours' wire formats (Debezium JSON over Kafka).
+
+use std::io::IsTerminal;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::broker::{Cluster, ClusterError, NewTopic};
+use crate::cdc::{self, Capture, CaptureConfig, CdcError};
+use crate::check::{self, Analysis, FinalStates, Liveness};
+use crate::clock::Clock;
+use crate::history::{History, Recorder};
+use crate::pipeline::flat;
+use crate::pipeline::sink::MemorySink;
+use crate::pipeline::{Pipeline, PipelineConfig, PipelineError};
+use crate::report::{Report, RunInfo, RunMode};
+use crate::scenario::{Backend, ClockMode, Scenario};
+use crate::source::{MemorySource, Source, SourceError};
+use crate::workload::{Generator, Phase};
+
+/// How often quiesce looks at the capture's and consumers' progress.
+const QUIESCE_POLL: Duration = Duration::from_millis(20);
+
+/// What the caller chooses beyond the scenario file.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// The scenario file as the user named it (for the reproduce command).
+    pub scenario_path: String,
+    /// Show a progress bar on stderr (only drawn when stderr is a terminal).
+    pub progress: bool,
+}
+
+/// Why a run could not be carried out (exit 2): distinct from a run whose expectations failed (exit 1).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RunError {
+    #[error("backend `{0}` cannot run scenarios yet: the embedded backend runs them today and the local backend arrives with issue 9; set [topology] backend = \"embedded\"")]
+    BackendUnavailable(&'static str),
+    #[error("embedded cluster: {0}")]
+    Cluster(#[from] ClusterError),
+    #[error("creating topic {topic}: {error}")]
+    Topic { topic: String, error: ClusterError },
+    #[error("source: {0}")]
+    Source(#[from] SourceError),
+    #[error("capture: {0}")]
+    Capture(#[from] CdcError),
+    #[error("pipeline: {0}")]
+    Pipeline(#[from] PipelineError),
+    #[error("clock: {0}")]
+    Clock(String),
+}
+
+/// A finished run: its report, and the history it was judged on.
+pub struct RunOutcome {
+    pub report: Report,
+    pub history: History,
+    pub analysis: Analysis,
+}
+
+/// Runs `scenario` on its backend and judges it.
+pub async fn run(scenario: &Scenario, options: &RunOptions) -> Result<RunOutcome, RunError> {
+    match scenario.topology.backend {
+        Backend::Embedded => {}
+        other => return Err(RunError::BackendUnavailable(other.name())),
+    }
+    let wall = Instant::now();
+    let clock = match scenario.topology.clock {
+        ClockMode::Real => Clock::real(),
+        ClockMode::Virtual => Clock::virtual_at(crate::workload::value::datetime_ms(2026, 1, 1)),
+    };
+    let cluster = start_cluster(scenario, &clock).await?;
+    let result = drive(scenario, options, &cluster, &clock, wall).await;
+    cluster.shutdown().await;
+    result
+}
+
+async fn start_cluster(scenario: &Scenario, clock: &Clock) -> Result<Cluster, RunError> {
+    let cluster = Cluster::builder()
+        .brokers(scenario.topology.brokers as usize)
+        .clock(clock.clone())
+        .auto_create_topics(false)
+        .start()
+        .await?;
+    for plan in scenario.topic_plans() {
+        let mut topic = NewTopic::new(&plan.name, plan.settings.partitions as i32)
+            .replication_factor(plan.settings.replication_factor as i16);
+        for (name, value) in plan.settings.kafka_configs() {
+            topic = topic.config(name, value);
+        }
+        cluster
+            .create_topic(topic)
+            .map_err(|error| RunError::Topic {
+                topic: plan.name.clone(),
+                error,
+            })?;
+    }
+    // Debezium's schema topics: one partition, kept forever, replicated like the change topics.
+    let rf = scenario.topics.replication_factor as i16;
+    for name in cdc::schema_topics(&scenario.topics.prefix, &scenario.topics.database) {
+        let topic = NewTopic::new(&name, 1)
+            .replication_factor(rf)
+            .config("retention.ms", "-1")
+            .config("retention.bytes", "-1");
+        cluster
+            .create_topic(topic)
+            .map_err(|error| RunError::Topic { topic: name, error })?;
+    }
+    Ok(cluster)
+}
+
+async fn drive(
+    scenario: &Scenario,
+    options: &RunOptions,
+    cluster: &Cluster,
+    clock: &Clock,
+    wall: Instant,
+) -> Result<RunOutcome, RunError> {
+    let recorder = Recorder::new(scenario.seed);
+    let source = Arc::new(MemorySource::new(
+        scenario.capture.connector,
+        recorder.clone(),
+        clock.clone(),
+    ));
+    let bootstrap = cluster.bootstrap_servers();
+    let mut generator = Generator::new(&scenario.workload_spec(), scenario.seed).peekable();
+
+    // The population that exists before capture starts: the snapshot will read it.
+    while let Some(op) = generator.next_if(|op| op.phase == Phase::Baseline) {
+        source.load(&op)?;
+    }
+
+    let capture = Capture::start(
+        source.clone(),
+        CaptureConfig::from_scenario(scenario, bootstrap.clone()),
+        recorder.clone(),
+        clock.clone(),
+    )
+    .await?;
+    let sink = Arc::new(MemorySink::new());
+    let pipeline = Pipeline::start(
+        PipelineConfig::from_scenario(scenario, bootstrap.clone()),
+        sink.clone(),
+        recorder.clone(),
+        clock.clone(),
+    )
+    .await?;
+
+    let stream_ops = scenario.workload.operation_count();
+    let bar = progress_bar(options.progress, stream_ops);
+    let started = tokio::time::Instant::now();
+    let mut first_at: Option<i64> = None;
+    let mut last_at: Option<i64> = None;
+    let mut failure = None;
+    for op in generator {
+        // Pace the stream by the generator's commit times: `rate` operations per second of the run's clock.
+        let t0 = *first_at.get_or_insert(op.at_ms);
+        if clock.is_virtual() {
+            let step = op.at_ms - last_at.unwrap_or(op.at_ms);
+            if step > 0 {
+                clock
+                    .advance(Duration::from_millis(step as u64))
+                    .map_err(|e| RunError::Clock(e.to_string()))?;
+            }
+        } else {
+            let due = started + Duration::from_millis((op.at_ms - t0).max(0) as u64);
+            tokio::time::sleep_until(due).await;
+        }
+        last_at = Some(op.at_ms);
+        if let Err(e) = source.commit(&op).await {
+            failure = Some(e);
+            break;
+        }
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+
+    let (liveness, ends) = if let Some(e) = failure {
+        pipeline.shutdown().await;
+        capture.shutdown().await;
+        return Err(e.into());
+    } else {
+        quiesce(scenario, &source, &capture, &pipeline, &sink).await
+    };
+
+    pipeline.shutdown().await;
+    capture.shutdown().await;
+    let finals = FinalStates {
+        sink: sink.flat_table(),
+        oracle: flat::build(&source.final_images()),
+    };
+    let history = recorder.finish(cluster.events(), ends);
+    let analysis = check::all(&history, &finals, &liveness);
+    // A virtual clock alone does not make exact counts repeatable (threads and sockets still decide batch
+    // boundaries); the deterministic mode of the fault issue does, and only it reports `Deterministic`.
+    let info = RunInfo {
+        scenario: scenario.name.clone(),
+        path: options.scenario_path.clone(),
+        seed: scenario.seed,
+        backend: scenario.topology.backend.name().to_string(),
+        mode: RunMode::RealTime,
+        harness_version: env!("CARGO_PKG_VERSION").to_string(),
+        wall_ms: wall.elapsed().as_millis() as u64,
+    };
+    let report = Report::new(info, &scenario.expectations(), &analysis, &history);
+    Ok(RunOutcome {
+        report,
+        history,
+        analysis,
+    })
+}
+
+/// Waits until capture has shipped every commit and the consumers have reached every partition's end, or the
+/// scenario's `quiesce_timeout` passes. Returns the verdict and the end offsets last seen.
+async fn quiesce(
+    scenario: &Scenario,
+    source: &MemorySource,
+    capture: &Capture,
+    pipeline: &Pipeline,
+    sink: &MemorySink,
+) -> (Liveness, Vec<(String, i32, i64)>) {
+    let bound = scenario.pipeline.quiesce_timeout.as_duration();
+    let began = Instant::now();
+    let mut ends = Vec::new();
+    loop {
+        let head = source.head_txn();
+        let progress = capture.progress();
+        let capture_done =
+            progress.failed.is_some() || (progress.snapshot_done && progress.acked_txn >= head);
+        if capture_done {
+            if let Ok(now) = pipeline.end_offsets().await {
+                ends = now;
+            }
+            if !ends.is_empty() && pipeline.caught_up(&ends) {
+                let liveness = match progress.failed {
+                    Some(why) => Liveness::TimedOut {
+                        waited_ms: began.elapsed().as_millis() as u64,
+                        pending: vec![format!("capture failed and stopped: {why}")],
+                    },
+                    None => Liveness::Quiesced,
+                };
+                return (liveness, ends);
+            }
+        }
+        if began.elapsed() >= bound {
+            let mut pending = Vec::new();
+            if !progress.snapshot_done {
+                pending.push("capture: the initial snapshot has not finished".to_string());
+            } else if progress.acked_txn < head {
+                pending.push(format!(
+                    "capture: acknowledged up to transaction {} of {head} (shipped {})",
+                    progress.acked_txn, progress.shipped_txn
+                ));
+            }
+            if let Some(why) = &progress.failed {
+                pending.push(format!("capture failed and stopped: {why}"));
+            }
+            let offsets = sink.offsets();
+            for (topic, partition, end) in &ends {
+                let at = offsets
+                    .get(&(topic.clone(), *partition))
+                    .copied()
+                    .unwrap_or(0);
+                if at < *end {
+                    pending.push(format!(
+                        "consumers: {topic}-{partition} at offset {at} of {end}"
+                    ));
+                }
+            }
+            if ends.is_empty() {
+                pending.push("consumers: end offsets could not be read from the cluster".into());
+            }
+            return (
+                Liveness::TimedOut {
+                    waited_ms: began.elapsed().as_millis() as u64,
+                    pending,
+                },
+                ends,
+            );
+        }
+        tokio::time::sleep(QUIESCE_POLL).await;
+    }
+}
+
+fn progress_bar(wanted: bool, len: u64) -> indicatif::ProgressBar {
+    if !wanted || !std::io::stderr().is_terminal() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(len);
+    if let Ok(style) = indicatif::ProgressStyle::with_template(
+        "{elapsed_precise} [{bar:40}] {pos}/{len} operations ({per_sec}, eta {eta})",
+    ) {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar
+}
