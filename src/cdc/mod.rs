@@ -68,8 +68,26 @@ impl ChangeEncoder {
     ) -> Option<(&str, Bytes, Bytes)> {
         let r = txn.rows.get(index)?;
         let codec = self.codecs.get(r.table.name)?;
+        let value = self.streamed_value(codec, txn, index, now_ms);
+        Some((codec.topic.as_str(), codec.key(r.key), value))
+    }
+
+    /// The value of streamed row `index` of `txn` through its table's codec.
+    fn streamed_value(
+        &self,
+        codec: &TableCodec,
+        txn: &BinlogTxn,
+        index: usize,
+        now_ms: i64,
+    ) -> Bytes {
+        let r = &txn.rows[index];
+        let ts_ms = match self.flavour.connector {
+            Connector::Mysql => txn.committed_at_ms,
+            // MariaDB's binlog event timestamps have whole seconds.
+            Connector::Mariadb => txn.committed_at_ms.div_euclid(1000) * 1000,
+        };
         let source = SourceInfo {
-            ts_ms: txn.committed_at_ms,
+            ts_ms,
             snapshot: SnapshotMark::False,
             db: &self.flavour.database,
             table: Some(r.table.name),
@@ -79,15 +97,14 @@ impl ChangeEncoder {
             pos: txn.position.pos,
             row: r.row,
         };
-        let value = codec.value(
+        codec.value(
             &self.flavour,
             r.op,
             r.before.as_deref(),
             r.after.as_deref(),
             &source,
             now_ms,
-        );
-        Some((codec.topic.as_str(), codec.key(r.key), value))
+        )
     }
 }
 
@@ -177,8 +194,8 @@ struct Context {
     config: CaptureConfig,
     recorder: Recorder,
     clock: Clock,
-    flavour: Flavour,
-    codecs: HashMap<&'static str, TableCodec>,
+    /// The tables' codecs and the connector flavour, shared with [`ChangeEncoder`] users.
+    encoder: ChangeEncoder,
     schema_change: SchemaChangeCodec,
     history_topic: String,
     snapshot: SourceSnapshot,
@@ -265,16 +282,16 @@ impl Capture {
                 database: config.database.clone(),
             });
         }
-        let flavour = Flavour::new(config.connector, &config.prefix, &config.database);
-        let codecs = schema::MODELED_TABLES
-            .iter()
-            .map(|t| (t.name, TableCodec::new(&flavour, t)))
-            .collect();
-        let schema_change = SchemaChangeCodec::new(&flavour);
+        let encoder = ChangeEncoder::new(config.connector, &config.prefix, &config.database);
+        let schema_change = SchemaChangeCodec::new(&encoder.flavour);
         // Connect first: a capture that cannot reach the cluster takes no snapshot.
         let producer = connect(&config).await?;
         let snapshot = source.snapshot();
-        let ddl = ddl::snapshot_ddl(&flavour, schema::ALL_TABLES, &snapshot.auto_increment);
+        let ddl = ddl::snapshot_ddl(
+            &encoder.flavour,
+            schema::ALL_TABLES,
+            &snapshot.auto_increment,
+        );
         let mut captured: Vec<&'static TableDef> = schema::MODELED_TABLES.to_vec();
         captured.sort_by_key(|t| t.name);
         let mut changes = Vec::new();
@@ -314,8 +331,7 @@ impl Capture {
             config,
             recorder,
             clock,
-            flavour,
-            codecs,
+            encoder,
             schema_change,
             snapshot,
             ddl,
@@ -433,7 +449,7 @@ async fn produce(
     mut stop: watch::Receiver<bool>,
     failed: Arc<AtomicBool>,
 ) {
-    let headers = ctx.flavour.headers();
+    let headers = ctx.encoder.flavour.headers();
     let mut sender = Sender {
         ctx: &ctx,
         producer: &producer,
@@ -539,7 +555,7 @@ impl Sender<'_> {
         let prefix = ctx.config.prefix.clone();
         for event in &ctx.ddl {
             let now = ctx.clock.now_ms();
-            let history = ddl::history_value(&ctx.flavour, event, &history_position, now);
+            let history = ddl::history_value(&ctx.encoder.flavour, event, &history_position, now);
             self.send(
                 &ctx.history_topic,
                 None,
@@ -552,7 +568,9 @@ impl Sender<'_> {
             if ctx.config.include_schema_changes {
                 let source = ddl::ddl_source(event, file, pos, now);
                 let key = ctx.schema_change.key(&event.database);
-                let value = ctx.schema_change.value(&ctx.flavour, event, &source, now);
+                let value = ctx
+                    .schema_change
+                    .value(&ctx.encoder.flavour, event, &source, now);
                 self.send(
                     &prefix,
                     Some(Bytes::from(key)),
@@ -591,7 +609,7 @@ impl Sender<'_> {
         }
         let mut sent = 0usize;
         for (ti, (table, first_index, rows)) in tables.iter().enumerate() {
-            let codec = &ctx.codecs[table.name];
+            let codec = &ctx.encoder.codecs[table.name];
             let last_table = ti + 1 == tables.len();
             for (ri, row) in rows.iter().enumerate() {
                 if failed.load(Ordering::Relaxed) {
@@ -624,8 +642,14 @@ impl Sender<'_> {
                     row: 0,
                 };
                 let now = ctx.clock.now_ms();
-                let value =
-                    codec.value(&ctx.flavour, ChangeOp::Read, None, Some(row), &source, now);
+                let value = codec.value(
+                    &ctx.encoder.flavour,
+                    ChangeOp::Read,
+                    None,
+                    Some(row),
+                    &source,
+                    now,
+                );
                 sent += 1;
                 let change = ChangeId {
                     txn: 0,
@@ -666,11 +690,6 @@ impl Sender<'_> {
 
     async fn stream(&mut self, txn: &BinlogTxn, cursor_after: usize) -> Result<(), TrackerGone> {
         let ctx = self.ctx;
-        let ts_ms = match ctx.config.connector {
-            Connector::Mysql => txn.committed_at_ms,
-            // MariaDB's binlog event timestamps have whole seconds.
-            Connector::Mariadb => txn.committed_at_ms.div_euclid(1000) * 1000,
-        };
         let end = TxnEnd {
             txn: txn.txn,
             cursor_after,
@@ -680,34 +699,17 @@ impl Sender<'_> {
         let last_captured = txn
             .rows
             .iter()
-            .rposition(|r| ctx.codecs.contains_key(r.table.name));
+            .rposition(|r| ctx.encoder.codecs.contains_key(r.table.name));
         let Some(last_captured) = last_captured else {
             return self.marker(end).await;
         };
         for (i, r) in txn.rows.iter().enumerate() {
-            let Some(codec) = ctx.codecs.get(r.table.name) else {
+            let Some(codec) = ctx.encoder.codecs.get(r.table.name) else {
                 continue;
             };
-            let source = SourceInfo {
-                ts_ms,
-                snapshot: SnapshotMark::False,
-                db: &ctx.config.database,
-                table: Some(r.table.name),
-                server_id: txn.server_id,
-                gtid: Some(&txn.gtid),
-                file: &txn.position.file,
-                pos: txn.position.pos,
-                row: r.row,
-            };
-            let now = ctx.clock.now_ms();
-            let value = codec.value(
-                &ctx.flavour,
-                r.op,
-                r.before.as_deref(),
-                r.after.as_deref(),
-                &source,
-                now,
-            );
+            let value = ctx
+                .encoder
+                .streamed_value(codec, txn, i, ctx.clock.now_ms());
             let change = ChangeId {
                 txn: txn.txn,
                 index: i as u32,
