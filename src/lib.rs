@@ -17,9 +17,17 @@
 //! | [`clock`] | built | one clock for the cluster (and later generator and capture): real, or virtual with timers that fire as it advances |
 //! | [`kafka`] | producer | the harness producer on `kafka-protocol`: Java-producer semantics (acks, linger/batch, compression, retries, max in flight, client-side idempotence), murmur2 partitioning identical to Java's |
 //! | [`topology`] | first light | the `local` backend's processes: MariaDB, ZooKeeper, Kafka 3.9.1, Kafka Connect + Debezium, provisioned from a Maven manifest like images |
+//! | [`source`] | in-memory | where operations are committed: the `Source` trait; the in-memory OpenMRS database with a binlog (file/pos, GTIDs, commit times), consistent snapshots and the final state for the oracle |
+//! | [`cdc`] | embedded | the Debezium-compatible capture: Debezium 3.2's JsonConverter bytes (MySQL or MariaDB connector flavour), initial snapshot, schema-change and schema-history topics, produced through the harness producer; resumes from its last acknowledged transaction |
+//! | [`pipeline`] | memory sink | the ETL: consumers sharing partitions by the harness's assignment at explicit offsets, the Debezium decoder, the sink (latest image per row by source position, offsets stored with the data), the flat encounter table |
+//! | [`history`] | built | what a run recorded: commits, produce outcomes, consumed records, retention gaps, faults, the cluster's event log; maps consumed records back to source changes |
+//! | [`check`] | built | checkers over the history and final states: lost (by cause), duplicates, reorders, offset gaps, phantoms, retention loss, final state against the oracle, liveness |
+//! | [`report`] | built | verdicts against `[expect]` (counts and relations), metrics; terminal, JSON and stable text |
+//! | [`run`] | embedded | one run end to end: topology, baseline, capture, pipeline, paced stream, quiesce, check, report |
 //!
-//! Planned modules (each lands with its issue, never as an empty placeholder): `source`, `cdc`, `pipeline`,
-//! `nemesis`, `history`, `check`, `report`, `sweep`.
+//! Planned modules (each lands with its issue, never as an empty placeholder): `nemesis`, `sweep`. The runner
+//! lives in its own module `run` (the design's data flow names its steps but no module): it is the one place
+//! that knows every part, so the parts only know the history contract and the bytes on the wire.
 //!
 //! ## Data flow of one run
 //!

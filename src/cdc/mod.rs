@@ -2,7 +2,7 @@
 //!
 //! [`Capture`] does what a Debezium 3.2 MySQL or MariaDB connector task does (`snapshot.mode=initial`,
 //! JsonConverter with schemas, `tombstones.on.delete=true`): it takes a consistent snapshot of the
-//! [`MemorySource`](crate::source::MemorySource) — the DDL to the schema-history topic and, with
+//! [`MemorySource`] — the DDL to the schema-history topic and, with
 //! `include_schema_changes`, to the `<prefix>` topic, then every row of the captured tables as `r` events — and
 //! streams the binlog from the snapshot's position as `c`/`u`/`d` events, a tombstone after each delete. The bytes
 //! are Debezium's: keys byte-identical (they decide the partition), values with the same schemas, field order and

@@ -22,7 +22,7 @@
 //! 2. **Index the produce attempts.** For each change, where the cluster acknowledged it (one place, or several
 //!    when a retry wrote it twice) and the last produce error if it was never acknowledged.
 //! 3. **Index the cluster's event log** per (topic, partition), as merged half-open offset ranges: truncations
-//!    (`Truncated`), deletions (`SegmentDeleted`, `RecordsDeleted`, and every consumer's [`RetentionGap`]
+//!    (`Truncated`), deletions (`SegmentDeleted`, `RecordsDeleted`, and every consumer's [`RetentionGap`](crate::history::RetentionGap)
 //!    `[requested, log_start)`), and the highest offset compaction has cleaned below.
 //! 4. **Resolve the deliveries** in consumption order (`seq`). A record that resolves to no change is a
 //!    *phantom*. The first delivery of a change is timed (consumed − committed, for the report's latency); every

@@ -12,7 +12,7 @@
 //! initial snapshot is the pseudo-commit with `snapshot = true`). Its row changes are numbered in commit order,
 //! so a change is a [`ChangeId`] `(txn, index)`. Consumers see Debezium records, not changes: what they can read
 //! is the record's table, key, op and `source` block ([`SourceRef`]: snapshot flag, binlog file/pos/row, GTID).
-//! [`History::resolve`] maps that back to the change — by GTID when the source has GTIDs (the local backend links
+//! [`Resolver::resolve`] maps that back to the change — by GTID when the source has GTIDs (the local backend links
 //! each commit to its `@@last_gtid`), else by binlog file and position, then by (table, key) inside the commit.
 
 use std::collections::HashMap;
