@@ -23,9 +23,10 @@
 //! | [`history`] | built | what a run recorded: commits, produce outcomes, consumed records, retention gaps, faults, the cluster's event log; maps consumed records back to source changes |
 //! | [`check`] | built | checkers over the history and final states: lost (by cause), duplicates, reorders, offset gaps, phantoms, retention loss, final state against the oracle, liveness |
 //! | [`report`] | built | verdicts against `[expect]` (counts and relations), metrics; terminal, JSON and stable text |
-//! | [`run`] | embedded | one run end to end: topology, baseline, capture, pipeline, paced stream, quiesce, check, report |
+//! | [`nemesis`] | embedded | runs `[[faults]]` at their times (real or virtual clock), resolving roles (leader, follower, controller) when they fire; undoes what is left after the stream |
+//! | [`run`] | embedded | one run end to end: topology, baseline, capture, pipeline, paced stream with the nemesis, quiesce, check, report |
 //!
-//! Planned modules (each lands with its issue, never as an empty placeholder): `nemesis`, `sweep`. The runner
+//! Planned modules (each lands with its issue, never as an empty placeholder): `sweep`. The runner
 //! lives in its own module `run` (the design's data flow names its steps but no module): it is the one place
 //! that knows every part, so the parts only know the history contract and the bytes on the wire.
 //!
@@ -54,6 +55,7 @@ pub mod check;
 pub mod clock;
 pub mod history;
 pub mod kafka;
+pub mod nemesis;
 pub mod pipeline;
 pub mod report;
 pub mod run;

@@ -4,26 +4,43 @@
 //!
 //! The runner is the only place that knows every part; the parts know only the history contract
 //! ([`crate::history`]) and their own neighbours' wire formats (Debezium JSON over Kafka).
+//!
+//! Faults: the [`Nemesis`] runs the scenario's `[[faults]]` alongside the stream. With a real clock it is a
+//! concurrent task that sleeps until each fault is due; with a virtual clock the stream loop owns time and lets
+//! the nemesis move it to each due fault before the next commit. Once the schedule (which may run past the last
+//! commit) is done, the nemesis undoes whatever is still in place, and only then does quiesce start.
+//!
+//! A virtual clock moves only when the runner moves it, so the runner paces it: before moving time past a
+//! commit it waits (briefly, bounded) until the capture has handed everything committed so far to its producer.
+//! Records then carry timestamps close to their commit times, which is what makes retention by time mean the
+//! same as in real time. During quiesce the virtual clock advances with real time, so clock-driven work
+//! (heartbeats, ISR checks, retention) goes on while the pipeline catches up.
 
 use std::io::IsTerminal;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::broker::{Cluster, ClusterError, NewTopic};
+use tokio::sync::Mutex;
+
+use crate::broker::{Cluster, ClusterError, MetadataMode, NewTopic};
 use crate::cdc::{self, Capture, CaptureConfig, CdcError};
 use crate::check::{self, Analysis, FinalStates, Liveness};
 use crate::clock::Clock;
 use crate::history::{History, Recorder};
+use crate::nemesis::{Nemesis, NemesisError, Targets};
 use crate::pipeline::flat;
 use crate::pipeline::sink::MemorySink;
 use crate::pipeline::{Pipeline, PipelineConfig, PipelineError};
 use crate::report::{Report, RunInfo, RunMode};
-use crate::scenario::{Backend, ClockMode, Scenario};
+use crate::scenario::{Backend, ClockMode, Coordination, Scenario};
 use crate::source::{MemorySource, Source, SourceError};
 use crate::workload::{Generator, Phase};
 
 /// How often quiesce looks at the capture's and consumers' progress.
 const QUIESCE_POLL: Duration = Duration::from_millis(20);
+/// On a virtual clock: the longest the runner waits (real time) for the capture to ship what was committed
+/// before it moves time on anyway (a killed or failed capture ships nothing).
+const CAPTURE_PACING_BOUND: Duration = Duration::from_millis(500);
 
 /// What the caller chooses beyond the scenario file.
 #[derive(Debug, Clone)]
@@ -52,6 +69,8 @@ pub enum RunError {
     Pipeline(#[from] PipelineError),
     #[error("clock: {0}")]
     Clock(String),
+    #[error("faults: {0}")]
+    Nemesis(#[from] NemesisError),
 }
 
 /// A finished run: its report, and the history it was judged on.
@@ -68,12 +87,15 @@ pub async fn run(scenario: &Scenario, options: &RunOptions) -> Result<RunOutcome
         other => return Err(RunError::BackendUnavailable(other.name())),
     }
     let wall = Instant::now();
+    let recorder = Recorder::new(scenario.seed);
+    // Before anything starts: a fault the backend cannot perform is an error, not a no-op.
+    let nemesis = Nemesis::new(scenario, recorder.clone())?;
     let clock = match scenario.topology.clock {
         ClockMode::Real => Clock::real(),
         ClockMode::Virtual => Clock::virtual_at(crate::workload::value::datetime_ms(2026, 1, 1)),
     };
     let cluster = start_cluster(scenario, &clock).await?;
-    let result = drive(scenario, options, &cluster, &clock, wall).await;
+    let result = drive(scenario, options, &cluster, &clock, wall, recorder, nemesis).await;
     cluster.shutdown().await;
     result
 }
@@ -82,6 +104,10 @@ async fn start_cluster(scenario: &Scenario, clock: &Clock) -> Result<Cluster, Ru
     let cluster = Cluster::builder()
         .brokers(scenario.topology.brokers as usize)
         .clock(clock.clone())
+        .metadata_mode(match scenario.topology.coordination {
+            Coordination::Zookeeper => MetadataMode::Zookeeper,
+            Coordination::Kraft => MetadataMode::Kraft,
+        })
         .auto_create_topics(false)
         .start()
         .await?;
@@ -118,8 +144,9 @@ async fn drive(
     cluster: &Cluster,
     clock: &Clock,
     wall: Instant,
+    recorder: Recorder,
+    mut nemesis: Nemesis,
 ) -> Result<RunOutcome, RunError> {
-    let recorder = Recorder::new(scenario.seed);
     let source = Arc::new(MemorySource::new(
         scenario.capture.connector,
         recorder.clone(),
@@ -148,46 +175,45 @@ async fn drive(
         clock.clone(),
     )
     .await?;
+    // The nemesis and the runner share the capture and the consumers (each holds a lock only while acting).
+    let capture = Mutex::new(capture);
+    let pipeline = Mutex::new(pipeline);
 
     let stream_ops = scenario.workload.operation_count();
     let bar = progress_bar(options.progress, stream_ops);
-    let started = tokio::time::Instant::now();
-    let mut first_at: Option<i64> = None;
-    let mut last_at: Option<i64> = None;
-    let mut failure = None;
-    for op in generator {
-        // Pace the stream by the generator's commit times: `rate` operations per second of the run's clock.
-        let t0 = *first_at.get_or_insert(op.at_ms);
-        if clock.is_virtual() {
-            let step = op.at_ms - last_at.unwrap_or(op.at_ms);
-            if step > 0 {
-                clock
-                    .advance(Duration::from_millis(step as u64))
-                    .map_err(|e| RunError::Clock(e.to_string()))?;
-            }
-        } else {
-            let due = started + Duration::from_millis((op.at_ms - t0).max(0) as u64);
-            tokio::time::sleep_until(due).await;
-        }
-        last_at = Some(op.at_ms);
-        if let Err(e) = source.commit(&op).await {
-            failure = Some(e);
-            break;
-        }
-        bar.inc(1);
-    }
+    let targets = Targets {
+        cluster,
+        capture: &capture,
+        pipeline: &pipeline,
+        clock,
+        stream_start_ms: clock.now_ms(),
+    };
+    let streamed = if clock.is_virtual() {
+        stream_virtual(generator, &source, &targets, &mut nemesis, &bar).await
+    } else {
+        let started = tokio::time::Instant::now();
+        let (streamed, ()) = tokio::join!(
+            stream_real(generator, &source, started, &bar),
+            nemesis.run(started, &targets)
+        );
+        streamed
+    };
     bar.finish_and_clear();
 
-    let (liveness, ends) = if let Some(e) = failure {
-        pipeline.shutdown().await;
-        capture.shutdown().await;
-        return Err(e.into());
-    } else {
-        quiesce(scenario, &source, &capture, &pipeline, &sink).await
+    let (liveness, ends) = match streamed {
+        Err(e) => {
+            pipeline.into_inner().shutdown().await;
+            capture.into_inner().shutdown().await;
+            return Err(e);
+        }
+        Ok(()) => {
+            nemesis.restore(&targets).await;
+            quiesce(scenario, &source, &capture, &pipeline, &sink, clock).await
+        }
     };
 
-    pipeline.shutdown().await;
-    capture.shutdown().await;
+    pipeline.into_inner().shutdown().await;
+    capture.into_inner().shutdown().await;
     let finals = FinalStates {
         sink: sink.flat_table(),
         oracle: flat::build(&source.final_images()),
@@ -213,21 +239,93 @@ async fn drive(
     })
 }
 
+/// Real clock: commits each operation at its time (the generator's commit times, `rate` per second).
+async fn stream_real(
+    generator: impl Iterator<Item = crate::workload::Operation>,
+    source: &MemorySource,
+    started: tokio::time::Instant,
+    bar: &indicatif::ProgressBar,
+) -> Result<(), RunError> {
+    let mut first_at: Option<i64> = None;
+    for op in generator {
+        let t0 = *first_at.get_or_insert(op.at_ms);
+        let due = started + Duration::from_millis((op.at_ms - t0).max(0) as u64);
+        tokio::time::sleep_until(due).await;
+        source.commit(&op).await?;
+        bar.inc(1);
+    }
+    Ok(())
+}
+
+/// Virtual clock: before each commit, applies the faults due by then, waits for the capture to ship what is
+/// committed, and moves the clock to the commit's time. After the last commit, the faults still due.
+async fn stream_virtual(
+    generator: impl Iterator<Item = crate::workload::Operation>,
+    source: &MemorySource,
+    targets: &Targets<'_>,
+    nemesis: &mut Nemesis,
+    bar: &indicatif::ProgressBar,
+) -> Result<(), RunError> {
+    let clock = targets.clock;
+    let mut first_at: Option<i64> = None;
+    let mut last_txn: Option<u64> = None;
+    for op in generator {
+        let offset = (op.at_ms - *first_at.get_or_insert(op.at_ms)).max(0) as u64;
+        nemesis.advance_to(Some(offset), targets).await?;
+        if let Some(txn) = last_txn {
+            wait_for_capture(targets.capture, txn).await;
+        }
+        let at = targets.stream_start_ms.saturating_add(offset as i64);
+        let now = clock.now_ms();
+        if at > now {
+            clock
+                .advance(Duration::from_millis((at - now) as u64))
+                .map_err(|e| RunError::Clock(e.to_string()))?;
+        }
+        source.commit(&op).await?;
+        last_txn = Some(op.seq);
+        bar.inc(1);
+    }
+    nemesis.advance_to(None, targets).await?;
+    Ok(())
+}
+
+/// Waits until the capture has handed transaction `txn` and everything before it to its producer, or it is not
+/// running, or has failed, or [`CAPTURE_PACING_BOUND`] passed.
+async fn wait_for_capture(capture: &Mutex<Capture>, txn: u64) {
+    let deadline = Instant::now() + CAPTURE_PACING_BOUND;
+    loop {
+        {
+            let capture = capture.lock().await;
+            let p = capture.progress();
+            if p.shipped_txn >= txn || p.failed.is_some() || !capture.is_running() {
+                return;
+            }
+        }
+        if Instant::now() >= deadline {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
 /// Waits until capture has shipped every commit and the consumers have reached every partition's end, or the
 /// scenario's `quiesce_timeout` passes. Returns the verdict and the end offsets last seen.
 async fn quiesce(
     scenario: &Scenario,
     source: &MemorySource,
-    capture: &Capture,
-    pipeline: &Pipeline,
+    capture: &Mutex<Capture>,
+    pipeline: &Mutex<Pipeline>,
     sink: &MemorySink,
+    clock: &Clock,
 ) -> (Liveness, Vec<(String, i32, i64)>) {
     let bound = scenario.pipeline.quiesce_timeout.as_duration();
     let began = Instant::now();
     let mut ends = Vec::new();
+    let pipeline = pipeline.lock().await;
     loop {
         let head = source.head_txn();
-        let progress = capture.progress();
+        let progress = capture.lock().await.progress();
         let capture_done =
             progress.failed.is_some() || (progress.snapshot_done && progress.acked_txn >= head);
         if capture_done {
@@ -282,6 +380,10 @@ async fn quiesce(
             );
         }
         tokio::time::sleep(QUIESCE_POLL).await;
+        if clock.is_virtual() {
+            // Time goes on while the pipeline catches up; a virtual clock cannot fail to advance.
+            let _ = clock.advance(QUIESCE_POLL);
+        }
     }
 }
 

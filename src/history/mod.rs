@@ -174,13 +174,49 @@ pub struct RetentionGap {
     pub at_ms: i64,
 }
 
-/// A fault the nemesis injected and the target it resolved to (issue 8 fills these).
+/// A fault the nemesis injected (or undid) and the target it resolved to when it fired.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FaultRecord {
+    /// When it was applied, ms since the epoch (the run's clock).
     pub at_ms: i64,
+    /// `kill`, `restart`, `heal`, … as the scenario spells actions.
     pub action: String,
+    /// The target as the scenario wrote it (`leader of dbserver1.openmrs.obs partition 0`).
     pub target: String,
+    /// What the target was when the fault fired (`broker 2`), or why nothing was (`no leader`).
     pub resolved: String,
+    /// When it was due, ms from the start of the stream.
+    pub due_ms: u64,
+    /// The `[[faults]]` entry (0-based) it comes from; `None` for the restarts after the stream.
+    pub fault: Option<usize>,
+    pub phase: FaultPhase,
+    /// Why it could not be applied (the run goes on; the checkers judge what happened).
+    pub error: Option<String>,
+}
+
+/// Why the nemesis did something.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FaultPhase {
+    /// A `[[faults]]` entry at its `at`.
+    Scheduled,
+    /// The end of a fault's `duration`: the restart, heal or resume it implies.
+    Undone,
+    /// After the stream: a disturbance the schedule left in place, undone so the pipeline can quiesce.
+    AfterStream,
+    /// After the stream: the capture had failed on its own during the faults (a send was not acknowledged)
+    /// and is restarted, as an operator restarts a failed Connect task. Timing decides whether it happens.
+    Recovery,
+}
+
+impl FaultPhase {
+    pub fn name(self) -> &'static str {
+        match self {
+            FaultPhase::Scheduled => "scheduled",
+            FaultPhase::Undone => "undone",
+            FaultPhase::AfterStream => "after stream",
+            FaultPhase::Recovery => "recovery",
+        }
+    }
 }
 
 /// Everything recorded in one run.

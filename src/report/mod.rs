@@ -16,7 +16,7 @@ mod render;
 use serde::Serialize;
 
 use crate::check::{Analysis, Liveness};
-use crate::history::History;
+use crate::history::{FaultPhase, History};
 use crate::scenario::{Count, Expect, FinalState};
 
 pub use metrics::{Latency, Metrics};
@@ -70,12 +70,37 @@ pub struct Verdict {
     pub holds: bool,
 }
 
+/// One step of the nemesis: what was due, on what, and what it resolved to when it fired.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FaultEntry {
+    /// When it was due, ms from the start of the stream.
+    pub due_ms: u64,
+    /// `scheduled`, `undone`, `after stream` or `recovery` (see [`FaultPhase`]).
+    pub phase: &'static str,
+    /// The `[[faults]]` entry (0-based), when it comes from one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fault: Option<usize>,
+    pub action: String,
+    /// As the scenario wrote it.
+    pub target: String,
+    /// What it was when the fault fired.
+    pub resolved: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Whether the seed and the schedule alone decide that this step exists (false for recoveries, which timing
+    /// decides): only those go into the stable text.
+    #[serde(skip)]
+    pub(crate) scheduled: bool,
+}
+
 /// The verdicts, metrics and findings of one run.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
     pub info: RunInfo,
     pub passed: bool,
     pub verdicts: Vec<Verdict>,
+    /// What the nemesis did, in order.
+    pub faults: Vec<FaultEntry>,
     pub metrics: Metrics,
     /// `etl-harness run <path> --seed N`
     pub reproduce: String,
@@ -91,7 +116,22 @@ impl Report {
             shell_word(&info.path),
             info.seed
         );
+        let faults = history
+            .faults
+            .iter()
+            .map(|f| FaultEntry {
+                due_ms: f.due_ms,
+                phase: f.phase.name(),
+                fault: f.fault,
+                action: f.action.clone(),
+                target: f.target.clone(),
+                resolved: f.resolved.clone(),
+                error: f.error.clone(),
+                scheduled: matches!(f.phase, FaultPhase::Scheduled | FaultPhase::Undone),
+            })
+            .collect();
         Report {
+            faults,
             metrics: Metrics::new(analysis, history),
             info,
             passed,

@@ -3,7 +3,7 @@
 
 use std::fmt::Write;
 
-use super::{Report, RunMode, Verdict};
+use super::{FaultEntry, Report, RunMode, Verdict};
 use crate::check::{
     Analysis, ChangeRef, Delivery, Liveness, LossCause, RowDiffKind, SourceCounts, EXAMPLES,
 };
@@ -18,6 +18,25 @@ pub(super) fn stable_text(r: &Report) -> String {
     let _ = writeln!(out, "result: {}", result_word(r));
     out.push_str("source:\n");
     source_lines(&mut out, &r.analysis.source);
+    // The schedule as the scenario wrote it; what a role resolved to depends on timing unless exact.
+    let scheduled: Vec<&FaultEntry> = r.faults.iter().filter(|f| f.scheduled).collect();
+    if !scheduled.is_empty() {
+        out.push_str("faults:\n");
+        for f in scheduled {
+            let _ = write!(
+                out,
+                "  {}  {:<9} {} {}",
+                seconds(f.due_ms),
+                f.phase,
+                f.action,
+                f.target
+            );
+            if exact {
+                let _ = write!(out, " -> {}", f.resolved);
+            }
+            out.push('\n');
+        }
+    }
     out.push_str("verdicts:\n");
     for v in &r.verdicts {
         let _ = write!(
@@ -94,6 +113,13 @@ pub(super) fn terminal(r: &Report) -> String {
         out.push('\n');
     }
     out.push('\n');
+    if !r.faults.is_empty() {
+        out.push_str("faults\n");
+        for f in &r.faults {
+            fault_line(&mut out, f);
+        }
+        out.push('\n');
+    }
     metrics_lines(&mut out, r);
     let failed: Vec<&Verdict> = r.verdicts.iter().filter(|v| !v.holds).collect();
     if !failed.is_empty() {
@@ -108,6 +134,29 @@ pub(super) fn terminal(r: &Report) -> String {
         );
     }
     out
+}
+
+/// `+1.500s`: a time from the start of the stream.
+fn seconds(ms: u64) -> String {
+    format!("+{}.{:03}s", ms / 1000, ms % 1000)
+}
+
+fn fault_line(out: &mut String, f: &FaultEntry) {
+    let _ = write!(
+        out,
+        "  {:>9}  {:<12}  {} {}",
+        seconds(f.due_ms),
+        f.phase,
+        f.action,
+        f.target
+    );
+    if f.resolved != f.target {
+        let _ = write!(out, " → {}", f.resolved);
+    }
+    if let Some(e) = &f.error {
+        let _ = write!(out, "  (not applied: {e})");
+    }
+    out.push('\n');
 }
 
 fn result_word(r: &Report) -> &'static str {

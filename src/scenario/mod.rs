@@ -502,7 +502,10 @@ pub struct Fault {
     pub at: Millis,
     pub action: FaultAction,
     pub target: FaultTarget,
-    /// For `stall`, and optionally `pause`/`isolate`/`latency`: undone after this long.
+    /// Undone after this long: a stopped, killed or crashed broker or connector is restarted, an isolated broker
+    /// healed, a paused target resumed, latency removed, a stall ended. Required for `stall`; not allowed on
+    /// `restart`/`heal`/`resume`. "Restart leader of X" would name the *new* leader, so a kill that must be
+    /// undone on the same broker says so here.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub duration: Option<Millis>,
     /// For `latency`: the delay added to each request.

@@ -8,6 +8,7 @@
 //! | `"broker 2"` or `2` | broker id 2 (ids run 1..=brokers) |
 //! | `"leader of dbserver1.openmrs.obs partition 0"` | the broker leading that partition at fault time |
 //! | `"a follower of dbserver1.openmrs.obs partition 0"` | one in-sync follower of it (chosen by the seed) |
+//! | `"followers of dbserver1.openmrs.obs partition 0"` | every in-sync follower of it at once |
 //! | `"the controller"` | the active controller |
 //! | `"the connector"` | the CDC connector (Debezium or the embedded capture) |
 //! | `"consumer 2"` | ETL consumer 2 (numbered 1..=consumers) |
@@ -23,6 +24,8 @@ pub enum FaultTarget {
     Broker(u32),
     LeaderOf { topic: String, partition: u32 },
     FollowerOf { topic: String, partition: u32 },
+    /// Every in-sync follower at once: how "the leader's followers fall behind" is written.
+    FollowersOf { topic: String, partition: u32 },
     Controller,
     Connector,
     Consumer(u32),
@@ -36,6 +39,7 @@ impl FaultTarget {
             FaultTarget::Broker(_)
                 | FaultTarget::LeaderOf { .. }
                 | FaultTarget::FollowerOf { .. }
+                | FaultTarget::FollowersOf { .. }
                 | FaultTarget::Controller
         )
     }
@@ -44,7 +48,8 @@ impl FaultTarget {
     pub fn partition(&self) -> Option<(&str, u32)> {
         match self {
             FaultTarget::LeaderOf { topic, partition }
-            | FaultTarget::FollowerOf { topic, partition } => Some((topic.as_str(), *partition)),
+            | FaultTarget::FollowerOf { topic, partition }
+            | FaultTarget::FollowersOf { topic, partition } => Some((topic.as_str(), *partition)),
             _ => None,
         }
     }
@@ -52,7 +57,7 @@ impl FaultTarget {
 
 const FORMS: &str =
     "\"broker 2\", \"leader of <topic> partition <n>\", \"a follower of <topic> partition <n>\", \
-                     \"the controller\", \"the connector\" or \"consumer <n>\"";
+                     \"followers of <topic> partition <n>\", \"the controller\", \"the connector\" or \"consumer <n>\"";
 
 /// Parses a target; the error says what forms exist.
 pub fn parse_target(text: &str) -> Result<FaultTarget, String> {
@@ -75,7 +80,7 @@ pub fn parse_target(text: &str) -> Result<FaultTarget, String> {
         ["controller"] => Ok(FaultTarget::Controller),
         ["connector"] | ["capture"] => Ok(FaultTarget::Connector),
         ["consumer", n] => Ok(FaultTarget::Consumer(number(n, "the consumer number")?)),
-        [role @ ("leader" | "follower"), "of", rest @ ..] => {
+        [role @ ("leader" | "follower" | "followers"), "of", rest @ ..] => {
             let partition = match rest {
                 [_, "partition" | "p", n] => number(n, "the partition")?,
                 [_] => 0,
@@ -86,10 +91,10 @@ pub fn parse_target(text: &str) -> Result<FaultTarget, String> {
                 }
             };
             let topic = original[2].to_string();
-            Ok(if *role == "leader" {
-                FaultTarget::LeaderOf { topic, partition }
-            } else {
-                FaultTarget::FollowerOf { topic, partition }
+            Ok(match *role {
+                "leader" => FaultTarget::LeaderOf { topic, partition },
+                "follower" => FaultTarget::FollowerOf { topic, partition },
+                _ => FaultTarget::FollowersOf { topic, partition },
             })
         }
         _ => Err(format!("\"{text}\" is not a target; write {FORMS}")),
@@ -105,6 +110,9 @@ impl fmt::Display for FaultTarget {
             }
             FaultTarget::FollowerOf { topic, partition } => {
                 write!(f, "a follower of {topic} partition {partition}")
+            }
+            FaultTarget::FollowersOf { topic, partition } => {
+                write!(f, "followers of {topic} partition {partition}")
             }
             FaultTarget::Controller => f.write_str("the controller"),
             FaultTarget::Connector => f.write_str("the connector"),
@@ -160,6 +168,13 @@ mod tests {
                 partition: 3
             })
         );
+        assert_eq!(
+            parse_target("the followers of dbserver1.openmrs.obs partition 1"),
+            Ok(FaultTarget::FollowersOf {
+                topic: "dbserver1.openmrs.obs".into(),
+                partition: 1
+            })
+        );
         assert_eq!(parse_target("The Controller"), Ok(FaultTarget::Controller));
         assert_eq!(parse_target("the connector"), Ok(FaultTarget::Connector));
         assert_eq!(parse_target("consumer 2"), Ok(FaultTarget::Consumer(2)));
@@ -173,6 +188,7 @@ mod tests {
             "broker 2",
             "leader of x.y.z partition 1",
             "a follower of x.y.z partition 0",
+            "followers of x.y.z partition 2",
             "the controller",
         ] {
             assert_eq!(parse_target(t).unwrap().to_string(), t);

@@ -279,7 +279,8 @@ pub(super) fn check(s: &Scenario, doc: &Located) -> Vec<ScenarioError> {
                 );
             }
             FaultTarget::LeaderOf { topic, partition }
-            | FaultTarget::FollowerOf { topic, partition } => {
+            | FaultTarget::FollowerOf { topic, partition }
+            | FaultTarget::FollowersOf { topic, partition } => {
                 match topics.iter().find(|t| &t.name == topic) {
                     None => err(
                         &at("target"),
@@ -296,8 +297,10 @@ pub(super) fn check(s: &Scenario, doc: &Located) -> Vec<ScenarioError> {
                         ),
                     ),
                     Some(t)
-                        if matches!(f.target, FaultTarget::FollowerOf { .. })
-                            && t.settings.replication_factor < 2 =>
+                        if matches!(
+                            f.target,
+                            FaultTarget::FollowerOf { .. } | FaultTarget::FollowersOf { .. }
+                        ) && t.settings.replication_factor < 2 =>
                     {
                         err(
                             &at("target"),
@@ -369,6 +372,21 @@ pub(super) fn check(s: &Scenario, doc: &Located) -> Vec<ScenarioError> {
             err(
                 &at("duration"),
                 "the stall action needs `duration`, e.g. duration = \"30s\"".into(),
+            );
+        }
+        // `duration` undoes the fault after D; restart, heal and resume undo something themselves.
+        if f.duration.is_some()
+            && matches!(
+                f.action,
+                FaultAction::Restart | FaultAction::Heal | FaultAction::Resume
+            )
+        {
+            err(
+                &at("duration"),
+                format!(
+                    "{} has nothing to undo, so it takes no duration; duration belongs on the fault it ends (e.g. kill with duration = \"2s\" restarts after 2 s)",
+                    f.action.name()
+                ),
             );
         }
         if let Some(d) = f.duration {

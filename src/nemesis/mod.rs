@@ -1,0 +1,689 @@
+//! The nemesis: runs a scenario's `[[faults]]` against the running topology at their times, measured from the
+//! start of the stream on the run's clock, and writes every step into the history.
+//!
+//! Targets are roles, resolved when a fault fires, never when the file is read: "leader of T partition N" is
+//! whoever leads it then (a partition without a leader is recorded as such and nothing is done), "a follower of
+//! …" one in-sync follower chosen with the scenario seed (preferring one the nemesis has not already disturbed),
+//! "followers of …" every in-sync follower, "the controller" the active controller. Because the leader moves
+//! when it is killed, a kill that must be undone on the same broker says `duration`: the nemesis remembers the
+//! broker it resolved and restarts that one after D.
+//!
+//! | target | actions | what they do on the embedded backend |
+//! |---|---|---|
+//! | a broker (by id or role) | `stop` `kill` `crash` `restart` `isolate` `heal` `pause` `resume` `latency` | the [`Cluster`] fault verbs; `isolate` cuts the broker off from everyone |
+//! | the connector | `stop` `kill` `restart` `pause` `resume` | [`Capture`]: `pause` is a clean stop at a transaction boundary, `resume` a restart from the last acknowledged position (what pausing a Connect task amounts to) |
+//! | consumer N | `kill` `restart` `stall` `pause` `resume` | [`Pipeline`]: `pause`/`resume` stop the consumer and start it again from the offsets in the sink; `stall` holds its fetches for `duration` |
+//!
+//! With a real clock [`Nemesis::run`] sleeps until each step is due, concurrently with the stream. With a
+//! virtual clock the stream loop owns time: it calls [`Nemesis::advance_to`] before each commit, which moves the
+//! clock to each due step and applies it there. A stall on a virtual clock holds the consumer's fetches for as
+//! long as the run may take and ends by restarting the consumer from its stored offsets at the virtual instant
+//! the stall ends (the pipeline's own stall counts real time).
+//!
+//! When the schedule is done, [`Nemesis::restore`] undoes whatever is still undone — restarts stopped brokers,
+//! heals, resumes, restarts the capture and consumers — so the pipeline can quiesce; and a capture that failed on
+//! its own during the faults (a send not acknowledged, as a Connect task fails) is restarted the way an operator
+//! would. Each of those is recorded too, with its own phase.
+//!
+//! A fault the backend cannot perform is refused by [`Nemesis::new`], before anything starts.
+
+use std::time::Duration;
+
+use tokio::sync::Mutex;
+
+use crate::broker::{BrokerId, Cluster, Isolation};
+use crate::cdc::Capture;
+use crate::clock::Clock;
+use crate::history::{FaultPhase, FaultRecord, Recorder};
+use crate::pipeline::Pipeline;
+use crate::scenario::{Backend, Fault, FaultAction, FaultTarget, Scenario};
+use crate::workload::rng::SeededRng;
+
+/// How long a stall on a virtual clock holds the consumer in real time at most: it normally ends earlier, by a
+/// restart at the stall's virtual end.
+const VIRTUAL_STALL_BOUND: Duration = Duration::from_secs(24 * 3600);
+
+/// Why the nemesis cannot run a scenario's faults.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum NemesisError {
+    #[error("faults[{index}]: the {backend} backend cannot {action} {target} yet; run the scenario on the embedded backend or remove the fault")]
+    Unsupported {
+        index: usize,
+        backend: &'static str,
+        action: &'static str,
+        target: String,
+    },
+    #[error("clock: {0}")]
+    Clock(String),
+}
+
+/// What the nemesis acts on: the running parts of one run.
+pub(crate) struct Targets<'a> {
+    pub(crate) cluster: &'a Cluster,
+    pub(crate) capture: &'a Mutex<Capture>,
+    pub(crate) pipeline: &'a Mutex<Pipeline>,
+    /// The pipeline's consumers hold stalls in real time; on a virtual clock a stall ends by a restart.
+    pub(crate) clock: &'a Clock,
+    /// The clock's time (ms since the epoch) when the stream started.
+    pub(crate) stream_start_ms: i64,
+}
+
+/// Something a fault left in place, and how to undo it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Undo {
+    RestartBroker(BrokerId),
+    Heal(BrokerId),
+    ResumeBroker(BrokerId),
+    ClearLatency(BrokerId),
+    RestartCapture,
+    RestartConsumer(u32),
+    EndStall(u32),
+}
+
+impl Undo {
+    fn action(self) -> FaultAction {
+        match self {
+            Undo::RestartBroker(_) | Undo::RestartCapture | Undo::RestartConsumer(_) => {
+                FaultAction::Restart
+            }
+            Undo::Heal(_) => FaultAction::Heal,
+            Undo::ResumeBroker(_) | Undo::EndStall(_) => FaultAction::Resume,
+            Undo::ClearLatency(_) => FaultAction::Latency,
+        }
+    }
+
+    fn what(self) -> String {
+        match self {
+            Undo::RestartBroker(b)
+            | Undo::Heal(b)
+            | Undo::ResumeBroker(b)
+            | Undo::ClearLatency(b) => format!("broker {}", b.0),
+            Undo::RestartCapture => "the connector".into(),
+            Undo::RestartConsumer(n) | Undo::EndStall(n) => format!("consumer {n}"),
+        }
+    }
+
+    /// Whether `self` and `other` are undone by the same act (an explicit resume also ends a stall).
+    fn same_target_kind(self, other: Undo) -> bool {
+        self == other
+            || matches!(
+                (self, other),
+                (Undo::RestartConsumer(a), Undo::EndStall(b)) | (Undo::EndStall(a), Undo::RestartConsumer(b)) if a == b
+            )
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum StepKind {
+    /// `[[faults]]` entry `i`.
+    Fire(usize),
+    /// The end of entry `fault`'s duration.
+    Undo { fault: usize, undo: Undo },
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Step {
+    due_ms: u64,
+    seq: u64,
+    kind: StepKind,
+}
+
+/// One resolved act on one target.
+#[derive(Debug, Clone, Copy)]
+enum Act {
+    Broker(FaultAction, BrokerId),
+    Connector(FaultAction),
+    Consumer(FaultAction, u32),
+}
+
+/// Runs one scenario's fault schedule. See the module docs.
+pub(crate) struct Nemesis {
+    faults: Vec<Fault>,
+    /// Pending steps, kept sorted by (due, seq).
+    steps: Vec<Step>,
+    next_seq: u64,
+    /// Disturbances still in place: what undoes them and the fault that caused them.
+    outstanding: Vec<(Undo, usize)>,
+    rng: SeededRng,
+    recorder: Recorder,
+    virtual_clock: bool,
+}
+
+impl Nemesis {
+    /// The schedule of `scenario`, checked against what its backend can do.
+    pub(crate) fn new(scenario: &Scenario, recorder: Recorder) -> Result<Nemesis, NemesisError> {
+        supported(scenario.topology.backend, &scenario.faults)?;
+        let steps = scenario
+            .faults
+            .iter()
+            .enumerate()
+            .map(|(i, f)| Step {
+                due_ms: f.at.0,
+                seq: i as u64,
+                kind: StepKind::Fire(i),
+            })
+            .collect();
+        let mut nemesis = Nemesis {
+            faults: scenario.faults.clone(),
+            steps,
+            next_seq: scenario.faults.len() as u64,
+            outstanding: Vec::new(),
+            rng: SeededRng::new(scenario.seed, "nemesis"),
+            recorder,
+            virtual_clock: scenario.topology.clock == crate::scenario::ClockMode::Virtual,
+        };
+        nemesis.sort();
+        Ok(nemesis)
+    }
+
+    fn sort(&mut self) {
+        self.steps.sort_by_key(|s| (s.due_ms, s.seq));
+    }
+
+    /// When the next step is due, ms from the start of the stream.
+    pub(crate) fn next_due(&self) -> Option<u64> {
+        self.steps.first().map(|s| s.due_ms)
+    }
+
+    /// Real clock: applies every step at its time from `start` (the stream's start), until none is left.
+    pub(crate) async fn run(&mut self, start: tokio::time::Instant, t: &Targets<'_>) {
+        while let Some(due) = self.next_due() {
+            tokio::time::sleep_until(start + Duration::from_millis(due)).await;
+            self.apply_next(t).await;
+        }
+    }
+
+    /// Virtual clock: applies every step due at or before `until_ms` (from the stream's start), moving the clock
+    /// to each step's time first. `None` applies every step left.
+    pub(crate) async fn advance_to(
+        &mut self,
+        until_ms: Option<u64>,
+        t: &Targets<'_>,
+    ) -> Result<(), NemesisError> {
+        while let Some(due) = self.next_due() {
+            if until_ms.is_some_and(|u| due > u) {
+                break;
+            }
+            let at = t.stream_start_ms.saturating_add(due as i64);
+            let now = t.clock.now_ms();
+            if at > now {
+                t.clock
+                    .advance(Duration::from_millis((at - now) as u64))
+                    .map_err(|e| NemesisError::Clock(e.to_string()))?;
+            }
+            self.apply_next(t).await;
+        }
+        Ok(())
+    }
+
+    async fn apply_next(&mut self, t: &Targets<'_>) {
+        if self.steps.is_empty() {
+            return;
+        }
+        let step = self.steps.remove(0);
+        match step.kind {
+            StepKind::Fire(i) => self.fire(i, step.due_ms, t).await,
+            StepKind::Undo { fault, undo } => {
+                // An explicit restart/heal/resume may have undone it already.
+                if let Some(pos) = self.outstanding.iter().position(|(u, _)| *u == undo) {
+                    self.outstanding.remove(pos);
+                    self.undo(undo, Some(fault), step.due_ms, FaultPhase::Undone, t)
+                        .await;
+                }
+            }
+        }
+    }
+
+    async fn fire(&mut self, index: usize, due_ms: u64, t: &Targets<'_>) {
+        let fault = self.faults[index].clone();
+        let acts = match self.resolve(&fault.target, t) {
+            Ok(acts) => acts,
+            Err(why) => {
+                self.record(
+                    t,
+                    FaultPhase::Scheduled,
+                    Some(index),
+                    due_ms,
+                    fault.action,
+                    fault.target.to_string(),
+                    why.clone(),
+                    Some(format!("nothing done: {why}")),
+                );
+                return;
+            }
+        };
+        for act in acts {
+            let act = match act {
+                Act::Broker(_, b) => Act::Broker(fault.action, b),
+                Act::Connector(_) => Act::Connector(fault.action),
+                Act::Consumer(_, n) => Act::Consumer(fault.action, n),
+            };
+            let result = self.perform(act, &fault, t).await;
+            let resolved = resolved_name(act);
+            let ok = result.is_ok();
+            self.record(
+                t,
+                FaultPhase::Scheduled,
+                Some(index),
+                due_ms,
+                fault.action,
+                fault.target.to_string(),
+                resolved,
+                result.err(),
+            );
+            if ok {
+                self.track(act, index, fault.duration.map(|d| due_ms + d.0));
+            }
+        }
+    }
+
+    /// Notes what `act` left in place (and schedules its undo when the fault has a duration), or what it
+    /// undid.
+    fn track(&mut self, act: Act, index: usize, undo_at: Option<u64>) {
+        let left = match act {
+            Act::Broker(a, b) => match a {
+                FaultAction::Stop | FaultAction::Kill | FaultAction::Crash => {
+                    Some(Undo::RestartBroker(b))
+                }
+                FaultAction::Isolate => Some(Undo::Heal(b)),
+                FaultAction::Pause => Some(Undo::ResumeBroker(b)),
+                FaultAction::Latency => Some(Undo::ClearLatency(b)),
+                FaultAction::Restart => return self.settle(Undo::RestartBroker(b)),
+                FaultAction::Heal => return self.settle(Undo::Heal(b)),
+                FaultAction::Resume => return self.settle(Undo::ResumeBroker(b)),
+                FaultAction::Stall => None,
+            },
+            Act::Connector(a) => match a {
+                FaultAction::Stop | FaultAction::Kill | FaultAction::Pause => {
+                    Some(Undo::RestartCapture)
+                }
+                FaultAction::Restart | FaultAction::Resume => {
+                    return self.settle(Undo::RestartCapture)
+                }
+                _ => None,
+            },
+            Act::Consumer(a, n) => match a {
+                FaultAction::Kill | FaultAction::Pause => Some(Undo::RestartConsumer(n)),
+                FaultAction::Stall => Some(Undo::EndStall(n)),
+                FaultAction::Restart | FaultAction::Resume => {
+                    return self.settle(Undo::RestartConsumer(n))
+                }
+                _ => None,
+            },
+        };
+        let Some(undo) = left else { return };
+        if !self.outstanding.iter().any(|(u, _)| *u == undo) {
+            self.outstanding.push((undo, index));
+        }
+        if let Some(at) = undo_at {
+            self.steps.push(Step {
+                due_ms: at,
+                seq: self.next_seq,
+                kind: StepKind::Undo {
+                    fault: index,
+                    undo,
+                },
+            });
+            self.next_seq += 1;
+            self.sort();
+        }
+    }
+
+    /// An explicit restart/heal/resume undid what earlier faults left.
+    fn settle(&mut self, undone: Undo) {
+        self.outstanding.retain(|(u, _)| !u.same_target_kind(undone));
+    }
+
+    /// After the schedule: undoes what is still in place, then restarts a capture that failed on its own.
+    pub(crate) async fn restore(&mut self, t: &Targets<'_>) {
+        let due_ms = u64::try_from(t.clock.now_ms() - t.stream_start_ms).unwrap_or(0);
+        for (undo, fault) in std::mem::take(&mut self.outstanding) {
+            self.undo(undo, Some(fault), due_ms, FaultPhase::AfterStream, t)
+                .await;
+        }
+        let failed = t.capture.lock().await.progress().failed;
+        if let Some(why) = failed {
+            let result = t.capture.lock().await.restart().await;
+            self.record(
+                t,
+                FaultPhase::Recovery,
+                None,
+                due_ms,
+                FaultAction::Restart,
+                "the connector".into(),
+                format!("the connector (it had failed: {why})"),
+                result.err().map(|e| e.to_string()),
+            );
+        }
+    }
+
+    async fn undo(
+        &mut self,
+        undo: Undo,
+        fault: Option<usize>,
+        due_ms: u64,
+        phase: FaultPhase,
+        t: &Targets<'_>,
+    ) {
+        let result = match undo {
+            Undo::RestartBroker(b) => match t.cluster.restart(b).await {
+                Ok(()) => Ok(()),
+                // Restarted in the meantime by another fault: nothing left to undo.
+                Err(crate::broker::FaultError::AlreadyRunning(_)) => Ok(()),
+                Err(e) => Err(e.to_string()),
+            },
+            Undo::Heal(b) => t.cluster.heal(b).map_err(|e| e.to_string()),
+            Undo::ResumeBroker(b) => t.cluster.resume(b).map_err(|e| e.to_string()),
+            Undo::ClearLatency(b) => t
+                .cluster
+                .set_latency(b, Duration::ZERO)
+                .map_err(|e| e.to_string()),
+            Undo::RestartCapture => t
+                .capture
+                .lock()
+                .await
+                .restart()
+                .await
+                .map_err(|e| e.to_string()),
+            Undo::RestartConsumer(n) => t
+                .pipeline
+                .lock()
+                .await
+                .restart_consumer(n)
+                .await
+                .map_err(|e| e.to_string()),
+            // A real-clock stall ends by itself; a virtual-clock one by a restart from the stored offsets.
+            Undo::EndStall(n) if self.virtual_clock => t
+                .pipeline
+                .lock()
+                .await
+                .restart_consumer(n)
+                .await
+                .map_err(|e| e.to_string()),
+            Undo::EndStall(_) => Ok(()),
+        };
+        let target = match fault {
+            Some(i) => self.faults[i].target.to_string(),
+            None => undo.what(),
+        };
+        let action = undo.action();
+        let resolved = match undo {
+            Undo::ClearLatency(_) => format!("{} (latency removed)", undo.what()),
+            Undo::EndStall(_) => format!("{} (stall over)", undo.what()),
+            _ => undo.what(),
+        };
+        self.record(
+            t,
+            phase,
+            fault,
+            due_ms,
+            action,
+            target,
+            resolved,
+            result.err(),
+        );
+    }
+
+    /// The targets a fault lands on now.
+    fn resolve(&mut self, target: &FaultTarget, t: &Targets<'_>) -> Result<Vec<Act>, String> {
+        // The action is filled in by the caller.
+        let placeholder = FaultAction::Stop;
+        let broker = |id: BrokerId| Act::Broker(placeholder, id);
+        match target {
+            FaultTarget::Broker(id) => Ok(vec![broker(BrokerId(*id as i32))]),
+            FaultTarget::Controller => Ok(vec![broker(t.cluster.controller())]),
+            FaultTarget::Connector => Ok(vec![Act::Connector(placeholder)]),
+            FaultTarget::Consumer(n) => Ok(vec![Act::Consumer(placeholder, *n)]),
+            FaultTarget::LeaderOf { topic, partition }
+            | FaultTarget::FollowerOf { topic, partition }
+            | FaultTarget::FollowersOf { topic, partition } => {
+                let view = t
+                    .cluster
+                    .partition(topic, *partition as i32)
+                    .ok_or_else(|| format!("{topic} partition {partition} does not exist"))?;
+                let followers: Vec<BrokerId> = {
+                    let mut f: Vec<BrokerId> = view
+                        .isr
+                        .iter()
+                        .copied()
+                        .filter(|b| Some(*b) != view.leader)
+                        .collect();
+                    f.sort();
+                    f
+                };
+                match target {
+                    FaultTarget::LeaderOf { .. } => match view.leader {
+                        Some(l) => Ok(vec![broker(l)]),
+                        None => Err(format!("{topic} partition {partition} has no leader")),
+                    },
+                    FaultTarget::FollowersOf { .. } if followers.is_empty() => Err(format!(
+                        "{topic} partition {partition} has no in-sync follower"
+                    )),
+                    FaultTarget::FollowersOf { .. } => {
+                        Ok(followers.into_iter().map(broker).collect())
+                    }
+                    _ => {
+                        if followers.is_empty() {
+                            return Err(format!(
+                                "{topic} partition {partition} has no in-sync follower"
+                            ));
+                        }
+                        // Prefer a follower the nemesis has not disturbed yet, so "a follower" twice means two.
+                        let disturbed = |b: &BrokerId| {
+                            self.outstanding.iter().any(|(u, _)| {
+                                matches!(u, Undo::RestartBroker(x) | Undo::Heal(x) | Undo::ResumeBroker(x) | Undo::ClearLatency(x) if x == b)
+                            })
+                        };
+                        let fresh: Vec<BrokerId> =
+                            followers.iter().copied().filter(|b| !disturbed(b)).collect();
+                        let pool = if fresh.is_empty() { followers } else { fresh };
+                        Ok(vec![broker(*self.rng.pick(&pool))])
+                    }
+                }
+            }
+        }
+    }
+
+    async fn perform(&mut self, act: Act, fault: &Fault, t: &Targets<'_>) -> Result<(), String> {
+        let text = |e: &dyn std::fmt::Display| e.to_string();
+        match act {
+            Act::Broker(action, b) => {
+                let c = t.cluster;
+                match action {
+                    FaultAction::Stop => c.stop(b).await.map_err(|e| text(&e)),
+                    FaultAction::Kill => c.kill(b).await.map_err(|e| text(&e)),
+                    FaultAction::Crash => c.crash(b).await.map_err(|e| text(&e)),
+                    FaultAction::Restart => c.restart(b).await.map_err(|e| text(&e)),
+                    FaultAction::Isolate => c
+                        .isolate(b, Isolation::FromEveryone)
+                        .map_err(|e| text(&e)),
+                    FaultAction::Heal => c.heal(b).map_err(|e| text(&e)),
+                    FaultAction::Pause => c.pause(b).map_err(|e| text(&e)),
+                    FaultAction::Resume => c.resume(b).map_err(|e| text(&e)),
+                    FaultAction::Latency => {
+                        let d = Duration::from_millis(fault.latency.map_or(0, |l| l.0));
+                        c.set_latency(b, d).map_err(|e| text(&e))
+                    }
+                    FaultAction::Stall => Err(unsupported(action, "a broker")),
+                }
+            }
+            Act::Connector(action) => {
+                let mut capture = t.capture.lock().await;
+                match action {
+                    FaultAction::Stop | FaultAction::Pause => {
+                        capture.stop().await;
+                        Ok(())
+                    }
+                    FaultAction::Kill => {
+                        capture.kill();
+                        Ok(())
+                    }
+                    FaultAction::Restart | FaultAction::Resume => {
+                        capture.restart().await.map_err(|e| text(&e))
+                    }
+                    other => Err(unsupported(other, "the connector")),
+                }
+            }
+            Act::Consumer(action, n) => {
+                let mut pipeline = t.pipeline.lock().await;
+                match action {
+                    FaultAction::Kill | FaultAction::Pause => {
+                        pipeline.kill_consumer(n).await.map_err(|e| text(&e))
+                    }
+                    FaultAction::Restart | FaultAction::Resume => {
+                        pipeline.restart_consumer(n).await.map_err(|e| text(&e))
+                    }
+                    FaultAction::Stall => {
+                        let d = if self.virtual_clock {
+                            VIRTUAL_STALL_BOUND
+                        } else {
+                            Duration::from_millis(fault.duration.map_or(0, |d| d.0))
+                        };
+                        pipeline.stall_consumer(n, d).map_err(|e| text(&e))
+                    }
+                    other => Err(unsupported(other, "a consumer")),
+                }
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn record(
+        &self,
+        t: &Targets<'_>,
+        phase: FaultPhase,
+        fault: Option<usize>,
+        due_ms: u64,
+        action: FaultAction,
+        target: String,
+        resolved: String,
+        error: Option<String>,
+    ) {
+        match &error {
+            Some(e) => tracing::warn!(phase = phase.name(), action = action.name(), %target, %resolved, error = %e, "fault not applied"),
+            None => tracing::info!(phase = phase.name(), action = action.name(), %target, %resolved, "fault"),
+        }
+        self.recorder.fault(FaultRecord {
+            at_ms: t.clock.now_ms(),
+            action: action.name().to_string(),
+            target,
+            resolved,
+            due_ms,
+            fault,
+            phase,
+            error,
+        });
+    }
+}
+
+fn resolved_name(act: Act) -> String {
+    match act {
+        Act::Broker(_, b) => format!("broker {}", b.0),
+        Act::Connector(_) => "the connector".into(),
+        Act::Consumer(_, n) => format!("consumer {n}"),
+    }
+}
+
+/// Scenario validation already refuses these; reaching one is a harness bug, reported rather than ignored.
+fn unsupported(action: FaultAction, what: &str) -> String {
+    format!("{} cannot be applied to {what}", action.name())
+}
+
+/// Which faults each backend can perform today. The embedded backend does all of them; the others run no
+/// scenario yet (issue 9 brings the local backend's process signals and proxies), so any fault there is refused
+/// rather than silently skipped.
+fn supported(backend: Backend, faults: &[Fault]) -> Result<(), NemesisError> {
+    if backend == Backend::Embedded {
+        return Ok(());
+    }
+    match faults.iter().enumerate().next() {
+        Some((index, f)) => Err(NemesisError::Unsupported {
+            index,
+            backend: backend.name(),
+            action: f.action.name(),
+            target: f.target.to_string(),
+        }),
+        None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scenario(faults: &str) -> Scenario {
+        let text = format!(
+            "name = \"n\"\nbackends = [\"embedded\", \"local\"]\n[topology]\nbrokers = 3\n[topics]\nreplication_factor = 3\n\
+             [workload]\noperations = 1000\nrate = 100\n{faults}"
+        );
+        Scenario::parse(&text, "n.toml").unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn schedule_is_ordered_by_time_then_by_entry() {
+        let s = scenario(
+            "[[faults]]\nat = \"3s\"\naction = \"kill\"\ntarget = \"broker 1\"\n\
+             [[faults]]\nat = \"1s\"\naction = \"pause\"\ntarget = \"broker 2\"\n\
+             [[faults]]\nat = \"1s\"\naction = \"stall\"\ntarget = \"consumer 1\"\nduration = \"1s\"\n",
+        );
+        let n = Nemesis::new(&s, Recorder::new(1)).unwrap();
+        let order: Vec<(u64, usize)> = n
+            .steps
+            .iter()
+            .map(|s| match s.kind {
+                StepKind::Fire(i) => (s.due_ms, i),
+                StepKind::Undo { .. } => unreachable!("no undo before anything fired"),
+            })
+            .collect();
+        assert_eq!(order, vec![(1000, 1), (1000, 2), (3000, 0)]);
+        assert_eq!(n.next_due(), Some(1000));
+    }
+
+    #[test]
+    fn a_backend_that_cannot_inject_faults_is_refused_at_start() {
+        let mut s = scenario("[[faults]]\nat = \"1s\"\naction = \"kill\"\ntarget = \"leader of dbserver1.openmrs.obs partition 0\"\n");
+        assert!(Nemesis::new(&s, Recorder::new(1)).is_ok());
+        s.topology.backend = Backend::Local;
+        let err = Nemesis::new(&s, Recorder::new(1)).err().expect("refused");
+        let text = err.to_string();
+        assert!(
+            text.contains("faults[0]") && text.contains("local") && text.contains("kill"),
+            "{text}"
+        );
+        // Without faults there is nothing to refuse.
+        s.faults.clear();
+        assert!(Nemesis::new(&s, Recorder::new(1)).is_ok());
+    }
+
+    #[test]
+    fn tracking_schedules_undos_and_explicit_restarts_settle_them() {
+        let s = scenario(
+            "[[faults]]\nat = \"1s\"\naction = \"kill\"\ntarget = \"broker 2\"\nduration = \"2s\"\n\
+             [[faults]]\nat = \"2s\"\naction = \"pause\"\ntarget = \"consumer 1\"\n",
+        );
+        let mut n = Nemesis::new(&s, Recorder::new(1)).unwrap();
+        n.steps.clear();
+        n.track(
+            Act::Broker(FaultAction::Kill, BrokerId(2)),
+            0,
+            Some(3000),
+        );
+        n.track(Act::Consumer(FaultAction::Pause, 1), 1, None);
+        assert_eq!(
+            n.outstanding,
+            vec![(Undo::RestartBroker(BrokerId(2)), 0), (Undo::RestartConsumer(1), 1)]
+        );
+        assert!(matches!(
+            n.steps.as_slice(),
+            [Step { due_ms: 3000, kind: StepKind::Undo { fault: 0, undo: Undo::RestartBroker(BrokerId(2)) }, .. }]
+        ));
+        // A resume of the consumer settles its pause; the broker stays outstanding.
+        n.track(Act::Consumer(FaultAction::Resume, 1), 1, None);
+        assert_eq!(n.outstanding, vec![(Undo::RestartBroker(BrokerId(2)), 0)]);
+        // A stall is settled by a restart too.
+        n.track(Act::Consumer(FaultAction::Stall, 2), 1, None);
+        n.track(Act::Consumer(FaultAction::Restart, 2), 1, None);
+        assert_eq!(n.outstanding, vec![(Undo::RestartBroker(BrokerId(2)), 0)]);
+    }
+}

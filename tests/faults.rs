@@ -1,0 +1,337 @@
+//! The shipped fault scenarios, end to end on the embedded backend: each passes with a stable report for its own
+//! seed (an insta snapshot), and passes for two other seeds — its expectations must hold for any seed. Beyond the
+//! verdicts, each test checks from the history that the fault did what the scenario says it answers (the leader
+//! really moved, the ISR really shrank and recovered, every loss really is a truncated or deleted record).
+
+use std::collections::HashSet;
+use std::path::Path;
+
+use openmrs_etl_harness::broker::{BrokerId, ClusterEventKind, ElectionKind};
+use openmrs_etl_harness::history::{ChangeId, FaultPhase, History, ProduceOutcome};
+use openmrs_etl_harness::run::{run, RunOptions, RunOutcome};
+use openmrs_etl_harness::scenario::Scenario;
+
+const OBS: &str = "dbserver1.openmrs.obs";
+
+/// Seeds other than the files' own (none of the shipped scenarios uses them).
+const OTHER_SEEDS: [u64; 2] = [1001, 2002];
+
+async fn run_scenario(name: &str, seed: Option<u64>) -> RunOutcome {
+    let path = format!("scenarios/{name}.toml");
+    let mut scenario = Scenario::load(Path::new(&path)).unwrap_or_else(|e| panic!("{path}: {e}"));
+    if let Some(seed) = seed {
+        scenario.seed = seed;
+    }
+    let options = RunOptions {
+        scenario_path: path.clone(),
+        progress: false,
+    };
+    let outcome = run(&scenario, &options)
+        .await
+        .unwrap_or_else(|e| panic!("{path} (seed {}): {e}", scenario.seed));
+    assert!(
+        outcome.report.passed(),
+        "{name} failed with seed {}; reproduce with: etl-harness run {path} --seed {}\n{}",
+        scenario.seed,
+        scenario.seed,
+        outcome.report.terminal()
+    );
+    // Every scheduled step was applied (a role that resolved to nothing would be recorded with an error).
+    for f in &outcome.history.faults {
+        assert!(
+            f.error.is_none(),
+            "{name} seed {}: {} {} was not applied: {:?}\n{}",
+            scenario.seed,
+            f.action,
+            f.target,
+            f.error,
+            outcome.report.terminal()
+        );
+    }
+    outcome
+}
+
+/// The broker a scheduled fault entry resolved to.
+fn resolved_broker(history: &History, fault: usize) -> BrokerId {
+    let f = history
+        .faults
+        .iter()
+        .find(|f| f.fault == Some(fault) && f.phase == FaultPhase::Scheduled)
+        .unwrap_or_else(|| panic!("fault {fault} never fired: {:?}", history.faults));
+    let id = f
+        .resolved
+        .strip_prefix("broker ")
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("fault {fault} resolved to {:?}, not a broker", f.resolved));
+    BrokerId(id)
+}
+
+/// Runs a scenario on its own seed (snapshot) and on two others, checking `extra` on every run.
+async fn own_seed(name: &str, extra: fn(&RunOutcome)) {
+    let outcome = run_scenario(name, None).await;
+    extra(&outcome);
+    insta::assert_snapshot!(name, outcome.report.stable_text());
+}
+
+async fn other_seeds(name: &str, extra: fn(&RunOutcome)) {
+    for seed in OTHER_SEEDS {
+        let outcome = run_scenario(name, Some(seed)).await;
+        extra(&outcome);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------- broker-kill
+
+/// The killed leader lost its leadership, and the same broker was restarted.
+fn broker_kill_checks(o: &RunOutcome) {
+    let h = &o.history;
+    let killed = resolved_broker(h, 0);
+    let moved = h.cluster_events.iter().any(|e| {
+        matches!(&e.kind, ClusterEventKind::Election { topic, partition: 0, leader: Some(l), .. } if topic == OBS && *l != killed)
+    });
+    assert!(moved, "leadership of {OBS}-0 never moved away from broker {}", killed.0);
+    let restarted = h
+        .faults
+        .iter()
+        .any(|f| f.phase == FaultPhase::Undone && f.action == "restart" && f.resolved == format!("broker {}", killed.0));
+    assert!(restarted, "broker {} was not restarted: {:?}", killed.0, h.faults);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broker_kill() {
+    own_seed("broker-kill", broker_kill_checks).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broker_kill_other_seeds() {
+    other_seeds("broker-kill", broker_kill_checks).await;
+}
+
+// ---------------------------------------------------------------------------------------- acks1-leader-kill
+
+/// Recomputed from the history alone, without the checker: the changes no consumer delivered are exactly the
+/// changes acknowledged at an offset a `Truncated` event covers — none lost for another reason, and no change
+/// whose acknowledged record the log kept counted lost.
+fn acks1_checks(o: &RunOutcome) {
+    let h = &o.history;
+    let resolver = h.resolver();
+    let delivered: HashSet<ChangeId> = h
+        .consumed
+        .iter()
+        .filter_map(|c| c.change.as_ref().and_then(|ch| resolver.resolve(ch)))
+        .collect();
+    let truncated: Vec<(&str, i32, i64, i64)> = h
+        .cluster_events
+        .iter()
+        .filter_map(|e| match &e.kind {
+            ClusterEventKind::Truncated {
+                topic,
+                partition,
+                start_offset,
+                end_offset,
+                ..
+            } => Some((topic.as_str(), *partition, *start_offset, *end_offset)),
+            _ => None,
+        })
+        .collect();
+    let in_truncated = |topic: &str, partition: i32, offset: i64| {
+        truncated
+            .iter()
+            .any(|(t, p, s, e)| *t == topic && *p == partition && (*s..*e).contains(&offset))
+    };
+    let mut acked_truncated: HashSet<ChangeId> = HashSet::new();
+    for p in &h.produced {
+        if let (Some(change), ProduceOutcome::Acked { partition, offset }) = (p.change, &p.outcome) {
+            if in_truncated(&p.topic, *partition, *offset) {
+                acked_truncated.insert(change);
+            }
+        }
+    }
+    let lost: Vec<ChangeId> = h.changes().map(|(id, _, _)| id).filter(|id| !delivered.contains(id)).collect();
+    assert!(!truncated.is_empty(), "the leader kill truncated nothing: the scenario tested nothing\n{}", o.report.terminal());
+    for id in &lost {
+        assert!(
+            acked_truncated.contains(id),
+            "lost change {id:?} was not acknowledged at a truncated offset\n{}",
+            o.report.terminal()
+        );
+    }
+    assert_eq!(lost.len() as u64, o.analysis.lost.count);
+    assert_eq!(o.analysis.lost.count, o.analysis.lost.truncated_acked);
+    assert_eq!(o.analysis.lost.unexplained + o.analysis.lost.never_produced, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acks1_leader_kill() {
+    own_seed("acks1-leader-kill", acks1_checks).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acks1_leader_kill_other_seeds() {
+    other_seeds("acks1-leader-kill", acks1_checks).await;
+}
+
+// ---------------------------------------------------------------------------------------- connector-restart
+
+fn connector_checks(o: &RunOutcome) {
+    let actions: Vec<(&str, FaultPhase)> = o
+        .history
+        .faults
+        .iter()
+        .map(|f| (f.action.as_str(), f.phase))
+        .collect();
+    assert_eq!(
+        &actions[..2],
+        &[("kill", FaultPhase::Scheduled), ("restart", FaultPhase::Undone)],
+        "{:?}",
+        o.history.faults
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connector_restart() {
+    own_seed("connector-restart", connector_checks).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connector_restart_other_seeds() {
+    other_seeds("connector-restart", connector_checks).await;
+}
+
+// ----------------------------------------------------------------------------------------- consumer-restart
+
+/// Consumer 1 read again after its restart.
+fn consumer_checks(o: &RunOutcome) {
+    let h = &o.history;
+    let restarted_at = h
+        .faults
+        .iter()
+        .find(|f| f.phase == FaultPhase::Undone && f.action == "restart")
+        .map(|f| f.at_ms)
+        .expect("consumer 1 was restarted");
+    assert!(
+        h.consumed.iter().any(|c| c.consumer == 1 && c.at_ms >= restarted_at),
+        "consumer 1 read nothing after its restart"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consumer_restart() {
+    own_seed("consumer-restart", consumer_checks).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consumer_restart_other_seeds() {
+    other_seeds("consumer-restart", consumer_checks).await;
+}
+
+// ----------------------------------------------------------------------------------------- isolate-follower
+
+/// The isolated follower left the ISR of obs partition 0 and joined it again after the heal.
+fn isolate_checks(o: &RunOutcome) {
+    let h = &o.history;
+    let isolated = resolved_broker(h, 0);
+    let shrunk = h.cluster_events.iter().position(|e| {
+        matches!(&e.kind, ClusterEventKind::IsrShrunk { topic, partition: 0, removed, .. } if topic == OBS && *removed == isolated)
+    });
+    let shrunk = shrunk.unwrap_or_else(|| panic!("broker {} never left the ISR of {OBS}-0", isolated.0));
+    let expanded = h.cluster_events[shrunk..].iter().any(|e| {
+        matches!(&e.kind, ClusterEventKind::IsrExpanded { topic, partition: 0, added, .. } if topic == OBS && *added == isolated)
+    });
+    assert!(expanded, "broker {} never rejoined the ISR of {OBS}-0", isolated.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn isolate_follower() {
+    own_seed("isolate-follower", isolate_checks).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn isolate_follower_other_seeds() {
+    other_seeds("isolate-follower", isolate_checks).await;
+}
+
+// -------------------------------------------------------------------------------------- controlled-shutdown
+
+/// The stopped broker handed its leadership over by controlled shutdown, and rejoined the ISR after restarting.
+fn shutdown_checks(o: &RunOutcome) {
+    let h = &o.history;
+    let stopped = resolved_broker(h, 0);
+    let handed = h.cluster_events.iter().position(|e| {
+        matches!(&e.kind, ClusterEventKind::Election { topic, partition: 0, leader: Some(l), kind: ElectionKind::ControlledShutdown, .. } if topic == OBS && *l != stopped)
+    });
+    let handed = handed.unwrap_or_else(|| panic!("no controlled-shutdown election moved {OBS}-0 off broker {}", stopped.0));
+    let rejoined = h.cluster_events[handed..].iter().any(|e| {
+        matches!(&e.kind, ClusterEventKind::IsrExpanded { topic, partition: 0, added, .. } if topic == OBS && *added == stopped)
+    });
+    assert!(rejoined, "broker {} never rejoined the ISR of {OBS}-0", stopped.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn controlled_shutdown() {
+    own_seed("controlled-shutdown", shutdown_checks).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn controlled_shutdown_other_seeds() {
+    other_seeds("controlled-shutdown", shutdown_checks).await;
+}
+
+// ------------------------------------------------------------------------------------------------ retention
+
+/// The stalled consumer met deleted offsets, and every lost change was acknowledged at an offset a
+/// `SegmentDeleted` event removed; the flat table differs.
+fn retention_checks(o: &RunOutcome) {
+    let h = &o.history;
+    assert!(
+        h.retention_gaps.iter().any(|g| g.consumer == 1),
+        "the stalled consumer met no deleted offsets: {:?}",
+        h.retention_gaps
+    );
+    let deleted: Vec<(&str, i32, i64, i64)> = h
+        .cluster_events
+        .iter()
+        .filter_map(|e| match &e.kind {
+            ClusterEventKind::SegmentDeleted {
+                topic,
+                partition,
+                start_offset,
+                end_offset,
+                ..
+            } => Some((topic.as_str(), *partition, *start_offset, *end_offset)),
+            _ => None,
+        })
+        .collect();
+    let resolver = h.resolver();
+    let delivered: HashSet<ChangeId> = h
+        .consumed
+        .iter()
+        .filter_map(|c| c.change.as_ref().and_then(|ch| resolver.resolve(ch)))
+        .collect();
+    let mut lost = 0u64;
+    for (id, _, _) in h.changes() {
+        if delivered.contains(&id) {
+            continue;
+        }
+        lost += 1;
+        let deleted_before_read = h.produced.iter().any(|p| {
+            p.change == Some(id)
+                && matches!(p.outcome, ProduceOutcome::Acked { partition, offset }
+                    if deleted.iter().any(|(t, dp, s, e)| *t == p.topic && *dp == partition && (*s..*e).contains(&offset)))
+        });
+        assert!(deleted_before_read, "lost change {id:?} was not in a deleted segment");
+    }
+    assert!(lost > 0);
+    assert_eq!(lost, o.analysis.retention_loss.count);
+    assert!(o.analysis.final_state.count > 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention() {
+    own_seed("retention", retention_checks).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_other_seeds() {
+    other_seeds("retention", retention_checks).await;
+}
