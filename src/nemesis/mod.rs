@@ -320,10 +320,7 @@ impl Nemesis {
             self.steps.push(Step {
                 due_ms: at,
                 seq: self.next_seq,
-                kind: StepKind::Undo {
-                    fault: index,
-                    undo,
-                },
+                kind: StepKind::Undo { fault: index, undo },
             });
             self.next_seq += 1;
             self.sort();
@@ -332,7 +329,8 @@ impl Nemesis {
 
     /// An explicit restart/heal/resume undid what earlier faults left.
     fn settle(&mut self, undone: Undo) {
-        self.outstanding.retain(|(u, _)| !u.same_target_kind(undone));
+        self.outstanding
+            .retain(|(u, _)| !u.same_target_kind(undone));
     }
 
     /// After the schedule: undoes what is still in place, then restarts a capture that failed on its own.
@@ -475,8 +473,11 @@ impl Nemesis {
                                 matches!(u, Undo::RestartBroker(x) | Undo::Heal(x) | Undo::ResumeBroker(x) | Undo::ClearLatency(x) if x == b)
                             })
                         };
-                        let fresh: Vec<BrokerId> =
-                            followers.iter().copied().filter(|b| !disturbed(b)).collect();
+                        let fresh: Vec<BrokerId> = followers
+                            .iter()
+                            .copied()
+                            .filter(|b| !disturbed(b))
+                            .collect();
                         let pool = if fresh.is_empty() { followers } else { fresh };
                         Ok(vec![broker(*self.rng.pick(&pool))])
                     }
@@ -495,9 +496,9 @@ impl Nemesis {
                     FaultAction::Kill => c.kill(b).await.map_err(|e| text(&e)),
                     FaultAction::Crash => c.crash(b).await.map_err(|e| text(&e)),
                     FaultAction::Restart => c.restart(b).await.map_err(|e| text(&e)),
-                    FaultAction::Isolate => c
-                        .isolate(b, Isolation::FromEveryone)
-                        .map_err(|e| text(&e)),
+                    FaultAction::Isolate => {
+                        c.isolate(b, Isolation::FromEveryone).map_err(|e| text(&e))
+                    }
                     FaultAction::Heal => c.heal(b).map_err(|e| text(&e)),
                     FaultAction::Pause => c.pause(b).map_err(|e| text(&e)),
                     FaultAction::Resume => c.resume(b).map_err(|e| text(&e)),
@@ -561,8 +562,12 @@ impl Nemesis {
         error: Option<String>,
     ) {
         match &error {
-            Some(e) => tracing::warn!(phase = phase.name(), action = action.name(), %target, %resolved, error = %e, "fault not applied"),
-            None => tracing::info!(phase = phase.name(), action = action.name(), %target, %resolved, "fault"),
+            Some(e) => {
+                tracing::warn!(phase = phase.name(), action = action.name(), %target, %resolved, error = %e, "fault not applied")
+            }
+            None => {
+                tracing::info!(phase = phase.name(), action = action.name(), %target, %resolved, "fault")
+            }
         }
         self.recorder.fault(FaultRecord {
             at_ms: t.clock.now_ms(),
@@ -664,19 +669,25 @@ mod tests {
         );
         let mut n = Nemesis::new(&s, Recorder::new(1)).unwrap();
         n.steps.clear();
-        n.track(
-            Act::Broker(FaultAction::Kill, BrokerId(2)),
-            0,
-            Some(3000),
-        );
+        n.track(Act::Broker(FaultAction::Kill, BrokerId(2)), 0, Some(3000));
         n.track(Act::Consumer(FaultAction::Pause, 1), 1, None);
         assert_eq!(
             n.outstanding,
-            vec![(Undo::RestartBroker(BrokerId(2)), 0), (Undo::RestartConsumer(1), 1)]
+            vec![
+                (Undo::RestartBroker(BrokerId(2)), 0),
+                (Undo::RestartConsumer(1), 1)
+            ]
         );
         assert!(matches!(
             n.steps.as_slice(),
-            [Step { due_ms: 3000, kind: StepKind::Undo { fault: 0, undo: Undo::RestartBroker(BrokerId(2)) }, .. }]
+            [Step {
+                due_ms: 3000,
+                kind: StepKind::Undo {
+                    fault: 0,
+                    undo: Undo::RestartBroker(BrokerId(2))
+                },
+                ..
+            }]
         ));
         // A resume of the consumer settles its pause; the broker stays outstanding.
         n.track(Act::Consumer(FaultAction::Resume, 1), 1, None);

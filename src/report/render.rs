@@ -18,8 +18,12 @@ pub(super) fn stable_text(r: &Report) -> String {
     let _ = writeln!(out, "result: {}", result_word(r));
     out.push_str("source:\n");
     source_lines(&mut out, &r.analysis.source);
-    // The schedule as the scenario wrote it; what a role resolved to depends on timing unless exact.
-    let scheduled: Vec<&FaultEntry> = r.faults.iter().filter(|f| f.scheduled).collect();
+    // The schedule as the scenario wrote it; what a role resolved to depends on timing unless exact, and so does
+    // how many brokers "followers of" reached, hence one line per step.
+    let mut scheduled: Vec<&FaultEntry> = r.faults.iter().filter(|f| f.scheduled).collect();
+    if !exact {
+        scheduled.dedup_by(|b, a| (a.due_ms, a.phase, a.fault) == (b.due_ms, b.phase, b.fault));
+    }
     if !scheduled.is_empty() {
         out.push_str("faults:\n");
         for f in scheduled {

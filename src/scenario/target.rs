@@ -22,10 +22,19 @@ use std::fmt;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FaultTarget {
     Broker(u32),
-    LeaderOf { topic: String, partition: u32 },
-    FollowerOf { topic: String, partition: u32 },
+    LeaderOf {
+        topic: String,
+        partition: u32,
+    },
+    FollowerOf {
+        topic: String,
+        partition: u32,
+    },
     /// Every in-sync follower at once: how "the leader's followers fall behind" is written.
-    FollowersOf { topic: String, partition: u32 },
+    FollowersOf {
+        topic: String,
+        partition: u32,
+    },
     Controller,
     Connector,
     Consumer(u32),
