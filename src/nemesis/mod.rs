@@ -129,12 +129,22 @@ struct Step {
     kind: StepKind,
 }
 
-/// One resolved act on one target.
-#[derive(Debug, Clone, Copy)]
-enum Act {
-    Broker(FaultAction, BrokerId),
-    Connector(FaultAction),
-    Consumer(FaultAction, u32),
+/// What a target named when its fault fired.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Resolved {
+    Broker(BrokerId),
+    Connector,
+    Consumer(u32),
+}
+
+impl Resolved {
+    fn name(self) -> String {
+        match self {
+            Resolved::Broker(b) => format!("broker {}", b.0),
+            Resolved::Connector => "the connector".into(),
+            Resolved::Consumer(n) => format!("consumer {n}"),
+        }
+    }
 }
 
 /// Runs one scenario's fault schedule. See the module docs.
@@ -237,52 +247,52 @@ impl Nemesis {
 
     async fn fire(&mut self, index: usize, due_ms: u64, t: &Targets<'_>) {
         let fault = self.faults[index].clone();
-        let acts = match self.resolve(&fault.target, t) {
-            Ok(acts) => acts,
+        let resolved_all = match self.resolve(&fault.target, t) {
+            Ok(all) => all,
             Err(why) => {
-                self.record(
-                    t,
-                    FaultPhase::Scheduled,
-                    Some(index),
+                self.record(FaultRecord {
+                    at_ms: t.clock.now_ms(),
+                    action: fault.action.name().to_string(),
+                    target: fault.target.to_string(),
+                    resolved: why,
                     due_ms,
-                    fault.action,
-                    fault.target.to_string(),
-                    why.clone(),
-                    Some(format!("nothing done: {why}")),
-                );
+                    fault: Some(index),
+                    phase: FaultPhase::Scheduled,
+                    error: Some("the target resolved to nothing, so nothing was done".into()),
+                });
                 return;
             }
         };
-        for act in acts {
-            let act = match act {
-                Act::Broker(_, b) => Act::Broker(fault.action, b),
-                Act::Connector(_) => Act::Connector(fault.action),
-                Act::Consumer(_, n) => Act::Consumer(fault.action, n),
-            };
-            let result = self.perform(act, &fault, t).await;
-            let resolved = resolved_name(act);
+        for target in resolved_all {
+            let result = self.perform(fault.action, target, &fault, t).await;
+            let resolved = target.name();
             let ok = result.is_ok();
-            self.record(
-                t,
-                FaultPhase::Scheduled,
-                Some(index),
-                due_ms,
-                fault.action,
-                fault.target.to_string(),
+            self.record(FaultRecord {
+                at_ms: t.clock.now_ms(),
+                action: fault.action.name().to_string(),
+                target: fault.target.to_string(),
                 resolved,
-                result.err(),
-            );
+                due_ms,
+                fault: Some(index),
+                phase: FaultPhase::Scheduled,
+                error: result.err(),
+            });
             if ok {
-                self.track(act, index, fault.duration.map(|d| due_ms + d.0));
+                self.track(
+                    fault.action,
+                    target,
+                    index,
+                    fault.duration.map(|d| due_ms + d.0),
+                );
             }
         }
     }
 
-    /// Notes what `act` left in place (and schedules its undo when the fault has a duration), or what it
-    /// undid.
-    fn track(&mut self, act: Act, index: usize, undo_at: Option<u64>) {
-        let left = match act {
-            Act::Broker(a, b) => match a {
+    /// Notes what `a` on `target` left in place (and schedules its undo when the fault has a duration), or
+    /// what earlier disturbance it undid.
+    fn track(&mut self, a: FaultAction, target: Resolved, index: usize, undo_at: Option<u64>) {
+        let left = match target {
+            Resolved::Broker(b) => match a {
                 FaultAction::Stop | FaultAction::Kill | FaultAction::Crash => {
                     Some(Undo::RestartBroker(b))
                 }
@@ -294,7 +304,7 @@ impl Nemesis {
                 FaultAction::Resume => return self.settle(Undo::ResumeBroker(b)),
                 FaultAction::Stall => None,
             },
-            Act::Connector(a) => match a {
+            Resolved::Connector => match a {
                 FaultAction::Stop | FaultAction::Kill | FaultAction::Pause => {
                     Some(Undo::RestartCapture)
                 }
@@ -303,7 +313,7 @@ impl Nemesis {
                 }
                 _ => None,
             },
-            Act::Consumer(a, n) => match a {
+            Resolved::Consumer(n) => match a {
                 FaultAction::Kill | FaultAction::Pause => Some(Undo::RestartConsumer(n)),
                 FaultAction::Stall => Some(Undo::EndStall(n)),
                 FaultAction::Restart | FaultAction::Resume => {
@@ -343,16 +353,16 @@ impl Nemesis {
         let failed = t.capture.lock().await.progress().failed;
         if let Some(why) = failed {
             let result = t.capture.lock().await.restart().await;
-            self.record(
-                t,
-                FaultPhase::Recovery,
-                None,
+            self.record(FaultRecord {
+                at_ms: t.clock.now_ms(),
+                action: FaultAction::Restart.name().to_string(),
+                target: "the connector".into(),
+                resolved: format!("the connector (it had failed: {why})"),
                 due_ms,
-                FaultAction::Restart,
-                "the connector".into(),
-                format!("the connector (it had failed: {why})"),
-                result.err().map(|e| e.to_string()),
-            );
+                fault: None,
+                phase: FaultPhase::Recovery,
+                error: result.err().map(|e| e.to_string()),
+            });
         }
     }
 
@@ -411,28 +421,26 @@ impl Nemesis {
             Undo::EndStall(_) => format!("{} (stall over)", undo.what()),
             _ => undo.what(),
         };
-        self.record(
-            t,
-            phase,
-            fault,
-            due_ms,
-            action,
+        self.record(FaultRecord {
+            at_ms: t.clock.now_ms(),
+            action: action.name().to_string(),
             target,
             resolved,
-            result.err(),
-        );
+            due_ms,
+            fault,
+            phase,
+            error: result.err(),
+        });
     }
 
     /// The targets a fault lands on now.
-    fn resolve(&mut self, target: &FaultTarget, t: &Targets<'_>) -> Result<Vec<Act>, String> {
-        // The action is filled in by the caller.
-        let placeholder = FaultAction::Stop;
-        let broker = |id: BrokerId| Act::Broker(placeholder, id);
+    fn resolve(&mut self, target: &FaultTarget, t: &Targets<'_>) -> Result<Vec<Resolved>, String> {
+        let broker = Resolved::Broker;
         match target {
             FaultTarget::Broker(id) => Ok(vec![broker(BrokerId(*id as i32))]),
             FaultTarget::Controller => Ok(vec![broker(t.cluster.controller())]),
-            FaultTarget::Connector => Ok(vec![Act::Connector(placeholder)]),
-            FaultTarget::Consumer(n) => Ok(vec![Act::Consumer(placeholder, *n)]),
+            FaultTarget::Connector => Ok(vec![Resolved::Connector]),
+            FaultTarget::Consumer(n) => Ok(vec![Resolved::Consumer(*n)]),
             FaultTarget::LeaderOf { topic, partition }
             | FaultTarget::FollowerOf { topic, partition }
             | FaultTarget::FollowersOf { topic, partition } => {
@@ -486,10 +494,16 @@ impl Nemesis {
         }
     }
 
-    async fn perform(&mut self, act: Act, fault: &Fault, t: &Targets<'_>) -> Result<(), String> {
+    async fn perform(
+        &mut self,
+        action: FaultAction,
+        target: Resolved,
+        fault: &Fault,
+        t: &Targets<'_>,
+    ) -> Result<(), String> {
         let text = |e: &dyn std::fmt::Display| e.to_string();
-        match act {
-            Act::Broker(action, b) => {
+        match target {
+            Resolved::Broker(b) => {
                 let c = t.cluster;
                 match action {
                     FaultAction::Stop => c.stop(b).await.map_err(|e| text(&e)),
@@ -509,7 +523,7 @@ impl Nemesis {
                     FaultAction::Stall => Err(unsupported(action, "a broker")),
                 }
             }
-            Act::Connector(action) => {
+            Resolved::Connector => {
                 let mut capture = t.capture.lock().await;
                 match action {
                     FaultAction::Stop | FaultAction::Pause => {
@@ -526,7 +540,7 @@ impl Nemesis {
                     other => Err(unsupported(other, "the connector")),
                 }
             }
-            Act::Consumer(action, n) => {
+            Resolved::Consumer(n) => {
                 let mut pipeline = t.pipeline.lock().await;
                 match action {
                     FaultAction::Kill | FaultAction::Pause => {
@@ -549,44 +563,16 @@ impl Nemesis {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn record(
-        &self,
-        t: &Targets<'_>,
-        phase: FaultPhase,
-        fault: Option<usize>,
-        due_ms: u64,
-        action: FaultAction,
-        target: String,
-        resolved: String,
-        error: Option<String>,
-    ) {
-        match &error {
+    fn record(&self, r: FaultRecord) {
+        match &r.error {
             Some(e) => {
-                tracing::warn!(phase = phase.name(), action = action.name(), %target, %resolved, error = %e, "fault not applied")
+                tracing::warn!(phase = r.phase.name(), action = %r.action, target = %r.target, resolved = %r.resolved, error = %e, "fault not applied")
             }
             None => {
-                tracing::info!(phase = phase.name(), action = action.name(), %target, %resolved, "fault")
+                tracing::info!(phase = r.phase.name(), action = %r.action, target = %r.target, resolved = %r.resolved, "fault")
             }
         }
-        self.recorder.fault(FaultRecord {
-            at_ms: t.clock.now_ms(),
-            action: action.name().to_string(),
-            target,
-            resolved,
-            due_ms,
-            fault,
-            phase,
-            error,
-        });
-    }
-}
-
-fn resolved_name(act: Act) -> String {
-    match act {
-        Act::Broker(_, b) => format!("broker {}", b.0),
-        Act::Connector(_) => "the connector".into(),
-        Act::Consumer(_, n) => format!("consumer {n}"),
+        self.recorder.fault(r);
     }
 }
 
@@ -669,8 +655,13 @@ mod tests {
         );
         let mut n = Nemesis::new(&s, Recorder::new(1)).unwrap();
         n.steps.clear();
-        n.track(Act::Broker(FaultAction::Kill, BrokerId(2)), 0, Some(3000));
-        n.track(Act::Consumer(FaultAction::Pause, 1), 1, None);
+        n.track(
+            FaultAction::Kill,
+            Resolved::Broker(BrokerId(2)),
+            0,
+            Some(3000),
+        );
+        n.track(FaultAction::Pause, Resolved::Consumer(1), 1, None);
         assert_eq!(
             n.outstanding,
             vec![
@@ -690,11 +681,11 @@ mod tests {
             }]
         ));
         // A resume of the consumer settles its pause; the broker stays outstanding.
-        n.track(Act::Consumer(FaultAction::Resume, 1), 1, None);
+        n.track(FaultAction::Resume, Resolved::Consumer(1), 1, None);
         assert_eq!(n.outstanding, vec![(Undo::RestartBroker(BrokerId(2)), 0)]);
         // A stall is settled by a restart too.
-        n.track(Act::Consumer(FaultAction::Stall, 2), 1, None);
-        n.track(Act::Consumer(FaultAction::Restart, 2), 1, None);
+        n.track(FaultAction::Stall, Resolved::Consumer(2), 1, None);
+        n.track(FaultAction::Restart, Resolved::Consumer(2), 1, None);
         assert_eq!(n.outstanding, vec![(Undo::RestartBroker(BrokerId(2)), 0)]);
     }
 }
