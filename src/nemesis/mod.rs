@@ -265,7 +265,10 @@ impl Nemesis {
         };
         for target in resolved_all {
             let result = self.perform(fault.action, target, &fault, t).await;
-            let resolved = target.name();
+            let resolved = match (fault.action, fault.latency) {
+                (FaultAction::Latency, Some(l)) => format!("{} (+{l} per answer)", target.name()),
+                _ => target.name(),
+            };
             let ok = result.is_ok();
             self.record(FaultRecord {
                 at_ms: t.clock.now_ms(),
