@@ -212,7 +212,7 @@ pub enum CampaignError {
         errors: ScenarioErrors,
     },
     #[error("case seed {seed}: the run could not be carried out: {error}")]
-    Run { seed: u64, error: RunError },
+    Run { seed: u64, error: Box<RunError> },
     #[error("nemesis not wired: case seed {seed} scheduled {scheduled} faults but the run's history records none, so the property would hold vacuously; faults are parsed but not executed by this build")]
     NemesisNotWired { seed: u64, scheduled: usize },
     #[error("{path}: cannot write the shrunk scenario: {source}")]
@@ -256,7 +256,7 @@ pub fn search(
             .block_on(crate::run::run(scenario, &options))
             .map_err(|error| CampaignError::Run {
                 seed: scenario.seed,
-                error,
+                error: Box::new(error),
             })?;
         let failed = outcome
             .report
