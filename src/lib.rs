@@ -23,6 +23,7 @@
 //! | [`history`] | built | what a run recorded: commits, produce outcomes, consumed records, retention gaps, faults, the cluster's event log; maps consumed records back to source changes |
 //! | [`check`] | built | checkers over the history and final states: lost (by cause), duplicates, reorders, offset gaps, phantoms, retention loss, final state against the oracle, liveness |
 //! | [`report`] | built | verdicts against `[expect]` (counts and relations), metrics; terminal, JSON and stable text |
+//! | [`campaign`] | built | property tests over fault schedules: seeded schedules of safe faults, shrinking, the minimal failing case written as a scenario file; `etl-harness fuzz-faults` |
 //! | [`nemesis`] | embedded | runs `[[faults]]` at their times (real or virtual clock), resolving roles (leader, follower, controller) when they fire; undoes what is left after the stream |
 //! | [`run`] | embedded | one run end to end: topology, baseline, capture, pipeline, paced stream with the nemesis, quiesce, check, report |
 //!
@@ -50,6 +51,7 @@
 //! machine (guarded by an insta snapshot of the first operations).
 
 pub mod broker;
+pub mod campaign;
 pub mod cdc;
 pub mod check;
 pub mod clock;

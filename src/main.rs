@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use openmrs_etl_harness::broker::up::{self, UpArgs};
+use openmrs_etl_harness::campaign;
 use openmrs_etl_harness::run::RunOptions;
 use openmrs_etl_harness::scenario::Scenario;
 use openmrs_etl_harness::workload::{sql, Generator, WorkloadSpec};
@@ -87,6 +88,50 @@ enum Command {
                             etl-harness up --port-base 19092 --log-default retention.ms=60000\n  \
                             kcat -b <bootstrap servers printed by up> -L")]
     Up(UpArgs),
+    /// Property campaign over fault schedules: run seeded schedules until one loses, reorders or diverges, then
+    /// shrink it and write it as a scenario file.
+    #[command(
+        name = "fuzz-faults",
+        after_help = "Each case is the base scenario (default: a small safe one: acks=all, RF 3, min ISR 2,
+                      clean election, idempotence) with a drawn fault schedule and case seed; the property is
+                      lost 0, reordered 0, final state equal, liveness. Stops at the first failure, shrinks it
+                      (fewer, earlier, simpler faults) and writes it under --out.
+
+                      Examples:
+  etl-harness fuzz-faults --cases 200
+                        etl-harness fuzz-faults --cases 50 --seed 7 --scenario my-base.toml --out failures/
+
+                      Exit codes: 0 every case held, 1 a failure was found (its file and the command that
+                      reproduces it are printed), 2 the campaign could not be run."
+    )]
+    FuzzFaults {
+        /// Cases to run (each is a whole scenario run, about a second with the default base).
+        #[arg(long, default_value_t = 100)]
+        cases: u32,
+        /// Campaign seed: the same seed draws the same schedules (default: drawn and printed).
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Base scenario (its faults and [expect] are replaced by each case's); default: the built-in safe one.
+        #[arg(long)]
+        scenario: Option<PathBuf>,
+        /// Where the shrunk failing scenario is written.
+        #[arg(long, default_value = "target/fault-failures")]
+        out: PathBuf,
+        /// Which faults to draw.
+        #[arg(long, value_enum, default_value_t = Mix::Any)]
+        mix: Mix,
+        /// Whole runs the shrinker may spend on a failure.
+        #[arg(long, default_value_t = 48)]
+        max_shrink_runs: u32,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Mix {
+    /// Every fault kind on brokers (by id and role), the connector and the consumers.
+    Any,
+    /// Only broker outages that take leaders away.
+    LeaderKills,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -130,6 +175,14 @@ fn main() -> ExitCode {
             report,
             no_progress,
         } => run(file, seed, report, !no_progress),
+        Command::FuzzFaults {
+            cases,
+            seed,
+            scenario,
+            out,
+            mix,
+            max_shrink_runs,
+        } => fuzz_faults(cases, seed, scenario, out, mix, max_shrink_runs),
         Command::Up(args) => {
             up::run(args).map_err(|e| Failure::Setup(format!("etl-harness up: {e:#}")))
         }
@@ -197,6 +250,97 @@ fn run(
         );
         Err(Failure::Expectation)
     }
+}
+
+fn fuzz_faults(
+    cases: u32,
+    seed: Option<u64>,
+    scenario: Option<PathBuf>,
+    out: PathBuf,
+    mix: Mix,
+    max_shrink_runs: u32,
+) -> Result<(), Failure> {
+    let (base, base_name) = match &scenario {
+        Some(file) => (load(file)?, file.display().to_string()),
+        None => (
+            campaign::base_scenario(campaign::SAFE_BASE, "<built-in safe base>")
+                .map_err(|e| Failure::Setup(format!("the built-in base scenario: {e}")))?,
+            "the built-in safe base".to_string(),
+        ),
+    };
+    // Like VOPR: a campaign without --seed draws one, and always prints it.
+    let seed = seed.unwrap_or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| d.as_nanos() as u64 % 1_000_000_000)
+    });
+    let mut config = campaign::CampaignConfig::new(cases, seed, out);
+    config.mix = match mix {
+        Mix::Any => campaign::FaultMix::Any,
+        Mix::LeaderKills => campaign::FaultMix::LeaderKills,
+    };
+    config.max_shrink_runs = max_shrink_runs;
+    eprintln!(
+        "fuzz-faults: campaign seed {seed}, up to {cases} cases over {base_name} (the same --seed draws the same schedules)"
+    );
+    let mut on_progress = |p: &campaign::Progress| match p {
+        campaign::Progress::Case {
+            number,
+            seed,
+            faults,
+            held,
+            elapsed,
+        } => eprintln!(
+            "case {number}/{cases}: seed {seed}, {faults} faults, {} ({:.2} cases/s)",
+            if *held { "held" } else { "FAILED" },
+            f64::from(*number) / elapsed.as_secs_f64().max(1e-9)
+        ),
+        campaign::Progress::Shrink {
+            attempt,
+            faults,
+            still_fails,
+        } => eprintln!(
+            "shrink {attempt}/{max_shrink_runs}: {faults} faults, {}",
+            if *still_fails { "still fails" } else { "holds" }
+        ),
+    };
+    let report = campaign::search(&base, &config, &mut on_progress)
+        .map_err(|e| Failure::Setup(format!("fuzz-faults (campaign seed {seed}): {e}")))?;
+    let rate = format!(
+        "{} cases in {:.1} s ({:.2} cases/s)",
+        report.cases,
+        report.search_time.as_secs_f64(),
+        report.cases_per_second()
+    );
+    let Some(failure) = report.failure else {
+        println!("fuzz-faults: every case held: {rate}; campaign seed {seed}");
+        return Ok(());
+    };
+    println!(
+        "fuzz-faults: the property failed after {rate}: {} broke",
+        failure.failed.join(", ")
+    );
+    println!(
+        "shrunk from {} to {} faults in {} runs; scenario written to {}",
+        failure.original_faults,
+        failure.scenario.faults.len(),
+        failure.shrink_runs,
+        failure.path.display()
+    );
+    if failure.reproduced() {
+        println!("the written file failed the same way when run again");
+    } else {
+        println!(
+            "the written file broke {} when run again (timing decides some failures; run it a few times)",
+            if failure.rerun_failed.is_empty() {
+                "nothing".to_string()
+            } else {
+                failure.rerun_failed.join(", ")
+            }
+        );
+    }
+    println!("reproduce with: {}", failure.reproduce());
+    Err(Failure::Expectation)
 }
 
 fn load(file: &std::path::Path) -> Result<Scenario, Failure> {
