@@ -41,6 +41,11 @@ const QUIESCE_POLL: Duration = Duration::from_millis(20);
 /// On a virtual clock: the longest the runner waits (real time) for the capture to ship what was committed
 /// before it moves time on anyway (a killed or failed capture ships nothing).
 const CAPTURE_PACING_BOUND: Duration = Duration::from_millis(500);
+/// Deterministic mode: the longest the runner waits (real time) for a commit's acknowledgement; a capture held
+/// up by a fault (brokers down under acks=all) lets the run go on after it.
+const ACK_BOUND: Duration = Duration::from_secs(2);
+/// Deterministic mode: the longest a fault waits for its quiet point.
+const QUIET_POINT_BOUND: Duration = Duration::from_secs(2);
 
 /// What the caller chooses beyond the scenario file.
 #[derive(Debug, Clone)]
@@ -160,9 +165,16 @@ async fn drive(
         source.load(&op)?;
     }
 
+    let mut capture_config = CaptureConfig::from_scenario(scenario, bootstrap.clone());
+    if scenario.topology.deterministic {
+        // One request in flight and no linger: a batch holds what one transaction put on a partition, whatever
+        // the machine's speed, and retries cannot reorder.
+        capture_config.producer.max_in_flight = 1;
+        capture_config.producer.linger = Duration::ZERO;
+    }
     let capture = Capture::start(
         source.clone(),
-        CaptureConfig::from_scenario(scenario, bootstrap.clone()),
+        capture_config,
         recorder.clone(),
         clock.clone(),
     )
@@ -189,7 +201,16 @@ async fn drive(
         stream_start_ms: clock.now_ms(),
     };
     let streamed = if clock.is_virtual() {
-        stream_virtual(generator, &source, &targets, &mut nemesis, &bar).await
+        let deterministic = scenario.topology.deterministic;
+        stream_virtual(
+            generator,
+            &source,
+            &targets,
+            &mut nemesis,
+            &bar,
+            deterministic,
+        )
+        .await
     } else {
         let started = tokio::time::Instant::now();
         let (streamed, ()) = tokio::join!(
@@ -221,13 +242,17 @@ async fn drive(
     let history = recorder.finish(cluster.events(), ends);
     let analysis = check::all(&history, &finals, &liveness);
     // A virtual clock alone does not make exact counts repeatable (threads and sockets still decide batch
-    // boundaries); the deterministic mode of the fault issue does, and only it reports `Deterministic`.
+    // boundaries); deterministic mode does, and only it reports `Deterministic`.
     let info = RunInfo {
         scenario: scenario.name.clone(),
         path: options.scenario_path.clone(),
         seed: scenario.seed,
         backend: scenario.topology.backend.name().to_string(),
-        mode: RunMode::RealTime,
+        mode: if scenario.topology.deterministic {
+            RunMode::Deterministic
+        } else {
+            RunMode::RealTime
+        },
         harness_version: env!("CARGO_PKG_VERSION").to_string(),
         wall_ms: wall.elapsed().as_millis() as u64,
     };
@@ -259,21 +284,33 @@ async fn stream_real(
 
 /// Virtual clock: before each commit, applies the faults due by then, waits for the capture to ship what is
 /// committed, and moves the clock to the commit's time. After the last commit, the faults still due.
+///
+/// Deterministic mode also waits, after each commit, until the capture has it acknowledged (so batch
+/// boundaries and record timestamps do not depend on the machine's speed), and applies each fault at a quiet
+/// point: everything committed acknowledged, replicas caught up, consumers at the partitions' ends.
 async fn stream_virtual(
     generator: impl Iterator<Item = crate::workload::Operation>,
     source: &MemorySource,
     targets: &Targets<'_>,
     nemesis: &mut Nemesis,
     bar: &indicatif::ProgressBar,
+    deterministic: bool,
 ) -> Result<(), RunError> {
     let clock = targets.clock;
     let mut first_at: Option<i64> = None;
     let mut last_txn: Option<u64> = None;
+    // Deterministic mode: whether acknowledgements come at all. A fault (a paused or dead broker) can hold them
+    // up; after one bounded wait the stream goes on without waiting, until the next fault step changes things.
+    let mut acks_flowing = true;
     for op in generator {
         let offset = (op.at_ms - *first_at.get_or_insert(op.at_ms)).max(0) as u64;
-        nemesis.advance_to(Some(offset), targets).await?;
+        if apply_due_faults(Some(offset), last_txn, targets, nemesis, deterministic).await? {
+            acks_flowing = true;
+        }
         if let Some(txn) = last_txn {
-            wait_for_capture(targets.capture, txn).await;
+            if !deterministic {
+                wait_for_capture(targets.capture, txn).await;
+            }
         }
         let at = targets.stream_start_ms.saturating_add(offset as i64);
         let now = clock.now_ms();
@@ -284,10 +321,87 @@ async fn stream_virtual(
         }
         source.commit(&op).await?;
         last_txn = Some(op.seq);
+        if deterministic && acks_flowing {
+            acks_flowing = wait_for_acknowledgement(targets.capture, op.seq).await;
+        }
         bar.inc(1);
     }
-    nemesis.advance_to(None, targets).await?;
+    apply_due_faults(None, last_txn, targets, nemesis, deterministic).await?;
     Ok(())
+}
+
+/// Applies the faults due by `until_ms` (all that remain for `None`); in deterministic mode one due time at a
+/// time, each at a quiet point. Returns whether any step was applied.
+async fn apply_due_faults(
+    until_ms: Option<u64>,
+    last_txn: Option<u64>,
+    targets: &Targets<'_>,
+    nemesis: &mut Nemesis,
+    deterministic: bool,
+) -> Result<bool, RunError> {
+    let due_now = |n: &Nemesis| {
+        n.next_due()
+            .filter(|due| until_ms.is_none_or(|u| *due <= u))
+    };
+    if due_now(nemesis).is_none() {
+        return Ok(false);
+    }
+    if !deterministic {
+        nemesis.advance_to(until_ms, targets).await?;
+        return Ok(true);
+    }
+    while let Some(due) = due_now(nemesis) {
+        quiet_point(last_txn, targets).await;
+        nemesis.advance_to(Some(due), targets).await?;
+    }
+    Ok(true)
+}
+
+/// Waits (bounded by [`QUIET_POINT_BOUND`]) until every commit up to `last_txn` is acknowledged, the followers
+/// have copied their leaders, and the consumers have reached every partition's end. A consumer a fault keeps
+/// from reading never gets there; the bound lets the schedule go on, and what that consumer holds is already
+/// fixed by the quiet point at which its fault was applied.
+async fn quiet_point(last_txn: Option<u64>, targets: &Targets<'_>) {
+    if let Some(txn) = last_txn {
+        wait_for_acknowledgement(targets.capture, txn).await;
+    }
+    targets
+        .cluster
+        .wait_for_replication(QUIET_POINT_BOUND)
+        .await;
+    let deadline = Instant::now() + QUIET_POINT_BOUND;
+    while Instant::now() < deadline {
+        {
+            let pipeline = targets.pipeline.lock().await;
+            // A paused broker takes the request and never answers: bound the wait for the end offsets too.
+            let left = deadline.saturating_duration_since(Instant::now());
+            if let Ok(Ok(ends)) = tokio::time::timeout(left, pipeline.end_offsets()).await {
+                if pipeline.caught_up(&ends) {
+                    return;
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+/// Waits until every record of transaction `txn` and all before it has its final outcome, or the capture is not
+/// running or has failed (true), or [`ACK_BOUND`] passed (false: acknowledgements are held up).
+async fn wait_for_acknowledgement(capture: &Mutex<Capture>, txn: u64) -> bool {
+    let deadline = Instant::now() + ACK_BOUND;
+    loop {
+        {
+            let capture = capture.lock().await;
+            let p = capture.progress();
+            if p.acked_txn >= txn || p.failed.is_some() || !capture.is_running() {
+                return true;
+            }
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_micros(200)).await;
+    }
 }
 
 /// Waits until the capture has handed transaction `txn` and everything before it to its producer, or it is not

@@ -177,6 +177,7 @@ fn drawn_schedules_are_valid_scenarios_within_the_safe_rules() {
                 FaultTarget::Broker(_) => "broker",
                 FaultTarget::LeaderOf { .. } => "leader",
                 FaultTarget::FollowerOf { .. } => "follower",
+                FaultTarget::FollowersOf { .. } => "followers",
                 FaultTarget::Controller => "controller",
                 FaultTarget::Connector => "connector",
                 FaultTarget::Consumer(_) => "consumer",
@@ -232,7 +233,12 @@ fn safe_settings_keep_the_property_under_every_fault_schedule() {
     assert_eq!(report.cases, config.cases);
 }
 
+/// Ignored until deterministic mode lands (issue 8, item 2): over real time, whether an acks=1 leader kill loses
+/// anything depends on whether the followers happened to be behind at that instant, so a failing case can pass
+/// when it is run again and shrinking is unreliable (seen: a case failed, its shrunk file passed on rerun). Run it
+/// by hand with `cargo test --test fault_properties -- --ignored`.
 #[test]
+#[ignore = "needs deterministic mode: acks=1 losses over real time depend on timing, so the shrunk case may not reproduce"]
 fn broken_settings_fail_shrink_and_the_written_scenario_fails_the_same_way() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = CampaignConfig::new(fault_cases().max(8), campaign_seed(), dir.path());

@@ -105,6 +105,8 @@ pub struct Topology {
     pub brokers: u32,
     pub coordination: Coordination,
     pub clock: ClockMode,
+    /// Deterministic mode (embedded, virtual clock): the same seed gives the same exact counts.
+    pub deterministic: bool,
 }
 
 impl Default for Topology {
@@ -114,6 +116,7 @@ impl Default for Topology {
             brokers: 3,
             coordination: Coordination::Zookeeper,
             clock: ClockMode::Real,
+            deterministic: false,
         }
     }
 }

@@ -50,6 +50,21 @@ pub(super) fn check(s: &Scenario, doc: &Located) -> Vec<ScenarioError> {
             ),
         );
     }
+    if s.topology.deterministic && s.topology.clock != ClockMode::Virtual {
+        err(
+            &[Key("topology"), Key("deterministic")],
+            "deterministic mode needs `clock = \"virtual\"` (time must move only when the run moves it); add it, or drop `deterministic`".into(),
+        );
+    }
+    if s.topology.deterministic && !off_embedded.is_empty() {
+        err(
+            &[Key("topology"), Key("deterministic")],
+            format!(
+                "deterministic mode exists only on the embedded backend, but `backends` also lists {}",
+                off_embedded.join(", ")
+            ),
+        );
+    }
 
     let brokers = s.topology.brokers;
     if brokers == 0 {
