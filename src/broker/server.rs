@@ -115,6 +115,13 @@ impl Connection {
                         tokio::time::sleep(latency).await;
                     }
                     if let Err(error) = self.stream.write_all(&response).await {
+                        // The client went away before its answer: a hang-up, not a broker fault.
+                        if matches!(
+                            error.kind(),
+                            std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset
+                        ) {
+                            return None;
+                        }
                         return Some(format!("cannot write response: {error}"));
                     }
                 }
