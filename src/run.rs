@@ -309,7 +309,13 @@ async fn stream_virtual(
         }
         if let Some(txn) = last_txn {
             if !deterministic {
-                wait_for_capture(targets.capture, txn).await;
+                wait_for_capture(
+                    targets.capture,
+                    txn,
+                    CaptureMark::Shipped,
+                    CAPTURE_PACING_BOUND,
+                )
+                .await;
             }
         }
         let at = targets.stream_start_ms.saturating_add(offset as i64);
@@ -322,7 +328,13 @@ async fn stream_virtual(
         source.commit(&op).await?;
         last_txn = Some(op.seq);
         if deterministic && acks_flowing {
-            acks_flowing = wait_for_acknowledgement(targets.capture, op.seq).await;
+            acks_flowing = wait_for_capture(
+                targets.capture,
+                op.seq,
+                CaptureMark::Acknowledged,
+                ACK_BOUND,
+            )
+            .await;
         }
         bar.inc(1);
     }
@@ -363,7 +375,7 @@ async fn apply_due_faults(
 /// fixed by the quiet point at which its fault was applied.
 async fn quiet_point(last_txn: Option<u64>, targets: &Targets<'_>) {
     if let Some(txn) = last_txn {
-        wait_for_acknowledgement(targets.capture, txn).await;
+        wait_for_capture(targets.capture, txn, CaptureMark::Acknowledged, ACK_BOUND).await;
     }
     targets
         .cluster
@@ -385,15 +397,33 @@ async fn quiet_point(last_txn: Option<u64>, targets: &Targets<'_>) {
     }
 }
 
-/// Waits until every record of transaction `txn` and all before it has its final outcome, or the capture is not
-/// running or has failed (true), or [`ACK_BOUND`] passed (false: acknowledgements are held up).
-async fn wait_for_acknowledgement(capture: &Mutex<Capture>, txn: u64) -> bool {
-    let deadline = Instant::now() + ACK_BOUND;
+/// How far the capture must have got with a transaction before a wait ends.
+#[derive(Clone, Copy)]
+enum CaptureMark {
+    /// Handed to the producer.
+    Shipped,
+    /// Every record of it has its final outcome (acknowledged or failed).
+    Acknowledged,
+}
+
+/// Waits until the capture has reached `mark` for transaction `txn` and everything before it, or is not running,
+/// or has failed (true) — or `bound` passed (false: the capture is held up).
+async fn wait_for_capture(
+    capture: &Mutex<Capture>,
+    txn: u64,
+    mark: CaptureMark,
+    bound: Duration,
+) -> bool {
+    let deadline = Instant::now() + bound;
     loop {
         {
             let capture = capture.lock().await;
             let p = capture.progress();
-            if p.acked_txn >= txn || p.failed.is_some() || !capture.is_running() {
+            let reached = match mark {
+                CaptureMark::Shipped => p.shipped_txn,
+                CaptureMark::Acknowledged => p.acked_txn,
+            };
+            if reached >= txn || p.failed.is_some() || !capture.is_running() {
                 return true;
             }
         }
@@ -401,25 +431,6 @@ async fn wait_for_acknowledgement(capture: &Mutex<Capture>, txn: u64) -> bool {
             return false;
         }
         tokio::time::sleep(Duration::from_micros(200)).await;
-    }
-}
-
-/// Waits until the capture has handed transaction `txn` and everything before it to its producer, or it is not
-/// running, or has failed, or [`CAPTURE_PACING_BOUND`] passed.
-async fn wait_for_capture(capture: &Mutex<Capture>, txn: u64) {
-    let deadline = Instant::now() + CAPTURE_PACING_BOUND;
-    loop {
-        {
-            let capture = capture.lock().await;
-            let p = capture.progress();
-            if p.shipped_txn >= txn || p.failed.is_some() || !capture.is_running() {
-                return;
-            }
-        }
-        if Instant::now() >= deadline {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(1)).await;
     }
 }
 

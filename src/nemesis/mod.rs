@@ -14,8 +14,8 @@
 //! | the connector | `stop` `kill` `restart` `pause` `resume` | [`Capture`]: `pause` is a clean stop at a transaction boundary, `resume` a restart from the last acknowledged position (what pausing a Connect task amounts to) |
 //! | consumer N | `kill` `restart` `stall` `pause` `resume` | [`Pipeline`]: `pause`/`resume` stop the consumer and start it again from the offsets in the sink; `stall` holds its fetches for `duration` |
 //!
-//! With a real clock [`Nemesis::run`] sleeps until each step is due, concurrently with the stream. With a
-//! virtual clock the stream loop owns time: it calls [`Nemesis::advance_to`] before each commit, which moves the
+//! With a real clock `Nemesis::run` sleeps until each step is due, concurrently with the stream. With a
+//! virtual clock the stream loop owns time: it calls `Nemesis::advance_to` before each commit, which moves the
 //! clock to each due step and applies it there. A stall on a virtual clock holds the consumer's fetches for as
 //! long as the run may take and ends by restarting the consumer from its stored offsets at the virtual instant
 //! the stall ends (the pipeline's own stall counts real time).

@@ -113,6 +113,12 @@ pub enum PipelineError {
         #[source]
         source: ClientError,
     },
+    #[error("list offsets of {topic}-{partition}: no answer within {waited:?} (a paused or isolated broker takes requests and never answers)")]
+    ListOffsetsTimeout {
+        topic: String,
+        partition: i32,
+        waited: Duration,
+    },
     #[error("there is no consumer {consumer}: consumers are numbered 1..={consumers}")]
     NoSuchConsumer { consumer: u32, consumers: u32 },
 }
@@ -313,7 +319,15 @@ impl Pipeline {
                         pc
                     }
                 };
-                let end = pc.get_offset(OffsetAt::Latest).await.map_err(error)?;
+                // rskafka has no request timeout: a broker that never answers would hold this call forever.
+                let end = tokio::time::timeout(REQUEST_DEADLINE, pc.get_offset(OffsetAt::Latest))
+                    .await
+                    .map_err(|_| PipelineError::ListOffsetsTimeout {
+                        topic: topic.clone(),
+                        partition,
+                        waited: REQUEST_DEADLINE,
+                    })?
+                    .map_err(error)?;
                 out.push((topic.clone(), partition, end));
             }
         }
