@@ -305,6 +305,10 @@ fn mix_strategy() -> impl Strategy<Value = Mix> {
                 .start_visit
                 .min(mix.stop_visit.min(mix.start_visit) + mix.register_patient),
             discontinue_order: mix.discontinue_order.min(mix.new_order),
+            // Each void consumes an encounter; only vitals, lab results, diagnoses and new orders create them.
+            void_encounter: mix
+                .void_encounter
+                .min(mix.vitals + mix.lab_results + mix.diagnosis + mix.new_order),
             revise_order: if mix.new_order > 0.0 {
                 mix.revise_order
             } else {
