@@ -80,8 +80,8 @@ pub enum FaultMix {
     /// Every kind: broker stop/kill/crash/restart/isolate/pause/latency by id or role, connector and consumer
     /// restarts, pauses and stalls.
     Any,
-    /// Only broker outages that take leaders away (bounces by id, leader kills): the faults that lose
-    /// acknowledged writes under unsafe settings.
+    /// Only broker outages that take leaders away (leader kills while the partition's followers are paused,
+    /// bounces by id, leader kills): the faults that lose acknowledged writes under unsafe settings.
     LeaderKills,
 }
 
@@ -242,11 +242,19 @@ pub fn search(
     config: &CampaignConfig,
     progress: &mut dyn FnMut(&Progress),
 ) -> Result<CampaignReport, CampaignError> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(CampaignError::Runtime)?;
+    // Deterministic mode needs one thread, as `etl-harness run` gives it: a case and its rerun from the written
+    // file must be the same run.
+    let runtime = if base.topology.deterministic {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+    }
+    .map_err(CampaignError::Runtime)?;
     let execute = |scenario: &Scenario| -> Result<CaseVerdict, CampaignError> {
         let options = RunOptions {
             scenario_path: format!("<fault case seed {}>", scenario.seed),
@@ -473,6 +481,11 @@ enum Act {
     BrokerBounce { broker: u32, how: Down },
     /// A role's broker stopped, killed or crashed and left down: the last broker episode of the run.
     BrokerDown { role: Role, how: Down },
+    /// The followers of a hot-topic partition paused for the whole episode; a third of the way in its leader is
+    /// killed or crashed (restarted a sixth later, before the followers return), and a connector restart follows
+    /// the episode (a capture without retries fails on the dead leader, as a Debezium task does). Whatever the
+    /// leader acknowledged alone is what acks=1 can lose.
+    UnreplicatedLeaderKill { partition: u32, how: Down },
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -637,6 +650,12 @@ impl FaultSpace {
                 latency: None,
             };
             let mut lane_end = Some(end);
+            if let Act::UnreplicatedLeaderKill { .. } = e.act {
+                // Its connector restart comes after the episode: it must fall inside the run too.
+                if end + GAP_MS >= run {
+                    continue;
+                }
+            }
             match e.act {
                 Act::ConsumerStall { consumer } => faults.push(Fault {
                     duration: Some(Millis(length)),
@@ -686,6 +705,37 @@ impl FaultSpace {
                     faults.push(fault(start, how.action(), self.role_target(role)));
                     lane_end = None;
                 }
+                Act::UnreplicatedLeaderKill { partition, how } => {
+                    let (topic, partitions, _) = &self.topics[0];
+                    let partition = partition % (*partitions).max(1);
+                    faults.push(Fault {
+                        duration: Some(Millis(length)),
+                        ..fault(
+                            start,
+                            FaultAction::Pause,
+                            FaultTarget::FollowersOf {
+                                topic: topic.clone(),
+                                partition,
+                            },
+                        )
+                    });
+                    faults.push(Fault {
+                        duration: Some(Millis((length / 6).max(1))),
+                        ..fault(
+                            start + length / 3,
+                            how.action(),
+                            FaultTarget::LeaderOf {
+                                topic: topic.clone(),
+                                partition,
+                            },
+                        )
+                    });
+                    faults.push(fault(
+                        end + GAP_MS,
+                        FaultAction::Restart,
+                        FaultTarget::Connector,
+                    ));
+                }
             }
             match slot {
                 Some(i) => free[i].1 = lane_end,
@@ -730,6 +780,8 @@ fn act(mix: FaultMix) -> BoxedStrategy<Act> {
         FaultMix::LeaderKills => {
             let kill = prop_oneof![Just(Down::Kill), Just(Down::Crash)];
             prop_oneof![
+                (0u32..64, kill.clone())
+                    .prop_map(|(partition, how)| Act::UnreplicatedLeaderKill { partition, how }),
                 (0u32..64, kill.clone())
                     .prop_map(|(broker, how)| Act::BrokerBounce { broker, how }),
                 (0u32..64, kill).prop_map(|(partition, how)| Act::BrokerDown {

@@ -45,7 +45,9 @@ const CAPTURE_PACING_BOUND: Duration = Duration::from_millis(500);
 /// up by a fault (brokers down under acks=all) lets the run go on after it.
 const ACK_BOUND: Duration = Duration::from_secs(2);
 /// Deterministic mode: the longest a fault waits for its quiet point.
-const QUIET_POINT_BOUND: Duration = Duration::from_secs(2);
+const QUIET_POINT_BOUND: Duration = Duration::from_secs(6);
+/// Deterministic mode: a quiet point also ends when nothing has moved for this long (a fault holds the rest up).
+const STALL_WINDOW: Duration = Duration::from_millis(300);
 
 /// What the caller chooses beyond the scenario file.
 #[derive(Debug, Clone)]
@@ -83,6 +85,8 @@ pub struct RunOutcome {
     pub report: Report,
     pub history: History,
     pub analysis: Analysis,
+    /// The sink's flat table and the batch recomputation it was compared with.
+    pub finals: FinalStates,
 }
 
 /// Runs `scenario` on its backend and judges it.
@@ -261,6 +265,7 @@ async fn drive(
         report,
         history,
         analysis,
+        finals,
     })
 }
 
@@ -286,8 +291,12 @@ async fn stream_real(
 /// committed, and moves the clock to the commit's time. After the last commit, the faults still due.
 ///
 /// Deterministic mode also waits, after each commit, until the capture has it acknowledged (so batch
-/// boundaries and record timestamps do not depend on the machine's speed), and applies each fault at a quiet
-/// point: everything committed acknowledged, replicas caught up, consumers at the partitions' ends.
+/// boundaries and record timestamps do not depend on the machine's speed) and the consumers that read have
+/// reached the high watermarks (so what retention deletes before they read it does not depend on thread speed),
+/// and applies each fault at a quiet point: everything committed acknowledged, replicas caught up, consumers at
+/// the partitions' ends. A fault can make a wait unreachable (a paused broker answers nothing); every wait also
+/// ends once nothing has moved for [`STALL_WINDOW`], and the per-commit waits then stay off until the next
+/// fault step.
 async fn stream_virtual(
     generator: impl Iterator<Item = crate::workload::Operation>,
     source: &MemorySource,
@@ -302,10 +311,15 @@ async fn stream_virtual(
     // Deterministic mode: whether acknowledgements come at all. A fault (a paused or dead broker) can hold them
     // up; after one bounded wait the stream goes on without waiting, until the next fault step changes things.
     let mut acks_flowing = true;
+    // Deterministic mode: likewise for the consumers that read (not killed, not stalled). Time moves only once
+    // they have read everything acknowledged, so what retention deletes before they read it is decided by the
+    // stream, not by how fast a consumer thread ran.
+    let mut reads_flowing = true;
     for op in generator {
         let offset = (op.at_ms - *first_at.get_or_insert(op.at_ms)).max(0) as u64;
         if apply_due_faults(Some(offset), last_txn, targets, nemesis, deterministic).await? {
             acks_flowing = true;
+            reads_flowing = true;
         }
         if let Some(txn) = last_txn {
             if !deterministic {
@@ -328,13 +342,10 @@ async fn stream_virtual(
         source.commit(&op).await?;
         last_txn = Some(op.seq);
         if deterministic && acks_flowing {
-            acks_flowing = wait_for_capture(
-                targets.capture,
-                op.seq,
-                CaptureMark::Acknowledged,
-                ACK_BOUND,
-            )
-            .await;
+            acks_flowing = wait_for_ack(targets.capture, op.seq).await;
+        }
+        if deterministic && reads_flowing {
+            reads_flowing = wait_for_reads(targets).await;
         }
         bar.inc(1);
     }
@@ -369,29 +380,47 @@ async fn apply_due_faults(
     Ok(true)
 }
 
-/// Waits (bounded by [`QUIET_POINT_BOUND`]) until every commit up to `last_txn` is acknowledged, the followers
-/// have copied their leaders, and the consumers have reached every partition's end. A consumer a fault keeps
-/// from reading never gets there; the bound lets the schedule go on, and what that consumer holds is already
-/// fixed by the quiet point at which its fault was applied.
+/// Waits until the run is quiet: every commit up to `last_txn` acknowledged, the followers caught up, the
+/// consumers at every partition's end. A fault can make that unreachable (a paused broker answers nothing), so the
+/// wait also ends when nothing has moved — capture progress, replica log ends, consumer offsets — for
+/// [`STALL_WINDOW`], and in any case after [`QUIET_POINT_BOUND`]. Either way the state the next fault meets is
+/// the one the stream's inputs lead to, not one the wait's timing picked.
 async fn quiet_point(last_txn: Option<u64>, targets: &Targets<'_>) {
-    if let Some(txn) = last_txn {
-        wait_for_capture(targets.capture, txn, CaptureMark::Acknowledged, ACK_BOUND).await;
-    }
-    targets
-        .cluster
-        .wait_for_replication(QUIET_POINT_BOUND)
-        .await;
-    let deadline = Instant::now() + QUIET_POINT_BOUND;
-    while Instant::now() < deadline {
-        {
+    let started = Instant::now();
+    let mut seen = None;
+    let mut since = started;
+    loop {
+        let capture_done = match last_txn {
+            None => true,
+            Some(txn) => capture_reached(targets.capture, txn, CaptureMark::Acknowledged).await,
+        };
+        let progress = targets.capture.lock().await.progress();
+        let replication_idle = targets.cluster.replication_idle();
+        let (consumers_done, consumed) = {
             let pipeline = targets.pipeline.lock().await;
             // A paused broker takes the request and never answers: bound the wait for the end offsets too.
-            let left = deadline.saturating_duration_since(Instant::now());
-            if let Ok(Ok(ends)) = tokio::time::timeout(left, pipeline.end_offsets()).await {
-                if pipeline.caught_up(&ends) {
-                    return;
-                }
-            }
+            let ends = tokio::time::timeout(STALL_WINDOW, pipeline.end_offsets()).await;
+            let done = matches!(&ends, Ok(Ok(ends)) if pipeline.caught_up(ends));
+            (done, pipeline.consumed_fingerprint())
+        };
+        if capture_done && replication_idle && consumers_done {
+            return;
+        }
+        let now = Instant::now();
+        let fingerprint = (
+            progress.shipped_txn,
+            progress.acked_txn,
+            targets.cluster.replication_fingerprint(),
+            consumed,
+        );
+        if seen != Some(fingerprint) {
+            seen = Some(fingerprint);
+            since = now;
+        } else if now.duration_since(since) >= STALL_WINDOW {
+            return;
+        }
+        if now.duration_since(started) >= QUIET_POINT_BOUND {
+            return;
         }
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
@@ -416,22 +445,88 @@ async fn wait_for_capture(
 ) -> bool {
     let deadline = Instant::now() + bound;
     loop {
-        {
-            let capture = capture.lock().await;
-            let p = capture.progress();
-            let reached = match mark {
-                CaptureMark::Shipped => p.shipped_txn,
-                CaptureMark::Acknowledged => p.acked_txn,
-            };
-            if reached >= txn || p.failed.is_some() || !capture.is_running() {
-                return true;
-            }
+        if capture_reached(capture, txn, mark).await {
+            return true;
         }
         if Instant::now() >= deadline {
             return false;
         }
         tokio::time::sleep(Duration::from_micros(200)).await;
     }
+}
+
+/// Deterministic mode: waits until `txn` is acknowledged; false when the capture's progress (shipped and
+/// acknowledged transactions) stood still for [`STALL_WINDOW`] or [`ACK_BOUND`] passed — a fault holds the
+/// acknowledgements up.
+async fn wait_for_ack(capture: &Mutex<Capture>, txn: u64) -> bool {
+    let started = Instant::now();
+    let mut seen = None;
+    let mut since = started;
+    loop {
+        if capture_reached(capture, txn, CaptureMark::Acknowledged).await {
+            return true;
+        }
+        let p = capture.lock().await.progress();
+        let now = Instant::now();
+        if seen != Some((p.shipped_txn, p.acked_txn)) {
+            seen = Some((p.shipped_txn, p.acked_txn));
+            since = now;
+        } else if now.duration_since(since) >= STALL_WINDOW {
+            return false;
+        }
+        if now.duration_since(started) >= ACK_BOUND {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_micros(200)).await;
+    }
+}
+
+/// Deterministic mode: waits until every consumer that reads (running, not stalled) has stored offsets at its
+/// partitions' high watermarks; false when their offsets stood still for [`STALL_WINDOW`] or [`ACK_BOUND`]
+/// passed (a fault holds a partition up).
+async fn wait_for_reads(targets: &Targets<'_>) -> bool {
+    let started = Instant::now();
+    let mut seen = None;
+    let mut since = started;
+    loop {
+        let (done, consumed) = {
+            let pipeline = targets.pipeline.lock().await;
+            let ends: Vec<(String, i32, i64)> = pipeline
+                .reading_partitions()
+                .into_iter()
+                .filter_map(|(topic, partition)| {
+                    let hw = targets.cluster.partition(&topic, partition)?.high_watermark;
+                    Some((topic, partition, hw))
+                })
+                .collect();
+            (pipeline.caught_up(&ends), pipeline.consumed_fingerprint())
+        };
+        if done {
+            return true;
+        }
+        let now = Instant::now();
+        if seen != Some(consumed) {
+            seen = Some(consumed);
+            since = now;
+        } else if now.duration_since(since) >= STALL_WINDOW {
+            return false;
+        }
+        if now.duration_since(started) >= ACK_BOUND {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_micros(200)).await;
+    }
+}
+
+/// The capture has reached `mark` for `txn` and everything before it, or is not running, or has failed.
+async fn capture_reached(capture: &Mutex<Capture>, txn: u64, mark: CaptureMark) -> bool {
+    let capture = capture.lock().await;
+    let p = capture.progress();
+    let reached = match mark {
+        CaptureMark::Shipped => p.shipped_txn,
+        CaptureMark::Acknowledged => p.acked_txn,
+    };
+    reached >= txn || p.failed.is_some() || !capture.is_running()
 }
 
 /// Waits until capture has shipped every commit and the consumers have reached every partition's end, or the

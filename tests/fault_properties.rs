@@ -4,8 +4,8 @@
 //!   survive (fast: nothing runs).
 //! - With safe settings (acks=all, RF 3, min ISR 2, clean election, idempotence) every schedule keeps the
 //!   property: lost 0, reordered 0, final state equal, liveness.
-//! - With broken settings (acks=1, min ISR 1, idempotence off, retries 0, unclean election) leader kills break
-//!   it; the failure shrinks and the written scenario fails the same way when run again.
+//! - With broken settings (acks=1, min ISR 1, idempotence off, retries 0, unclean election; deterministic mode)
+//!   leader kills (the followers paused first) break it; the failure shrinks and the written scenario fails the same way when run again.
 //!
 //! The last two run whole scenarios (about a second each, longer when a leader is killed for good), so their
 //! case count is `FAULT_CASES`, or else `PROPTEST_CASES / 16` (CI's 64 gives 4), or else 4. `FAULT_SEED` picks
@@ -48,18 +48,33 @@ fn safe_base() -> Scenario {
     base_scenario(SAFE_BASE, "SAFE_BASE").expect("the safe base parses")
 }
 
-/// The safe base with every setting that protects acknowledged writes turned off.
+/// `fixtures/campaigns/broken-settings.toml`: the safe base with every setting that protects acknowledged
+/// writes turned off, in deterministic mode (whether a leader kill loses anything must not depend on timing, or
+/// a failing case could pass when its shrunk file is run again).
 fn broken_base() -> Scenario {
-    let text = SAFE_BASE
-        .replace("name = \"fault-campaign\"", "name = \"broken-settings\"")
-        .replace("min_insync_replicas = 2", "min_insync_replicas = 1")
-        .replace(
-            "unclean_leader_election = false",
-            "unclean_leader_election = true",
+    let path = "fixtures/campaigns/broken-settings.toml";
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    let base = base_scenario(&text, path).unwrap_or_else(|e| panic!("{e}"));
+    // The same base as the safe one but for the protections.
+    let safe = safe_base();
+    assert_eq!(
+        (
+            base.workload.operations,
+            base.topology.brokers,
+            base.pipeline.consumers
+        ),
+        (
+            safe.workload.operations,
+            safe.topology.brokers,
+            safe.pipeline.consumers
         )
-        .replace("acks = \"all\"", "acks = 1\nretries = 0\nmax_in_flight = 5")
-        .replace("idempotence = true", "idempotence = false");
-    base_scenario(&text, "broken base").expect("the broken base parses")
+    );
+    assert_eq!(base.producer.acks, Acks::Leader);
+    assert_eq!(base.producer.retries, 0);
+    assert!(!base.producer.idempotence && base.topology.deterministic);
+    let obs = base.topic_settings("obs");
+    assert!(obs.min_insync_replicas == 1 && obs.unclean_leader_election);
+    base
 }
 
 /// What one broker-lane episode occupies: `[from, to)`, `to = None` for a broker left down.
@@ -192,21 +207,40 @@ fn drawn_schedules_are_valid_scenarios_within_the_safe_rules() {
     assert_eq!(actions, all_actions);
     assert_eq!(targets.len(), 6, "{targets:?}");
 
-    // The leader-kill mix only takes leaders away (by id, restarted, or by role).
+    // The leader-kill mix only takes leaders away (by id, restarted, or by role), pausing a partition's
+    // followers first in its own episode, which a connector restart follows.
+    let mut paused_then_killed = 0;
     for s in sample_schedules(&broken_base(), FaultMix::LeaderKills, 7, 100).unwrap() {
-        for f in &s.faults {
-            assert!(
-                matches!(
-                    f.action,
-                    FaultAction::Kill | FaultAction::Crash | FaultAction::Restart
-                ) && matches!(
-                    f.target,
-                    FaultTarget::Broker(_) | FaultTarget::LeaderOf { .. }
-                ),
-                "{f:?}"
-            );
+        for (i, f) in s.faults.iter().enumerate() {
+            let ok = match (&f.action, &f.target) {
+                (FaultAction::Kill | FaultAction::Crash, FaultTarget::Broker(_))
+                | (FaultAction::Kill | FaultAction::Crash, FaultTarget::LeaderOf { .. })
+                | (FaultAction::Restart, FaultTarget::Broker(_)) => true,
+                (FaultAction::Pause, FaultTarget::FollowersOf { topic, partition }) => {
+                    // The leader of the same partition dies while they are paused.
+                    let until = f.at.0 + f.duration.expect("a paused role resumes").0;
+                    let kill = s.faults[i + 1..].iter().find(|k| {
+                        k.target
+                            == FaultTarget::LeaderOf {
+                                topic: topic.clone(),
+                                partition: *partition,
+                            }
+                    });
+                    let kill = kill.unwrap_or_else(|| panic!("no leader kill: {:#?}", s.faults));
+                    assert!(kill.at.0 < until && kill.at.0 + kill.duration.unwrap().0 <= until);
+                    assert!(s.faults.iter().any(|r| r.action == FaultAction::Restart
+                        && r.target == FaultTarget::Connector
+                        && r.at.0 > until));
+                    paused_then_killed += 1;
+                    true
+                }
+                (FaultAction::Restart, FaultTarget::Connector) => true,
+                _ => false,
+            };
+            assert!(ok, "{f:?}");
         }
     }
+    assert!(paused_then_killed > 0);
 }
 
 #[test]
@@ -233,12 +267,11 @@ fn safe_settings_keep_the_property_under_every_fault_schedule() {
     assert_eq!(report.cases, config.cases);
 }
 
-/// Ignored until deterministic mode lands (issue 8, item 2): over real time, whether an acks=1 leader kill loses
-/// anything depends on whether the followers happened to be behind at that instant, so a failing case can pass
-/// when it is run again and shrinking is unreliable (seen: a case failed, its shrunk file passed on rerun). Run it
-/// by hand with `cargo test --test fault_properties -- --ignored`.
+/// The broken base runs in deterministic mode (virtual clock, one in-flight request, faults at quiet points), so
+/// whether a leader kill loses acknowledged writes follows from the seed and the schedule alone: the shrunk case
+/// fails again when its file is run. The leader-kill mix pauses a partition's followers before killing its leader,
+/// which is what makes acks=1 lose data rather than merely risk it.
 #[test]
-#[ignore = "needs deterministic mode: acks=1 losses over real time depend on timing, so the shrunk case may not reproduce"]
 fn broken_settings_fail_shrink_and_the_written_scenario_fails_the_same_way() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = CampaignConfig::new(fault_cases().max(8), campaign_seed(), dir.path());

@@ -3,11 +3,12 @@
 //! verdicts, each test checks from the history that the fault did what the scenario says it answers (the leader
 //! really moved, the ISR really shrank and recovered, every loss really is a truncated or deleted record).
 
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
 use std::path::Path;
 
 use openmrs_etl_harness::broker::{BrokerId, ClusterEventKind, ElectionKind};
 use openmrs_etl_harness::history::{ChangeId, FaultPhase, History, ProduceOutcome};
+use openmrs_etl_harness::pipeline::flat::FlatEncounter;
 use openmrs_etl_harness::run::{run, RunOptions, RunOutcome};
 use openmrs_etl_harness::scenario::Scenario;
 
@@ -367,6 +368,47 @@ fn retention_checks(o: &RunOutcome) {
     assert!(lost > 0);
     assert_eq!(lost, o.analysis.retention_loss.count);
     assert!(o.analysis.final_state.count > 0);
+    assert_differences_touched_by_lost_changes(o, &delivered);
+}
+
+/// Every flat row where the sink and the batch recomputation differ holds a row a lost change touched: the
+/// encounter itself, its patient (person, patient), its visit, one of its obs or orders. A row no lost change
+/// touched that still differs would be a sink bug hiding behind the retention loss.
+fn assert_differences_touched_by_lost_changes(o: &RunOutcome, delivered: &HashSet<ChangeId>) {
+    let lost: Vec<(&str, i64)> = o
+        .history
+        .changes()
+        .filter(|(id, _, _)| !delivered.contains(id))
+        .map(|(_, _, ch)| (ch.table, ch.key))
+        .collect();
+    let touched = |row: &FlatEncounter| {
+        lost.iter().any(|(table, key)| match *table {
+            "encounter" => row.encounter_id == *key,
+            "person" | "patient" => row.patient_id == *key,
+            "visit" => row.visit_id == Some(*key),
+            "obs" => row.obs.iter().any(|obs| obs.obs_id == *key),
+            "orders" | "drug_order" | "test_order" => {
+                row.orders.iter().any(|order| order.order_id == *key)
+            }
+            _ => false,
+        })
+    };
+    let (sink, oracle) = (&o.finals.sink, &o.finals.oracle);
+    let mut differing = 0;
+    for key in sink.keys().chain(oracle.keys()).collect::<BTreeSet<_>>() {
+        let (s, b) = (sink.get(key), oracle.get(key));
+        if s == b {
+            continue;
+        }
+        differing += 1;
+        assert!(
+            s.is_some_and(touched) || b.is_some_and(touched),
+            "flat row (patient {}, encounter {}) differs but no lost change touched it\nsink:   {s:?}\noracle: {b:?}",
+            key.0,
+            key.1
+        );
+    }
+    assert_eq!(differing, o.analysis.final_state.count);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

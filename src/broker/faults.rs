@@ -328,7 +328,26 @@ impl Cluster {
         }
     }
 
-    fn replication_idle(&self) -> bool {
+    /// A number that changes whenever any replica's log end offset or any high watermark moves: equal readings
+    /// a while apart mean replication stood still in between.
+    pub fn replication_fingerprint(&self) -> u64 {
+        let mut sum = 0u64;
+        for topic in self.core.topics() {
+            for partition in &topic.partitions {
+                let state = partition.lock();
+                sum = sum.wrapping_add(state.log().high_watermark() as u64);
+                for r in &state.replicas {
+                    sum = sum
+                        .wrapping_mul(31)
+                        .wrapping_add(r.log.log_end_offset() as u64);
+                }
+            }
+        }
+        sum
+    }
+
+    /// Every follower that can reach its leader has copied everything and the high watermarks have followed.
+    pub fn replication_idle(&self) -> bool {
         let live = self.core.liveness();
         let reaches = |b: BrokerId| {
             live.iter()

@@ -285,6 +285,17 @@ impl Pipeline {
         Ok(())
     }
 
+    /// The partitions of the consumers that read now: running, and not stalled.
+    pub fn reading_partitions(&self) -> Vec<(String, i32)> {
+        let now = tokio::time::Instant::now();
+        self.consumers
+            .iter()
+            .filter(|c| c.task.as_ref().is_some_and(|t| !t.is_finished()))
+            .filter(|c| lock(&c.stalled_until).is_none_or(|until| until <= now))
+            .flat_map(|c| c.partitions.iter().cloned())
+            .collect()
+    }
+
     /// Whether consumer `n` is running (not killed).
     pub fn is_running(&self, consumer: u32) -> bool {
         self.consumers
@@ -346,6 +357,17 @@ impl Pipeline {
         })
     }
 
+    /// A number that changes whenever a consumer's stored offset moves.
+    pub fn consumed_fingerprint(&self) -> u64 {
+        self.shared
+            .sink
+            .offsets()
+            .values()
+            .fold(0u64, |sum, offset| {
+                sum.wrapping_mul(31).wrapping_add(*offset as u64)
+            })
+    }
+
     /// Records no consumer could decode (skipped, with where they were).
     pub fn decode_errors(&self) -> Vec<DecodeError> {
         lock(&self.shared.decode_errors).clone()
@@ -403,6 +425,11 @@ async fn read_partition(
             .await
         {
             Ok((records, _high_watermark)) => {
+                // A stall that began while the fetch was out holds from the moment it began: what the fetch
+                // brought is dropped, not applied, and read again when the stall ends.
+                if lock(&stall).is_some_and(|until| until > tokio::time::Instant::now()) {
+                    continue;
+                }
                 let Some(last) = records.last() else {
                     continue;
                 };
