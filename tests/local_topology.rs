@@ -216,6 +216,45 @@ async fn three_brokers_fail_over_a_killed_broker_and_take_it_back() {
         "broker {victim} back in every ISR {rejoin:?} after its restart ({:?} since the kill)",
         killed_at.elapsed()
     );
+
+    // SIGTERM is a controlled shutdown: the broker hands its leaders over and leaves without a session timeout.
+    let stopped = [1, 2, 3]
+        .into_iter()
+        .find(|id| *id != controller && *id != victim)
+        .expect("a third broker");
+    let stopping = Instant::now();
+    topology.stop_broker(stopped).await.expect("stop");
+    let took = stopping.elapsed();
+    let (after_stop, _) = wait_for_metadata(
+        &topology,
+        &names,
+        FAILOVER_SLACK,
+        &format!("broker {stopped} gone after its controlled shutdown"),
+        |answer| !answer.brokers.contains_key(&stopped),
+    )
+    .await;
+    assert!(
+        after_stop.led_by(stopped).is_empty(),
+        "broker {stopped} still leads after stopping"
+    );
+    println!("broker {stopped} stopped (controlled shutdown) in {took:?}");
+    topology
+        .restart_broker(stopped)
+        .await
+        .unwrap_or_else(|e| panic!("restarting broker {stopped}: {e}"));
+
+    // The Connect worker comes back on the same REST port.
+    let connect_url = topology.connect().base_url().to_owned();
+    topology.kill_connect();
+    assert!(
+        topology.ensure_running().is_err(),
+        "a killed worker is noticed"
+    );
+    topology
+        .restart_connect()
+        .await
+        .unwrap_or_else(|e| panic!("restarting Connect: {e}"));
+    assert_eq!(topology.connect().base_url(), connect_url);
     topology.ensure_running().expect("every service runs");
 
     let stopping = Instant::now();
@@ -319,6 +358,21 @@ async fn up_local_prints_its_endpoints_and_takes_its_services_along_when_killed(
             .any(|line| line.starts_with("topic dbserver1.openmrs.obs: 3 partitions")),
         "{}",
         printed.join("\n")
+    );
+    let config: serde_json::Value = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .expect("http client")
+        .get(format!("{connect}/connectors/openmrs-connector/config"))
+        .send()
+        .await
+        .expect("Connect answers")
+        .json()
+        .await
+        .expect("connector config as JSON");
+    assert_eq!(
+        config["producer.override.acks"], "all",
+        "the scenario's producer settings reach the connector: {config}"
     );
     assert!(
         !processes_under(runs.path()).is_empty(),

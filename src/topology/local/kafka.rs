@@ -76,6 +76,9 @@ pub(crate) fn broker_command(
             // healthy followers flap in and out.
             ("replica.lag.time.max.ms", "10000".into()),
             ("controlled.shutdown.enable", "true".into()),
+            // A partition whose other replicas are all down cannot be handed over; a fifth of the 5 s default keeps
+            // the three retries of such a shutdown (and of a whole topology's, broker after broker) short.
+            ("controlled.shutdown.retry.backoff.ms", "1000".into()),
             ("num.network.threads", "2".into()),
             ("num.io.threads", "2".into()),
             ("background.threads", "2".into()),
