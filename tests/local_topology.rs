@@ -1,8 +1,10 @@
 //! The local topology with several real brokers: three Kafka 3.9.1 brokers on one ZooKeeper register and elect a
 //! controller; a scenario's change topics are created with its partitions and replication factors; a SIGKILLed
-//! broker drops out of Metadata and its partitions get other leaders once its ZooKeeper session expires; restarted
-//! on the same port and data, it rejoins the ISR. `etl-harness up --backend local` prints its three endpoints and
-//! leaves no service process behind when it is killed.
+//! broker drops out of Metadata and its partitions get other leaders once its ZooKeeper session expires, and
+//! restarted on the same port and data it rejoins the ISR; a stopped one (controlled shutdown) leaves without
+//! waiting for its session; a paused one is dropped and rejoins when resumed; the Connect worker restarts on its
+//! port. `etl-harness up --backend local` prints its three endpoints and leaves no service process behind when it
+//! is killed.
 //!
 //! Without `mariadbd`, `java` or `mvn` the tests print why and pass as skipped, unless
 //! `ETL_HARNESS_REQUIRE_REAL=1` (CI) makes that a failure.
@@ -79,7 +81,7 @@ async fn wait_for_metadata(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn three_brokers_fail_over_a_killed_broker_and_take_it_back() {
+async fn three_brokers_survive_kill_stop_and_pause_and_connect_restarts() {
     if !common::real_services_available(&REAL_PROGRAMS) {
         return;
     }
@@ -242,6 +244,35 @@ async fn three_brokers_fail_over_a_killed_broker_and_take_it_back() {
         .restart_broker(stopped)
         .await
         .unwrap_or_else(|e| panic!("restarting broker {stopped}: {e}"));
+
+    // A paused broker keeps its sockets but stops heartbeating: its session expires like a killed one's, and on
+    // SIGCONT it registers again and catches up.
+    topology.pause_broker(victim).expect("pause");
+    wait_for_metadata(
+        &topology,
+        &names,
+        ZOOKEEPER_SESSION_TIMEOUT + FAILOVER_SLACK,
+        &format!("paused broker {victim} dropped"),
+        |answer| !answer.brokers.contains_key(&victim) && answer.led_by(victim).is_empty(),
+    )
+    .await;
+    topology.resume_broker(victim).expect("resume");
+    let (_, back) = wait_for_metadata(
+        &topology,
+        &names,
+        REJOIN_TIMEOUT,
+        &format!("resumed broker {victim} back in every ISR"),
+        |answer| {
+            answer.brokers.contains_key(&victim)
+                && answer
+                    .topics
+                    .values()
+                    .flatten()
+                    .all(|p| !p.replicas.contains(&victim) || p.isr.contains(&victim))
+        },
+    )
+    .await;
+    println!("broker {victim} paused, dropped, resumed and back in every ISR after {back:?}");
 
     // The Connect worker comes back on the same REST port.
     let connect_url = topology.connect().base_url().to_owned();

@@ -14,7 +14,7 @@ pub struct UpArgs {
     /// Which services: the embedded cluster, or the real MariaDB, ZooKeeper, Kafka and Connect with Debezium.
     #[arg(long, value_enum, default_value_t = UpBackend::Embedded)]
     pub backend: UpBackend,
-    /// Number of brokers (ids 1..=N); default 3 (local: the scenario's [topology] brokers).
+    /// Number of brokers (ids 1..=N); default 3 (local: the scenario's `[topology] brokers`).
     #[arg(long)]
     pub brokers: Option<usize>,
     /// Local backend: the scenario whose change topics, database name, topic prefix and producer settings to use
