@@ -1,5 +1,5 @@
 //! The local topology with several real brokers: three Kafka 3.9.1 brokers on one ZooKeeper register and elect a
-//! controller; a scenario's change topics are created with its partitions and replication factors; a SIGKILLed
+//! controller; a scenario's change topics are created with its partitions, replication factors and configs; a SIGKILLed
 //! broker drops out of Metadata and its partitions get other leaders once its ZooKeeper session expires, and
 //! restarted on the same port and data it rejoins the ISR; a stopped one (controlled shutdown) leaves without
 //! waiting for its session; a paused one is dropped and rejoins when resumed; the Connect worker restarts on its
@@ -137,6 +137,20 @@ async fn three_brokers_survive_kill_stop_and_pause_and_connect_restarts() {
                 partition.replicas
             );
             assert!(partition.leader.is_some(), "{} has a leader", plan.name);
+        }
+    }
+    for plan in &plans {
+        let configs = topology
+            .topic_configs(&plan.name)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        for (name, value) in plan.settings.kafka_configs() {
+            assert_eq!(
+                configs.get(name),
+                Some(&value),
+                "{} config {name}",
+                plan.name
+            );
         }
     }
     let obs = plans

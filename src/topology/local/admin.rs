@@ -1,13 +1,16 @@
 //! Admin requests against the local brokers on the harness's own wire client: Metadata (who is alive, who
-//! controls, who leads and follows each partition) and CreateTopics with topic configs, which rskafka's
-//! controller client cannot send (it takes no configs).
+//! controls, who leads and follows each partition), CreateTopics with topic configs, which rskafka's controller
+//! client cannot send (it takes no configs), and DescribeConfigs of a topic.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
+use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
-use kafka_protocol::messages::{CreateTopicsRequest, MetadataRequest, TopicName};
+use kafka_protocol::messages::{
+    CreateTopicsRequest, DescribeConfigsRequest, MetadataRequest, TopicName,
+};
 use kafka_protocol::protocol::StrBytes;
 
 use super::error::LocalError;
@@ -20,6 +23,8 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
 /// Kafka error codes the harness reacts to.
 const NOT_CONTROLLER: i16 = 41;
 const TOPIC_ALREADY_EXISTS: i16 = 36;
+/// DescribeConfigs resource type of a topic.
+const TOPIC_RESOURCE: i8 = 2;
 
 /// One Metadata answer: the live brokers, the controller and the partitions of the asked topics.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -272,6 +277,61 @@ async fn send_create_topics(
                 .unwrap_or_default();
             (result.name.0.to_string(), (result.error_code, message))
         })
+        .collect())
+}
+
+/// The effective configs (name → value) of `topic`, from the first of `bootstraps` that answers.
+pub(crate) async fn topic_configs(
+    bootstraps: &[String],
+    topic: &str,
+) -> Result<BTreeMap<String, String>, String> {
+    let mut failures = Vec::new();
+    for bootstrap in bootstraps {
+        match topic_configs_from(bootstrap, topic).await {
+            Ok(configs) => return Ok(configs),
+            Err(reason) => failures.push(format!("{bootstrap}: {reason}")),
+        }
+    }
+    Err(failures.join("; "))
+}
+
+async fn topic_configs_from(
+    bootstrap: &str,
+    topic: &str,
+) -> Result<BTreeMap<String, String>, String> {
+    let connection = BrokerConnection::connect(bootstrap, CLIENT_ID, REQUEST_TIMEOUT)
+        .await
+        .map_err(|e| e.to_string())?;
+    let version = connection
+        .version::<DescribeConfigsRequest>((1, 4))
+        .ok_or("the broker speaks no DescribeConfigs version from 1 to 4")?;
+    let request =
+        DescribeConfigsRequest::default().with_resources(vec![DescribeConfigsResource::default()
+            .with_resource_type(TOPIC_RESOURCE)
+            .with_resource_name(StrBytes::from_string(topic.to_owned()))]);
+    let answer = connection
+        .call(&request, version, REQUEST_TIMEOUT)
+        .await
+        .map_err(|e| e.to_string())?;
+    let result = answer
+        .results
+        .into_iter()
+        .next()
+        .ok_or("DescribeConfigs answered no resource")?;
+    if result.error_code != 0 {
+        return Err(format!(
+            "error code {}: {}",
+            result.error_code,
+            result
+                .error_message
+                .map(|m| m.to_string())
+                .unwrap_or_default()
+        ));
+    }
+    Ok(result
+        .configs
+        .into_iter()
+        .filter_map(|config| Some((config.name.to_string(), config.value?.to_string())))
         .collect())
 }
 

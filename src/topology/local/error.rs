@@ -103,8 +103,8 @@ pub enum LocalError {
         reason: String,
     },
 
-    /// No broker answered Metadata.
-    #[error("no broker of {bootstrap} answered Metadata: {reason}")]
+    /// No broker answered an admin request (Metadata, DescribeConfigs).
+    #[error("no broker of {bootstrap} answered: {reason}")]
     Metadata { bootstrap: String, reason: String },
 
     /// A fault or query named a broker the topology does not have.

@@ -541,6 +541,19 @@ impl LocalTopology {
             })
     }
 
+    /// The effective configs (name → value) of `topic`: its own and the broker defaults it inherits.
+    pub async fn topic_configs(
+        &self,
+        topic: &str,
+    ) -> Result<std::collections::BTreeMap<String, String>, LocalError> {
+        admin::topic_configs(&self.bootstrap_list(), topic)
+            .await
+            .map_err(|reason| LocalError::Metadata {
+                bootstrap: self.bootstrap_servers(),
+                reason: format!("DescribeConfigs of {topic}: {reason}"),
+            })
+    }
+
     /// Creates `plans` (partitions, replication factor, topic configs) and waits until every partition has a
     /// leader. Call it before [`LocalTopology::start_connector`] so Debezium writes into these topics rather than
     /// auto-created ones.
