@@ -82,10 +82,12 @@ enum Command {
         #[arg(long)]
         no_progress: bool,
     },
-    /// Start an embedded Kafka cluster on 127.0.0.1 and serve until Ctrl-C (point kcat or your own code at it).
+    /// Start an embedded Kafka cluster (or, with --backend local, the real MariaDB, Kafka and Debezium) on
+    /// 127.0.0.1 and serve until Ctrl-C (point kcat or your own code at it).
     #[command(after_help = "Examples:\n  etl-harness up\n  \
                             etl-harness up --brokers 3 --partitions 6 --topic dbserver1.openmrs.obs\n  \
                             etl-harness up --port-base 19092 --log-default retention.ms=60000\n  \
+                            etl-harness up --backend local --brokers 3 --scenario scenarios/broker-kill.toml\n  \
                             kcat -b <bootstrap servers printed by up> -L")]
     Up(UpArgs),
     /// Property campaign over fault schedules: run seeded schedules until one loses, reorders or diverges, then

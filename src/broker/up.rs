@@ -1,5 +1,8 @@
-//! `etl-harness up`: start an embedded cluster in real time, print its bootstrap servers and a ready line, and
-//! serve until Ctrl-C, so people can point kcat or their own code at it.
+//! `etl-harness up`: start an embedded cluster in real time (or, with `--backend local`, the real services; see
+//! [`crate::topology::local::up`]), print its bootstrap servers and a ready line, and serve until Ctrl-C, so people
+//! can point kcat or their own code at it.
+
+use std::path::PathBuf;
 
 use anyhow::Context as _;
 
@@ -8,9 +11,16 @@ use super::{Cluster, NewTopic};
 /// Arguments of `etl-harness up`.
 #[derive(clap::Args, Debug, Clone)]
 pub struct UpArgs {
-    /// Number of brokers (ids 1..=N).
-    #[arg(long, default_value_t = 3)]
-    pub brokers: usize,
+    /// Which services: the embedded cluster, or the real MariaDB, ZooKeeper, Kafka and Connect with Debezium.
+    #[arg(long, value_enum, default_value_t = UpBackend::Embedded)]
+    pub backend: UpBackend,
+    /// Number of brokers (ids 1..=N); default 3 (local: the scenario's `[topology] brokers`).
+    #[arg(long)]
+    pub brokers: Option<usize>,
+    /// Local backend: the scenario whose change topics, database name, topic prefix and producer settings to use
+    /// (default: every scenario default).
+    #[arg(long, value_name = "FILE")]
+    pub scenario: Option<PathBuf>,
     /// Partitions of the --topic topics and of auto-created topics (num.partitions).
     #[arg(long, default_value_t = 1)]
     pub partitions: i32,
@@ -25,6 +35,15 @@ pub struct UpArgs {
     pub log_defaults: Vec<String>,
 }
 
+/// The services `up` starts.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpBackend {
+    /// The in-process Kafka cluster.
+    Embedded,
+    /// The real services as local processes (needs mariadbd, java and mvn).
+    Local,
+}
+
 /// Runs `up` on a runtime of its own; for callers that are not async. From async code, use [`serve`].
 pub fn run(args: UpArgs) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -36,9 +55,17 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
 
 /// Starts the cluster, prints where it is, serves until Ctrl-C.
 pub async fn serve(args: UpArgs) -> anyhow::Result<()> {
+    if args.backend == UpBackend::Local {
+        return serve_local(args).await;
+    }
+    if args.scenario.is_some() {
+        anyhow::bail!(
+            "--scenario needs --backend local (the embedded `up` takes --topic and --partitions)"
+        );
+    }
     let mut builder = Cluster::builder();
     builder
-        .brokers(args.brokers)
+        .brokers(args.brokers.unwrap_or(3))
         .num_partitions(args.partitions);
     if let Some(port_base) = args.port_base {
         builder.port_base(port_base);
@@ -71,6 +98,26 @@ pub async fn serve(args: UpArgs) -> anyhow::Result<()> {
     println!("stopping");
     cluster.shutdown().await;
     Ok(())
+}
+
+async fn serve_local(args: UpArgs) -> anyhow::Result<()> {
+    let embedded_only = [
+        ("--port-base", args.port_base.is_some()),
+        ("--topic", !args.topics.is_empty()),
+        ("--log-default", !args.log_defaults.is_empty()),
+        ("--partitions", args.partitions != 1),
+    ];
+    if let Some((flag, _)) = embedded_only.iter().find(|(_, given)| *given) {
+        anyhow::bail!(
+            "{flag} is for the embedded backend; with --backend local, topics and their settings come from --scenario"
+        );
+    }
+    let brokers = args
+        .brokers
+        .map(|n| u32::try_from(n).context("--brokers is too large"))
+        .transpose()?;
+    let interrupted = interrupt()?;
+    crate::topology::local::up::serve(brokers, args.scenario.as_deref(), interrupted).await
 }
 
 /// A future that completes on Ctrl-C (SIGINT); the handler is installed before this returns.

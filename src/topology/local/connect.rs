@@ -1,4 +1,4 @@
-//! The Kafka Connect worker (distributed mode, one member) and its REST API: registering a connector and waiting
+//! The Kafka Connect worker (distributed mode, one member, against every broker) and its REST API: registering a connector and waiting
 //! until it and its tasks run.
 
 use std::path::PathBuf;
@@ -8,7 +8,7 @@ use serde::Deserialize;
 
 use super::error::LocalError;
 use super::java::{java_command, write_properties, JavaService};
-use super::process::{wait_until_ready, ServiceProcess};
+use super::process::{wait_until_ready, ServiceCommand, ServiceProcess};
 use super::provision::JvmComponents;
 use super::RunDir;
 
@@ -18,17 +18,19 @@ pub const CONNECT_GROUP_ID: &str = "openmrs-etl-harness-connect";
 pub(crate) struct WorkerSettings<'a> {
     pub port: u16,
     pub bootstrap_servers: &'a str,
+    /// Replicas of the worker's internal topics: min(3, brokers).
+    pub internal_replication: u32,
     pub max_heap: &'a str,
-    pub ready_timeout: Duration,
-    /// A connector class the worker must list before it counts as ready.
-    pub required_plugin: &'a str,
 }
 
-pub(crate) async fn start_worker(
+/// Writes the worker's config and returns the command that starts it; starting it again reuses the config, the
+/// port and (in Kafka) the worker's internal topics, so registered connectors come back.
+pub(crate) fn worker_command(
     run: &RunDir,
     jvm: &JvmComponents,
     settings: &WorkerSettings<'_>,
-) -> Result<ServiceProcess, LocalError> {
+) -> Result<ServiceCommand, LocalError> {
+    let replication = settings.internal_replication.to_string();
     let listener = format!("http://127.0.0.1:{}", settings.port);
     let config = write_properties(
         run,
@@ -49,9 +51,9 @@ pub(crate) async fn start_worker(
             ("config.storage.topic", "connect-configs".into()),
             ("offset.storage.topic", "connect-offsets".into()),
             ("status.storage.topic", "connect-status".into()),
-            ("config.storage.replication.factor", "1".into()),
-            ("offset.storage.replication.factor", "1".into()),
-            ("status.storage.replication.factor", "1".into()),
+            ("config.storage.replication.factor", replication.clone()),
+            ("offset.storage.replication.factor", replication.clone()),
+            ("status.storage.replication.factor", replication),
             ("offset.storage.partitions", "1".into()),
             ("status.storage.partitions", "1".into()),
             // Short, so a killed worker replays little and tests see committed source offsets quickly.
@@ -65,7 +67,7 @@ pub(crate) async fn start_worker(
         ],
     )?;
     let connect_libs = jvm.connect_libs();
-    let command = java_command(
+    java_command(
         run,
         &JavaService {
             name: "connect",
@@ -79,18 +81,24 @@ pub(crate) async fn start_worker(
                 ("org.apache.kafka.common.config.AbstractConfig", "WARN"),
             ],
         },
-    )?;
-    let mut process = ServiceProcess::spawn(&command)?;
-    let rest = ConnectRest::new(settings.port, process.log_path().to_path_buf());
-    let plugin = settings.required_plugin;
+    )
+}
+
+/// Waits until the worker on `port` lists `plugin` (a connector class) in its REST API.
+pub(crate) async fn wait_for_worker(
+    process: &mut ServiceProcess,
+    port: u16,
+    plugin: &str,
+    timeout: Duration,
+) -> Result<(), LocalError> {
+    let rest = ConnectRest::new(port, process.log_path().to_path_buf());
     wait_until_ready(
-        &mut process,
+        process,
         &format!("{plugin} in {}/connector-plugins", rest.base_url),
-        settings.ready_timeout,
+        timeout,
         || rest.lists_plugin(plugin),
     )
-    .await?;
-    Ok(process)
+    .await
 }
 
 /// A client of one Connect worker's REST API.

@@ -94,6 +94,22 @@ pub enum LocalError {
         trace: String,
         log: PathBuf,
     },
+
+    /// A change topic could not be created on the local cluster.
+    #[error("creating topic {topic} on {bootstrap} failed: {reason}; the brokers' logs are in the run directory's logs/")]
+    TopicCreation {
+        topic: String,
+        bootstrap: String,
+        reason: String,
+    },
+
+    /// No broker answered an admin request (Metadata, DescribeConfigs).
+    #[error("no broker of {bootstrap} answered: {reason}")]
+    Metadata { bootstrap: String, reason: String },
+
+    /// A fault or query named a broker the topology does not have.
+    #[error("the local topology has no broker {id}; its brokers are {known:?}")]
+    UnknownBroker { id: i32, known: Vec<i32> },
 }
 
 impl LocalError {

@@ -1,30 +1,42 @@
-//! One Kafka 3.9 broker in ZooKeeper mode, tuned for a single-machine test: replication factor 1 for internal
-//! topics, no initial rebalance delay, few threads.
+//! Kafka 3.9 brokers in ZooKeeper mode, tuned for a single machine and for faults that resolve within seconds:
+//! a short ZooKeeper session (a killed broker is declared dead after 6 s), internal topics replicated on up to
+//! three brokers, no initial rebalance delay, few threads.
 
 use std::time::Duration;
 
+use super::admin;
 use super::error::LocalError;
 use super::java::{java_command, write_properties, JavaService};
-use super::process::{wait_until_ready, ServiceProcess};
+use super::process::{wait_until_ready, ServiceCommand, ServiceProcess};
 use super::provision::JvmComponents;
 use super::RunDir;
+
+/// How long ZooKeeper keeps the session of a broker that stopped answering: the time a SIGKILLed or paused
+/// broker stays registered before the controller moves its leaders.
+pub const ZOOKEEPER_SESSION_TIMEOUT: Duration = Duration::from_secs(6);
 
 pub(crate) struct BrokerSettings<'a> {
     pub broker_id: i32,
     pub port: u16,
     pub zookeeper_port: u16,
+    /// Brokers in the cluster: internal topics get min(3, N) replicas.
+    pub cluster_size: u32,
     pub max_heap: &'a str,
-    pub ready_timeout: Duration,
 }
 
-pub(crate) async fn start_broker(
+/// Writes broker `settings.broker_id`'s config and returns the command that starts it; starting the same
+/// command again reuses the config, the port and the log directory.
+pub(crate) fn broker_command(
     run: &RunDir,
     jvm: &JvmComponents,
     settings: &BrokerSettings<'_>,
-) -> Result<ServiceProcess, LocalError> {
-    let name = format!("kafka-{}", settings.broker_id);
+) -> Result<ServiceCommand, LocalError> {
+    let name = broker_name(settings.broker_id);
     let log_dir = run.data_dir(&name)?;
     let listener = format!("PLAINTEXT://127.0.0.1:{}", settings.port);
+    let replication = settings.cluster_size.clamp(1, 3);
+    // With three replicas a single broker may be down and transactions still commit.
+    let transaction_min_isr = replication.saturating_sub(1).max(1);
     let config = write_properties(
         run,
         &format!("{name}.properties"),
@@ -38,23 +50,44 @@ pub(crate) async fn start_broker(
                 format!("127.0.0.1:{}", settings.zookeeper_port),
             ),
             ("zookeeper.connection.timeout.ms", "18000".into()),
+            (
+                "zookeeper.session.timeout.ms",
+                ZOOKEEPER_SESSION_TIMEOUT.as_millis().to_string(),
+            ),
             ("num.partitions", "1".into()),
-            ("default.replication.factor", "1".into()),
-            ("offsets.topic.replication.factor", "1".into()),
+            ("default.replication.factor", replication.to_string()),
+            ("offsets.topic.replication.factor", replication.to_string()),
             ("offsets.topic.num.partitions", "1".into()),
-            ("transaction.state.log.replication.factor", "1".into()),
-            ("transaction.state.log.min.isr", "1".into()),
+            (
+                "transaction.state.log.replication.factor",
+                replication.to_string(),
+            ),
+            (
+                "transaction.state.log.min.isr",
+                transaction_min_isr.to_string(),
+            ),
             ("transaction.state.log.num.partitions", "1".into()),
             ("group.initial.rebalance.delay.ms", "0".into()),
+            // Debezium's schema-change topic and tables without a planned topic are auto-created.
             ("auto.create.topics.enable", "true".into()),
+            ("log.retention.check.interval.ms", "1000".into()),
+            // A third of Kafka's 30 s default: a killed or paused follower leaves the ISR within a test's patience,
+            // yet it is 20 fetch waits (replica.fetch.wait.max.ms 500), so two busy shared cores do not make
+            // healthy followers flap in and out.
+            ("replica.lag.time.max.ms", "10000".into()),
+            ("controlled.shutdown.enable", "true".into()),
+            // A partition whose other replicas are all down cannot be handed over; a fifth of the 5 s default keeps
+            // the three retries of such a shutdown (and of a whole topology's, broker after broker) short.
+            ("controlled.shutdown.retry.backoff.ms", "1000".into()),
             ("num.network.threads", "2".into()),
             ("num.io.threads", "2".into()),
             ("background.threads", "2".into()),
             ("num.recovery.threads.per.data.dir", "1".into()),
+            ("num.replica.fetchers", "1".into()),
         ],
     )?;
     let kafka_libs = jvm.kafka_libs();
-    let command = java_command(
+    java_command(
         run,
         &JavaService {
             name: &name,
@@ -67,41 +100,35 @@ pub(crate) async fn start_broker(
                 ("state.change.logger", "WARN"),
             ],
         },
-    )?;
-    let mut process = ServiceProcess::spawn(&command)?;
-    let bootstrap = format!("127.0.0.1:{}", settings.port);
-    wait_until_ready(
-        &mut process,
-        &format!("a Metadata answer naming a controller on {bootstrap}"),
-        settings.ready_timeout,
-        || names_a_controller(bootstrap.clone()),
     )
-    .await?;
-    Ok(process)
 }
 
-/// Probe: the broker answers Metadata and names a live controller. A broker that has just bound its port can
-/// answer with controller -1 until its ZooKeeper registration settles; admin requests fail until then.
+/// `kafka-<id>`: the broker's process, config and log name.
+pub(crate) fn broker_name(broker_id: i32) -> String {
+    format!("kafka-{broker_id}")
+}
+
+/// Waits until the broker on `port` answers Metadata naming a live controller. A broker that has just bound its
+/// port can answer with controller -1 until its ZooKeeper registration settles; admin requests fail until then.
+pub(crate) async fn wait_for_broker(
+    process: &mut ServiceProcess,
+    port: u16,
+    timeout: Duration,
+) -> Result<(), LocalError> {
+    let bootstrap = format!("127.0.0.1:{port}");
+    wait_until_ready(
+        process,
+        &format!("a Metadata answer naming a controller on {bootstrap}"),
+        timeout,
+        || names_a_controller(bootstrap.clone()),
+    )
+    .await
+}
+
 async fn names_a_controller(bootstrap: String) -> Result<(), String> {
-    use crate::kafka::wire::BrokerConnection;
-    use kafka_protocol::messages::MetadataRequest;
-    let timeout = Duration::from_secs(2);
-    let connection = BrokerConnection::connect(&bootstrap, "etl-harness-probe", timeout)
-        .await
-        .map_err(|e| e.to_string())?;
-    let version = connection
-        .version::<MetadataRequest>((1, 12))
-        .ok_or("the broker speaks no Metadata version from 1 to 12")?;
-    let answer = connection
-        .call(
-            &MetadataRequest::default().with_topics(Some(Vec::new())),
-            version,
-            timeout,
-        )
-        .await
-        .map_err(|e| e.to_string())?;
-    if answer.controller_id.0 < 0 {
-        return Err("Metadata names no controller yet".into());
+    let metadata = admin::metadata(&[bootstrap], None).await?;
+    match metadata.controller {
+        Some(_) => Ok(()),
+        None => Err("Metadata names no controller yet".into()),
     }
-    Ok(())
 }

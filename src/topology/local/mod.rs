@@ -1,14 +1,27 @@
 //! The `local` topology: the real services as child processes on 127.0.0.1, no Docker.
 //!
 //! [`LocalTopology::start`] provisions the pinned JVM components (see [`provision`]), then starts MariaDB (with
-//! the schema fixture and a Debezium user), ZooKeeper, one Kafka broker and one Kafka Connect worker in
-//! distributed mode, each waited for with a timeout. Every generated config and every process log lives in a
-//! per-run directory that is kept after the run (its path is printed at start); data directories inside it are
-//! removed after a clean [`LocalTopology::shutdown`]. Every process is killed when the topology is dropped, also
-//! on panic, and dies with the harness even when the harness is SIGKILLed (see [`process`]).
+//! the schema fixture and a Debezium user), ZooKeeper, N Kafka brokers (ids 1..=N, ZooKeeper mode, each with its
+//! own port, config, log directory and log file) and one Kafka Connect worker in distributed mode against all of
+//! them, each waited for with a timeout. The cluster counts as ready when every broker is registered and Metadata
+//! names a controller. [`LocalTopology::create_topics`] creates a scenario's change topics with their partitions,
+//! replication factor and configs before the connector starts; [`DebeziumConnector::with_producer`] passes the
+//! scenario's producer settings to the connector as `producer.override.*`.
 //!
-//! This is the first light of the local backend: one broker and no faults. The backend grows from here.
+//! Faults act on the processes: a broker can be stopped (SIGTERM, controlled shutdown), killed (SIGKILL), paused
+//! (SIGSTOP), resumed (SIGCONT) and restarted with the same config, port and data; the Connect worker can be
+//! killed and restarted. The brokers are tuned so such faults resolve in seconds (a short ZooKeeper session,
+//! [`ZOOKEEPER_SESSION_TIMEOUT`]; replicas leave the ISR after 10 s of lag).
+//!
+//! Every generated config and every process log lives in a per-run directory that is kept after the run (its
+//! path is printed at start); data directories inside it are removed after a clean [`LocalTopology::shutdown`].
+//! Every process is killed when the topology is dropped, also on panic, and dies with the harness even when the
+//! harness is SIGKILLed (see [`process`]).
+//!
+//! Not here: KRaft mode, network partitions between brokers (everything shares the loopback), more than one
+//! Connect worker.
 
+mod admin;
 mod connect;
 mod debezium;
 mod error;
@@ -18,15 +31,21 @@ mod mariadb;
 pub mod prerequisites;
 pub mod process;
 pub mod provision;
+pub mod up;
 mod zookeeper;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use crate::scenario::{Scenario, TopicPlan};
+use process::ServiceCommand;
+
+pub use admin::{ClusterMetadata, PartitionMetadata};
 pub use connect::{ConnectRest, ConnectorStatus, WorkerState, CONNECT_GROUP_ID};
-pub use debezium::{ConnectorFlavour, DebeziumConnector};
+pub use debezium::{producer_configs, ConnectorFlavour, DebeziumConnector};
 pub use error::LocalError;
+pub use kafka::ZOOKEEPER_SESSION_TIMEOUT;
 pub use mariadb::{MariaDbEndpoint, DEBEZIUM_PASSWORD, DEBEZIUM_USER, SOURCE_SERVER_ID};
 pub use process::ServiceProcess;
 pub use provision::{
@@ -52,6 +71,8 @@ pub struct LocalTopologyOptions {
     pub jvm_cache: PathBuf,
     /// How long each service may take to become ready.
     pub ready_timeout: Duration,
+    /// Kafka brokers (ids 1..=N); internal topics get min(3, N) replicas.
+    pub brokers: u32,
     pub zookeeper_heap: String,
     pub kafka_heap: String,
     pub connect_heap: String,
@@ -59,7 +80,7 @@ pub struct LocalTopologyOptions {
 
 impl LocalTopologyOptions {
     /// Defaults: database `openmrs`, runs under `$ETL_HARNESS_RUNS_DIR` or `<tmp>/openmrs-etl-harness/runs`,
-    /// the default JVM cache, 120 s per service, heaps 128m / 384m / 512m.
+    /// the default JVM cache, 120 s per service, one broker, heaps 128m / 384m (per broker) / 512m.
     pub fn new(schema_sql: impl Into<String>) -> Self {
         let runs_dir = std::env::var_os(RUNS_DIR_ENV)
             .filter(|dir| !dir.is_empty())
@@ -75,6 +96,7 @@ impl LocalTopologyOptions {
             runs_dir,
             jvm_cache: jvm_cache_dir(),
             ready_timeout: Duration::from_secs(120),
+            brokers: 1,
             zookeeper_heap: "128m".into(),
             kafka_heap: "384m".into(),
             connect_heap: "512m".into(),
@@ -152,9 +174,15 @@ impl StandaloneKafka {
             options.ready_timeout,
         )
         .await?;
-        let (kafka, kafka_port) = start_single_broker(&run, &jvm, zookeeper_port, options).await?;
+        let single = LocalTopologyOptions {
+            brokers: 1,
+            ..options.clone()
+        };
+        let mut brokers = start_brokers(&run, &jvm, zookeeper_port, &single).await?;
+        let broker = brokers.remove(0);
+        let kafka_port = broker.service.port;
         Ok(StandaloneKafka {
-            kafka,
+            kafka: broker.service.process,
             zookeeper,
             kafka_port,
             run,
@@ -208,28 +236,124 @@ async fn start_source_database(
     .await
 }
 
-/// The one Kafka broker of this first-light topology (id 0), on a free loopback port.
-async fn start_single_broker(
+/// Brokers 1..=`options.brokers`, each on its own free loopback port, started together; ready when each
+/// answers Metadata and one of them lists them all with a controller.
+async fn start_brokers(
     run: &RunDir,
     jvm: &JvmComponents,
     zookeeper_port: u16,
     options: &LocalTopologyOptions,
-) -> Result<(ServiceProcess, u16), LocalError> {
-    let port = process::free_loopback_port()?;
-    let broker = kafka::start_broker(
-        run,
-        jvm,
-        &kafka::BrokerSettings {
-            broker_id: 0,
-            port,
-            zookeeper_port,
-            max_heap: &options.kafka_heap,
-            ready_timeout: options.ready_timeout,
+) -> Result<Vec<LocalBroker>, LocalError> {
+    let count = options.brokers.max(1);
+    let mut brokers = Vec::new();
+    for id in 1..=count as i32 {
+        let port = process::free_loopback_port()?;
+        let command = kafka::broker_command(
+            run,
+            jvm,
+            &kafka::BrokerSettings {
+                broker_id: id,
+                port,
+                zookeeper_port,
+                cluster_size: count,
+                max_heap: &options.kafka_heap,
+            },
+        )?;
+        let process = ServiceProcess::spawn(&command)?;
+        brokers.push(LocalBroker {
+            id,
+            service: RestartableService {
+                process,
+                command,
+                port,
+            },
+        });
+    }
+    for broker in &mut brokers {
+        kafka::wait_for_broker(
+            &mut broker.service.process,
+            broker.service.port,
+            options.ready_timeout,
+        )
+        .await?;
+    }
+    let bootstraps: Vec<String> = brokers.iter().map(LocalBroker::address).collect();
+    let expected: Vec<i32> = brokers.iter().map(|broker| broker.id).collect();
+    let first = &mut brokers[0].service.process;
+    process::wait_until_ready(
+        first,
+        &format!("Metadata listing brokers {expected:?} and a controller"),
+        options.ready_timeout,
+        || {
+            let bootstraps = bootstraps.clone();
+            let expected = expected.clone();
+            async move {
+                let answer = admin::metadata(&bootstraps, Some(&[])).await?;
+                let listed: Vec<i32> = answer.brokers.keys().copied().collect();
+                if listed != expected {
+                    return Err(format!("Metadata lists brokers {listed:?}"));
+                }
+                answer
+                    .controller
+                    .map(|_| ())
+                    .ok_or_else(|| "Metadata names no controller yet".to_string())
+            }
         },
     )
     .await?;
-    Ok((broker, port))
+    Ok(brokers)
 }
+
+/// A service that faults can stop and start again: the command (same config, port and data) is kept.
+#[derive(Debug)]
+struct RestartableService {
+    process: ServiceProcess,
+    command: ServiceCommand,
+    port: u16,
+}
+
+impl RestartableService {
+    /// SIGTERM (and SIGCONT, so a paused process can act on it), SIGKILL if it is still alive after `grace`.
+    async fn stop(&mut self, grace: Duration) {
+        if self.process.has_exited() {
+            return;
+        }
+        self.process.signal(libc::SIGTERM);
+        self.process.signal(libc::SIGCONT);
+        let deadline = Instant::now() + grace;
+        while Instant::now() < deadline {
+            if self.process.has_exited() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        self.process.kill();
+    }
+
+    /// Stops the process if it still runs, then starts the same command again.
+    async fn respawn(&mut self, grace: Duration) -> Result<(), LocalError> {
+        self.stop(grace).await;
+        self.process = ServiceProcess::spawn(&self.command)?;
+        Ok(())
+    }
+}
+
+/// One Kafka broker of the topology.
+#[derive(Debug)]
+struct LocalBroker {
+    id: i32,
+    service: RestartableService,
+}
+
+impl LocalBroker {
+    fn address(&self) -> String {
+        format!("127.0.0.1:{}", self.service.port)
+    }
+}
+
+/// Grace periods of a SIGTERM before SIGKILL.
+const BROKER_STOP_GRACE: Duration = Duration::from_secs(20);
+const CONNECT_STOP_GRACE: Duration = Duration::from_secs(10);
 
 /// How long each start phase took.
 #[derive(Debug, Clone, Default)]
@@ -239,6 +363,7 @@ pub struct StartupTimings {
     pub provision_resolved: bool,
     pub mariadb: Duration,
     pub zookeeper: Duration,
+    /// Every broker, until Metadata lists them all.
     pub kafka: Duration,
     pub connect: Duration,
     pub total: Duration,
@@ -248,16 +373,16 @@ pub struct StartupTimings {
 #[derive(Debug)]
 pub struct LocalTopology {
     // Declared in stop order: fields drop top to bottom.
-    connect: ServiceProcess,
-    kafka: ServiceProcess,
+    connect: RestartableService,
+    brokers: Vec<LocalBroker>,
     zookeeper: ServiceProcess,
     mariadb: ServiceProcess,
     mariadb_endpoint: MariaDbEndpoint,
-    kafka_port: u16,
     connect_rest: ConnectRest,
     run: RunDir,
     timings: StartupTimings,
     started: Instant,
+    ready_timeout: Duration,
 }
 
 impl LocalTopology {
@@ -303,39 +428,53 @@ impl LocalTopology {
         timings.zookeeper = phase.elapsed();
 
         let phase = Instant::now();
-        let (kafka, kafka_port) = start_single_broker(&run, &jvm, zookeeper_port, options).await?;
+        let brokers = start_brokers(&run, &jvm, zookeeper_port, options).await?;
         timings.kafka = phase.elapsed();
 
         let phase = Instant::now();
         let connect_port = process::free_loopback_port()?;
-        let bootstrap_servers = format!("127.0.0.1:{kafka_port}");
-        let connect = connect::start_worker(
+        let bootstrap_servers = brokers
+            .iter()
+            .map(LocalBroker::address)
+            .collect::<Vec<_>>()
+            .join(",");
+        let command = connect::worker_command(
             &run,
             &jvm,
             &connect::WorkerSettings {
                 port: connect_port,
                 bootstrap_servers: &bootstrap_servers,
+                internal_replication: (brokers.len() as u32).clamp(1, 3),
                 max_heap: &options.connect_heap,
-                ready_timeout: options.ready_timeout,
-                required_plugin: ConnectorFlavour::MariaDb.connector_class(),
             },
+        )?;
+        let mut connect = RestartableService {
+            process: ServiceProcess::spawn(&command)?,
+            command,
+            port: connect_port,
+        };
+        connect::wait_for_worker(
+            &mut connect.process,
+            connect_port,
+            ConnectorFlavour::MariaDb.connector_class(),
+            options.ready_timeout,
         )
         .await?;
         timings.connect = phase.elapsed();
         timings.total = started.elapsed();
-        let connect_rest = ConnectRest::new(connect_port, connect.log_path().to_path_buf());
+        let connect_rest = ConnectRest::new(connect_port, connect.process.log_path().to_path_buf());
 
         Ok(LocalTopology {
             connect,
-            kafka,
+            brokers,
             zookeeper,
             mariadb,
             mariadb_endpoint,
-            kafka_port,
             connect_rest,
             run,
             timings,
             started,
+            ready_timeout: options.ready_timeout,
         })
     }
 
@@ -344,9 +483,151 @@ impl LocalTopology {
         &self.mariadb_endpoint
     }
 
-    /// `127.0.0.1:<port>` of the broker.
+    /// `127.0.0.1:<port>` of every broker, comma-separated in id order (stopped brokers included: the list is
+    /// what clients bootstrap from).
     pub fn bootstrap_servers(&self) -> String {
-        format!("127.0.0.1:{}", self.kafka_port)
+        self.bootstrap_list().join(",")
+    }
+
+    fn bootstrap_list(&self) -> Vec<String> {
+        self.brokers.iter().map(LocalBroker::address).collect()
+    }
+
+    /// The broker ids, 1..=N.
+    pub fn broker_ids(&self) -> Vec<i32> {
+        self.brokers.iter().map(|broker| broker.id).collect()
+    }
+
+    /// The port broker `id` listens on (the same across restarts).
+    pub fn broker_port(&self, id: i32) -> Result<u16, LocalError> {
+        Ok(self.broker(id)?.service.port)
+    }
+
+    /// Broker `id`'s current process.
+    pub fn broker_process(&self, id: i32) -> Result<&ServiceProcess, LocalError> {
+        Ok(&self.broker(id)?.service.process)
+    }
+
+    fn broker(&self, id: i32) -> Result<&LocalBroker, LocalError> {
+        self.brokers
+            .iter()
+            .find(|broker| broker.id == id)
+            .ok_or_else(|| self.unknown_broker(id))
+    }
+
+    fn broker_mut(&mut self, id: i32) -> Result<&mut LocalBroker, LocalError> {
+        let unknown = self.unknown_broker(id);
+        self.brokers
+            .iter_mut()
+            .find(|broker| broker.id == id)
+            .ok_or(unknown)
+    }
+
+    fn unknown_broker(&self, id: i32) -> LocalError {
+        LocalError::UnknownBroker {
+            id,
+            known: self.broker_ids(),
+        }
+    }
+
+    /// A Metadata answer from the first broker that gives one: live brokers, controller and, for `topics`
+    /// (`None`: all), leaders, replicas and ISRs.
+    pub async fn metadata(&self, topics: Option<&[String]>) -> Result<ClusterMetadata, LocalError> {
+        admin::metadata(&self.bootstrap_list(), topics)
+            .await
+            .map_err(|reason| LocalError::Metadata {
+                bootstrap: self.bootstrap_servers(),
+                reason,
+            })
+    }
+
+    /// The effective configs (name → value) of `topic`: its own and the broker defaults it inherits.
+    pub async fn topic_configs(
+        &self,
+        topic: &str,
+    ) -> Result<std::collections::BTreeMap<String, String>, LocalError> {
+        admin::topic_configs(&self.bootstrap_list(), topic)
+            .await
+            .map_err(|reason| LocalError::Metadata {
+                bootstrap: self.bootstrap_servers(),
+                reason: format!("DescribeConfigs of {topic}: {reason}"),
+            })
+    }
+
+    /// Creates `plans` (partitions, replication factor, topic configs) and waits until every partition has a
+    /// leader. Call it before [`LocalTopology::start_connector`] so Debezium writes into these topics rather than
+    /// auto-created ones.
+    pub async fn create_topics(
+        &self,
+        plans: &[TopicPlan],
+        timeout: Duration,
+    ) -> Result<(), LocalError> {
+        admin::create_topics(&self.bootstrap_list(), plans, timeout).await
+    }
+
+    /// Creates the change topics of `scenario` ([`Scenario::topic_plans`]).
+    pub async fn create_scenario_topics(
+        &self,
+        scenario: &Scenario,
+        timeout: Duration,
+    ) -> Result<Vec<TopicPlan>, LocalError> {
+        let plans = scenario.topic_plans();
+        self.create_topics(&plans, timeout).await?;
+        Ok(plans)
+    }
+
+    /// SIGTERM to broker `id` (a controlled shutdown: it hands its leaders over first), SIGKILL if it has not
+    /// exited within 20 s.
+    pub async fn stop_broker(&mut self, id: i32) -> Result<(), LocalError> {
+        self.broker_mut(id)?.service.stop(BROKER_STOP_GRACE).await;
+        Ok(())
+    }
+
+    /// SIGKILL to broker `id`: its ZooKeeper session lingers for [`ZOOKEEPER_SESSION_TIMEOUT`], then the
+    /// controller moves its leaders.
+    pub fn kill_broker(&mut self, id: i32) -> Result<(), LocalError> {
+        self.broker_mut(id)?.service.process.kill();
+        Ok(())
+    }
+
+    /// SIGSTOP to broker `id`: it keeps its sockets but answers nothing until resumed.
+    pub fn pause_broker(&mut self, id: i32) -> Result<(), LocalError> {
+        self.broker_mut(id)?.service.process.signal(libc::SIGSTOP);
+        Ok(())
+    }
+
+    /// SIGCONT to broker `id`.
+    pub fn resume_broker(&mut self, id: i32) -> Result<(), LocalError> {
+        self.broker_mut(id)?.service.process.signal(libc::SIGCONT);
+        Ok(())
+    }
+
+    /// Starts broker `id` again with the same config, port and log directory (stopping it first if it still
+    /// runs) and waits until it answers Metadata naming a controller.
+    pub async fn restart_broker(&mut self, id: i32) -> Result<(), LocalError> {
+        let timeout = self.ready_timeout;
+        let broker = self.broker_mut(id)?;
+        broker.service.respawn(BROKER_STOP_GRACE).await?;
+        kafka::wait_for_broker(&mut broker.service.process, broker.service.port, timeout).await
+    }
+
+    /// SIGKILL to the Connect worker (and so to the Debezium task in it).
+    pub fn kill_connect(&mut self) {
+        self.connect.process.kill();
+    }
+
+    /// Starts the Connect worker again (stopping it first if it still runs) on the same port and internal topics,
+    /// and waits until its REST API answers; registered connectors resume from their committed offsets.
+    pub async fn restart_connect(&mut self) -> Result<(), LocalError> {
+        self.connect.respawn(CONNECT_STOP_GRACE).await?;
+        let port = self.connect.port;
+        connect::wait_for_worker(
+            &mut self.connect.process,
+            port,
+            ConnectorFlavour::MariaDb.connector_class(),
+            self.ready_timeout,
+        )
+        .await
     }
 
     /// The Connect worker's REST API.
@@ -368,22 +649,27 @@ impl LocalTopology {
         self.started.elapsed()
     }
 
-    /// The service processes, in start order.
-    pub fn processes(&self) -> [&ServiceProcess; 4] {
-        [&self.mariadb, &self.zookeeper, &self.kafka, &self.connect]
+    /// The service processes, in start order (brokers by id).
+    pub fn processes(&self) -> Vec<&ServiceProcess> {
+        let mut processes = vec![&self.mariadb, &self.zookeeper];
+        processes.extend(self.brokers.iter().map(|broker| &broker.service.process));
+        processes.push(&self.connect.process);
+        processes
     }
 
-    /// Errors if any service has exited.
+    /// Errors if any service has exited (also one a fault stopped and nobody restarted).
     pub fn ensure_running(&mut self) -> Result<(), LocalError> {
-        for process in [
-            &mut self.mariadb,
-            &mut self.zookeeper,
-            &mut self.kafka,
-            &mut self.connect,
-        ] {
-            process.ensure_running("the topology was in use")?;
+        self.mariadb.ensure_running("the topology was in use")?;
+        self.zookeeper.ensure_running("the topology was in use")?;
+        for broker in &mut self.brokers {
+            broker
+                .service
+                .process
+                .ensure_running("the topology was in use")?;
         }
-        Ok(())
+        self.connect
+            .process
+            .ensure_running("the topology was in use")
     }
 
     /// Registers `connector` against this topology's MariaDB and Kafka and waits until it runs.
@@ -406,16 +692,20 @@ impl LocalTopology {
     pub async fn shutdown(self) -> Result<PathBuf, LocalError> {
         let LocalTopology {
             mut connect,
-            mut kafka,
+            mut brokers,
             mut zookeeper,
             mut mariadb,
             run,
             ..
         } = self;
         let run_root = run.root.clone();
+        connect.stop(CONNECT_STOP_GRACE).await;
+        // The last broker up has nobody to hand leaders to; its controlled shutdown ends at once.
+        for broker in brokers.iter_mut().rev() {
+            broker.service.stop(BROKER_STOP_GRACE).await;
+        }
+        drop(brokers);
         tokio::task::spawn_blocking(move || {
-            connect.stop(Duration::from_secs(10));
-            kafka.stop(Duration::from_secs(15));
             zookeeper.stop(Duration::from_secs(5));
             mariadb.stop(Duration::from_secs(10));
             run.remove_data()

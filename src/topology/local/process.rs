@@ -22,7 +22,7 @@ use super::error::LocalError;
 /// How to start one service.
 #[derive(Debug, Clone)]
 pub(crate) struct ServiceCommand {
-    /// Human name used in errors and log file names: `mariadb`, `zookeeper`, `kafka-0`, `connect`.
+    /// Human name used in errors and log file names: `mariadb`, `zookeeper`, `kafka-1`, `connect`.
     pub name: String,
     pub program: PathBuf,
     pub args: Vec<OsString>,
@@ -89,7 +89,7 @@ impl ServiceProcess {
         })
     }
 
-    /// The service's name (`mariadb`, `zookeeper`, `kafka-0`, `connect`).
+    /// The service's name (`mariadb`, `zookeeper`, `kafka-1`, `connect`).
     pub fn name(&self) -> &str {
         &self.name
     }
@@ -161,6 +161,11 @@ impl ServiceProcess {
         if let Ok(status) = self.child.wait() {
             self.exit_status = Some(status);
         }
+    }
+
+    /// True once the process has exited (it is reaped here).
+    pub(crate) fn has_exited(&mut self) -> bool {
+        self.poll_exit().is_some()
     }
 
     fn poll_exit(&mut self) -> Option<ExitStatus> {

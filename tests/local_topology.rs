@@ -1,0 +1,441 @@
+//! The local topology with several real brokers: three Kafka 3.9.1 brokers on one ZooKeeper register and elect a
+//! controller; a scenario's change topics are created with its partitions, replication factors and configs; a SIGKILLed
+//! broker drops out of Metadata and its partitions get other leaders once its ZooKeeper session expires, and
+//! restarted on the same port and data it rejoins the ISR; a stopped one (controlled shutdown) leaves without
+//! waiting for its session; a paused one is dropped and rejoins when resumed; the Connect worker restarts on its
+//! port. `etl-harness up --backend local` prints its three endpoints and leaves no service process behind when it
+//! is killed.
+//!
+//! Without `mariadbd`, `java` or `mvn` the tests print why and pass as skipped, unless
+//! `ETL_HARNESS_REQUIRE_REAL=1` (CI) makes that a failure.
+
+mod common;
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use openmrs_etl_harness::scenario::Scenario;
+use openmrs_etl_harness::topology::local::{
+    ClusterMetadata, LocalTopology, LocalTopologyOptions, ZOOKEEPER_SESSION_TIMEOUT,
+};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::Command;
+
+const REAL_PROGRAMS: [&str; 4] = ["mariadbd", "mariadb-install-db", "java", "mvn"];
+/// Starting everything, a cold Maven resolve of the JVM components included.
+const START_TIMEOUT: Duration = Duration::from_secs(600);
+/// After the session expires the controller still has to notice, elect and tell the others.
+const FAILOVER_SLACK: Duration = Duration::from_secs(10);
+const REJOIN_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// RF 3 with min ISR 2 everywhere, and one table with its own partitions and replication factor.
+const SCENARIO: &str = r#"
+name = "local-topology-test"
+backends = ["local"]
+
+[topology]
+backend = "local"
+brokers = 3
+
+[topics]
+partitions = 2
+replication_factor = 3
+min_insync_replicas = 2
+
+[topics.tables.obs]
+partitions = 3
+replication_factor = 2
+min_insync_replicas = 1
+"#;
+
+fn repo_schema() -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/openmrs-schema.sql");
+    std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("reading the schema fixture {}: {e}", path.display()))
+}
+
+/// Polls Metadata until `done` holds or `timeout` passes; returns the last answer and the time it took.
+async fn wait_for_metadata(
+    topology: &LocalTopology,
+    topics: &[String],
+    timeout: Duration,
+    what: &str,
+    done: impl Fn(&ClusterMetadata) -> bool,
+) -> (ClusterMetadata, Duration) {
+    let started = Instant::now();
+    loop {
+        let last = match topology.metadata(Some(topics)).await {
+            Ok(answer) if done(&answer) => return (answer, started.elapsed()),
+            Ok(answer) => format!("{answer:?}"),
+            Err(error) => error.to_string(),
+        };
+        if started.elapsed() > timeout {
+            panic!(
+                "{what}: not within {timeout:?}; last Metadata: {last}\nlogs: {}",
+                topology.run_dir().display()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_brokers_survive_kill_stop_and_pause_and_connect_restarts() {
+    if !common::real_services_available(&REAL_PROGRAMS) {
+        return;
+    }
+    let scenario =
+        Scenario::parse(SCENARIO, "local_topology.rs").expect("the test scenario is valid");
+    let mut options = LocalTopologyOptions::new(repo_schema());
+    options.brokers = scenario.topology.brokers;
+    let started = Instant::now();
+    let mut topology = tokio::time::timeout(START_TIMEOUT, LocalTopology::start(&options))
+        .await
+        .expect("the topology starts in time")
+        .unwrap_or_else(|e| panic!("the local topology did not start: {e}"));
+    println!(
+        "started 3 brokers in {:?} ({:?})",
+        started.elapsed(),
+        topology.timings()
+    );
+    assert_eq!(topology.broker_ids(), [1, 2, 3]);
+    assert_eq!(topology.bootstrap_servers().split(',').count(), 3);
+
+    let cluster = topology.metadata(Some(&[])).await.expect("Metadata");
+    assert_eq!(
+        cluster.brokers.keys().copied().collect::<Vec<_>>(),
+        [1, 2, 3],
+        "every broker registered"
+    );
+    let controller = cluster.controller.expect("Metadata names a controller");
+
+    let plans = topology
+        .create_scenario_topics(&scenario, Duration::from_secs(60))
+        .await
+        .unwrap_or_else(|e| panic!("creating the scenario's topics: {e}"));
+    let names: Vec<String> = plans.iter().map(|plan| plan.name.clone()).collect();
+    let created = topology.metadata(Some(&names)).await.expect("Metadata");
+    for plan in &plans {
+        let partitions = created
+            .topics
+            .get(&plan.name)
+            .unwrap_or_else(|| panic!("{} was not created: {created:?}", plan.name));
+        assert_eq!(
+            partitions.len() as u32,
+            plan.settings.partitions,
+            "{} partitions",
+            plan.name
+        );
+        for partition in partitions {
+            assert_eq!(
+                partition.replicas.len() as u32,
+                plan.settings.replication_factor,
+                "{} partition {} replicas {:?}",
+                plan.name,
+                partition.partition,
+                partition.replicas
+            );
+            assert!(partition.leader.is_some(), "{} has a leader", plan.name);
+        }
+    }
+    for plan in &plans {
+        let configs = topology
+            .topic_configs(&plan.name)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        for (name, value) in plan.settings.kafka_configs() {
+            assert_eq!(
+                configs.get(name),
+                Some(&value),
+                "{} config {name}",
+                plan.name
+            );
+        }
+    }
+    let obs = plans
+        .iter()
+        .find(|plan| plan.table == "obs")
+        .expect("an obs topic");
+    assert_eq!(
+        (obs.settings.partitions, obs.settings.replication_factor),
+        (3, 2),
+        "the override applies"
+    );
+
+    // The victim leads something and is not the controller, so the failover is the partitions' alone.
+    let victim = [1, 2, 3]
+        .into_iter()
+        .filter(|id| *id != controller)
+        .max_by_key(|id| created.led_by(*id).len())
+        .expect("a broker besides the controller");
+    let led = created.led_by(victim);
+    assert!(
+        !led.is_empty(),
+        "broker {victim} leads no partition: {created:?}"
+    );
+    let killed_at = Instant::now();
+    topology.kill_broker(victim).expect("kill");
+    let (after_kill, failover) = wait_for_metadata(
+        &topology,
+        &names,
+        ZOOKEEPER_SESSION_TIMEOUT + FAILOVER_SLACK,
+        &format!(
+            "broker {victim} dropped and its {} partitions led elsewhere",
+            led.len()
+        ),
+        |answer| {
+            !answer.brokers.contains_key(&victim)
+                && led.iter().all(|(topic, index)| {
+                    answer.topics.get(topic).is_some_and(|partitions| {
+                        partitions.iter().any(|p| {
+                            p.partition == *index && p.leader.is_some_and(|leader| leader != victim)
+                        })
+                    })
+                })
+        },
+    )
+    .await;
+    println!(
+        "broker {victim} killed: {} partitions led elsewhere after {failover:?} (session timeout {:?})",
+        led.len(),
+        ZOOKEEPER_SESSION_TIMEOUT
+    );
+    assert!(!after_kill.brokers.contains_key(&victim));
+
+    let port = topology.broker_port(victim).expect("port");
+    topology
+        .restart_broker(victim)
+        .await
+        .unwrap_or_else(|e| panic!("restarting broker {victim}: {e}"));
+    assert_eq!(
+        topology.broker_port(victim).expect("port"),
+        port,
+        "same port"
+    );
+    let (_, rejoin) = wait_for_metadata(
+        &topology,
+        &names,
+        REJOIN_TIMEOUT,
+        &format!("broker {victim} back in the ISR of every partition it replicates"),
+        |answer| {
+            answer.brokers.contains_key(&victim)
+                && answer
+                    .topics
+                    .values()
+                    .flatten()
+                    .all(|p| !p.replicas.contains(&victim) || p.isr.contains(&victim))
+        },
+    )
+    .await;
+    println!(
+        "broker {victim} back in every ISR {rejoin:?} after its restart ({:?} since the kill)",
+        killed_at.elapsed()
+    );
+
+    // SIGTERM is a controlled shutdown: the broker hands its leaders over and leaves without a session timeout.
+    let stopped = [1, 2, 3]
+        .into_iter()
+        .find(|id| *id != controller && *id != victim)
+        .expect("a third broker");
+    let stopping = Instant::now();
+    topology.stop_broker(stopped).await.expect("stop");
+    let took = stopping.elapsed();
+    let (after_stop, _) = wait_for_metadata(
+        &topology,
+        &names,
+        FAILOVER_SLACK,
+        &format!("broker {stopped} gone after its controlled shutdown"),
+        |answer| !answer.brokers.contains_key(&stopped),
+    )
+    .await;
+    assert!(
+        after_stop.led_by(stopped).is_empty(),
+        "broker {stopped} still leads after stopping"
+    );
+    println!("broker {stopped} stopped (controlled shutdown) in {took:?}");
+    topology
+        .restart_broker(stopped)
+        .await
+        .unwrap_or_else(|e| panic!("restarting broker {stopped}: {e}"));
+
+    // A paused broker keeps its sockets but stops heartbeating: its session expires like a killed one's, and on
+    // SIGCONT it registers again and catches up.
+    topology.pause_broker(victim).expect("pause");
+    wait_for_metadata(
+        &topology,
+        &names,
+        ZOOKEEPER_SESSION_TIMEOUT + FAILOVER_SLACK,
+        &format!("paused broker {victim} dropped"),
+        |answer| !answer.brokers.contains_key(&victim) && answer.led_by(victim).is_empty(),
+    )
+    .await;
+    topology.resume_broker(victim).expect("resume");
+    let (_, back) = wait_for_metadata(
+        &topology,
+        &names,
+        REJOIN_TIMEOUT,
+        &format!("resumed broker {victim} back in every ISR"),
+        |answer| {
+            answer.brokers.contains_key(&victim)
+                && answer
+                    .topics
+                    .values()
+                    .flatten()
+                    .all(|p| !p.replicas.contains(&victim) || p.isr.contains(&victim))
+        },
+    )
+    .await;
+    println!("broker {victim} paused, dropped, resumed and back in every ISR after {back:?}");
+
+    // The Connect worker comes back on the same REST port.
+    let connect_url = topology.connect().base_url().to_owned();
+    topology.kill_connect();
+    assert!(
+        topology.ensure_running().is_err(),
+        "a killed worker is noticed"
+    );
+    topology
+        .restart_connect()
+        .await
+        .unwrap_or_else(|e| panic!("restarting Connect: {e}"));
+    assert_eq!(topology.connect().base_url(), connect_url);
+    topology.ensure_running().expect("every service runs");
+
+    let stopping = Instant::now();
+    let run_dir = topology.shutdown().await.expect("shutdown");
+    println!(
+        "shut down in {:?}; logs in {}",
+        stopping.elapsed(),
+        run_dir.display()
+    );
+}
+
+/// Live processes whose command line mentions `dir`.
+fn processes_under(dir: &Path) -> Vec<String> {
+    let needle = dir.display().to_string();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|entry| {
+            entry.file_name().to_str()?.parse::<u32>().ok()?;
+            let stat = std::fs::read_to_string(entry.path().join("stat")).ok()?;
+            let state = stat
+                .rsplit_once(')')?
+                .1
+                .split_whitespace()
+                .next()?
+                .to_owned();
+            let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
+            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            (state != "Z" && cmdline.contains(&needle)).then_some(cmdline)
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn up_local_prints_its_endpoints_and_takes_its_services_along_when_killed() {
+    if !common::real_services_available(&REAL_PROGRAMS) {
+        return;
+    }
+    let runs = tempfile::tempdir().expect("runs dir");
+    let scenario_file = runs.path().join("scenario.toml");
+    std::fs::write(
+        &scenario_file,
+        SCENARIO
+            .replace("brokers = 3", "brokers = 1")
+            .replace("replication_factor = 3", "replication_factor = 1")
+            .replace("replication_factor = 2", "replication_factor = 1")
+            .replace("min_insync_replicas = 2", "min_insync_replicas = 1"),
+    )
+    .expect("scenario file");
+    let started = Instant::now();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_etl-harness"))
+        .args(["up", "--backend", "local", "--brokers", "1", "--scenario"])
+        .arg(&scenario_file)
+        .env("ETL_HARNESS_RUNS_DIR", runs.path())
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("etl-harness starts");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout piped")).lines();
+    let mut printed = Vec::new();
+    let waited = tokio::time::timeout(START_TIMEOUT, async {
+        while let Some(line) = lines.next_line().await.expect("reading up's output") {
+            let ready = line.starts_with("ready");
+            printed.push(line);
+            if ready {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    assert!(
+        matches!(waited, Ok(true)),
+        "up printed no ready line (exit: {:?}); it printed:\n{}",
+        child.try_wait(),
+        printed.join("\n")
+    );
+    println!(
+        "up ready after {:?}:\n{}",
+        started.elapsed(),
+        printed.join("\n")
+    );
+    let endpoint = |label: &str| {
+        printed
+            .iter()
+            .find_map(|line| line.strip_prefix(label))
+            .unwrap_or_else(|| panic!("no '{label}' line in:\n{}", printed.join("\n")))
+            .to_owned()
+    };
+    let mariadb = endpoint("mariadb: ");
+    assert!(mariadb.starts_with("mysql://root@127.0.0.1:"), "{mariadb}");
+    let bootstrap = endpoint("bootstrap servers: ");
+    assert!(bootstrap.starts_with("127.0.0.1:"), "{bootstrap}");
+    let connect = endpoint("connect: ");
+    assert!(connect.starts_with("http://127.0.0.1:"), "{connect}");
+    assert!(
+        printed
+            .iter()
+            .any(|line| line.starts_with("topic dbserver1.openmrs.obs: 3 partitions")),
+        "{}",
+        printed.join("\n")
+    );
+    let config: serde_json::Value = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .expect("http client")
+        .get(format!("{connect}/connectors/openmrs-connector/config"))
+        .send()
+        .await
+        .expect("Connect answers")
+        .json()
+        .await
+        .expect("connector config as JSON");
+    assert_eq!(
+        config["producer.override.acks"], "all",
+        "the scenario's producer settings reach the connector: {config}"
+    );
+    assert!(
+        !processes_under(runs.path()).is_empty(),
+        "the services' command lines name the run directory"
+    );
+
+    // SIGKILL: nothing of up runs to clean up; the services must die with it all the same.
+    child.start_kill().expect("kill up");
+    child.wait().await.expect("up reaped");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut survivors = processes_under(runs.path());
+    while !survivors.is_empty() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        survivors = processes_under(runs.path());
+    }
+    assert!(
+        survivors.is_empty(),
+        "processes of the run survived up:\n{}",
+        survivors.join("\n")
+    );
+}
