@@ -16,8 +16,8 @@
 //! | [`broker`] | parts 1–2 | the embedded Kafka cluster: N brokers on the real wire protocol (kafka-protocol), logs with segments, retention, compaction, DeleteRecords (in memory, optionally written through to disk), replication with ISR, high watermark, controller, elections, truncation, faults on the cluster handle, an event log; `etl-harness up` |
 //! | [`clock`] | built | one clock for the cluster (and later generator and capture): real, or virtual with timers that fire as it advances |
 //! | [`kafka`] | producer | the harness producer on `kafka-protocol`: Java-producer semantics (acks, linger/batch, compression, retries, max in flight, client-side idempotence), murmur2 partitioning identical to Java's |
-//! | [`topology`] | first light | the `local` backend's processes: MariaDB, ZooKeeper, Kafka 3.9.1, Kafka Connect + Debezium, provisioned from a Maven manifest like images |
-//! | [`source`] | in-memory | where operations are committed: the `Source` trait; the in-memory OpenMRS database with a binlog (file/pos, GTIDs, commit times), consistent snapshots and the final state for the oracle |
+//! | [`topology`] | local | the `local` backend's processes: MariaDB, ZooKeeper, N Kafka 3.9.1 brokers, Kafka Connect + Debezium (producer settings as `producer.override.*`), provisioned from a Maven manifest like images; scenario topics by CreateTopics; stop/kill/pause/resume/restart of brokers and the Connect worker; `etl-harness up --backend local` |
+//! | [`source`] | in-memory, MariaDB | where operations are committed: the `Source` trait; the in-memory OpenMRS database with a binlog (file/pos, GTIDs, commit times), consistent snapshots and the final state for the oracle; the MariaDB source of the local backend (one SQL transaction per operation, GTID read back) |
 //! | [`cdc`] | embedded | the Debezium-compatible capture: Debezium 3.2's JsonConverter bytes (MySQL or MariaDB connector flavour), initial snapshot, schema-change and schema-history topics, produced through the harness producer; resumes from its last acknowledged transaction |
 //! | [`pipeline`] | memory sink | the ETL: consumers sharing partitions by the harness's assignment at explicit offsets, the Debezium decoder, the sink (latest image per row by source position, offsets stored with the data), the flat encounter table |
 //! | [`history`] | built | what a run recorded: commits, produce outcomes, consumed records, retention gaps, faults, the cluster's event log; maps consumed records back to source changes |
@@ -25,7 +25,7 @@
 //! | [`report`] | built | verdicts against `[expect]` (counts and relations), metrics; terminal, JSON and stable text |
 //! | [`campaign`] | built | property tests over fault schedules: seeded schedules of safe faults, shrinking, the minimal failing case written as a scenario file; `etl-harness fuzz-faults` |
 //! | [`nemesis`] | embedded | runs `[[faults]]` at their times (real or virtual clock), resolving roles (leader, follower, controller) when they fire; undoes what is left after the stream |
-//! | [`run`] | embedded | one run end to end: topology, baseline, capture, pipeline, paced stream with the nemesis, quiesce, check, report |
+//! | [`run`] | embedded, local | one run end to end: topology, baseline, capture, pipeline, paced stream with the nemesis, quiesce, check, report; on `local` the capture is Debezium itself and faults are refused for now; `run::diff` runs one scenario on several backends and compares verdicts (`etl-harness diff`) |
 //!
 //! Planned modules (each lands with its issue, never as an empty placeholder): `sweep`. The runner
 //! lives in its own module `run` (the design's data flow names its steps but no module): it is the one place

@@ -9,7 +9,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use openmrs_etl_harness::broker::up::{self, UpArgs};
 use openmrs_etl_harness::campaign;
 use openmrs_etl_harness::run::RunOptions;
-use openmrs_etl_harness::scenario::Scenario;
+use openmrs_etl_harness::scenario::{Backend, Scenario};
 use openmrs_etl_harness::workload::{sql, Generator, WorkloadSpec};
 
 #[derive(Parser)]
@@ -81,6 +81,22 @@ enum Command {
         /// No progress bar (it is drawn only on a terminal anyway).
         #[arg(long)]
         no_progress: bool,
+    },
+    /// Run one scenario on several backends (same seed and workload) and compare their verdicts.
+    #[command(
+        after_help = "Examples:\n  etl-harness diff scenarios/quickstart.toml --backends embedded,local\n\n\
+                            Exit codes: 0 every backend gave the same verdict for every invariant, 1 they disagree\n\
+                            (the table marks where), 2 a backend could not run the scenario."
+    )]
+    Diff {
+        /// The scenario file (TOML); every backend named must be in its `backends` list.
+        file: PathBuf,
+        /// Backends to run it on, comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "embedded,local")]
+        backends: Vec<String>,
+        /// Override the scenario's seed.
+        #[arg(long)]
+        seed: Option<u64>,
     },
     /// Start an embedded Kafka cluster (or, with --backend local, the real MariaDB, Kafka and Debezium) on
     /// 127.0.0.1 and serve until Ctrl-C (point kcat or your own code at it).
@@ -177,6 +193,11 @@ fn main() -> ExitCode {
             report,
             no_progress,
         } => run(file, seed, report, !no_progress),
+        Command::Diff {
+            file,
+            backends,
+            seed,
+        } => diff(file, backends, seed),
         Command::FuzzFaults {
             cases,
             seed,
@@ -196,6 +217,65 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
         Err(Failure::Expectation) => ExitCode::from(1),
+    }
+}
+
+fn diff(file: PathBuf, backends: Vec<String>, seed: Option<u64>) -> Result<(), Failure> {
+    let mut scenario = load(&file)?;
+    if let Some(seed) = seed {
+        scenario.seed = seed;
+    }
+    let backends = backends
+        .iter()
+        .map(|name| match name.trim() {
+            "embedded" => Ok(Backend::Embedded),
+            "local" => Ok(Backend::Local),
+            "containers" => Ok(Backend::Containers),
+            "external" => Ok(Backend::External),
+            other => Err(Failure::Setup(format!(
+                "--backends: unknown backend `{other}` (embedded, local, containers, external)"
+            ))),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let reproduce = format!(
+        "etl-harness diff {} --backends {} --seed {}",
+        file.display(),
+        backends
+            .iter()
+            .map(|b| b.name())
+            .collect::<Vec<_>>()
+            .join(","),
+        scenario.seed
+    );
+    let options = RunOptions {
+        scenario_path: file.display().to_string(),
+        progress: false,
+    };
+    let runtime = tokio::runtime::Runtime::new()
+        .map_err(|e| Failure::Setup(format!("cannot start the async runtime: {e}")))?;
+    let diff = runtime
+        .block_on(openmrs_etl_harness::run::diff::diff(
+            &scenario, &options, &backends,
+        ))
+        .map_err(|e| {
+            Failure::Setup(format!(
+                "{}: diff failed: {e}\nseed {}; reproduce with: {reproduce}",
+                file.display(),
+                scenario.seed
+            ))
+        })?;
+    println!("{} (seed {})", scenario.name, scenario.seed);
+    print!("{}", diff.table());
+    if diff.agree() {
+        println!("the backends agree on every verdict");
+        Ok(())
+    } else {
+        eprintln!(
+            "the backends disagree on: {}; seed {}; reproduce with: {reproduce}",
+            diff.disagreements().join(", "),
+            scenario.seed
+        );
+        Err(Failure::Expectation)
     }
 }
 

@@ -16,6 +16,9 @@
 //! same as in real time. During quiesce the virtual clock advances with real time, so clock-driven work
 //! (heartbeats, ISR checks, retention) goes on while the pipeline catches up.
 
+pub mod diff;
+mod local;
+
 use std::io::IsTerminal;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -62,7 +65,7 @@ pub struct RunOptions {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum RunError {
-    #[error("backend `{0}` cannot run scenarios yet: the embedded backend runs them today and the local backend arrives with issue 9; set [topology] backend = \"embedded\"")]
+    #[error("backend `{0}` cannot run scenarios yet: the embedded and local backends run them today; set [topology] backend = \"embedded\" or \"local\"")]
     BackendUnavailable(&'static str),
     #[error("embedded cluster: {0}")]
     Cluster(#[from] ClusterError),
@@ -78,6 +81,17 @@ pub enum RunError {
     Clock(String),
     #[error("faults: {0}")]
     Nemesis(#[from] NemesisError),
+    #[error("local topology: {0}")]
+    Local(#[from] crate::topology::local::LocalError),
+    #[error("the local backend cannot run this scenario: {0}")]
+    LocalUnsupported(String),
+    #[error("local capture (Debezium): {0}")]
+    LocalCapture(String),
+    #[error("scenario `{scenario}` does not list `{backend}` in its `backends`: its expectations are not claimed to hold there")]
+    NotListed {
+        scenario: String,
+        backend: &'static str,
+    },
 }
 
 /// A finished run: its report, and the history it was judged on.
@@ -91,11 +105,12 @@ pub struct RunOutcome {
 
 /// Runs `scenario` on its backend and judges it.
 pub async fn run(scenario: &Scenario, options: &RunOptions) -> Result<RunOutcome, RunError> {
+    let wall = Instant::now();
     match scenario.topology.backend {
         Backend::Embedded => {}
+        Backend::Local => return local::run(scenario, options, wall).await,
         other => return Err(RunError::BackendUnavailable(other.name())),
     }
-    let wall = Instant::now();
     let recorder = Recorder::new(scenario.seed);
     // Before anything starts: a fault the backend cannot perform is an error, not a no-op.
     let nemesis = Nemesis::new(scenario, recorder.clone())?;
@@ -218,7 +233,7 @@ async fn drive(
     } else {
         let started = tokio::time::Instant::now();
         let (streamed, ()) = tokio::join!(
-            stream_real(generator, &source, started, &bar),
+            stream_real(generator, source.as_ref(), started, &bar),
             nemesis.run(started, &targets)
         );
         streamed
@@ -244,7 +259,19 @@ async fn drive(
         oracle: flat::build(&source.final_images()),
     };
     let history = recorder.finish(cluster.events(), ends);
-    let analysis = check::all(&history, &finals, &liveness);
+    Ok(judge(scenario, options, wall, history, finals, &liveness))
+}
+
+/// Checks a finished run's history and final states against the scenario's expectations.
+fn judge(
+    scenario: &Scenario,
+    options: &RunOptions,
+    wall: Instant,
+    history: History,
+    finals: FinalStates,
+    liveness: &Liveness,
+) -> RunOutcome {
+    let analysis = check::all(&history, &finals, liveness);
     // A virtual clock alone does not make exact counts repeatable (threads and sockets still decide batch
     // boundaries); deterministic mode does, and only it reports `Deterministic`.
     let info = RunInfo {
@@ -261,18 +288,18 @@ async fn drive(
         wall_ms: wall.elapsed().as_millis() as u64,
     };
     let report = Report::new(info, &scenario.expectations(), &analysis, &history);
-    Ok(RunOutcome {
+    RunOutcome {
         report,
         history,
         analysis,
         finals,
-    })
+    }
 }
 
 /// Real clock: commits each operation at its time (the generator's commit times, `rate` per second).
 async fn stream_real(
     generator: impl Iterator<Item = crate::workload::Operation>,
-    source: &MemorySource,
+    source: &impl Source,
     started: tokio::time::Instant,
     bar: &indicatif::ProgressBar,
 ) -> Result<(), RunError> {

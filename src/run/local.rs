@@ -1,0 +1,266 @@
+//! A scenario on the `local` backend: the real services as processes (MariaDB, ZooKeeper, N Kafka 3.9 brokers,
+//! Kafka Connect with Debezium's MariaDB connector), the same workload, pipeline, checkers and report as the
+//! embedded run.
+//!
+//! What differs from the embedded run, and why:
+//! - The source is MariaDB ([`MySqlSource`]): each operation one SQL transaction, its GTID read back, so the
+//!   history links each commit to the Debezium records that carry that GTID.
+//! - The capture is Debezium itself. The harness cannot see its produce requests, so the history has no produce
+//!   outcomes: a change never consumed counts as lost without the cluster's explanation (truncation, retention),
+//!   and the cluster's event log is empty.
+//! - Quiesced means: the consumers have read a change of the last commit (its GTID) and stand at every
+//!   partition's end.
+//! - Faults are refused at startup for now (a fault the backend cannot perform is an error, not a no-op); the
+//!   topology's process handles exist, the nemesis does not drive them yet.
+//!
+//! The initial snapshot is recorded from the database as the connector starts on it: every row of every modeled
+//! table after the baseline load, read in one pass before the connector is registered (the harness is the only
+//! writer, and it writes nothing until the connector runs).
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::{judge, progress_bar, stream_real, RunError, RunOptions, RunOutcome};
+use crate::check::{FinalStates, Liveness};
+use crate::clock::Clock;
+use crate::history::{BinlogPosition, ChangeOp, ChangeRecord, Commit, Recorder};
+use crate::pipeline::flat;
+use crate::pipeline::sink::MemorySink;
+use crate::pipeline::{Pipeline, PipelineConfig};
+use crate::scenario::Scenario;
+use crate::source::MySqlSource;
+use crate::topology::local::{
+    ConnectorFlavour, DebeziumConnector, LocalTopology, LocalTopologyOptions,
+};
+use crate::workload::{reference, Generator, Phase};
+
+/// How long the Debezium connector may take to report RUNNING.
+const CONNECTOR_READY: Duration = Duration::from_secs(120);
+/// How long creating the scenario's topics may take (every partition with a leader).
+const TOPICS_READY: Duration = Duration::from_secs(60);
+/// How long Debezium's initial snapshot may take to reach the consumers.
+const SNAPSHOT_READ: Duration = Duration::from_secs(120);
+/// How often quiesce looks at the consumers.
+const POLL: Duration = Duration::from_millis(100);
+
+/// Runs `scenario` on a local topology started for it, and stops the topology afterwards (also on error).
+pub(super) async fn run(
+    scenario: &Scenario,
+    options: &RunOptions,
+    wall: Instant,
+) -> Result<RunOutcome, RunError> {
+    if let Some(fault) = scenario.faults.first() {
+        return Err(RunError::LocalUnsupported(format!(
+            "faults on the local backend are not wired yet (the first is `{} {}` at {}); run this scenario \
+             with [topology] backend = \"embedded\"",
+            fault.action.name(),
+            fault.target,
+            fault.at
+        )));
+    }
+    let mut topology_options = LocalTopologyOptions::new(reference::schema_fixture_sql());
+    topology_options.brokers = scenario.topology.brokers;
+    let topology = LocalTopology::start(&topology_options).await?;
+    let result = drive(scenario, options, wall, &topology).await;
+    let run_dir = topology.run_dir().to_path_buf();
+    if let Err(e) = topology.shutdown().await {
+        tracing::warn!(error = %e, "stopping the local topology");
+    }
+    if result.is_err() {
+        eprintln!(
+            "[etl-harness] the local run failed; service logs are in {}",
+            run_dir.display()
+        );
+    }
+    result
+}
+
+async fn drive(
+    scenario: &Scenario,
+    options: &RunOptions,
+    wall: Instant,
+    topology: &LocalTopology,
+) -> Result<RunOutcome, RunError> {
+    let clock = Clock::real();
+    let recorder = Recorder::new(scenario.seed);
+    topology
+        .create_scenario_topics(scenario, TOPICS_READY)
+        .await?;
+
+    let source =
+        MySqlSource::connect(&topology.mariadb().url(), recorder.clone(), clock.clone()).await?;
+    let mut generator = Generator::new(&scenario.workload_spec(), scenario.seed).peekable();
+    while let Some(op) = generator.next_if(|op| op.phase == Phase::Baseline) {
+        source.load(&op).await?;
+    }
+    let snapshot_rows = record_snapshot(&source, &recorder, &clock).await?;
+
+    let mut connector =
+        DebeziumConnector::seed(ConnectorFlavour::MariaDb).with_producer(&scenario.producer);
+    connector.topic_prefix = scenario.topics.prefix.clone();
+    topology
+        .start_connector(&connector, CONNECTOR_READY)
+        .await?;
+
+    let sink = Arc::new(MemorySink::new());
+    let pipeline = Pipeline::start(
+        PipelineConfig::from_scenario(scenario, topology.bootstrap_servers()),
+        sink.clone(),
+        recorder.clone(),
+        clock.clone(),
+    )
+    .await?;
+
+    // Debezium reports RUNNING before its snapshot has read anything: a commit made now could be read by the
+    // snapshot as a row (`r`) instead of streamed as a change. Stream only once every row was delivered.
+    wait_for_snapshot(&recorder, snapshot_rows).await?;
+
+    let bar = progress_bar(options.progress, scenario.workload.operation_count());
+    let streamed = stream_real(generator, &source, tokio::time::Instant::now(), &bar).await;
+    bar.finish_and_clear();
+    if let Err(e) = streamed {
+        pipeline.shutdown().await;
+        return Err(e);
+    }
+    let last_gtid = recorder
+        .snapshot()
+        .commits
+        .iter()
+        .rev()
+        .find(|c| !c.snapshot)
+        .and_then(|c| c.gtid.clone());
+    let (liveness, ends) = quiesce(scenario, &pipeline, &sink, &recorder, last_gtid).await;
+    pipeline.shutdown().await;
+
+    let finals = FinalStates {
+        sink: sink.flat_table(),
+        oracle: flat::build(&source.final_images().await?),
+    };
+    let history = recorder.finish(Vec::new(), ends);
+    Ok(judge(scenario, options, wall, history, finals, &liveness))
+}
+
+/// Waits until the consumers have read every row of the initial snapshot (`snapshot_rows` distinct rows), bounded
+/// by [`SNAPSHOT_READ`].
+async fn wait_for_snapshot(recorder: &Recorder, snapshot_rows: usize) -> Result<(), RunError> {
+    let began = Instant::now();
+    loop {
+        let read: HashSet<(&'static str, i64)> = recorder
+            .snapshot()
+            .consumed
+            .iter()
+            .filter_map(|c| c.change.as_ref())
+            .filter(|ch| ch.source.snapshot)
+            .map(|ch| (ch.table, ch.key))
+            .collect();
+        if read.len() >= snapshot_rows {
+            return Ok(());
+        }
+        if began.elapsed() >= SNAPSHOT_READ {
+            return Err(RunError::LocalCapture(format!(
+                "the initial snapshot: {} of {snapshot_rows} rows reached the consumers within {:?}",
+                read.len(),
+                SNAPSHOT_READ
+            )));
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// Records the snapshot pseudo-commit: a read of every row the database holds before the connector starts.
+/// Returns how many rows that is.
+async fn record_snapshot(
+    source: &MySqlSource,
+    recorder: &Recorder,
+    clock: &Clock,
+) -> Result<usize, RunError> {
+    let images = source.final_images().await?;
+    let changes: Vec<ChangeRecord> = images
+        .iter()
+        .flat_map(|(table, rows)| {
+            rows.keys().map(|key| ChangeRecord {
+                table,
+                key: *key,
+                op: ChangeOp::Read,
+            })
+        })
+        .collect();
+    let rows = changes.len();
+    recorder.commit(Commit {
+        txn: 0,
+        snapshot: true,
+        kind: None,
+        patient_id: None,
+        position: BinlogPosition {
+            file: String::new(),
+            pos: 0,
+        },
+        gtid: None,
+        server_id: 0,
+        committed_at_ms: clock.now_ms(),
+        changes,
+    });
+    Ok(rows)
+}
+
+/// Waits until the consumers have read a change of the last commit and stand at every partition's end, bounded
+/// by the scenario's quiesce timeout; past it, a liveness failure saying what was pending.
+async fn quiesce(
+    scenario: &Scenario,
+    pipeline: &Pipeline,
+    sink: &MemorySink,
+    recorder: &Recorder,
+    last_gtid: Option<String>,
+) -> (Liveness, Vec<(String, i32, i64)>) {
+    let bound = scenario.pipeline.quiesce_timeout.as_duration();
+    let began = Instant::now();
+    let mut ends = Vec::new();
+    loop {
+        let seen_last = last_gtid.as_deref().is_none_or(|gtid| {
+            recorder.snapshot().consumed.iter().any(|c| {
+                c.change
+                    .as_ref()
+                    .is_some_and(|ch| ch.source.gtid.as_deref() == Some(gtid))
+            })
+        });
+        if let Ok(now) = pipeline.end_offsets().await {
+            ends = now;
+        }
+        if seen_last && !ends.is_empty() && pipeline.caught_up(&ends) {
+            return (Liveness::Quiesced, ends);
+        }
+        if began.elapsed() >= bound {
+            let mut pending = Vec::new();
+            if !seen_last {
+                pending.push(format!(
+                    "consumers: no change of the last commit (GTID {}) read yet",
+                    last_gtid.as_deref().unwrap_or("-")
+                ));
+            }
+            let offsets = sink.offsets();
+            for (topic, partition, end) in &ends {
+                let at = offsets
+                    .get(&(topic.clone(), *partition))
+                    .copied()
+                    .unwrap_or(0);
+                if at < *end {
+                    pending.push(format!(
+                        "consumers: {topic}-{partition} at offset {at} of {end}"
+                    ));
+                }
+            }
+            if ends.is_empty() {
+                pending.push("consumers: end offsets could not be read from the cluster".into());
+            }
+            return (
+                Liveness::TimedOut {
+                    waited_ms: began.elapsed().as_millis() as u64,
+                    pending,
+                },
+                ends,
+            );
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
