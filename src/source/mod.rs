@@ -1,8 +1,9 @@
 //! Where workload operations are committed: the source database the capture reads.
 //!
-//! [`Source`] is the contract every backend's source honours (the in-memory one here; MySQL/MariaDB on the local
-//! backend later): commit one operation as one transaction, record it in history, and say where in the binlog
-//! it landed.
+//! [`Source`] is the contract every backend's source honours: commit one operation as one transaction, record it
+//! in history, and say where in the binlog it landed. [`MemorySource`] (here) is the embedded backend's;
+//! [`MySqlSource`] (in `mysql`) commits to a real MariaDB on the local backend and records the GTID and binlog
+//! position the server gave each commit.
 //!
 //! [`MemorySource`] is the embedded backend's OpenMRS database. It holds every table's rows (starting from the
 //! reference rows the schema fixture seeds), applies an operation atomically after checking its before images
@@ -17,6 +18,9 @@ use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::watch;
+
+mod mysql;
+pub use mysql::MySqlSource;
 
 use crate::clock::Clock;
 use crate::history::{BinlogPosition, ChangeOp, ChangeRecord, Commit, Recorder};
@@ -82,6 +86,16 @@ pub enum SourceError {
     LoadAfterSnapshot { txn: u64 },
     #[error("txn {txn} does not follow txn {head}: operations are committed in seq order")]
     OutOfOrder { txn: u64, head: u64 },
+    /// The database refused a statement or could not be reached; a refused transaction was rolled back.
+    #[error("{}MySQL error while {doing}: {message}", txn.map(|t| format!("txn {t}: ")).unwrap_or_default())]
+    Mysql {
+        /// The operation being committed or loaded, if any.
+        txn: Option<u64>,
+        /// What the source was doing (`running change 2 on obs: UPDATE …`).
+        doing: String,
+        /// The server's or the driver's error text.
+        message: String,
+    },
 }
 
 /// A source database the harness commits operations to.

@@ -40,7 +40,9 @@ fn write_key_condition(out: &mut String, table: &TableDef, row: &Row) {
     }
 }
 
-fn write_change_sql(out: &mut String, change: &RowChange) {
+/// Appends the one statement (`INSERT`, `UPDATE` or `DELETE`, with its `;`) that makes `change`; nothing for a
+/// change without the images its kind needs.
+pub(crate) fn write_change_sql(out: &mut String, change: &RowChange) {
     let table = change.table;
     match (change.kind, &change.before, &change.after) {
         (ChangeKind::Insert, _, Some(after)) => {
