@@ -2,6 +2,10 @@
 //! consumers' offsets — all changed together, so what a consumer has read and what the sink holds never
 //! disagree.
 //!
+//! Two sinks follow the same rules: [`MemorySink`] (the embedded backend's, and the reference) and [`MySqlSink`]
+//! (the local backend's: the same state in a MariaDB schema, one transaction per batch). The rules live in one
+//! place, `State::apply`, which both call.
+//!
 //! ## Why the result does not depend on delivery order
 //!
 //! Every change carries its source position (snapshot reads first, then binlog file, position, row). The sink
@@ -16,8 +20,8 @@
 //!
 //! ## Offsets
 //!
-//! A batch names the next offset to read of each partition it covers; they are stored under the same lock as
-//! the data. A partition has one reader at a time (static assignment; a killed consumer is gone before its
+//! A batch names the next offset to read of each partition it covers; they are stored under the same lock (or in
+//! the same transaction) as the data. A partition has one reader at a time (static assignment; a killed consumer is gone before its
 //! replacement starts), so the stored offset is simply replaced — which also lets a reader move back after the
 //! log was truncated below it.
 
