@@ -32,7 +32,7 @@ pub struct FlatObs {
 }
 
 /// One order of an encounter (only non-voided orders appear).
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct FlatOrder {
     pub order_id: i64,
     pub voided: bool,
@@ -42,7 +42,7 @@ pub struct FlatOrder {
 }
 
 /// One row of the flat encounter table.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct FlatEncounter {
     pub patient_id: i64,
     pub encounter_id: i64,
@@ -397,6 +397,43 @@ impl FlatIndex {
             };
         }
         Some(flat)
+    }
+}
+
+/// The names `value_type` can take.
+const VALUE_TYPES: [&str; 6] = ["numeric", "text", "drug", "datetime", "coded", "none"];
+
+/// A [`FlatObs`] as a database sink stores it (JSON), before its `value_type` is checked.
+#[derive(serde::Deserialize)]
+struct StoredFlatObs {
+    obs_id: i64,
+    voided: bool,
+    concept_id: i64,
+    obs_datetime: i64,
+    value: Option<String>,
+    value_type: String,
+    obs_group_id: Option<i64>,
+    parent_concept_id: Option<i64>,
+}
+
+// By hand: a derived impl would borrow `value_type` from the input, which a `'static` field cannot.
+impl<'de> serde::Deserialize<'de> for FlatObs {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<FlatObs, D::Error> {
+        let s = StoredFlatObs::deserialize(d)?;
+        let value_type = VALUE_TYPES
+            .into_iter()
+            .find(|t| *t == s.value_type)
+            .ok_or_else(|| serde::de::Error::unknown_variant(&s.value_type, &VALUE_TYPES))?;
+        Ok(FlatObs {
+            obs_id: s.obs_id,
+            voided: s.voided,
+            concept_id: s.concept_id,
+            obs_datetime: s.obs_datetime,
+            value: s.value,
+            value_type,
+            obs_group_id: s.obs_group_id,
+            parent_concept_id: s.parent_concept_id,
+        })
     }
 }
 

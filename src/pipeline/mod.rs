@@ -40,7 +40,7 @@ use crate::history::{Consumed, Recorder, RetentionGap};
 use crate::scenario::Scenario;
 
 pub use decode::{decode, DecodeError, DecodeProblem, Decoded};
-pub use sink::{Batch, MemorySink, Sink, SinkError, SinkRecord};
+pub use sink::{Batch, MemorySink, MySqlSink, Sink, SinkError, SinkRecord};
 
 /// Most bytes one fetch asks for (Kafka still returns a whole first batch when it is larger).
 const FETCH_MAX_BYTES: i32 = 4 << 20;

@@ -2,6 +2,10 @@
 //! consumers' offsets — all changed together, so what a consumer has read and what the sink holds never
 //! disagree.
 //!
+//! Two sinks follow the same rules: [`MemorySink`] (the embedded backend's, and the reference) and [`MySqlSink`]
+//! (the local backend's: the same state in a MariaDB schema, one transaction per batch). The rules live in one
+//! place, `State::apply`, which both call.
+//!
 //! ## Why the result does not depend on delivery order
 //!
 //! Every change carries its source position (snapshot reads first, then binlog file, position, row). The sink
@@ -16,8 +20,8 @@
 //!
 //! ## Offsets
 //!
-//! A batch names the next offset to read of each partition it covers; they are stored under the same lock as
-//! the data. A partition has one reader at a time (static assignment; a killed consumer is gone before its
+//! A batch names the next offset to read of each partition it covers; they are stored under the same lock (or in
+//! the same transaction) as the data. A partition has one reader at a time (static assignment; a killed consumer is gone before its
 //! replacement starts), so the stored offset is simply replaced — which also lets a reader move back after the
 //! log was truncated below it.
 
@@ -30,6 +34,9 @@ use crate::history::{ChangeOp, SourceRef};
 use crate::pipeline::decode::Decoded;
 use crate::pipeline::flat::{FlatIndex, FlatTable, RowImages};
 use crate::workload::Row;
+
+mod mysql;
+pub use mysql::{MySqlSink, DEFAULT_SINK_SCHEMA};
 
 /// A decoded record and where it was read.
 #[derive(Debug, Clone, PartialEq)]
@@ -58,6 +65,8 @@ pub enum SinkError {
         records: usize,
         reason: String,
     },
+    #[error("sink {sink} could not be opened: {reason}")]
+    Open { sink: String, reason: String },
 }
 
 pub type SinkFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, SinkError>> + Send + 'a>>;
@@ -101,6 +110,7 @@ struct Held {
     origin: (i32, i64),
 }
 
+/// Everything a sink holds, and the one rule for changing it (shared by the memory and the MySQL sink).
 #[derive(Default)]
 struct State {
     images: RowImages,
@@ -109,6 +119,73 @@ struct State {
     flat: FlatTable,
     offsets: BTreeMap<(String, i32), i64>,
     applied: BTreeMap<u32, u64>,
+}
+
+/// What one batch changed: the (table, key)s whose held entry moved and the flat rows it touched. A database
+/// sink writes exactly these.
+#[derive(Debug, Default)]
+struct Applied {
+    rows: BTreeSet<(&'static str, i64)>,
+    flat: BTreeSet<(i64, i64)>,
+}
+
+impl State {
+    /// A state holding `held` and `images` (as a database sink stores them) and `offsets`.
+    fn restore(
+        held: HashMap<(&'static str, i64), Held>,
+        images: RowImages,
+        offsets: BTreeMap<(String, i32), i64>,
+    ) -> State {
+        State {
+            index: FlatIndex::from_images(&images),
+            flat: crate::pipeline::flat::build(&images),
+            images,
+            held,
+            offsets,
+            applied: BTreeMap::new(),
+        }
+    }
+
+    /// Applies a batch: each record only when newer than what is held, the flat rows it affects, then the
+    /// batch's offsets.
+    fn apply(&mut self, consumer: u32, batch: &Batch) -> Applied {
+        let State {
+            images,
+            held,
+            index,
+            flat,
+            offsets,
+            applied,
+        } = self;
+        let mut changed = Applied::default();
+        for record in &batch.records {
+            let origin = (record.partition, record.offset);
+            let Some((table, old, new)) = apply_one(images, held, &record.decoded, origin) else {
+                continue;
+            };
+            changed.rows.insert((table, record.decoded.key()));
+            if let Some(old) = &old {
+                index.update(table, old, false);
+            }
+            if let Some(new) = &new {
+                index.update(table, new, true);
+            }
+            for image in old.iter().chain(new.iter()) {
+                index.affected(images, table, image, &mut changed.flat);
+            }
+        }
+        for &key in &changed.flat {
+            match index.row(images, key) {
+                Some(row) => flat.insert(key, row),
+                None => flat.remove(&key),
+            };
+        }
+        for (topic, partition, next) in &batch.next_offsets {
+            offsets.insert((topic.clone(), *partition), *next);
+        }
+        *applied.entry(consumer).or_default() += batch.records.len() as u64;
+        changed
+    }
 }
 
 /// The in-memory sink: the run's ETL output, compared with the oracle at the end.
@@ -130,41 +207,7 @@ impl MemorySink {
 
     /// Applies a batch and stores its offsets under one lock.
     pub fn apply_batch(&self, consumer: u32, batch: Batch) {
-        let mut state = self.state();
-        let State {
-            images,
-            held,
-            index,
-            flat,
-            offsets,
-            applied,
-        } = &mut *state;
-        let mut touched = BTreeSet::new();
-        for record in &batch.records {
-            let origin = (record.partition, record.offset);
-            let Some((table, old, new)) = apply_one(images, held, &record.decoded, origin) else {
-                continue;
-            };
-            if let Some(old) = &old {
-                index.update(table, old, false);
-            }
-            if let Some(new) = &new {
-                index.update(table, new, true);
-            }
-            for image in old.iter().chain(new.iter()) {
-                index.affected(images, table, image, &mut touched);
-            }
-        }
-        for key in touched {
-            match index.row(images, key) {
-                Some(row) => flat.insert(key, row),
-                None => flat.remove(&key),
-            };
-        }
-        for (topic, partition, next) in batch.next_offsets {
-            offsets.insert((topic, partition), next);
-        }
-        *applied.entry(consumer).or_default() += batch.records.len() as u64;
+        self.state().apply(consumer, &batch);
     }
 
     /// The next offset to read per (topic, partition).
