@@ -10,6 +10,10 @@
 //!   and the cluster's event log is empty.
 //! - Quiesced means: the consumers have read a change of the last commit (its GTID) and stand at every
 //!   partition's end.
+//! - The connector is Debezium's MariaDB connector whatever `[capture] connector` says: this machine's registries
+//!   serve MariaDB, not MySQL. The verdicts do not depend on the flavour (the decoder reads both).
+//! - `[pipeline] sink = "mysql"` keeps the ETL's output in MariaDB's `etl_sink` schema (row images, flat table,
+//!   offsets in one transaction per batch); the final-state check reads the flat table back from there.
 //! - Faults are refused at startup for now (a fault the backend cannot perform is an error, not a no-op); the
 //!   topology's process handles exist, the nemesis does not drive them yet.
 //!
@@ -26,9 +30,9 @@ use crate::check::{FinalStates, Liveness};
 use crate::clock::Clock;
 use crate::history::{BinlogPosition, ChangeOp, ChangeRecord, Commit, Recorder};
 use crate::pipeline::flat;
-use crate::pipeline::sink::MemorySink;
+use crate::pipeline::sink::{MemorySink, MySqlSink, Sink as _, DEFAULT_SINK_SCHEMA};
 use crate::pipeline::{Pipeline, PipelineConfig};
-use crate::scenario::Scenario;
+use crate::scenario::{Scenario, Sink as SinkKind};
 use crate::source::MySqlSource;
 use crate::topology::local::{
     ConnectorFlavour, DebeziumConnector, LocalTopology, LocalTopologyOptions,
@@ -103,14 +107,25 @@ async fn drive(
         .start_connector(&connector, CONNECTOR_READY)
         .await?;
 
-    let sink = Arc::new(MemorySink::new());
-    let pipeline = Pipeline::start(
-        PipelineConfig::from_scenario(scenario, topology.bootstrap_servers()),
-        sink.clone(),
-        recorder.clone(),
-        clock.clone(),
-    )
-    .await?;
+    let config = PipelineConfig::from_scenario(scenario, topology.bootstrap_servers());
+    let (pipeline, sink) = match scenario.pipeline.sink {
+        SinkKind::Memory => {
+            let sink = Arc::new(MemorySink::new());
+            let pipeline =
+                Pipeline::start(config, sink.clone(), recorder.clone(), clock.clone()).await?;
+            (pipeline, LocalSink::Memory(sink))
+        }
+        SinkKind::Mysql => {
+            let sink = Arc::new(
+                MySqlSink::open(&topology.mariadb().url(), DEFAULT_SINK_SCHEMA)
+                    .await
+                    .map_err(|e| RunError::LocalRun(format!("opening the MySQL sink: {e}")))?,
+            );
+            let pipeline =
+                Pipeline::start(config, sink.clone(), recorder.clone(), clock.clone()).await?;
+            (pipeline, LocalSink::Mysql(sink))
+        }
+    };
 
     // Debezium reports RUNNING before its snapshot has read anything: a commit made now could be read by the
     // snapshot as a row (`r`) instead of streamed as a change. Stream only once every row was delivered.
@@ -134,7 +149,7 @@ async fn drive(
     pipeline.shutdown().await;
 
     let finals = FinalStates {
-        sink: sink.flat_table(),
+        sink: sink.flat_table().await?,
         oracle: flat::build(&source.final_images().await?),
     };
     let history = recorder.finish(Vec::new(), ends);
@@ -158,8 +173,8 @@ async fn wait_for_snapshot(recorder: &Recorder, snapshot_rows: usize) -> Result<
             return Ok(());
         }
         if began.elapsed() >= SNAPSHOT_READ {
-            return Err(RunError::LocalCapture(format!(
-                "the initial snapshot: {} of {snapshot_rows} rows reached the consumers within {:?}",
+            return Err(RunError::LocalRun(format!(
+                "Debezium's initial snapshot: {} of {snapshot_rows} rows reached the consumers within {:?}",
                 read.len(),
                 SNAPSHOT_READ
             )));
@@ -209,7 +224,7 @@ async fn record_snapshot(
 async fn quiesce(
     scenario: &Scenario,
     pipeline: &Pipeline,
-    sink: &MemorySink,
+    sink: &LocalSink,
     recorder: &Recorder,
     last_gtid: Option<String>,
 ) -> (Liveness, Vec<(String, i32, i64)>) {
@@ -262,5 +277,31 @@ async fn quiesce(
             );
         }
         tokio::time::sleep(POLL).await;
+    }
+}
+
+/// The sink the scenario asked for: in memory, or the MySQL sink in MariaDB's `etl_sink` schema.
+enum LocalSink {
+    Memory(Arc<MemorySink>),
+    Mysql(Arc<MySqlSink>),
+}
+
+impl LocalSink {
+    fn offsets(&self) -> std::collections::BTreeMap<(String, i32), i64> {
+        match self {
+            LocalSink::Memory(s) => s.offsets(),
+            LocalSink::Mysql(s) => s.offsets(),
+        }
+    }
+
+    /// The flat encounter table as the sink holds it (read back from MariaDB for the MySQL sink).
+    async fn flat_table(&self) -> Result<flat::FlatTable, RunError> {
+        match self {
+            LocalSink::Memory(s) => Ok(s.flat_table()),
+            LocalSink::Mysql(s) => s
+                .flat_table()
+                .await
+                .map_err(|e| RunError::LocalRun(format!("reading the MySQL sink back: {e}"))),
+        }
     }
 }

@@ -85,8 +85,8 @@ pub enum RunError {
     Local(#[from] crate::topology::local::LocalError),
     #[error("the local backend cannot run this scenario: {0}")]
     LocalUnsupported(String),
-    #[error("local capture (Debezium): {0}")]
-    LocalCapture(String),
+    #[error("local run: {0}")]
+    LocalRun(String),
     #[error("scenario `{scenario}` does not list `{backend}` in its `backends`: its expectations are not claimed to hold there")]
     NotListed {
         scenario: String,

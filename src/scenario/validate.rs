@@ -66,6 +66,13 @@ pub(super) fn check(s: &Scenario, doc: &Located) -> Vec<ScenarioError> {
         );
     }
 
+    if s.pipeline.sink == super::Sink::Mysql && s.backends.contains(&Backend::Embedded) {
+        err(
+            &[Key("pipeline"), Key("sink")],
+            "the MySQL sink lives in the local backend's MariaDB, but `backends` lists embedded; use `sink = \"memory\"`, or list only backends with a MariaDB (`backends = [\"local\"]`)".into(),
+        );
+    }
+
     let brokers = s.topology.brokers;
     if brokers == 0 {
         err(
