@@ -253,21 +253,7 @@ async fn quiesce(
                     last_gtid.as_deref().unwrap_or("-")
                 ));
             }
-            let offsets = sink.offsets();
-            for (topic, partition, end) in &ends {
-                let at = offsets
-                    .get(&(topic.clone(), *partition))
-                    .copied()
-                    .unwrap_or(0);
-                if at < *end {
-                    pending.push(format!(
-                        "consumers: {topic}-{partition} at offset {at} of {end}"
-                    ));
-                }
-            }
-            if ends.is_empty() {
-                pending.push("consumers: end offsets could not be read from the cluster".into());
-            }
+            pending.extend(super::consumers_pending(&sink.offsets(), &ends));
             return (
                 Liveness::TimedOut {
                     waited_ms: began.elapsed().as_millis() as u64,

@@ -413,9 +413,7 @@ async fn apply_due_faults(
 /// [`STALL_WINDOW`], and in any case after [`QUIET_POINT_BOUND`]. Either way the state the next fault meets is
 /// the one the stream's inputs lead to, not one the wait's timing picked.
 async fn quiet_point(last_txn: Option<u64>, targets: &Targets<'_>) {
-    let started = Instant::now();
-    let mut seen = None;
-    let mut since = started;
+    let mut watch = StallWatch::new(QUIET_POINT_BOUND);
     loop {
         let capture_done = match last_txn {
             None => true,
@@ -433,20 +431,13 @@ async fn quiet_point(last_txn: Option<u64>, targets: &Targets<'_>) {
         if capture_done && replication_idle && consumers_done {
             return;
         }
-        let now = Instant::now();
         let fingerprint = (
             progress.shipped_txn,
             progress.acked_txn,
             targets.cluster.replication_fingerprint(),
             consumed,
         );
-        if seen != Some(fingerprint) {
-            seen = Some(fingerprint);
-            since = now;
-        } else if now.duration_since(since) >= STALL_WINDOW {
-            return;
-        }
-        if now.duration_since(started) >= QUIET_POINT_BOUND {
+        if watch.gave_up(fingerprint) {
             return;
         }
         tokio::time::sleep(Duration::from_millis(2)).await;
@@ -482,26 +473,68 @@ async fn wait_for_capture(
     }
 }
 
+/// What the consumers had not read when quiesce gave up: one line per partition behind its end.
+fn consumers_pending(
+    offsets: &std::collections::BTreeMap<(String, i32), i64>,
+    ends: &[(String, i32, i64)],
+) -> Vec<String> {
+    if ends.is_empty() {
+        return vec!["consumers: end offsets could not be read from the cluster".into()];
+    }
+    ends.iter()
+        .filter_map(|(topic, partition, end)| {
+            let at = offsets
+                .get(&(topic.clone(), *partition))
+                .copied()
+                .unwrap_or(0);
+            (at < *end).then(|| format!("consumers: {topic}-{partition} at offset {at} of {end}"))
+        })
+        .collect()
+}
+
+/// Watches a fingerprint of progress: says when it stood still for [`STALL_WINDOW`] or `bound` passed.
+struct StallWatch<T> {
+    started: Instant,
+    bound: Duration,
+    seen: Option<T>,
+    since: Instant,
+}
+
+impl<T: PartialEq> StallWatch<T> {
+    fn new(bound: Duration) -> StallWatch<T> {
+        let now = Instant::now();
+        StallWatch {
+            started: now,
+            bound,
+            seen: None,
+            since: now,
+        }
+    }
+
+    /// Records `fingerprint`; true when nothing has moved for [`STALL_WINDOW`] or the bound passed.
+    fn gave_up(&mut self, fingerprint: T) -> bool {
+        let now = Instant::now();
+        if self.seen.as_ref() != Some(&fingerprint) {
+            self.seen = Some(fingerprint);
+            self.since = now;
+        } else if now.duration_since(self.since) >= STALL_WINDOW {
+            return true;
+        }
+        now.duration_since(self.started) >= self.bound
+    }
+}
+
 /// Deterministic mode: waits until `txn` is acknowledged; false when the capture's progress (shipped and
 /// acknowledged transactions) stood still for [`STALL_WINDOW`] or [`ACK_BOUND`] passed — a fault holds the
 /// acknowledgements up.
 async fn wait_for_ack(capture: &Mutex<Capture>, txn: u64) -> bool {
-    let started = Instant::now();
-    let mut seen = None;
-    let mut since = started;
+    let mut watch = StallWatch::new(ACK_BOUND);
     loop {
         if capture_reached(capture, txn, CaptureMark::Acknowledged).await {
             return true;
         }
         let p = capture.lock().await.progress();
-        let now = Instant::now();
-        if seen != Some((p.shipped_txn, p.acked_txn)) {
-            seen = Some((p.shipped_txn, p.acked_txn));
-            since = now;
-        } else if now.duration_since(since) >= STALL_WINDOW {
-            return false;
-        }
-        if now.duration_since(started) >= ACK_BOUND {
+        if watch.gave_up((p.shipped_txn, p.acked_txn)) {
             return false;
         }
         tokio::time::sleep(Duration::from_micros(200)).await;
@@ -512,9 +545,7 @@ async fn wait_for_ack(capture: &Mutex<Capture>, txn: u64) -> bool {
 /// partitions' high watermarks; false when their offsets stood still for [`STALL_WINDOW`] or [`ACK_BOUND`]
 /// passed (a fault holds a partition up).
 async fn wait_for_reads(targets: &Targets<'_>) -> bool {
-    let started = Instant::now();
-    let mut seen = None;
-    let mut since = started;
+    let mut watch = StallWatch::new(ACK_BOUND);
     loop {
         let (done, consumed) = {
             let pipeline = targets.pipeline.lock().await;
@@ -531,14 +562,7 @@ async fn wait_for_reads(targets: &Targets<'_>) -> bool {
         if done {
             return true;
         }
-        let now = Instant::now();
-        if seen != Some(consumed) {
-            seen = Some(consumed);
-            since = now;
-        } else if now.duration_since(since) >= STALL_WINDOW {
-            return false;
-        }
-        if now.duration_since(started) >= ACK_BOUND {
+        if watch.gave_up(consumed) {
             return false;
         }
         tokio::time::sleep(Duration::from_micros(200)).await;
@@ -603,21 +627,7 @@ async fn quiesce(
             if let Some(why) = &progress.failed {
                 pending.push(format!("capture failed and stopped: {why}"));
             }
-            let offsets = sink.offsets();
-            for (topic, partition, end) in &ends {
-                let at = offsets
-                    .get(&(topic.clone(), *partition))
-                    .copied()
-                    .unwrap_or(0);
-                if at < *end {
-                    pending.push(format!(
-                        "consumers: {topic}-{partition} at offset {at} of {end}"
-                    ));
-                }
-            }
-            if ends.is_empty() {
-                pending.push("consumers: end offsets could not be read from the cluster".into());
-            }
+            pending.extend(consumers_pending(&sink.offsets(), &ends));
             return (
                 Liveness::TimedOut {
                     waited_ms: began.elapsed().as_millis() as u64,
