@@ -22,6 +22,16 @@ use openmrs_etl_harness::campaign::{
 };
 use openmrs_etl_harness::scenario::{Acks, FaultAction, FaultTarget, Scenario};
 
+/// One campaign at a time: each case is a whole run with real-time timeouts, and two campaigns on two cores
+/// starve each other's brokers (a safe case once missed its quiesce bound that way in CI).
+static CAMPAIGN: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn one_campaign_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    CAMPAIGN
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 fn fault_cases() -> u32 {
     let env = |name| std::env::var(name).ok().and_then(|v| v.parse::<u32>().ok());
     env("FAULT_CASES")
@@ -245,6 +255,7 @@ fn drawn_schedules_are_valid_scenarios_within_the_safe_rules() {
 
 #[test]
 fn safe_settings_keep_the_property_under_every_fault_schedule() {
+    let _alone = one_campaign_at_a_time();
     let config = CampaignConfig::new(fault_cases(), campaign_seed(), out_dir());
     let report = campaign::search(&safe_base(), &config, &mut |p| eprintln!("{p:?}"))
         .unwrap_or_else(|e| panic!("campaign seed {}: {e}", config.seed));
@@ -273,6 +284,7 @@ fn safe_settings_keep_the_property_under_every_fault_schedule() {
 /// which is what makes acks=1 lose data rather than merely risk it.
 #[test]
 fn broken_settings_fail_shrink_and_the_written_scenario_fails_the_same_way() {
+    let _alone = one_campaign_at_a_time();
     let dir = tempfile::tempdir().unwrap();
     let mut config = CampaignConfig::new(fault_cases().max(8), campaign_seed(), dir.path());
     config.mix = FaultMix::LeaderKills;
