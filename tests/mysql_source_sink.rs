@@ -22,11 +22,11 @@ use openmrs_etl_harness::pipeline::{
 };
 use openmrs_etl_harness::scenario::Connector;
 use openmrs_etl_harness::source::{MemorySource, MySqlSource, SourceError};
-use openmrs_etl_harness::topology::local::{LocalTopologyOptions, StandaloneMariaDb};
+use openmrs_etl_harness::topology::local::StandaloneMariaDb;
 use openmrs_etl_harness::workload::rng::SeededRng;
 use openmrs_etl_harness::workload::schema::MODELED_TABLES;
 use openmrs_etl_harness::workload::{
-    reference, ChangeKind, Generator, Operation, Phase, RowChange, Value, WorkloadSpec,
+    ChangeKind, Generator, Operation, Phase, RowChange, Value, WorkloadSpec,
 };
 
 const SEED: u64 = 2027;
@@ -35,22 +35,7 @@ async fn start_mariadb() -> Option<StandaloneMariaDb> {
     if !common::real_services_available(&["mariadbd", "mariadb-install-db"]) {
         return None;
     }
-    let server = tokio::time::timeout(
-        std::time::Duration::from_secs(120),
-        StandaloneMariaDb::start(&LocalTopologyOptions::new(reference::schema_fixture_sql())),
-    )
-    .await
-    .expect("MariaDB started within 120 s")
-    .unwrap_or_else(|e| panic!("{e}"));
-    let mut conn = mysql_async::Conn::from_url(server.endpoint().url().as_str())
-        .await
-        .unwrap();
-    // The tests check what is stored, not durability: skip the fsync per commit.
-    conn.query_drop("SET GLOBAL innodb_flush_log_at_trx_commit = 0")
-        .await
-        .unwrap();
-    conn.disconnect().await.unwrap();
-    Some(server)
+    Some(common::start_mariadb().await)
 }
 
 fn workload(patients: u64, operations: u64) -> Vec<Operation> {

@@ -7,7 +7,6 @@
 mod common;
 
 use mysql_async::prelude::Queryable;
-use openmrs_etl_harness::topology::local::{LocalTopologyOptions, StandaloneMariaDb};
 use openmrs_etl_harness::workload::{reference, sql, Generator, WorkloadSpec};
 
 const SEED: u64 = 2026;
@@ -18,19 +17,8 @@ async fn generated_sql_loads_into_mariadb_and_row_counts_match() {
         return;
     }
 
-    let schema = reference::schema_fixture_sql();
-    let server = tokio::time::timeout(
-        std::time::Duration::from_secs(120),
-        StandaloneMariaDb::start(&LocalTopologyOptions::new(schema)),
-    )
-    .await
-    .expect("MariaDB started within 120 s")
-    .unwrap_or_else(|e| panic!("{e}"));
+    let server = common::start_mariadb().await;
     let mut conn = mysql_async::Conn::from_url(server.endpoint().url().as_str())
-        .await
-        .unwrap();
-    // The test checks what is stored, not durability: skip the fsync per commit.
-    conn.query_drop("SET GLOBAL innodb_flush_log_at_trx_commit = 0")
         .await
         .unwrap();
 

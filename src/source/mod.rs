@@ -26,7 +26,7 @@ use crate::clock::Clock;
 use crate::history::{BinlogPosition, ChangeOp, ChangeRecord, Commit, Recorder};
 use crate::pipeline::flat::RowImages;
 use crate::scenario::Connector;
-use crate::workload::generator::{ChangeKind, Operation, Phase};
+use crate::workload::generator::{ChangeKind, Operation, Phase, RowChange};
 use crate::workload::schema::{self, SqlType, TableDef};
 use crate::workload::{reference, OpKind, Row, Value};
 
@@ -451,30 +451,7 @@ fn check(tables: &Tables, op: &Operation) -> Result<Vec<BinlogRow>, SourceError>
             table: table.name,
             problem,
         };
-        let image = change
-            .after
-            .as_ref()
-            .or(change.before.as_ref())
-            .ok_or_else(|| malformed("the change has no row image".into()))?;
-        for (name, img) in [("before", &change.before), ("after", &change.after)] {
-            if let Some(img) = img {
-                if img.len() != table.columns.len() {
-                    return Err(malformed(format!(
-                        "the {name} image has {} values, the table {} columns",
-                        img.len(),
-                        table.columns.len()
-                    )));
-                }
-            }
-        }
-        let key = match image.first() {
-            Some(Value::Int(k)) => *k,
-            other => {
-                return Err(malformed(format!(
-                    "the primary key is {other:?}, not an integer"
-                )))
-            }
-        };
+        let key = row_key(op, index, change)?;
         let stored = match pending.get(&(table.name, key)) {
             Some(r) => r.clone(),
             None => tables
@@ -554,6 +531,44 @@ fn check(tables: &Tables, op: &Operation) -> Result<Vec<BinlogRow>, SourceError>
         });
     }
     Ok(out)
+}
+
+/// The primary key of change `index` of `op`, after checking that it has a row image, that its images have the
+/// table's columns, and that the key is an integer. Every source records changes by this key.
+pub(crate) fn row_key(
+    op: &Operation,
+    index: usize,
+    change: &RowChange,
+) -> Result<i64, SourceError> {
+    let table = change.table;
+    let malformed = |problem: String| SourceError::MalformedChange {
+        txn: op.seq,
+        index,
+        table: table.name,
+        problem,
+    };
+    let image = change
+        .after
+        .as_ref()
+        .or(change.before.as_ref())
+        .ok_or_else(|| malformed("the change has no row image".into()))?;
+    for (name, img) in [("before", &change.before), ("after", &change.after)] {
+        if let Some(img) = img {
+            if img.len() != table.columns.len() {
+                return Err(malformed(format!(
+                    "the {name} image has {} values, the table {} columns",
+                    img.len(),
+                    table.columns.len()
+                )));
+            }
+        }
+    }
+    match image.first() {
+        Some(Value::Int(k)) => Ok(*k),
+        other => Err(malformed(format!(
+            "the primary key is {other:?}, not an integer"
+        ))),
+    }
 }
 
 /// Rows compare by value; doubles by bits, so a NaN image still matches itself.

@@ -182,25 +182,7 @@ fn change_records(op: &Operation) -> Result<Vec<ChangeRecord>, SourceError> {
         .iter()
         .enumerate()
         .map(|(index, change)| {
-            let malformed = |problem: String| SourceError::MalformedChange {
-                txn: op.seq,
-                index,
-                table: change.table.name,
-                problem,
-            };
-            let image = change
-                .after
-                .as_ref()
-                .or(change.before.as_ref())
-                .ok_or_else(|| malformed("the change has no row image".into()))?;
-            let key = match image.first() {
-                Some(Value::Int(k)) => *k,
-                other => {
-                    return Err(malformed(format!(
-                        "the primary key is {other:?}, not an integer"
-                    )))
-                }
-            };
+            let key = super::row_key(op, index, change)?;
             let op = match change.kind {
                 ChangeKind::Insert => ChangeOp::Create,
                 ChangeKind::Update => ChangeOp::Update,

@@ -287,6 +287,29 @@ pub fn real_services_available(programs: &[&str]) -> bool {
     false
 }
 
+/// A MariaDB server with the schema fixture loaded, on a free 127.0.0.1 port (killed on drop). The tests check
+/// what is stored, not durability: the fsync per commit is off.
+pub async fn start_mariadb() -> openmrs_etl_harness::topology::local::StandaloneMariaDb {
+    use mysql_async::prelude::Queryable;
+    use openmrs_etl_harness::topology::local::{LocalTopologyOptions, StandaloneMariaDb};
+    use openmrs_etl_harness::workload::reference;
+    let server = tokio::time::timeout(
+        Duration::from_secs(120),
+        StandaloneMariaDb::start(&LocalTopologyOptions::new(reference::schema_fixture_sql())),
+    )
+    .await
+    .expect("MariaDB started within 120 s")
+    .unwrap_or_else(|e| panic!("{e}"));
+    let mut conn = mysql_async::Conn::from_url(server.endpoint().url().as_str())
+        .await
+        .unwrap();
+    conn.query_drop("SET GLOBAL innodb_flush_log_at_trx_commit = 0")
+        .await
+        .unwrap();
+    conn.disconnect().await.unwrap();
+    server
+}
+
 /// ZooKeeper and one real Kafka 3.9.1 broker as local processes (killed on drop).
 pub async fn start_real_kafka() -> openmrs_etl_harness::topology::local::StandaloneKafka {
     use openmrs_etl_harness::topology::local::{LocalTopologyOptions, StandaloneKafka};
