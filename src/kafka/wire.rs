@@ -64,8 +64,15 @@ pub(crate) struct BrokerConnection {
 }
 
 impl Drop for BrokerConnection {
+    /// Stops the reader and fails the requests still waiting for an answer: they hold the waiter map, not the
+    /// connection, so without this a caller that dropped the connection (after a failed write, say) would leave
+    /// the requests already written on it waiting out their whole timeout.
     fn drop(&mut self) {
         self.reader.abort();
+        self.closed.store(true, Ordering::SeqCst);
+        for (_, waiter) in lock(&self.waiters).drain() {
+            let _ = waiter.send(Err(self.lost("the connection was closed by this client")));
+        }
     }
 }
 
@@ -240,9 +247,17 @@ impl BrokerConnection {
         }
         let size = (frame.len() - 4) as i32;
         frame[..4].copy_from_slice(&size.to_be_bytes());
-        // Register before writing: the answer may arrive before write_all returns.
+        // Register before writing: the answer may arrive before write_all returns. The reader marks the
+        // connection closed before it fails the waiters it holds, so checking `closed` under the waiters' lock
+        // means a waiter is either failed by the reader or never registered. (Checking only before the lock
+        // let a request slip in after the reader had gone: its write to the half-closed socket succeeded and
+        // it waited out its whole timeout for an answer nobody would read.)
         if let Some(waiter) = waiter {
-            lock(&self.waiters).insert(correlation_id, waiter);
+            let mut waiters = lock(&self.waiters);
+            if self.is_closed() {
+                return Err(self.lost("closed earlier"));
+            }
+            waiters.insert(correlation_id, waiter);
         }
         let mut writer = self.writer.lock().await;
         if let Err(e) = writer.write_all(&frame).await {
@@ -325,4 +340,100 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kafka_protocol::messages::{ApiVersionsResponse, MetadataRequest};
+    use tokio::net::TcpListener;
+
+    /// Answers one ApiVersions request, then closes the connection.
+    async fn answer_api_versions_then_close(listener: &TcpListener) {
+        let (mut stream, _) = listener.accept().await.unwrap();
+        answer_api_versions(&mut stream).await;
+        drop(stream);
+    }
+
+    /// Reads one ApiVersions request and answers it (with no API keys).
+    async fn answer_api_versions(stream: &mut TcpStream) {
+        let size = stream.read_i32().await.unwrap();
+        let mut request = vec![0u8; size as usize];
+        stream.read_exact(&mut request).await.unwrap();
+        let header =
+            RequestHeader::decode(&mut Bytes::from(request), 2).expect("an ApiVersions header");
+        let mut frame = BytesMut::new();
+        frame.put_i32(0);
+        ResponseHeader::default()
+            .with_correlation_id(header.correlation_id)
+            .encode(&mut frame, 0)
+            .unwrap();
+        ApiVersionsResponse::default()
+            .encode(&mut frame, API_VERSIONS_VERSION)
+            .unwrap();
+        let len = (frame.len() - 4) as i32;
+        frame[..4].copy_from_slice(&len.to_be_bytes());
+        stream.write_all(&frame).await.unwrap();
+    }
+
+    /// Requests written on a connection that is then dropped (as the producer drops one after a failed write)
+    /// fail as lost at once instead of waiting out their timeout: a crashed broker's connection once held a safe
+    /// fault case past its quiesce bound that way.
+    #[tokio::test]
+    async fn requests_in_flight_on_a_dropped_connection_fail_as_lost() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let (mut held, connection) = tokio::join!(
+            async {
+                let (mut stream, _) = listener.accept().await.unwrap();
+                answer_api_versions(&mut stream).await;
+                // Keeps the socket open and answers nothing more.
+                stream
+            },
+            BrokerConnection::connect(&addr, "test", Duration::from_secs(5))
+        );
+        let connection = connection.unwrap();
+        let pending = connection
+            .start_call(&MetadataRequest::default(), 9)
+            .await
+            .unwrap();
+        drop(connection);
+        match pending.wait(Duration::from_secs(30)).await {
+            Err(WireError::ConnectionLost { .. }) => {}
+            other => panic!("expected a lost connection, got {other:?}"),
+        }
+        let _ = held.shutdown().await;
+    }
+
+    /// A request started while the reader sees the peer hang up fails as a lost connection at once; it never
+    /// waits out its timeout for an answer nobody would read (a crashed broker's producer connection once did,
+    /// holding a safe fault case past its quiesce bound). The hang-up races the request's encoding on another
+    /// worker thread, so the loop tries many times.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_request_racing_the_peers_hang_up_fails_as_lost_not_as_timeout() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        // A big request: its encoding is the window in which the reader can see the hang-up.
+        let topics: Vec<_> = (0..20_000)
+            .map(|i| {
+                kafka_protocol::messages::metadata_request::MetadataRequestTopic::default()
+                    .with_name(Some(kafka_protocol::messages::TopicName(
+                        StrBytes::from_string(format!("topic-{i}")),
+                    )))
+            })
+            .collect();
+        let request = MetadataRequest::default().with_topics(Some(topics));
+        for attempt in 0..40 {
+            let (_, connection) = tokio::join!(
+                answer_api_versions_then_close(&listener),
+                BrokerConnection::connect(&addr, "test", Duration::from_secs(5))
+            );
+            let connection = connection.unwrap();
+            let result = connection.call(&request, 9, Duration::from_secs(3)).await;
+            match result {
+                Err(WireError::ConnectionLost { .. }) => {}
+                other => panic!("attempt {attempt}: expected a lost connection, got {other:?}"),
+            }
+        }
+    }
 }

@@ -627,6 +627,13 @@ async fn quiesce(
             if let Some(why) = &progress.failed {
                 pending.push(format!("capture failed and stopped: {why}"));
             }
+            if ends.is_empty() {
+                // Not read yet while the capture was pending: read them now, so the report says where the
+                // consumers stood rather than that nothing could be read.
+                if let Ok(now) = pipeline.end_offsets().await {
+                    ends = now;
+                }
+            }
             pending.extend(consumers_pending(&sink.offsets(), &ends));
             return (
                 Liveness::TimedOut {
