@@ -27,9 +27,13 @@
 //!
 //! A fault the backend cannot perform is refused by [`Nemesis::new`], before anything starts.
 
+mod local;
+
 use std::time::Duration;
 
 use tokio::sync::Mutex;
+
+pub(crate) use local::LocalTargets;
 
 use crate::broker::{BrokerId, Cluster, Isolation};
 use crate::cdc::Capture;
@@ -58,7 +62,7 @@ pub enum NemesisError {
     Clock(String),
 }
 
-/// What the nemesis acts on: the running parts of one run.
+/// What the nemesis acts on in an embedded run: the cluster, the embedded capture and the pipeline.
 pub(crate) struct Targets<'a> {
     pub(crate) cluster: &'a Cluster,
     pub(crate) capture: &'a Mutex<Capture>,
@@ -67,6 +71,120 @@ pub(crate) struct Targets<'a> {
     pub(crate) clock: &'a Clock,
     /// The clock's time (ms since the epoch) when the stream started.
     pub(crate) stream_start_ms: i64,
+}
+
+/// A running topology the nemesis can act on: the embedded cluster ([`Targets`]) or the local processes
+/// ([`local::LocalTargets`]). Errors are the text recorded in the history.
+pub(crate) trait FaultHost {
+    fn clock(&self) -> &Clock;
+    /// The clock's time (ms since the epoch) when the stream started.
+    fn stream_start_ms(&self) -> i64;
+    /// The ETL consumers (the same pipeline on every backend).
+    fn pipeline(&self) -> &Mutex<Pipeline>;
+    /// A partition's leader (`None` while it has none) and in-sync replicas, as the cluster says now.
+    async fn partition_roles(
+        &self,
+        topic: &str,
+        partition: i32,
+    ) -> Result<(Option<BrokerId>, Vec<BrokerId>), String>;
+    /// The active controller.
+    async fn controller(&self) -> Result<BrokerId, String>;
+    /// Applies a broker fault (`latency` is used by [`FaultAction::Latency`] only).
+    async fn broker_fault(
+        &self,
+        action: FaultAction,
+        broker: BrokerId,
+        latency: Duration,
+    ) -> Result<(), String>;
+    /// Undoes a stop, kill or crash: starts the broker again unless it already runs.
+    async fn restore_broker(&self, broker: BrokerId) -> Result<(), String>;
+    /// Applies a fault to the change capture (the embedded capture, or Debezium in its Connect worker).
+    async fn connector_fault(&self, action: FaultAction) -> Result<(), String>;
+    /// Why the capture stopped on its own, if it did (a send not acknowledged fails a Connect task).
+    async fn capture_failure(&self) -> Option<String>;
+}
+
+impl FaultHost for Targets<'_> {
+    fn clock(&self) -> &Clock {
+        self.clock
+    }
+
+    fn stream_start_ms(&self) -> i64 {
+        self.stream_start_ms
+    }
+
+    fn pipeline(&self) -> &Mutex<Pipeline> {
+        self.pipeline
+    }
+
+    async fn partition_roles(
+        &self,
+        topic: &str,
+        partition: i32,
+    ) -> Result<(Option<BrokerId>, Vec<BrokerId>), String> {
+        let view = self
+            .cluster
+            .partition(topic, partition)
+            .ok_or_else(|| format!("{topic} partition {partition} does not exist"))?;
+        Ok((view.leader, view.isr))
+    }
+
+    async fn controller(&self) -> Result<BrokerId, String> {
+        Ok(self.cluster.controller())
+    }
+
+    async fn broker_fault(
+        &self,
+        action: FaultAction,
+        b: BrokerId,
+        latency: Duration,
+    ) -> Result<(), String> {
+        let c = self.cluster;
+        let text = |e: crate::broker::FaultError| e.to_string();
+        match action {
+            FaultAction::Stop => c.stop(b).await.map_err(text),
+            FaultAction::Kill => c.kill(b).await.map_err(text),
+            FaultAction::Crash => c.crash(b).await.map_err(text),
+            FaultAction::Restart => c.restart(b).await.map_err(text),
+            FaultAction::Isolate => c.isolate(b, Isolation::FromEveryone).map_err(text),
+            FaultAction::Heal => c.heal(b).map_err(text),
+            FaultAction::Pause => c.pause(b).map_err(text),
+            FaultAction::Resume => c.resume(b).map_err(text),
+            FaultAction::Latency => c.set_latency(b, latency).map_err(text),
+            FaultAction::Stall => Err(unsupported(action, "a broker")),
+        }
+    }
+
+    async fn restore_broker(&self, b: BrokerId) -> Result<(), String> {
+        match self.cluster.restart(b).await {
+            Ok(()) => Ok(()),
+            // Restarted in the meantime by another fault: nothing left to undo.
+            Err(crate::broker::FaultError::AlreadyRunning(_)) => Ok(()),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    async fn connector_fault(&self, action: FaultAction) -> Result<(), String> {
+        let mut capture = self.capture.lock().await;
+        match action {
+            FaultAction::Stop | FaultAction::Pause => {
+                capture.stop().await;
+                Ok(())
+            }
+            FaultAction::Kill => {
+                capture.kill();
+                Ok(())
+            }
+            FaultAction::Restart | FaultAction::Resume => {
+                capture.restart().await.map_err(|e| e.to_string())
+            }
+            other => Err(unsupported(other, "the connector")),
+        }
+    }
+
+    async fn capture_failure(&self) -> Option<String> {
+        self.capture.lock().await.progress().failed
+    }
 }
 
 /// Something a fault left in place, and how to undo it.
@@ -197,7 +315,7 @@ impl Nemesis {
     }
 
     /// Real clock: applies every step at its time from `start` (the stream's start), until none is left.
-    pub(crate) async fn run(&mut self, start: tokio::time::Instant, t: &Targets<'_>) {
+    pub(crate) async fn run(&mut self, start: tokio::time::Instant, t: &impl FaultHost) {
         while let Some(due) = self.next_due() {
             tokio::time::sleep_until(start + Duration::from_millis(due)).await;
             self.apply_next(t).await;
@@ -209,16 +327,16 @@ impl Nemesis {
     pub(crate) async fn advance_to(
         &mut self,
         until_ms: Option<u64>,
-        t: &Targets<'_>,
+        t: &impl FaultHost,
     ) -> Result<(), NemesisError> {
         while let Some(due) = self.next_due() {
             if until_ms.is_some_and(|u| due > u) {
                 break;
             }
-            let at = t.stream_start_ms.saturating_add(due as i64);
-            let now = t.clock.now_ms();
+            let at = t.stream_start_ms().saturating_add(due as i64);
+            let now = t.clock().now_ms();
             if at > now {
-                t.clock
+                t.clock()
                     .advance(Duration::from_millis((at - now) as u64))
                     .map_err(|e| NemesisError::Clock(e.to_string()))?;
             }
@@ -227,7 +345,7 @@ impl Nemesis {
         Ok(())
     }
 
-    async fn apply_next(&mut self, t: &Targets<'_>) {
+    async fn apply_next(&mut self, t: &impl FaultHost) {
         if self.steps.is_empty() {
             return;
         }
@@ -245,13 +363,13 @@ impl Nemesis {
         }
     }
 
-    async fn fire(&mut self, index: usize, due_ms: u64, t: &Targets<'_>) {
+    async fn fire(&mut self, index: usize, due_ms: u64, t: &impl FaultHost) {
         let fault = self.faults[index].clone();
-        let resolved_all = match self.resolve(&fault.target, t) {
+        let resolved_all = match self.resolve(&fault.target, t).await {
             Ok(all) => all,
             Err(why) => {
                 self.record(FaultRecord {
-                    at_ms: t.clock.now_ms(),
+                    at_ms: t.clock().now_ms(),
                     action: fault.action.name().to_string(),
                     target: fault.target.to_string(),
                     resolved: why,
@@ -271,7 +389,7 @@ impl Nemesis {
             };
             let ok = result.is_ok();
             self.record(FaultRecord {
-                at_ms: t.clock.now_ms(),
+                at_ms: t.clock().now_ms(),
                 action: fault.action.name().to_string(),
                 target: fault.target.to_string(),
                 resolved,
@@ -347,24 +465,23 @@ impl Nemesis {
     }
 
     /// After the schedule: undoes what is still in place, then restarts a capture that failed on its own.
-    pub(crate) async fn restore(&mut self, t: &Targets<'_>) {
-        let due_ms = u64::try_from(t.clock.now_ms() - t.stream_start_ms).unwrap_or(0);
+    pub(crate) async fn restore(&mut self, t: &impl FaultHost) {
+        let due_ms = u64::try_from(t.clock().now_ms() - t.stream_start_ms()).unwrap_or(0);
         for (undo, fault) in std::mem::take(&mut self.outstanding) {
             self.undo(undo, Some(fault), due_ms, FaultPhase::AfterStream, t)
                 .await;
         }
-        let failed = t.capture.lock().await.progress().failed;
-        if let Some(why) = failed {
-            let result = t.capture.lock().await.restart().await;
+        if let Some(why) = t.capture_failure().await {
+            let result = t.connector_fault(FaultAction::Restart).await;
             self.record(FaultRecord {
-                at_ms: t.clock.now_ms(),
+                at_ms: t.clock().now_ms(),
                 action: FaultAction::Restart.name().to_string(),
                 target: "the connector".into(),
                 resolved: format!("the connector (it had failed: {why})"),
                 due_ms,
                 fault: None,
                 phase: FaultPhase::Recovery,
-                error: result.err().map(|e| e.to_string()),
+                error: result.err(),
             });
         }
     }
@@ -375,43 +492,28 @@ impl Nemesis {
         fault: Option<usize>,
         due_ms: u64,
         phase: FaultPhase,
-        t: &Targets<'_>,
+        t: &impl FaultHost,
     ) {
+        let consumer = |n: u32| async move {
+            t.pipeline()
+                .lock()
+                .await
+                .restart_consumer(n)
+                .await
+                .map_err(|e| e.to_string())
+        };
         let result = match undo {
-            Undo::RestartBroker(b) => match t.cluster.restart(b).await {
-                Ok(()) => Ok(()),
-                // Restarted in the meantime by another fault: nothing left to undo.
-                Err(crate::broker::FaultError::AlreadyRunning(_)) => Ok(()),
-                Err(e) => Err(e.to_string()),
-            },
-            Undo::Heal(b) => t.cluster.heal(b).map_err(|e| e.to_string()),
-            Undo::ResumeBroker(b) => t.cluster.resume(b).map_err(|e| e.to_string()),
-            Undo::ClearLatency(b) => t
-                .cluster
-                .set_latency(b, Duration::ZERO)
-                .map_err(|e| e.to_string()),
-            Undo::RestartCapture => t
-                .capture
-                .lock()
-                .await
-                .restart()
-                .await
-                .map_err(|e| e.to_string()),
-            Undo::RestartConsumer(n) => t
-                .pipeline
-                .lock()
-                .await
-                .restart_consumer(n)
-                .await
-                .map_err(|e| e.to_string()),
+            Undo::RestartBroker(b) => t.restore_broker(b).await,
+            Undo::Heal(b) => t.broker_fault(FaultAction::Heal, b, Duration::ZERO).await,
+            Undo::ResumeBroker(b) => t.broker_fault(FaultAction::Resume, b, Duration::ZERO).await,
+            Undo::ClearLatency(b) => {
+                t.broker_fault(FaultAction::Latency, b, Duration::ZERO)
+                    .await
+            }
+            Undo::RestartCapture => t.connector_fault(FaultAction::Restart).await,
+            Undo::RestartConsumer(n) => consumer(n).await,
             // A real-clock stall ends by itself; a virtual-clock one by a restart from the stored offsets.
-            Undo::EndStall(n) if self.virtual_clock => t
-                .pipeline
-                .lock()
-                .await
-                .restart_consumer(n)
-                .await
-                .map_err(|e| e.to_string()),
+            Undo::EndStall(n) if self.virtual_clock => consumer(n).await,
             Undo::EndStall(_) => Ok(()),
         };
         let target = match fault {
@@ -425,7 +527,7 @@ impl Nemesis {
             _ => undo.what(),
         };
         self.record(FaultRecord {
-            at_ms: t.clock.now_ms(),
+            at_ms: t.clock().now_ms(),
             action: action.name().to_string(),
             target,
             resolved,
@@ -437,32 +539,29 @@ impl Nemesis {
     }
 
     /// The targets a fault lands on now.
-    fn resolve(&mut self, target: &FaultTarget, t: &Targets<'_>) -> Result<Vec<Resolved>, String> {
+    async fn resolve(
+        &mut self,
+        target: &FaultTarget,
+        t: &impl FaultHost,
+    ) -> Result<Vec<Resolved>, String> {
         let broker = Resolved::Broker;
         match target {
             FaultTarget::Broker(id) => Ok(vec![broker(BrokerId(*id as i32))]),
-            FaultTarget::Controller => Ok(vec![broker(t.cluster.controller())]),
+            FaultTarget::Controller => Ok(vec![broker(t.controller().await?)]),
             FaultTarget::Connector => Ok(vec![Resolved::Connector]),
             FaultTarget::Consumer(n) => Ok(vec![Resolved::Consumer(*n)]),
             FaultTarget::LeaderOf { topic, partition }
             | FaultTarget::FollowerOf { topic, partition }
             | FaultTarget::FollowersOf { topic, partition } => {
-                let view = t
-                    .cluster
-                    .partition(topic, *partition as i32)
-                    .ok_or_else(|| format!("{topic} partition {partition} does not exist"))?;
+                let (leader, isr) = t.partition_roles(topic, *partition as i32).await?;
                 let followers: Vec<BrokerId> = {
-                    let mut f: Vec<BrokerId> = view
-                        .isr
-                        .iter()
-                        .copied()
-                        .filter(|b| Some(*b) != view.leader)
-                        .collect();
+                    let mut f: Vec<BrokerId> =
+                        isr.iter().copied().filter(|b| Some(*b) != leader).collect();
                     f.sort();
                     f
                 };
                 match target {
-                    FaultTarget::LeaderOf { .. } => match view.leader {
+                    FaultTarget::LeaderOf { .. } => match leader {
                         Some(l) => Ok(vec![broker(l)]),
                         None => Err(format!("{topic} partition {partition} has no leader")),
                     },
@@ -502,49 +601,17 @@ impl Nemesis {
         action: FaultAction,
         target: Resolved,
         fault: &Fault,
-        t: &Targets<'_>,
+        t: &impl FaultHost,
     ) -> Result<(), String> {
         let text = |e: &dyn std::fmt::Display| e.to_string();
         match target {
             Resolved::Broker(b) => {
-                let c = t.cluster;
-                match action {
-                    FaultAction::Stop => c.stop(b).await.map_err(|e| text(&e)),
-                    FaultAction::Kill => c.kill(b).await.map_err(|e| text(&e)),
-                    FaultAction::Crash => c.crash(b).await.map_err(|e| text(&e)),
-                    FaultAction::Restart => c.restart(b).await.map_err(|e| text(&e)),
-                    FaultAction::Isolate => {
-                        c.isolate(b, Isolation::FromEveryone).map_err(|e| text(&e))
-                    }
-                    FaultAction::Heal => c.heal(b).map_err(|e| text(&e)),
-                    FaultAction::Pause => c.pause(b).map_err(|e| text(&e)),
-                    FaultAction::Resume => c.resume(b).map_err(|e| text(&e)),
-                    FaultAction::Latency => {
-                        let d = Duration::from_millis(fault.latency.map_or(0, |l| l.0));
-                        c.set_latency(b, d).map_err(|e| text(&e))
-                    }
-                    FaultAction::Stall => Err(unsupported(action, "a broker")),
-                }
+                let latency = Duration::from_millis(fault.latency.map_or(0, |l| l.0));
+                t.broker_fault(action, b, latency).await
             }
-            Resolved::Connector => {
-                let mut capture = t.capture.lock().await;
-                match action {
-                    FaultAction::Stop | FaultAction::Pause => {
-                        capture.stop().await;
-                        Ok(())
-                    }
-                    FaultAction::Kill => {
-                        capture.kill();
-                        Ok(())
-                    }
-                    FaultAction::Restart | FaultAction::Resume => {
-                        capture.restart().await.map_err(|e| text(&e))
-                    }
-                    other => Err(unsupported(other, "the connector")),
-                }
-            }
+            Resolved::Connector => t.connector_fault(action).await,
             Resolved::Consumer(n) => {
-                let mut pipeline = t.pipeline.lock().await;
+                let mut pipeline = t.pipeline().lock().await;
                 match action {
                     FaultAction::Kill | FaultAction::Pause => {
                         pipeline.kill_consumer(n).await.map_err(|e| text(&e))
@@ -584,14 +651,20 @@ fn unsupported(action: FaultAction, what: &str) -> String {
     format!("{} cannot be applied to {what}", action.name())
 }
 
-/// Which faults each backend can perform today. The embedded backend does all of them; the others run no
-/// scenario yet (issue 9 brings the local backend's process signals and proxies), so any fault there is refused
-/// rather than silently skipped.
+/// Which faults each backend can perform. The embedded backend does all of them; the local backend acts on its
+/// processes (see [`local`]) but has no machine crash (the scenario language already refuses it there) and no
+/// network faults yet; the containers and external backends run no scenario. A fault a backend cannot perform is
+/// refused before anything starts rather than silently skipped.
 fn supported(backend: Backend, faults: &[Fault]) -> Result<(), NemesisError> {
-    if backend == Backend::Embedded {
-        return Ok(());
-    }
-    match faults.iter().enumerate().next() {
+    let can = |f: &Fault| match backend {
+        Backend::Embedded => true,
+        Backend::Local => !matches!(
+            f.action,
+            FaultAction::Crash | FaultAction::Isolate | FaultAction::Heal | FaultAction::Latency
+        ),
+        _ => false,
+    };
+    match faults.iter().enumerate().find(|(_, f)| !can(f)) {
         Some((index, f)) => Err(NemesisError::Unsupported {
             index,
             backend: backend.name(),
@@ -638,13 +711,19 @@ mod tests {
     fn a_backend_that_cannot_inject_faults_is_refused_at_start() {
         let mut s = scenario("[[faults]]\nat = \"1s\"\naction = \"kill\"\ntarget = \"leader of dbserver1.openmrs.obs partition 0\"\n");
         assert!(Nemesis::new(&s, Recorder::new(1)).is_ok());
+        // The local backend kills processes, but has no network faults yet.
         s.topology.backend = Backend::Local;
+        assert!(Nemesis::new(&s, Recorder::new(1)).is_ok());
+        s.faults[0].action = FaultAction::Isolate;
         let err = Nemesis::new(&s, Recorder::new(1)).err().expect("refused");
         let text = err.to_string();
         assert!(
-            text.contains("faults[0]") && text.contains("local") && text.contains("kill"),
+            text.contains("faults[0]") && text.contains("local") && text.contains("isolate"),
             "{text}"
         );
+        s.topology.backend = Backend::Containers;
+        s.faults[0].action = FaultAction::Kill;
+        assert!(Nemesis::new(&s, Recorder::new(1)).is_err());
         // Without faults there is nothing to refuse.
         s.faults.clear();
         assert!(Nemesis::new(&s, Recorder::new(1)).is_ok());

@@ -14,8 +14,9 @@
 //!   serve MariaDB, not MySQL. The verdicts do not depend on the flavour (the decoder reads both).
 //! - `[pipeline] sink = "mysql"` keeps the ETL's output in MariaDB's `etl_sink` schema (row images, flat table,
 //!   offsets in one transaction per batch); the final-state check reads the flat table back from there.
-//! - Faults are refused at startup for now (a fault the backend cannot perform is an error, not a no-op); the
-//!   topology's process handles exist, the nemesis does not drive them yet.
+//! - Faults act on the processes (signals to brokers and to the Connect worker, Connect's REST API; see
+//!   [`crate::nemesis`]) and run on the real clock alongside the stream; what the nemesis left in place is undone
+//!   before quiesce, and a Debezium task that failed on its own is restarted, as on the embedded backend.
 //!
 //! The initial snapshot is recorded from the database as the connector starts on it: every row of every modeled
 //! table after the baseline load, read in one pass before the connector is registered (the harness is the only
@@ -25,10 +26,13 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use tokio::sync::Mutex;
+
 use super::{judge, progress_bar, stream_real, RunError, RunOptions, RunOutcome};
 use crate::check::{FinalStates, Liveness};
 use crate::clock::Clock;
 use crate::history::{BinlogPosition, ChangeOp, ChangeRecord, Commit, Recorder};
+use crate::nemesis::{LocalTargets, Nemesis};
 use crate::pipeline::flat;
 use crate::pipeline::sink::{MemorySink, MySqlSink, Sink as _, DEFAULT_SINK_SCHEMA};
 use crate::pipeline::{Pipeline, PipelineConfig};
@@ -54,19 +58,14 @@ pub(super) async fn run(
     options: &RunOptions,
     wall: Instant,
 ) -> Result<RunOutcome, RunError> {
-    if let Some(fault) = scenario.faults.first() {
-        return Err(RunError::LocalUnsupported(format!(
-            "faults on the local backend are not wired yet (the first is `{} {}` at {}); run this scenario \
-             with [topology] backend = \"embedded\"",
-            fault.action.name(),
-            fault.target,
-            fault.at
-        )));
-    }
+    let recorder = Recorder::new(scenario.seed);
+    // Before anything starts: a fault this backend cannot perform is an error, not a no-op.
+    let nemesis = Nemesis::new(scenario, recorder.clone())?;
     let mut topology_options = LocalTopologyOptions::new(reference::schema_fixture_sql());
     topology_options.brokers = scenario.topology.brokers;
-    let topology = LocalTopology::start(&topology_options).await?;
-    let result = drive(scenario, options, wall, &topology).await;
+    let topology = Mutex::new(LocalTopology::start(&topology_options).await?);
+    let result = drive(scenario, options, wall, &topology, recorder, nemesis).await;
+    let topology = topology.into_inner();
     let run_dir = topology.run_dir().to_path_buf();
     if let Err(e) = topology.shutdown().await {
         tracing::warn!(error = %e, "stopping the local topology");
@@ -84,10 +83,13 @@ async fn drive(
     scenario: &Scenario,
     options: &RunOptions,
     wall: Instant,
-    topology: &LocalTopology,
+    topology_lock: &Mutex<LocalTopology>,
+    recorder: Recorder,
+    mut nemesis: Nemesis,
 ) -> Result<RunOutcome, RunError> {
     let clock = Clock::real();
-    let recorder = Recorder::new(scenario.seed);
+    // The nemesis takes the lock to act on a process; everything else here only reads endpoints.
+    let topology = topology_lock.lock().await;
     topology
         .create_scenario_topics(scenario, TOPICS_READY)
         .await?;
@@ -127,17 +129,40 @@ async fn drive(
         }
     };
 
+    drop(topology);
     // Debezium reports RUNNING before its snapshot has read anything: a commit made now could be read by the
     // snapshot as a row (`r`) instead of streamed as a change. Stream only once every row was delivered.
     wait_for_snapshot(&recorder, snapshot_rows).await?;
+    // A connector restarted before Connect committed an offset past the snapshot takes the snapshot again: the
+    // stream (and the faults) start once one is committed.
+    topology_lock
+        .lock()
+        .await
+        .connect()
+        .wait_until_past_snapshot(&connector.name, SNAPSHOT_READ)
+        .await?;
 
+    let pipeline = Mutex::new(pipeline);
+    let targets = LocalTargets {
+        topology: topology_lock,
+        pipeline: &pipeline,
+        clock: &clock,
+        stream_start_ms: clock.now_ms(),
+        connector: &connector.name,
+    };
     let bar = progress_bar(options.progress, scenario.workload.operation_count());
-    let streamed = stream_real(generator, &source, tokio::time::Instant::now(), &bar).await;
+    let started = tokio::time::Instant::now();
+    let (streamed, ()) = tokio::join!(
+        stream_real(generator, &source, started, &bar),
+        nemesis.run(started, &targets)
+    );
     bar.finish_and_clear();
     if let Err(e) = streamed {
-        pipeline.shutdown().await;
+        pipeline.into_inner().shutdown().await;
         return Err(e);
     }
+    nemesis.restore(&targets).await;
+    let pipeline = pipeline.into_inner();
     let last_gtid = recorder
         .snapshot()
         .commits

@@ -83,8 +83,6 @@ pub enum RunError {
     Nemesis(#[from] NemesisError),
     #[error("local topology: {0}")]
     Local(#[from] crate::topology::local::LocalError),
-    #[error("the local backend cannot run this scenario: {0}")]
-    LocalUnsupported(String),
     #[error("local run: {0}")]
     LocalRun(String),
     #[error("scenario `{scenario}` does not list `{backend}` in its `backends`: its expectations are not claimed to hold there")]

@@ -269,6 +269,107 @@ impl ConnectRest {
         }
     }
 
+    /// `PUT /connectors/{name}/pause`: the connector and its tasks stop at their next poll and keep their offsets.
+    pub async fn pause_connector(&self, name: &str) -> Result<(), LocalError> {
+        self.lifecycle(reqwest::Method::PUT, &format!("connectors/{name}/pause"))
+            .await
+    }
+
+    /// `PUT /connectors/{name}/resume`: a paused connector goes on from its committed offsets (a running one is
+    /// left as it is).
+    pub async fn resume_connector(&self, name: &str) -> Result<(), LocalError> {
+        self.lifecycle(reqwest::Method::PUT, &format!("connectors/{name}/resume"))
+            .await
+    }
+
+    /// `POST /connectors/{name}/restart?includeTasks=true`: the connector and every task restart, the tasks from
+    /// their committed offsets (what was sent since the last offset commit is sent again).
+    pub async fn restart_connector(&self, name: &str) -> Result<(), LocalError> {
+        self.lifecycle(
+            reqwest::Method::POST,
+            &format!("connectors/{name}/restart?includeTasks=true&onlyFailed=false"),
+        )
+        .await
+    }
+
+    /// `GET /connectors/{name}/offsets`: the source offsets Connect has committed for the connector (one per
+    /// source partition) — the only proof of what Debezium had acknowledged, and where it resumes after a restart.
+    pub async fn committed_offsets(
+        &self,
+        name: &str,
+    ) -> Result<Vec<serde_json::Value>, LocalError> {
+        let url = format!("{}/connectors/{name}/offsets", self.base_url);
+        let request = format!("GET {url}");
+        let response = self
+            .http
+            .get(&url)
+            .send()
+            .await
+            .map_err(|e| self.rest_error(&request, "no answer", &e.to_string()))?;
+        let status = response.status();
+        let body = response
+            .text()
+            .await
+            .map_err(|e| self.rest_error(&request, &status.to_string(), &e.to_string()))?;
+        if !status.is_success() {
+            return Err(self.rest_error(&request, &status.to_string(), &body));
+        }
+        let answer: serde_json::Value = serde_json::from_str(&body)
+            .map_err(|e| self.rest_error(&request, &status.to_string(), &format!("{e}: {body}")))?;
+        Ok(answer
+            .get("offsets")
+            .and_then(|o| o.as_array())
+            .map(|offsets| {
+                offsets
+                    .iter()
+                    .filter_map(|o| o.get("offset").cloned())
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+
+    /// Waits until Connect has committed a source offset of `name` taken after its initial snapshot (Debezium
+    /// marks offsets taken during a snapshot with `snapshot`); a restart before that redoes the snapshot.
+    pub async fn wait_until_past_snapshot(
+        &self,
+        name: &str,
+        timeout: Duration,
+    ) -> Result<(), LocalError> {
+        let started = Instant::now();
+        let mut last_seen = String::from("no committed offset");
+        loop {
+            let offsets = self.committed_offsets(name).await?;
+            if let Some(offset) = offsets.first() {
+                if !in_snapshot(offset) {
+                    return Ok(());
+                }
+                last_seen = offset.to_string();
+            }
+            if started.elapsed() >= timeout {
+                return Err(LocalError::NotReady {
+                    service: format!("Debezium connector {name}"),
+                    condition: "a committed source offset past the initial snapshot".into(),
+                    waited: started.elapsed(),
+                    last_attempt: last_seen,
+                    log: self.worker_log.clone(),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    async fn lifecycle(&self, method: reqwest::Method, path: &str) -> Result<(), LocalError> {
+        let url = format!("{}/{path}", self.base_url);
+        let request = format!("{method} {url}");
+        let response = self
+            .http
+            .request(method, &url)
+            .send()
+            .await
+            .map_err(|e| self.rest_error(&request, "no answer", &e.to_string()))?;
+        self.expect_success(&request, response).await
+    }
+
     async fn expect_success(
         &self,
         request: &str,
@@ -290,5 +391,32 @@ impl ConnectRest {
             body: body.to_owned(),
             log: self.worker_log.clone(),
         }
+    }
+}
+
+/// Whether a committed Debezium binlog offset was taken during a snapshot (`"snapshot": true` or `"true"`).
+fn in_snapshot(offset: &serde_json::Value) -> bool {
+    match offset.get("snapshot") {
+        Some(serde_json::Value::Bool(b)) => *b,
+        Some(serde_json::Value::String(s)) => s == "true" || s == "last",
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::in_snapshot;
+    use serde_json::json;
+
+    #[test]
+    fn offsets_taken_during_a_snapshot_are_told_apart() {
+        assert!(in_snapshot(
+            &json!({"file": "binlog.000001", "pos": 251177, "gtids": "0-1-108", "snapshot": true})
+        ));
+        assert!(in_snapshot(&json!({"snapshot": "true", "pos": 4})));
+        assert!(!in_snapshot(
+            &json!({"file": "binlog.000001", "pos": 251177, "gtids": "0-1-108"})
+        ));
+        assert!(!in_snapshot(&json!({"snapshot": false})));
     }
 }

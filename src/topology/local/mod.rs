@@ -604,8 +604,23 @@ impl LocalTopology {
 
     /// Starts broker `id` again with the same config, port and log directory (stopping it first if it still
     /// runs) and waits until it answers Metadata naming a controller.
+    ///
+    /// A broker that was SIGKILLed or paused keeps its ZooKeeper registration until its session expires, and a
+    /// new process registering the same id before then exits at start (`NodeExists` on `/brokers/ids/<id>`), so
+    /// the restart first waits (up to three session timeouts) until the cluster no longer lists the old one.
     pub async fn restart_broker(&mut self, id: i32) -> Result<(), LocalError> {
         let timeout = self.ready_timeout;
+        self.broker_mut(id)?.service.stop(BROKER_STOP_GRACE).await;
+        let deadline = Instant::now() + 3 * ZOOKEEPER_SESSION_TIMEOUT;
+        while Instant::now() < deadline {
+            match self.metadata(Some(&[])).await {
+                Ok(metadata) if metadata.brokers.contains_key(&id) => {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                // Deregistered, or no broker answers (then nobody holds the registration up either).
+                _ => break,
+            }
+        }
         let broker = self.broker_mut(id)?;
         broker.service.respawn(BROKER_STOP_GRACE).await?;
         kafka::wait_for_broker(&mut broker.service.process, broker.service.port, timeout).await
@@ -614,6 +629,21 @@ impl LocalTopology {
     /// SIGKILL to the Connect worker (and so to the Debezium task in it).
     pub fn kill_connect(&mut self) {
         self.connect.process.kill();
+    }
+
+    /// SIGTERM to the Connect worker (its tasks stop and commit their offsets), SIGKILL after 10 s.
+    pub async fn stop_connect(&mut self) {
+        self.connect.stop(CONNECT_STOP_GRACE).await;
+    }
+
+    /// Whether the Connect worker process is alive (running or paused).
+    pub fn connect_running(&mut self) -> bool {
+        !self.connect.process.has_exited()
+    }
+
+    /// Whether broker `id`'s process is alive (running or paused).
+    pub fn broker_running(&mut self, id: i32) -> Result<bool, LocalError> {
+        Ok(!self.broker_mut(id)?.service.process.has_exited())
     }
 
     /// Starts the Connect worker again (stopping it first if it still runs) on the same port and internal topics,
