@@ -474,6 +474,32 @@ mod tests {
             .is_err()
     }
 
+    /// A proxy for broker 1 in front of an echo server, its faults, the bytes the server received, and a client
+    /// connected through the proxy. Bind the proxy when destructuring: dropping it closes the client.
+    struct Bench {
+        faults: NetworkFaults,
+        proxy: Proxy,
+        received: Arc<AtomicUsize>,
+        client: TcpStream,
+        _server: JoinHandle<()>,
+    }
+
+    /// The client connects when `faults` are as `prepare` leaves them.
+    async fn bench(prepare: impl FnOnce(&NetworkFaults)) -> Bench {
+        let (port, received, server) = echo_server().await;
+        let faults = NetworkFaults::new();
+        let proxy = Proxy::start(port, Link::Broker(1), &faults).expect("proxy");
+        prepare(&faults);
+        let client = connect(proxy.port()).await;
+        Bench {
+            faults,
+            proxy,
+            received,
+            client,
+            _server: server,
+        }
+    }
+
     async fn eventually(what: &str, condition: impl Fn() -> bool) {
         let deadline = Instant::now() + PATIENCE;
         while !condition() {
@@ -482,25 +508,37 @@ mod tests {
         }
     }
 
+    /// Sends `message`; true when it comes back within [`QUIET`].
+    async fn answered(stream: &mut TcpStream, message: &[u8]) -> bool {
+        stream.write_all(message).await.expect("write");
+        let mut buffer = vec![0u8; message.len()];
+        match tokio::time::timeout(QUIET, stream.read_exact(&mut buffer)).await {
+            Ok(read) => {
+                read.expect("read");
+                assert_eq!(buffer, message);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
     #[tokio::test]
     async fn bytes_flow_both_ways() {
-        let (port, received, _server) = echo_server().await;
-        let faults = NetworkFaults::new();
-        let proxy = Proxy::start(port, Link::Broker(1), &faults).expect("proxy");
-        let mut client = connect(proxy.port()).await;
-        client.write_all(b"hello, broker").await.expect("write");
-        assert_eq!(read_exactly(&mut client, 13).await, b"hello, broker");
-        assert_eq!(received.load(Ordering::SeqCst), 13);
+        let mut bench = bench(|_| {}).await;
+        assert!(answered(&mut bench.client, b"hello, broker").await);
+        assert_eq!(bench.received.load(Ordering::SeqCst), 13);
     }
 
     #[tokio::test]
     async fn a_block_holds_bytes_both_ways_and_the_heal_releases_exactly_them_in_order() {
-        let (port, received, _server) = echo_server().await;
-        let faults = NetworkFaults::new();
-        let proxy = Proxy::start(port, Link::Broker(1), &faults).expect("proxy");
-        let mut client = connect(proxy.port()).await;
-        client.write_all(b"before;").await.expect("write");
-        assert_eq!(read_exactly(&mut client, 7).await, b"before;");
+        let Bench {
+            faults,
+            received,
+            mut client,
+            proxy: _proxy,
+            ..
+        } = bench(|_| {}).await;
+        assert!(answered(&mut client, b"before;").await);
 
         faults.isolate(1, Isolation::FromEveryone);
         let mut held = Vec::new();
@@ -527,13 +565,17 @@ mod tests {
 
     #[tokio::test]
     async fn a_connection_accepted_while_blocked_reaches_the_server_only_after_the_heal() {
-        let (port, received, _server) = echo_server().await;
-        let faults = NetworkFaults::new();
-        faults.isolate(1, Isolation::FromEveryone);
-        let proxy = Proxy::start(port, Link::Broker(1), &faults).expect("proxy");
-        let mut client = connect(proxy.port()).await;
-        client.write_all(b"knock").await.expect("write");
-        assert!(stays_quiet(&mut client).await, "answered while blocked");
+        let Bench {
+            faults,
+            received,
+            mut client,
+            proxy: _proxy,
+            ..
+        } = bench(|faults| faults.isolate(1, Isolation::FromEveryone)).await;
+        assert!(
+            !answered(&mut client, b"knock").await,
+            "answered while blocked"
+        );
         assert_eq!(received.load(Ordering::SeqCst), 0);
         faults.heal(1);
         assert_eq!(read_exactly(&mut client, 5).await, b"knock");
@@ -541,12 +583,13 @@ mod tests {
 
     #[tokio::test]
     async fn latency_delays_answers_and_keeps_their_order() {
-        let (port, _, _server) = echo_server().await;
-        let faults = NetworkFaults::new();
-        let proxy = Proxy::start(port, Link::Broker(1), &faults).expect("proxy");
-        let mut client = connect(proxy.port()).await;
         let latency = Duration::from_millis(200);
-        faults.set_latency(1, latency);
+        let Bench {
+            faults,
+            mut client,
+            proxy: _proxy,
+            ..
+        } = bench(|faults| faults.set_latency(1, latency)).await;
 
         let sent_at = Instant::now();
         client.write_all(b"ping").await.expect("write");
@@ -596,25 +639,13 @@ mod tests {
 
     #[tokio::test]
     async fn isolation_rules_follow_who_connected() {
-        let (port, _, _server) = echo_server().await;
-        let faults = NetworkFaults::new();
-        // The test process plays broker 2; its connections to broker 1's proxy are a peer's.
-        faults.set_pid(2, std::process::id());
-        let to_broker_1 = Proxy::start(port, Link::Broker(1), &faults).expect("proxy");
-        let mut from_peer = connect(to_broker_1.port()).await;
-        /// Sends `message`; true when it comes back within [`QUIET`].
-        async fn answered(stream: &mut TcpStream, message: &[u8]) -> bool {
-            stream.write_all(message).await.expect("write");
-            let mut buffer = vec![0u8; message.len()];
-            match tokio::time::timeout(QUIET, stream.read_exact(&mut buffer)).await {
-                Ok(read) => {
-                    read.expect("read");
-                    assert_eq!(buffer, message);
-                    true
-                }
-                Err(_) => false,
-            }
-        }
+        // The test process plays broker 2: its connections to broker 1's proxy are a peer's.
+        let Bench {
+            faults,
+            proxy: to_broker_1,
+            client: mut from_peer,
+            ..
+        } = bench(|faults| faults.set_pid(2, std::process::id())).await;
         assert!(answered(&mut from_peer, b"a").await);
 
         faults.isolate(1, Isolation::FromPeers);
@@ -691,13 +722,14 @@ mod tests {
 
     #[tokio::test]
     async fn dropping_the_proxy_closes_its_listener_and_connections() {
-        let (port, _, _server) = echo_server().await;
-        let faults = NetworkFaults::new();
-        let proxy = Proxy::start(port, Link::Broker(1), &faults).expect("proxy");
+        let Bench {
+            faults,
+            proxy,
+            client: mut flowing,
+            ..
+        } = bench(|_| {}).await;
         let proxy_port = proxy.port();
-        let mut flowing = connect(proxy_port).await;
-        flowing.write_all(b"x").await.expect("write");
-        assert_eq!(read_exactly(&mut flowing, 1).await, b"x");
+        assert!(answered(&mut flowing, b"x").await);
         faults.isolate(1, Isolation::FromEveryone);
         let mut held = connect(proxy_port).await;
 
