@@ -283,6 +283,35 @@ async fn isolate_follower_other_seeds() {
     other_seeds("isolate-follower", isolate_checks).await;
 }
 
+// -------------------------------------------------------------------------------- isolate-follower-realtime
+
+/// The same question on a real clock (the variant the local backend runs too): the follower resolved when the
+/// fault fired is the one healed 10 s later.
+fn isolate_realtime_checks(o: &RunOutcome) {
+    let h = &o.history;
+    let isolated = resolved_broker(h, 0);
+    let healed = h.faults.iter().any(|f| {
+        f.phase == FaultPhase::Undone
+            && f.action == "heal"
+            && f.resolved == format!("broker {}", isolated.0)
+    });
+    assert!(
+        healed,
+        "broker {} was not healed: {:?}",
+        isolated.0, h.faults
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn isolate_follower_realtime() {
+    own_seed("isolate-follower-realtime", isolate_realtime_checks).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn isolate_follower_realtime_other_seeds() {
+    other_seeds("isolate-follower-realtime", isolate_realtime_checks).await;
+}
+
 // -------------------------------------------------------------------------------------- controlled-shutdown
 
 /// The stopped broker handed its leadership over by controlled shutdown, and rejoined the ISR after restarting.

@@ -128,7 +128,8 @@ async fn a_fault_local_cannot_perform_is_refused_before_anything_starts() {
 /// verdict, and the local run passes on its own. broker-kill SIGKILLs the obs partition's leader and restarts it
 /// (the controller moves leaders after the 6 s ZooKeeper session), connector-restart SIGKILLs the Connect worker
 /// and starts it again (Debezium resends from its last committed offsets: duplicates, no loss),
-/// consumer-restart kills an ETL consumer, controlled-shutdown SIGTERMs the leader.
+/// consumer-restart kills an ETL consumer, controlled-shutdown SIGTERMs the leader, isolate-follower-realtime cuts
+/// a follower off at its proxies (clients, peers, ZooKeeper) for 10 s.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fault_scenarios_on_local_agree_with_embedded() {
     common::init_tracing();
@@ -141,6 +142,7 @@ async fn fault_scenarios_on_local_agree_with_embedded() {
         "connector-restart",
         "consumer-restart",
         "controlled-shutdown",
+        "isolate-follower-realtime",
     ] {
         let path = format!("scenarios/{name}.toml");
         let scenario = Scenario::load(path.as_ref()).unwrap_or_else(|e| panic!("{e}"));

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use openmrs_etl_harness::scenario::Scenario;
 use openmrs_etl_harness::topology::local::{
-    ClusterMetadata, LocalTopology, LocalTopologyOptions, ZOOKEEPER_SESSION_TIMEOUT,
+    LocalTopology, LocalTopologyOptions, ZOOKEEPER_SESSION_TIMEOUT,
 };
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
@@ -53,31 +53,6 @@ fn repo_schema() -> String {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/openmrs-schema.sql");
     std::fs::read_to_string(&path)
         .unwrap_or_else(|e| panic!("reading the schema fixture {}: {e}", path.display()))
-}
-
-/// Polls Metadata until `done` holds or `timeout` passes; returns the last answer and the time it took.
-async fn wait_for_metadata(
-    topology: &LocalTopology,
-    topics: &[String],
-    timeout: Duration,
-    what: &str,
-    done: impl Fn(&ClusterMetadata) -> bool,
-) -> (ClusterMetadata, Duration) {
-    let started = Instant::now();
-    loop {
-        let last = match topology.metadata(Some(topics)).await {
-            Ok(answer) if done(&answer) => return (answer, started.elapsed()),
-            Ok(answer) => format!("{answer:?}"),
-            Err(error) => error.to_string(),
-        };
-        if started.elapsed() > timeout {
-            panic!(
-                "{what}: not within {timeout:?}; last Metadata: {last}\nlogs: {}",
-                topology.run_dir().display()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -176,7 +151,7 @@ async fn three_brokers_survive_kill_stop_and_pause_and_connect_restarts() {
     );
     let killed_at = Instant::now();
     topology.kill_broker(victim).expect("kill");
-    let (after_kill, failover) = wait_for_metadata(
+    let (after_kill, failover) = common::wait_for_metadata(
         &topology,
         &names,
         ZOOKEEPER_SESSION_TIMEOUT + FAILOVER_SLACK,
@@ -213,7 +188,7 @@ async fn three_brokers_survive_kill_stop_and_pause_and_connect_restarts() {
         port,
         "same port"
     );
-    let (_, rejoin) = wait_for_metadata(
+    let (_, rejoin) = common::wait_for_metadata(
         &topology,
         &names,
         REJOIN_TIMEOUT,
@@ -241,7 +216,7 @@ async fn three_brokers_survive_kill_stop_and_pause_and_connect_restarts() {
     let stopping = Instant::now();
     topology.stop_broker(stopped).await.expect("stop");
     let took = stopping.elapsed();
-    let (after_stop, _) = wait_for_metadata(
+    let (after_stop, _) = common::wait_for_metadata(
         &topology,
         &names,
         FAILOVER_SLACK,
@@ -262,7 +237,7 @@ async fn three_brokers_survive_kill_stop_and_pause_and_connect_restarts() {
     // A paused broker keeps its sockets but stops heartbeating: its session expires like a killed one's, and on
     // SIGCONT it registers again and catches up.
     topology.pause_broker(victim).expect("pause");
-    wait_for_metadata(
+    common::wait_for_metadata(
         &topology,
         &names,
         ZOOKEEPER_SESSION_TIMEOUT + FAILOVER_SLACK,
@@ -271,7 +246,7 @@ async fn three_brokers_survive_kill_stop_and_pause_and_connect_restarts() {
     )
     .await;
     topology.resume_broker(victim).expect("resume");
-    let (_, back) = wait_for_metadata(
+    let (_, back) = common::wait_for_metadata(
         &topology,
         &names,
         REJOIN_TIMEOUT,

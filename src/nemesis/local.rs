@@ -6,7 +6,7 @@
 //! | | `kill` | SIGKILL: its ZooKeeper session lingers 6 s, then the controller moves its leaders |
 //! | | `pause` / `resume` | SIGSTOP / SIGCONT: sockets stay open, nothing is answered meanwhile |
 //! | | `restart` | the same command, config, port and log directory; waits until it answers Metadata |
-//! | | `isolate` / `heal` / `latency` | through the broker's loopback proxy (client and inter-broker traffic, and its ZooKeeper session) |
+//! | | `isolate` / `heal` / `latency` | at the broker's loopback proxies: client and inter-broker traffic held, its ZooKeeper session cut (isolate); answers delayed, to peers too (latency) |
 //! | the connector | `kill` | SIGKILL to the Connect worker: Debezium resumes from the last committed source offsets, so what it sent after them is sent again |
 //! | | `stop` | SIGTERM to the worker (tasks stop and commit their offsets) |
 //! | | `pause` / `resume` | Connect's REST pause / resume of the connector |
@@ -22,7 +22,7 @@ use std::time::Duration;
 use tokio::sync::Mutex;
 
 use super::{unsupported, FaultHost};
-use crate::broker::BrokerId;
+use crate::broker::{BrokerId, Isolation};
 use crate::clock::Clock;
 use crate::pipeline::Pipeline;
 use crate::scenario::FaultAction;
@@ -96,7 +96,7 @@ impl FaultHost for LocalTargets<'_> {
         &self,
         action: FaultAction,
         b: BrokerId,
-        _latency: Duration,
+        latency: Duration,
     ) -> Result<(), String> {
         let mut topology = self.topology.lock().await;
         let id = b.0;
@@ -113,11 +113,10 @@ impl FaultHost for LocalTargets<'_> {
                 }
                 topology.restart_broker(id).await
             }
-            FaultAction::Isolate
-            | FaultAction::Heal
-            | FaultAction::Latency
-            | FaultAction::Crash
-            | FaultAction::Stall => {
+            FaultAction::Isolate => topology.isolate_broker(id, Isolation::FromEveryone),
+            FaultAction::Heal => topology.heal_broker(id),
+            FaultAction::Latency => topology.set_broker_latency(id, latency),
+            FaultAction::Crash | FaultAction::Stall => {
                 return Err(unsupported(action, "a broker on the local backend"))
             }
         };

@@ -652,16 +652,13 @@ fn unsupported(action: FaultAction, what: &str) -> String {
 }
 
 /// Which faults each backend can perform. The embedded backend does all of them; the local backend acts on its
-/// processes (see [`local`]) but has no machine crash (the scenario language already refuses it there) and no
-/// network faults yet; the containers and external backends run no scenario. A fault a backend cannot perform is
+/// processes and their loopback proxies (see [`local`]) but has no machine crash (the scenario language already
+/// refuses it there); the containers and external backends run no scenario. A fault a backend cannot perform is
 /// refused before anything starts rather than silently skipped.
 fn supported(backend: Backend, faults: &[Fault]) -> Result<(), NemesisError> {
     let can = |f: &Fault| match backend {
         Backend::Embedded => true,
-        Backend::Local => !matches!(
-            f.action,
-            FaultAction::Crash | FaultAction::Isolate | FaultAction::Heal | FaultAction::Latency
-        ),
+        Backend::Local => f.action != FaultAction::Crash,
         _ => false,
     };
     match faults.iter().enumerate().find(|(_, f)| !can(f)) {
@@ -711,14 +708,16 @@ mod tests {
     fn a_backend_that_cannot_inject_faults_is_refused_at_start() {
         let mut s = scenario("[[faults]]\nat = \"1s\"\naction = \"kill\"\ntarget = \"leader of dbserver1.openmrs.obs partition 0\"\n");
         assert!(Nemesis::new(&s, Recorder::new(1)).is_ok());
-        // The local backend kills processes, but has no network faults yet.
+        // The local backend kills and isolates processes, but has no machine crash.
         s.topology.backend = Backend::Local;
         assert!(Nemesis::new(&s, Recorder::new(1)).is_ok());
         s.faults[0].action = FaultAction::Isolate;
+        assert!(Nemesis::new(&s, Recorder::new(1)).is_ok());
+        s.faults[0].action = FaultAction::Crash;
         let err = Nemesis::new(&s, Recorder::new(1)).err().expect("refused");
         let text = err.to_string();
         assert!(
-            text.contains("faults[0]") && text.contains("local") && text.contains("isolate"),
+            text.contains("faults[0]") && text.contains("local") && text.contains("crash"),
             "{text}"
         );
         s.topology.backend = Backend::Containers;

@@ -7,6 +7,7 @@ use std::time::Duration;
 use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{RequestHeader, ResponseHeader};
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
+use openmrs_etl_harness::topology::local::{ClusterMetadata, LocalTopology};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -321,4 +322,60 @@ pub async fn start_real_kafka() -> openmrs_etl_harness::topology::local::Standal
     .await
     .expect("Kafka starts within 10 minutes")
     .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Polls Metadata until `done` holds or `timeout` passes; returns the last answer and the time it took.
+pub async fn wait_for_metadata(
+    topology: &LocalTopology,
+    topics: &[String],
+    timeout: Duration,
+    what: &str,
+    done: impl Fn(&ClusterMetadata) -> bool,
+) -> (ClusterMetadata, Duration) {
+    wait_for_views(topology, topics, &[], timeout, what, done).await
+}
+
+/// Polls Metadata until `done` holds for the answer of every broker in `askers`, each asked directly (empty: the
+/// first broker that answers), or `timeout` passes; returns the first asker's answer and the time it took. A
+/// broker that was just isolated answers from what it knew, so a condition that must hold cluster-wide asks all.
+pub async fn wait_for_views(
+    topology: &LocalTopology,
+    topics: &[String],
+    askers: &[i32],
+    timeout: Duration,
+    what: &str,
+    done: impl Fn(&ClusterMetadata) -> bool,
+) -> (ClusterMetadata, Duration) {
+    let started = std::time::Instant::now();
+    loop {
+        let mut answers = if askers.is_empty() {
+            vec![topology.metadata(Some(topics)).await]
+        } else {
+            let mut answers = Vec::new();
+            for id in askers {
+                answers.push(topology.broker_metadata(*id, Some(topics)).await);
+            }
+            answers
+        };
+        let last = match answers
+            .iter()
+            .find(|answer| !answer.as_ref().is_ok_and(&done))
+        {
+            None => {
+                let first = answers
+                    .swap_remove(0)
+                    .expect("every answer satisfied `done`");
+                return (first, started.elapsed());
+            }
+            Some(Ok(answer)) => format!("{answer:?}"),
+            Some(Err(error)) => error.to_string(),
+        };
+        if started.elapsed() > timeout {
+            panic!(
+                "{what}: not within {timeout:?}; last Metadata: {last}\nlogs: {}",
+                topology.run_dir().display()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
 }

@@ -29,7 +29,8 @@ const TOPIC_RESOURCE: i8 = 2;
 /// One Metadata answer: the live brokers, the controller and the partitions of the asked topics.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClusterMetadata {
-    /// Broker id → port of every broker registered (alive) in the cluster.
+    /// Broker id → advertised port (on the topology: its proxy's) of every broker registered (alive) in the
+    /// cluster.
     pub brokers: BTreeMap<i32, u16>,
     pub controller: Option<i32>,
     /// Topic → its partitions by index; topics the cluster does not know are absent.

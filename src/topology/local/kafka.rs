@@ -11,13 +11,17 @@ use super::process::{wait_until_ready, ServiceCommand, ServiceProcess};
 use super::provision::JvmComponents;
 use super::RunDir;
 
-/// How long ZooKeeper keeps the session of a broker that stopped answering: the time a SIGKILLed or paused
-/// broker stays registered before the controller moves its leaders.
+/// How long ZooKeeper keeps the session of a broker that stopped answering: the time a SIGKILLed, paused or
+/// isolated broker stays registered before the controller moves its leaders.
 pub const ZOOKEEPER_SESSION_TIMEOUT: Duration = Duration::from_secs(6);
 
 pub(crate) struct BrokerSettings<'a> {
     pub broker_id: i32,
+    /// The broker's own listener.
     pub port: u16,
+    /// Where clients and peers reach it: `port`, or its proxy's port.
+    pub advertised_port: u16,
+    /// Where it reaches ZooKeeper: ZooKeeper's port, or its own proxy's.
     pub zookeeper_port: u16,
     /// Brokers in the cluster: internal topics get min(3, N) replicas.
     pub cluster_size: u32,
@@ -34,6 +38,7 @@ pub(crate) fn broker_command(
     let name = broker_name(settings.broker_id);
     let log_dir = run.data_dir(&name)?;
     let listener = format!("PLAINTEXT://127.0.0.1:{}", settings.port);
+    let advertised = format!("PLAINTEXT://127.0.0.1:{}", settings.advertised_port);
     let replication = settings.cluster_size.clamp(1, 3);
     // With three replicas a single broker may be down and transactions still commit.
     let transaction_min_isr = replication.saturating_sub(1).max(1);
@@ -42,8 +47,9 @@ pub(crate) fn broker_command(
         &format!("{name}.properties"),
         &[
             ("broker.id", settings.broker_id.to_string()),
-            ("listeners", listener.clone()),
-            ("advertised.listeners", listener),
+            ("listeners", listener),
+            // Registered in ZooKeeper: what clients get in Metadata and what peers connect to.
+            ("advertised.listeners", advertised),
             ("log.dirs", log_dir.display().to_string()),
             (
                 "zookeeper.connect",

@@ -13,13 +13,34 @@
 //! killed and restarted. The brokers are tuned so such faults resolve in seconds (a short ZooKeeper session,
 //! [`ZOOKEEPER_SESSION_TIMEOUT`]; replicas leave the ISR after 10 s of lag).
 //!
+//! Network faults act on the loopback through a small TCP proxy per broker (see `proxy`): each broker listens on
+//! its own port but advertises its proxy's, so clients (the harness, Connect, Debezium) and its peers (replica
+//! fetchers, the controller's requests) all reach it through the proxy, and it reaches ZooKeeper through a
+//! proxy of its own. [`LocalTopology::isolate_broker`] holds the traffic those proxies carry — held, not
+//! dropped, as across a partition where TCP retransmits — and [`LocalTopology::heal_broker`] releases it;
+//! [`LocalTopology::set_broker_latency`] delays the broker's answers. The proxies outlive restarts. What a client
+//! observes (compare the embedded cluster's table in [`crate::broker`]; rows marked † are checked by
+//! `tests/local_proxy.rs`):
+//!
+//! | fault | new connection | open connection / in-flight request | metadata (from the other brokers) | leader moves |
+//! |---|---|---|---|---|
+//! | `stop_broker(b)` (SIGTERM) | accepted by the proxy, then closed | closed (EOF), no answer | leaders moved, `b` no longer listed | at once (controlled shutdown) |
+//! | `kill_broker(b)` (SIGKILL) | accepted by the proxy, then closed | closed (EOF), no answer | unchanged until the session expires, then `b` unlisted and out of every ISR | after the session timeout |
+//! | `isolate_broker(b, FromEveryone)` † | accepted, nothing answered: the client's request timeout | requests held; answered after `heal_broker` if the client still waits | as kill; then acks=all writes succeed without `b` (min ISR permitting) | after the session timeout |
+//! | `isolate_broker(b, FromPeers)` † | served | served by `b` as it last knew the cluster: it still acts as leader of what it led (acks=1 appends that the heal truncates; acks=all waits, then times out) | as kill | after the session timeout |
+//! | `heal_broker(b)` † | served | held bytes flow, in order | `b` registers again (new session) and rejoins each ISR once caught up | `b` comes back as follower |
+//! | `set_broker_latency(b, d)` † | accepted | every answer `d` later (also to its peers: replica fetches from `b` slow down) | unchanged | never |
+//!
+//! An isolated broker cannot reach ZooKeeper, so restarting it fails until it is healed. The harness's own
+//! admin requests ([`LocalTopology::metadata`] and the like) ask isolated brokers last.
+//!
 //! Every generated config and every process log lives in a per-run directory that is kept after the run (its
 //! path is printed at start); data directories inside it are removed after a clean [`LocalTopology::shutdown`].
 //! Every process is killed when the topology is dropped, also on panic, and dies with the harness even when the
 //! harness is SIGKILLed (see [`process`]).
 //!
-//! Not here: KRaft mode, network partitions between brokers (everything shares the loopback), more than one
-//! Connect worker.
+//! Not here: KRaft mode, partitions that cut MariaDB, ZooKeeper or Connect off (only brokers are isolated),
+//! one-way partitions, more than one Connect worker.
 
 mod admin;
 mod connect;
@@ -31,6 +52,7 @@ mod mariadb;
 pub mod prerequisites;
 pub mod process;
 pub mod provision;
+mod proxy;
 pub mod up;
 mod zookeeper;
 
@@ -38,8 +60,10 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use crate::broker::Isolation;
 use crate::scenario::{Scenario, TopicPlan};
 use process::ServiceCommand;
+use proxy::{Link, NetworkFaults, Proxy};
 
 pub use admin::{ClusterMetadata, PartitionMetadata};
 pub use connect::{ConnectRest, ConnectorStatus, WorkerState, CONNECT_GROUP_ID};
@@ -178,7 +202,7 @@ impl StandaloneKafka {
             brokers: 1,
             ..options.clone()
         };
-        let mut brokers = start_brokers(&run, &jvm, zookeeper_port, &single).await?;
+        let mut brokers = start_brokers(&run, &jvm, zookeeper_port, &single, None).await?;
         let broker = brokers.remove(0);
         let kafka_port = broker.service.port;
         Ok(StandaloneKafka {
@@ -237,29 +261,45 @@ async fn start_source_database(
 }
 
 /// Brokers 1..=`options.brokers`, each on its own free loopback port, started together; ready when each
-/// answers Metadata and one of them lists them all with a controller.
+/// answers Metadata and one of them lists them all with a controller. With `network`, each broker advertises a
+/// proxy in front of its port and reaches ZooKeeper through a proxy of its own, both under `network`'s faults.
 async fn start_brokers(
     run: &RunDir,
     jvm: &JvmComponents,
     zookeeper_port: u16,
     options: &LocalTopologyOptions,
+    network: Option<&NetworkFaults>,
 ) -> Result<Vec<LocalBroker>, LocalError> {
     let count = options.brokers.max(1);
     let mut brokers = Vec::new();
     for id in 1..=count as i32 {
         let port = process::free_loopback_port()?;
+        let proxies = network
+            .map(|network| -> Result<BrokerProxies, LocalError> {
+                Ok(BrokerProxies {
+                    kafka: Proxy::start(port, Link::Broker(id), network)?,
+                    zookeeper: Proxy::start(zookeeper_port, Link::ZooKeeperOf(id), network)?,
+                })
+            })
+            .transpose()?;
         let command = kafka::broker_command(
             run,
             jvm,
             &kafka::BrokerSettings {
                 broker_id: id,
                 port,
-                zookeeper_port,
+                advertised_port: proxies.as_ref().map_or(port, |p| p.kafka.port()),
+                zookeeper_port: proxies
+                    .as_ref()
+                    .map_or(zookeeper_port, |p| p.zookeeper.port()),
                 cluster_size: count,
                 max_heap: &options.kafka_heap,
             },
         )?;
         let process = ServiceProcess::spawn(&command)?;
+        if let Some(network) = network {
+            network.set_pid(id, process.pid());
+        }
         brokers.push(LocalBroker {
             id,
             service: RestartableService {
@@ -267,6 +307,7 @@ async fn start_brokers(
                 command,
                 port,
             },
+            proxies,
         });
     }
     for broker in &mut brokers {
@@ -343,11 +384,27 @@ impl RestartableService {
 struct LocalBroker {
     id: i32,
     service: RestartableService,
+    /// The topology's brokers have them (network faults); a standalone broker is reached directly.
+    proxies: Option<BrokerProxies>,
+}
+
+/// The proxies of one broker; they outlive its processes, so a restarted broker is back behind the same ones.
+#[derive(Debug)]
+struct BrokerProxies {
+    /// In front of its Kafka listener: the address it advertises.
+    kafka: Proxy,
+    /// In front of ZooKeeper, for its session alone.
+    zookeeper: Proxy,
 }
 
 impl LocalBroker {
+    /// Where clients and peers reach it: its proxy if it has one.
     fn address(&self) -> String {
-        format!("127.0.0.1:{}", self.service.port)
+        let port = self
+            .proxies
+            .as_ref()
+            .map_or(self.service.port, |proxies| proxies.kafka.port());
+        format!("127.0.0.1:{port}")
     }
 }
 
@@ -379,6 +436,8 @@ pub struct LocalTopology {
     mariadb: ServiceProcess,
     mariadb_endpoint: MariaDbEndpoint,
     connect_rest: ConnectRest,
+    /// Isolation and latency of each broker, read by its proxies.
+    network: NetworkFaults,
     run: RunDir,
     timings: StartupTimings,
     started: Instant,
@@ -428,7 +487,8 @@ impl LocalTopology {
         timings.zookeeper = phase.elapsed();
 
         let phase = Instant::now();
-        let brokers = start_brokers(&run, &jvm, zookeeper_port, options).await?;
+        let network = NetworkFaults::new();
+        let brokers = start_brokers(&run, &jvm, zookeeper_port, options, Some(&network)).await?;
         timings.kafka = phase.elapsed();
 
         let phase = Instant::now();
@@ -471,6 +531,7 @@ impl LocalTopology {
             mariadb,
             mariadb_endpoint,
             connect_rest,
+            network,
             run,
             timings,
             started,
@@ -483,14 +544,27 @@ impl LocalTopology {
         &self.mariadb_endpoint
     }
 
-    /// `127.0.0.1:<port>` of every broker, comma-separated in id order (stopped brokers included: the list is
-    /// what clients bootstrap from).
+    /// `127.0.0.1:<port>` of every broker's proxy, comma-separated in id order (stopped and isolated brokers
+    /// included: the list is what clients bootstrap from).
     pub fn bootstrap_servers(&self) -> String {
-        self.bootstrap_list().join(",")
+        self.brokers
+            .iter()
+            .map(LocalBroker::address)
+            .collect::<Vec<_>>()
+            .join(",")
     }
 
+    /// The brokers' addresses for the harness's own admin requests: isolated brokers last, since one isolated
+    /// from everyone answers nothing and one isolated from its peers answers with stale metadata.
     fn bootstrap_list(&self) -> Vec<String> {
-        self.brokers.iter().map(LocalBroker::address).collect()
+        let mut brokers: Vec<&LocalBroker> = self.brokers.iter().collect();
+        brokers.sort_by_key(|broker| (self.network.isolation(broker.id).is_some(), broker.id));
+        brokers.into_iter().map(LocalBroker::address).collect()
+    }
+
+    /// `127.0.0.1:<port>` of broker `id`'s proxy: where clients and its peers reach it.
+    pub fn broker_address(&self, id: i32) -> Result<String, LocalError> {
+        Ok(self.broker(id)?.address())
     }
 
     /// The broker ids, 1..=N.
@@ -498,7 +572,8 @@ impl LocalTopology {
         self.brokers.iter().map(|broker| broker.id).collect()
     }
 
-    /// The port broker `id` listens on (the same across restarts).
+    /// The port broker `id` itself listens on (the same across restarts). Nobody else uses it: clients and peers
+    /// reach the broker through its proxy, [`LocalTopology::broker_address`].
     pub fn broker_port(&self, id: i32) -> Result<u16, LocalError> {
         Ok(self.broker(id)?.service.port)
     }
@@ -530,13 +605,30 @@ impl LocalTopology {
         }
     }
 
-    /// A Metadata answer from the first broker that gives one: live brokers, controller and, for `topics`
-    /// (`None`: all), leaders, replicas and ISRs.
+    /// A Metadata answer from the first broker that gives one (isolated brokers asked last): live brokers,
+    /// controller and, for `topics` (`None`: all), leaders, replicas and ISRs. A broker healed a moment ago may
+    /// still answer from what it knew before its isolation; [`LocalTopology::broker_metadata`] asks one broker.
     pub async fn metadata(&self, topics: Option<&[String]>) -> Result<ClusterMetadata, LocalError> {
         admin::metadata(&self.bootstrap_list(), topics)
             .await
             .map_err(|reason| LocalError::Metadata {
                 bootstrap: self.bootstrap_servers(),
+                reason,
+            })
+    }
+
+    /// Broker `id`'s own Metadata answer. It is what that broker knows: one that is or was just isolated answers
+    /// from what it knew before, until the controller updates it after the heal.
+    pub async fn broker_metadata(
+        &self,
+        id: i32,
+        topics: Option<&[String]>,
+    ) -> Result<ClusterMetadata, LocalError> {
+        let address = self.broker(id)?.address();
+        admin::metadata(std::slice::from_ref(&address), topics)
+            .await
+            .map_err(|reason| LocalError::Metadata {
+                bootstrap: address,
                 reason,
             })
     }
@@ -603,7 +695,8 @@ impl LocalTopology {
     }
 
     /// Starts broker `id` again with the same config, port and log directory (stopping it first if it still
-    /// runs) and waits until it answers Metadata naming a controller.
+    /// runs), behind the same proxies, and waits until it answers Metadata naming a controller. An isolated
+    /// broker cannot reach ZooKeeper, so it cannot start: heal it first.
     ///
     /// A broker that was SIGKILLed or paused keeps its ZooKeeper registration until its session expires, and a
     /// new process registering the same id before then exits at start (`NodeExists` on `/brokers/ids/<id>`), so
@@ -621,9 +714,37 @@ impl LocalTopology {
                 _ => break,
             }
         }
-        let broker = self.broker_mut(id)?;
+        let broker = self.brokers.iter_mut().find(|broker| broker.id == id);
+        let Some(broker) = broker else {
+            return Err(self.unknown_broker(id));
+        };
         broker.service.respawn(BROKER_STOP_GRACE).await?;
+        self.network.set_pid(id, broker.service.process.pid());
         kafka::wait_for_broker(&mut broker.service.process, broker.service.port, timeout).await
+    }
+
+    /// Cuts broker `id` off from everyone (clients and peers) or from its peers only, at its proxies: its
+    /// connections are held, not closed, and its ZooKeeper session expires after [`ZOOKEEPER_SESSION_TIMEOUT`]
+    /// unless healed first. See the module docs for what clients observe.
+    pub fn isolate_broker(&self, id: i32, isolation: Isolation) -> Result<(), LocalError> {
+        self.broker(id)?;
+        self.network.isolate(id, isolation);
+        Ok(())
+    }
+
+    /// Ends broker `id`'s isolation: held bytes flow again; with an expired session it registers anew and
+    /// rejoins as a follower.
+    pub fn heal_broker(&self, id: i32) -> Result<(), LocalError> {
+        self.broker(id)?;
+        self.network.heal(id);
+        Ok(())
+    }
+
+    /// Delays every answer of broker `id` (to clients and peers alike) by `latency`; zero removes it.
+    pub fn set_broker_latency(&self, id: i32, latency: Duration) -> Result<(), LocalError> {
+        self.broker(id)?;
+        self.network.set_latency(id, latency);
+        Ok(())
     }
 
     /// SIGKILL to the Connect worker (and so to the Debezium task in it).
@@ -717,9 +838,11 @@ impl LocalTopology {
             .await
     }
 
-    /// Stops every service gracefully (SIGTERM, SIGKILL after a grace period) in reverse start order, then
-    /// removes the run's data directories; configs and logs stay.
+    /// Heals every network fault, then stops every service gracefully (SIGTERM, SIGKILL after a grace period) in
+    /// reverse start order, then removes the run's data directories; configs and logs stay.
     pub async fn shutdown(self) -> Result<PathBuf, LocalError> {
+        // Controlled shutdowns need the controller.
+        self.network.heal_all();
         let LocalTopology {
             mut connect,
             mut brokers,
