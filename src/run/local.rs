@@ -170,7 +170,15 @@ async fn drive(
         .rev()
         .find(|c| !c.snapshot)
         .and_then(|c| c.gtid.clone());
-    let (liveness, ends) = quiesce(scenario, &pipeline, &sink, &recorder, last_gtid).await;
+    let (liveness, ends) = quiesce(
+        scenario,
+        &pipeline,
+        &sink,
+        &recorder,
+        (topology_lock, &connector.name),
+        last_gtid,
+    )
+    .await;
     pipeline.shutdown().await;
 
     let finals = FinalStates {
@@ -244,19 +252,49 @@ async fn record_snapshot(
     Ok(rows)
 }
 
-/// Waits until the consumers have read a change of the last commit and stand at every partition's end, bounded
-/// by the scenario's quiesce timeout; past it, a liveness failure saying what was pending.
+/// Waits until Connect has committed a source offset of the last commit (it commits only what Kafka
+/// acknowledged: every change before it is in the topics), the consumers have read a change of that
+/// commit, and then stand at every partition's end read after that — bounded by the scenario's quiesce timeout;
+/// past it, a liveness failure saying what was pending. (A change of the last commit read is not enough alone:
+/// after a connector restart Debezium replays, and the last commit's record can reach its partition before
+/// replayed records reach theirs.)
 async fn quiesce(
     scenario: &Scenario,
     pipeline: &Pipeline,
     sink: &LocalSink,
     recorder: &Recorder,
+    connect: (&Mutex<LocalTopology>, &str),
     last_gtid: Option<String>,
 ) -> (Liveness, Vec<(String, i32, i64)>) {
     let bound = scenario.pipeline.quiesce_timeout.as_duration();
     let began = Instant::now();
     let mut ends = Vec::new();
+    let mut committed_gtids = String::new();
     loop {
+        let committed = match last_gtid.as_deref() {
+            None => true,
+            Some(last) => {
+                let offsets = connect
+                    .0
+                    .lock()
+                    .await
+                    .connect()
+                    .committed_offsets(connect.1)
+                    .await;
+                if let Some(gtids) = offsets.ok().and_then(|o| {
+                    o.first()
+                        .and_then(|offset| offset.get("gtids"))
+                        .and_then(|g| g.as_str())
+                        .map(str::to_owned)
+                }) {
+                    committed_gtids = gtids;
+                }
+                // Debezium's offset inside transaction N is the set of transactions before it: an offset past
+                // N - 1 is the commit of a record of the last transaction (the set reaches N itself only with the
+                // next binlog event, which may be a heartbeat tens of seconds later).
+                gtid_set_covers(&committed_gtids, last, 1)
+            }
+        };
         let seen_last = last_gtid.as_deref().is_none_or(|gtid| {
             recorder.snapshot().consumed.iter().any(|c| {
                 c.change
@@ -264,19 +302,33 @@ async fn quiesce(
                     .is_some_and(|ch| ch.source.gtid.as_deref() == Some(gtid))
             })
         });
-        if let Ok(now) = pipeline.end_offsets().await {
-            ends = now;
+        if committed {
+            if let Ok(now) = pipeline.end_offsets().await {
+                ends = now;
+            }
         }
-        if seen_last && !ends.is_empty() && pipeline.caught_up(&ends) {
+        if committed && seen_last && !ends.is_empty() && pipeline.caught_up(&ends) {
+            tracing::debug!(last_gtid = ?last_gtid, committed = %committed_gtids, ends = ?ends, "quiesced");
             return (Liveness::Quiesced, ends);
         }
         if began.elapsed() >= bound {
             let mut pending = Vec::new();
+            if !committed {
+                pending.push(format!(
+                    "capture: Connect's committed source offset is at GTID set `{committed_gtids}`, not yet at the last commit's {}",
+                    last_gtid.as_deref().unwrap_or("-")
+                ));
+            }
             if !seen_last {
                 pending.push(format!(
                     "consumers: no change of the last commit (GTID {}) read yet",
                     last_gtid.as_deref().unwrap_or("-")
                 ));
+            }
+            if ends.is_empty() {
+                if let Ok(now) = pipeline.end_offsets().await {
+                    ends = now;
+                }
             }
             pending.extend(super::consumers_pending(&sink.offsets(), &ends));
             return (
@@ -289,6 +341,21 @@ async fn quiesce(
         }
         tokio::time::sleep(POLL).await;
     }
+}
+
+/// Whether the MariaDB GTID set `set` (`domain-server-seq`, comma-separated) reaches within `slack` transactions of
+/// `gtid`: an entry of the same domain and server with a sequence number at least `gtid`'s minus `slack`.
+fn gtid_set_covers(set: &str, gtid: &str, slack: u64) -> bool {
+    fn parts(g: &str) -> Option<(&str, &str, u64)> {
+        let mut it = g.trim().splitn(3, '-');
+        Some((it.next()?, it.next()?, it.next()?.parse().ok()?))
+    }
+    let Some((domain, server, seq)) = parts(gtid) else {
+        return false;
+    };
+    set.split(',')
+        .filter_map(parts)
+        .any(|(d, s, n)| d == domain && s == server && n.saturating_add(slack) >= seq)
 }
 
 /// The sink the scenario asked for: in memory, or the MySQL sink in MariaDB's `etl_sink` schema.
@@ -314,5 +381,23 @@ impl LocalSink {
                 .await
                 .map_err(|e| RunError::LocalRun(format!("reading the MySQL sink back: {e}"))),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::gtid_set_covers;
+
+    #[test]
+    fn gtid_sets_cover_by_domain_server_and_sequence() {
+        assert!(gtid_set_covers("0-1-1308", "0-1-1308", 0));
+        assert!(gtid_set_covers("0-1-1310", "0-1-1308", 0));
+        assert!(!gtid_set_covers("0-1-1307", "0-1-1308", 0));
+        assert!(gtid_set_covers("0-1-1307", "0-1-1308", 1));
+        assert!(!gtid_set_covers("0-1-121", "0-1-1308", 1));
+        assert!(!gtid_set_covers("0-2-5000", "0-1-1308", 1));
+        assert!(gtid_set_covers("1-1-3, 0-1-2000", "0-1-1308", 0));
+        assert!(!gtid_set_covers("", "0-1-1", 1));
+        assert!(!gtid_set_covers("0-1-5", "garbage", 1));
     }
 }

@@ -341,6 +341,7 @@ impl ConnectRest {
             let offsets = self.committed_offsets(name).await?;
             if let Some(offset) = offsets.first() {
                 if !in_snapshot(offset) {
+                    tracing::debug!(%offset, "committed source offset past the snapshot");
                     return Ok(());
                 }
                 last_seen = offset.to_string();
@@ -394,13 +395,20 @@ impl ConnectRest {
     }
 }
 
-/// Whether a committed Debezium binlog offset was taken during a snapshot (`"snapshot": true` or `"true"`).
+/// Whether a committed Debezium binlog offset was taken during a snapshot that had not completed: Debezium puts a
+/// `snapshot` key (`true`, or the snapshot kind such as `"INITIAL"`) in offsets taken while it snapshots, and
+/// `snapshot_completed: true` once the snapshot is done; streaming offsets carry neither.
 fn in_snapshot(offset: &serde_json::Value) -> bool {
-    match offset.get("snapshot") {
-        Some(serde_json::Value::Bool(b)) => *b,
-        Some(serde_json::Value::String(s)) => s == "true" || s == "last",
-        _ => false,
-    }
+    let marked = match offset.get("snapshot") {
+        None | Some(serde_json::Value::Null) | Some(serde_json::Value::Bool(false)) => false,
+        Some(serde_json::Value::String(s)) => !s.eq_ignore_ascii_case("false"),
+        Some(_) => true,
+    };
+    let completed = matches!(
+        offset.get("snapshot_completed"),
+        Some(serde_json::Value::Bool(true))
+    ) || offset.get("snapshot_completed").and_then(|v| v.as_str()) == Some("true");
+    marked && !completed
 }
 
 #[cfg(test)]
@@ -414,6 +422,12 @@ mod tests {
             &json!({"file": "binlog.000001", "pos": 251177, "gtids": "0-1-108", "snapshot": true})
         ));
         assert!(in_snapshot(&json!({"snapshot": "true", "pos": 4})));
+        assert!(in_snapshot(
+            &json!({"snapshot": "INITIAL", "snapshot_completed": false, "pos": 4})
+        ));
+        assert!(!in_snapshot(
+            &json!({"snapshot": "INITIAL", "snapshot_completed": true, "pos": 4})
+        ));
         assert!(!in_snapshot(
             &json!({"file": "binlog.000001", "pos": 251177, "gtids": "0-1-108"})
         ));
