@@ -193,7 +193,15 @@ impl ConnectRest {
         &self,
         name: &str,
     ) -> Result<Option<ConnectorStatus>, LocalError> {
-        let url = format!("{}/connectors/{name}/status", self.base_url);
+        self.get_json(&format!("connectors/{name}/status")).await
+    }
+
+    /// `GET <path>` parsed as JSON; `None` on 404, an error naming the request on any other failure.
+    async fn get_json<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+    ) -> Result<Option<T>, LocalError> {
+        let url = format!("{}/{path}", self.base_url);
         let request = format!("GET {url}");
         let response = self
             .http
@@ -298,26 +306,11 @@ impl ConnectRest {
         &self,
         name: &str,
     ) -> Result<Vec<serde_json::Value>, LocalError> {
-        let url = format!("{}/connectors/{name}/offsets", self.base_url);
-        let request = format!("GET {url}");
-        let response = self
-            .http
-            .get(&url)
-            .send()
-            .await
-            .map_err(|e| self.rest_error(&request, "no answer", &e.to_string()))?;
-        let status = response.status();
-        let body = response
-            .text()
-            .await
-            .map_err(|e| self.rest_error(&request, &status.to_string(), &e.to_string()))?;
-        if !status.is_success() {
-            return Err(self.rest_error(&request, &status.to_string(), &body));
-        }
-        let answer: serde_json::Value = serde_json::from_str(&body)
-            .map_err(|e| self.rest_error(&request, &status.to_string(), &format!("{e}: {body}")))?;
+        let answer: Option<serde_json::Value> =
+            self.get_json(&format!("connectors/{name}/offsets")).await?;
         Ok(answer
-            .get("offsets")
+            .as_ref()
+            .and_then(|a| a.get("offsets"))
             .and_then(|o| o.as_array())
             .map(|offsets| {
                 offsets
