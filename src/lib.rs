@@ -25,7 +25,7 @@
 //! | [`report`] | built | verdicts against `[expect]` (counts and relations), metrics; terminal, JSON and stable text |
 //! | [`campaign`] | built | property tests over fault schedules: seeded schedules of safe faults, shrinking, the minimal failing case written as a scenario file; `etl-harness fuzz-faults` |
 //! | [`nemesis`] | embedded, local | runs `[[faults]]` at their times (real or virtual clock), resolving roles (leader, follower, controller) when they fire; undoes what is left after the stream; acts through a `FaultHost`: the embedded cluster and capture, or the local processes (signals, loopback proxies, Connect's REST API) |
-//! | [`run`] | embedded, local | one run end to end: topology, baseline, capture, pipeline, paced stream with the nemesis, quiesce, check, report; on `local` the capture is Debezium itself, faults act on the processes, and quiesce waits for Connect's committed offset of the last commit; `run::diff` runs one scenario on several backends and compares verdicts (`etl-harness diff`) |
+//! | [`run`] | embedded, local | one run end to end: topology, baseline, capture, pipeline, paced stream with the nemesis, quiesce, check, report; on `local` the capture is Debezium itself, faults act on the processes, and quiesce waits for Connect's committed offset of the last commit; `run::LocalSession` keeps one local topology for several runs (fresh database, connector and topic names per run); `run::diff` runs one scenario on several backends and compares verdicts (`etl-harness diff`) |
 //!
 //! Planned modules (each lands with its issue, never as an empty placeholder): `sweep`. The runner
 //! lives in its own module `run` (the design's data flow names its steps but no module): it is the one place

@@ -7,12 +7,9 @@
 
 mod common;
 
-use openmrs_etl_harness::run::diff::diff;
-use openmrs_etl_harness::run::{run, RunError, RunOptions};
+use openmrs_etl_harness::run::diff::{diff, diff_on, Diff};
+use openmrs_etl_harness::run::{run, LocalSession, RunError, RunOptions};
 use openmrs_etl_harness::scenario::{Backend, FaultAction, Scenario, Sink};
-
-/// One local topology at a time: two on two cores would starve each other's JVMs.
-static TOPOLOGY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 fn options(path: &str) -> RunOptions {
     RunOptions {
@@ -21,66 +18,143 @@ fn options(path: &str) -> RunOptions {
     }
 }
 
-/// quickstart (5,000 operations, 3 brokers, acks=all, RF 3) on both backends: the local run passes on its own
-/// (lost 0, reordered 0, final state equal to the batch recomputation from MariaDB's tables), and every verdict
-/// is the embedded run's.
+/// Every local run of this file on one topology (3 brokers), started once: each run after the first gets a fresh
+/// source database, a new Debezium connector and new topic names ([`LocalSession`]).
+///
+/// 1. quickstart (5,000 operations, acks=all, RF 3) on both backends: the local run passes on its own (lost 0,
+///    reordered 0, final state equal to the batch recomputation from MariaDB's tables), it really went through
+///    Debezium (GTIDs on commits and consumed records), and every verdict is the embedded run's.
+/// 2. quickstart on local alone with the MySQL sink: the ETL's images, flat table and offsets in MariaDB's
+///    `etl_sink` schema, and the flat table read back from there equals the batch recomputation. As the second
+///    run on the topology it also shows the reset: its topics carry the run's prefix, and the baseline loaded
+///    again into a fresh database (a stale one would refuse the same primary keys).
+/// 3. The fault scenarios that list `local`, on both backends with the same seed: every fault applied without
+///    error on local, the local run passes, every verdict agrees. broker-kill SIGKILLs the obs partition's
+///    leader and restarts it (the controller moves leaders after the 6 s ZooKeeper session), connector-restart
+///    SIGKILLs the Connect worker and starts it again (Debezium resends from its last committed offsets:
+///    duplicates, no loss), consumer-restart kills an ETL consumer, controlled-shutdown SIGTERMs the leader,
+///    isolate-follower-realtime cuts a follower off at its proxies (clients, peers, ZooKeeper) for 10 s.
+///
+/// Every scenario is run even after one fails; the test fails at the end with all the failures.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn quickstart_on_local_passes_and_agrees_with_embedded() {
+async fn scenarios_on_one_local_topology_agree_with_embedded() {
     common::init_tracing();
     if !common::real_services_available(&["mariadbd", "mariadb-install-db", "java"]) {
         return;
     }
-    let _one_topology_at_a_time = TOPOLOGY.lock().await;
-    let path = "scenarios/quickstart.toml";
-    let scenario = Scenario::load(path.as_ref()).unwrap_or_else(|e| panic!("{e}"));
-    let d = diff(
-        &scenario,
-        &options(path),
-        &[Backend::Embedded, Backend::Local],
-    )
-    .await
-    .unwrap_or_else(|e| panic!("{e}"));
-    let table = d.table();
-    println!("{table}");
-    let (_, local) = &d.runs[1];
-    assert_eq!(local.report.info.backend, "local");
+    let mut session = LocalSession::start(3)
+        .await
+        .unwrap_or_else(|e| panic!("starting the local topology: {e}"));
+    let mut failures = Vec::new();
+
+    if let Err(failure) = quickstart_agrees(&mut session).await {
+        failures.push(failure);
+    }
+    if let Err(failure) = quickstart_with_the_mysql_sink_passes(&mut session).await {
+        failures.push(failure);
+    }
+    for name in [
+        "broker-kill",
+        "connector-restart",
+        "consumer-restart",
+        "controlled-shutdown",
+        "isolate-follower-realtime",
+    ] {
+        if let Err(failure) = fault_scenario_agrees(&mut session, name).await {
+            failures.push(failure);
+        }
+    }
+    let logs = session.run_dir().await;
+    session.shutdown().await;
     assert!(
-        local.report.passed(),
-        "quickstart on local failed (seed {}; reproduce: etl-harness run {path} with [topology] backend = \"local\"):\n{}",
-        scenario.seed,
-        local.report.terminal()
-    );
-    // The local run really went through Debezium: every streamed commit has a MariaDB GTID, and consumers read
-    // records carrying them.
-    let h = &local.history;
-    assert!(h
-        .commits
-        .iter()
-        .filter(|c| !c.snapshot)
-        .all(|c| c.gtid.as_deref().is_some_and(|g| g.starts_with("0-1-"))));
-    assert!(h
-        .consumed
-        .iter()
-        .filter_map(|c| c.change.as_ref())
-        .any(|ch| ch.source.gtid.is_some()));
-    assert!(
-        d.agree(),
-        "embedded and local disagree on {:?}:\n{table}",
-        d.disagreements()
+        failures.is_empty(),
+        "{} of 7 local runs failed (service logs in {}):\n\n{}",
+        failures.len(),
+        logs.display(),
+        failures.join("\n\n")
     );
 }
 
-/// The same on local alone with the MySQL sink: the ETL's images, flat table and offsets in MariaDB's
-/// `etl_sink` schema, and the flat table read back from there equals the batch recomputation.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn quickstart_with_the_mysql_sink_on_local_passes() {
-    common::init_tracing();
-    if !common::real_services_available(&["mariadbd", "mariadb-install-db", "java"]) {
-        return;
+/// Both backends on `path`, the local one on `session`; an error says how to reproduce.
+async fn diff_both(session: &mut LocalSession, path: &str) -> Result<(Scenario, Diff), String> {
+    let scenario = Scenario::load(path.as_ref()).map_err(|e| e.to_string())?;
+    let d = diff_on(
+        &scenario,
+        &options(path),
+        &[Backend::Embedded, Backend::Local],
+        Some(session),
+    )
+    .await
+    .map_err(|e| {
+        format!(
+            "{path}: {e} (seed {}; reproduce: etl-harness diff {path} --backends embedded,local)",
+            scenario.seed
+        )
+    })?;
+    println!("{path}\n{}", d.table());
+    Ok((scenario, d))
+}
+
+/// The local run passed, and every verdict is the embedded run's.
+fn passed_and_agreed(path: &str, scenario: &Scenario, d: &Diff) -> Result<(), String> {
+    let (_, local) = &d.runs[1];
+    if local.report.info.backend != "local" {
+        return Err(format!(
+            "{path}: the second run was on {}",
+            local.report.info.backend
+        ));
     }
-    let _one_topology_at_a_time = TOPOLOGY.lock().await;
+    if !local.report.passed() {
+        return Err(format!(
+            "{path} on local failed (seed {}; reproduce: etl-harness diff {path} --backends embedded,local):\n{}",
+            scenario.seed,
+            local.report.terminal()
+        ));
+    }
+    if !d.agree() {
+        return Err(format!(
+            "{path}: embedded and local disagree on {:?} (seed {}; reproduce: etl-harness diff {path} --backends embedded,local):\n{}",
+            d.disagreements(),
+            scenario.seed,
+            d.table()
+        ));
+    }
+    Ok(())
+}
+
+async fn quickstart_agrees(session: &mut LocalSession) -> Result<(), String> {
     let path = "scenarios/quickstart.toml";
-    let text = std::fs::read_to_string(path).unwrap();
+    let (scenario, d) = diff_both(session, path).await?;
+    passed_and_agreed(path, &scenario, &d)?;
+    // The local run really went through Debezium: every streamed commit has a MariaDB GTID, and consumers read
+    // records carrying them.
+    let h = &d.runs[1].1.history;
+    if !h
+        .commits
+        .iter()
+        .filter(|c| !c.snapshot)
+        .all(|c| c.gtid.as_deref().is_some_and(|g| g.starts_with("0-1-")))
+    {
+        return Err(format!(
+            "{path} on local: a streamed commit without a MariaDB GTID"
+        ));
+    }
+    if !h
+        .consumed
+        .iter()
+        .filter_map(|c| c.change.as_ref())
+        .any(|ch| ch.source.gtid.is_some())
+    {
+        return Err(format!(
+            "{path} on local: no consumed record carries a GTID"
+        ));
+    }
+    Ok(())
+}
+
+async fn quickstart_with_the_mysql_sink_passes(session: &mut LocalSession) -> Result<(), String> {
+    let path = "scenarios/quickstart.toml";
+    let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
     let text = text
         .replace(
             "backends = [\"embedded\", \"local\"]",
@@ -88,19 +162,50 @@ async fn quickstart_with_the_mysql_sink_on_local_passes() {
         )
         .replace("backend = \"embedded\"", "backend = \"local\"")
         .replace("sink = \"memory\"", "sink = \"mysql\"");
-    let scenario = Scenario::parse(&text, path).unwrap_or_else(|e| panic!("{e}"));
+    let scenario = Scenario::parse(&text, path).map_err(|e| e.to_string())?;
     assert_eq!(scenario.pipeline.sink, Sink::Mysql);
-    let outcome = run(&scenario, &options(path))
+    let outcome = session
+        .run(&scenario, &options(path))
         .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    assert!(
-        outcome.report.passed(),
-        "quickstart with the MySQL sink on local failed (seed {}):\n{}",
-        scenario.seed,
-        outcome.report.terminal()
-    );
-    assert!(!outcome.finals.sink.is_empty());
-    assert_eq!(outcome.finals.sink, outcome.finals.oracle);
+        .map_err(|e| format!("quickstart with the MySQL sink on local: {e}"))?;
+    if !outcome.report.passed() {
+        return Err(format!(
+            "quickstart with the MySQL sink on local failed (seed {}):\n{}",
+            scenario.seed,
+            outcome.report.terminal()
+        ));
+    }
+    if outcome.finals.sink.is_empty() || outcome.finals.sink != outcome.finals.oracle {
+        return Err("quickstart with the MySQL sink on local: the flat table read back from MariaDB is empty or differs from the batch recomputation".into());
+    }
+    let fresh_prefix = format!("{}_r2.", scenario.topics.prefix);
+    if !outcome
+        .history
+        .consumed
+        .iter()
+        .all(|c| c.topic.starts_with(&fresh_prefix))
+    {
+        return Err(format!(
+            "quickstart with the MySQL sink, the second run on the topology, read a topic not under {fresh_prefix}"
+        ));
+    }
+    Ok(())
+}
+
+async fn fault_scenario_agrees(session: &mut LocalSession, name: &str) -> Result<(), String> {
+    let path = format!("scenarios/{name}.toml");
+    let (scenario, d) = diff_both(session, &path).await?;
+    let (_, local) = &d.runs[1];
+    if local.history.faults.is_empty() {
+        return Err(format!("{name}: no fault was recorded on local"));
+    }
+    if local.history.faults.iter().any(|f| f.error.is_some()) {
+        return Err(format!(
+            "{name}: a fault failed on local: {:#?}",
+            local.history.faults
+        ));
+    }
+    passed_and_agreed(&path, &scenario, &d)
 }
 
 /// A fault the local backend cannot perform (a machine crash: the unflushed log exists only in the embedded
@@ -122,62 +227,6 @@ async fn a_fault_local_cannot_perform_is_refused_before_anything_starts() {
         text.contains("faults[0]") && text.contains("crash") && text.contains("local"),
         "{text}"
     );
-}
-
-/// The fault scenarios that list `local`, run on both backends with the same seed: every invariant has the same
-/// verdict, and the local run passes on its own. broker-kill SIGKILLs the obs partition's leader and restarts it
-/// (the controller moves leaders after the 6 s ZooKeeper session), connector-restart SIGKILLs the Connect worker
-/// and starts it again (Debezium resends from its last committed offsets: duplicates, no loss),
-/// consumer-restart kills an ETL consumer, controlled-shutdown SIGTERMs the leader, isolate-follower-realtime cuts
-/// a follower off at its proxies (clients, peers, ZooKeeper) for 10 s.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn fault_scenarios_on_local_agree_with_embedded() {
-    common::init_tracing();
-    if !common::real_services_available(&["mariadbd", "mariadb-install-db", "java"]) {
-        return;
-    }
-    let _one_topology_at_a_time = TOPOLOGY.lock().await;
-    for name in [
-        "broker-kill",
-        "connector-restart",
-        "consumer-restart",
-        "controlled-shutdown",
-        "isolate-follower-realtime",
-    ] {
-        let path = format!("scenarios/{name}.toml");
-        let scenario = Scenario::load(path.as_ref()).unwrap_or_else(|e| panic!("{e}"));
-        let d = diff(
-            &scenario,
-            &options(&path),
-            &[Backend::Embedded, Backend::Local],
-        )
-        .await
-        .unwrap_or_else(|e| panic!("{path}: {e}"));
-        let table = d.table();
-        println!("{name}\n{table}");
-        let (_, local) = &d.runs[1];
-        assert!(
-            !local.history.faults.is_empty(),
-            "{name}: no fault was recorded on local"
-        );
-        assert!(
-            local.history.faults.iter().all(|f| f.error.is_none()),
-            "{name}: a fault failed on local: {:#?}",
-            local.history.faults
-        );
-        assert!(
-            local.report.passed(),
-            "{name} on local failed (seed {}; reproduce: etl-harness diff {path} --backends embedded,local):\n{}",
-            scenario.seed,
-            local.report.terminal()
-        );
-        assert!(
-            d.agree(),
-            "{name}: embedded and local disagree on {:?} (seed {}; reproduce: etl-harness diff {path} --backends embedded,local):\n{table}",
-            d.disagreements(),
-            scenario.seed
-        );
-    }
 }
 
 /// A backend the scenario does not list is refused by the differential check.

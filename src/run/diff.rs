@@ -7,7 +7,7 @@
 
 use std::fmt::Write as _;
 
-use super::{run, RunError, RunOptions, RunOutcome};
+use super::{run, LocalSession, RunError, RunOptions, RunOutcome};
 use crate::scenario::{Backend, Scenario};
 
 /// One scenario's outcome on each backend.
@@ -86,6 +86,16 @@ pub async fn diff(
     options: &RunOptions,
     backends: &[Backend],
 ) -> Result<Diff, RunError> {
+    diff_on(scenario, options, backends, None).await
+}
+
+/// [`diff`], with the local run on `local`'s topology (kept across scenarios) instead of one started for it.
+pub async fn diff_on(
+    scenario: &Scenario,
+    options: &RunOptions,
+    backends: &[Backend],
+    mut local: Option<&mut LocalSession>,
+) -> Result<Diff, RunError> {
     if let Some(backend) = backends.iter().find(|b| !scenario.backends.contains(b)) {
         return Err(RunError::NotListed {
             scenario: scenario.name.clone(),
@@ -96,7 +106,10 @@ pub async fn diff(
     for backend in backends {
         let mut on = scenario.clone();
         on.topology.backend = *backend;
-        let outcome = run(&on, options).await?;
+        let outcome = match (backend, local.as_deref_mut()) {
+            (Backend::Local, Some(session)) => session.run(&on, options).await?,
+            _ => run(&on, options).await?,
+        };
         runs.push((*backend, outcome));
     }
     Ok(Diff { runs })

@@ -58,25 +58,129 @@ pub(super) async fn run(
     options: &RunOptions,
     wall: Instant,
 ) -> Result<RunOutcome, RunError> {
-    let recorder = Recorder::new(scenario.seed);
     // Before anything starts: a fault this backend cannot perform is an error, not a no-op.
-    let nemesis = Nemesis::new(scenario, recorder.clone())?;
-    let mut topology_options = LocalTopologyOptions::new(reference::schema_fixture_sql());
-    topology_options.brokers = scenario.topology.brokers;
-    let topology = Mutex::new(LocalTopology::start(&topology_options).await?);
-    let result = drive(scenario, options, wall, &topology, recorder, nemesis).await;
-    let topology = topology.into_inner();
-    let run_dir = topology.run_dir().to_path_buf();
-    if let Err(e) = topology.shutdown().await {
-        tracing::warn!(error = %e, "stopping the local topology");
-    }
-    if result.is_err() {
-        eprintln!(
-            "[etl-harness] the local run failed; service logs are in {}",
-            run_dir.display()
-        );
-    }
+    Nemesis::new(scenario, Recorder::new(scenario.seed))?;
+    let mut session = LocalSession::start(scenario.topology.brokers).await?;
+    let result = session.run_from(scenario, options, wall).await;
+    session.shutdown().await;
     result
+}
+
+/// A local topology kept for several runs: one start (15–20 s of JVMs and MariaDB) for a whole test binary or
+/// `diff` campaign instead of one per scenario.
+///
+/// Each run after the first starts from a source and a Kafka namespace as fresh as a new topology's:
+/// - the previous run's Debezium connector is deleted, and every service put back as started (network faults
+///   healed, paused brokers resumed, exited brokers and Connect worker restarted);
+/// - the OpenMRS database (and the MySQL sink's schema) is dropped and loaded again from the schema fixture;
+/// - run `n` renames what Kafka and Connect keep: topic prefix `<prefix>_r<n>` (so the change topics, the
+///   schema-change topic and Debezium's heartbeat topic are new), connector `<name>-r<n>` (no committed offsets:
+///   it takes the initial snapshot), schema history topic `<history>-r<n>` and Debezium's replica server id.
+///   The previous run's topics stay (the harness never reads them again).
+///
+/// The first run keeps the scenario's names, so a session of one run is exactly a standalone run.
+pub struct LocalSession {
+    topology: Mutex<LocalTopology>,
+    brokers: u32,
+    runs: u32,
+    /// The connector registered by the last run, deleted before the next one.
+    last_connector: Option<String>,
+}
+
+impl LocalSession {
+    /// Starts a local topology of `brokers` Kafka brokers (with MariaDB, ZooKeeper and a Connect worker).
+    pub async fn start(brokers: u32) -> Result<LocalSession, RunError> {
+        let mut topology_options = LocalTopologyOptions::new(reference::schema_fixture_sql());
+        topology_options.brokers = brokers;
+        let topology = LocalTopology::start(&topology_options).await?;
+        Ok(LocalSession {
+            topology: Mutex::new(topology),
+            brokers,
+            runs: 0,
+            last_connector: None,
+        })
+    }
+
+    /// The topology's run directory (service logs under `logs/`).
+    pub async fn run_dir(&self) -> std::path::PathBuf {
+        self.topology.lock().await.run_dir().to_path_buf()
+    }
+
+    /// Runs `scenario` (whatever its `[topology] backend` says) on this topology and judges it. The scenario's
+    /// broker count must be the topology's.
+    pub async fn run(
+        &mut self,
+        scenario: &Scenario,
+        options: &RunOptions,
+    ) -> Result<RunOutcome, RunError> {
+        self.run_from(scenario, options, Instant::now()).await
+    }
+
+    async fn run_from(
+        &mut self,
+        scenario: &Scenario,
+        options: &RunOptions,
+        wall: Instant,
+    ) -> Result<RunOutcome, RunError> {
+        if scenario.topology.brokers != self.brokers {
+            return Err(RunError::LocalRun(format!(
+                "scenario `{}` asks for {} brokers; this local topology has {}",
+                scenario.name, scenario.topology.brokers, self.brokers
+            )));
+        }
+        let recorder = Recorder::new(scenario.seed);
+        // Before anything changes: a fault this backend cannot perform is an error, not a no-op.
+        let nemesis = Nemesis::new(scenario, recorder.clone())?;
+        self.runs += 1;
+        let mut scenario = scenario.clone();
+        let mut connector =
+            DebeziumConnector::seed(ConnectorFlavour::MariaDb).with_producer(&scenario.producer);
+        if self.runs > 1 {
+            let n = self.runs;
+            scenario.topics.prefix = format!("{}_r{n}", scenario.topics.prefix);
+            connector.name = format!("{}-r{n}", connector.name);
+            connector.history_topic = format!("{}-r{n}", connector.history_topic);
+            connector.replica_server_id += n;
+            self.reset().await?;
+        }
+        connector.topic_prefix = scenario.topics.prefix.clone();
+        self.last_connector = Some(connector.name.clone());
+        let result = drive(
+            &scenario,
+            options,
+            wall,
+            &self.topology,
+            recorder,
+            nemesis,
+            &connector,
+        )
+        .await;
+        if result.is_err() {
+            eprintln!(
+                "[etl-harness] the local run failed; service logs are in {}",
+                self.run_dir().await.display()
+            );
+        }
+        result
+    }
+
+    /// Between runs: the last connector deleted, every service as started, the source database fresh.
+    async fn reset(&mut self) -> Result<(), RunError> {
+        let mut topology = self.topology.lock().await;
+        topology.recover().await?;
+        if let Some(name) = self.last_connector.take() {
+            topology.connect().delete_connector(&name).await?;
+        }
+        topology.reset_source(&[DEFAULT_SINK_SCHEMA]).await?;
+        Ok(())
+    }
+
+    /// Stops every service (see [`LocalTopology::shutdown`]); a failure to stop is logged, not returned.
+    pub async fn shutdown(self) {
+        if let Err(e) = self.topology.into_inner().shutdown().await {
+            tracing::warn!(error = %e, "stopping the local topology");
+        }
+    }
 }
 
 async fn drive(
@@ -86,6 +190,7 @@ async fn drive(
     topology_lock: &Mutex<LocalTopology>,
     recorder: Recorder,
     mut nemesis: Nemesis,
+    connector: &DebeziumConnector,
 ) -> Result<RunOutcome, RunError> {
     let clock = Clock::real();
     // The nemesis takes the lock to act on a process; everything else here only reads endpoints.
@@ -102,12 +207,7 @@ async fn drive(
     }
     let snapshot_rows = record_snapshot(&source, &recorder, &clock).await?;
 
-    let mut connector =
-        DebeziumConnector::seed(ConnectorFlavour::MariaDb).with_producer(&scenario.producer);
-    connector.topic_prefix = scenario.topics.prefix.clone();
-    topology
-        .start_connector(&connector, CONNECTOR_READY)
-        .await?;
+    topology.start_connector(connector, CONNECTOR_READY).await?;
 
     let config = PipelineConfig::from_scenario(scenario, topology.bootstrap_servers());
     let (pipeline, sink) = match scenario.pipeline.sink {

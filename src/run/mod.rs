@@ -19,6 +19,8 @@
 pub mod diff;
 mod local;
 
+pub use local::LocalSession;
+
 use std::io::IsTerminal;
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -300,6 +300,23 @@ impl ConnectRest {
         .await
     }
 
+    /// `DELETE /connectors/{name}`: the connector and its tasks stop and are removed (its committed offsets stay
+    /// in the offsets topic under its name). A connector the worker does not know is not an error.
+    pub async fn delete_connector(&self, name: &str) -> Result<(), LocalError> {
+        let url = format!("{}/connectors/{name}", self.base_url);
+        let request = format!("DELETE {url}");
+        let response = self
+            .http
+            .delete(&url)
+            .send()
+            .await
+            .map_err(|e| self.rest_error(&request, "no answer", &e.to_string()))?;
+        if response.status().as_u16() == 404 {
+            return Ok(());
+        }
+        self.expect_success(&request, response).await
+    }
+
     /// `GET /connectors/{name}/offsets`: the source offsets Connect has committed for the connector (one per
     /// source partition) — the only proof of what Debezium had acknowledged, and where it resumes after a restart.
     pub async fn committed_offsets(

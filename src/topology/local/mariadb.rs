@@ -236,3 +236,54 @@ async fn load_schema_and_users(
         .map_err(sql_error("disconnecting"))?;
     Ok(())
 }
+
+/// Drops the OpenMRS database and `extra_schemas` (a sink's), and creates the OpenMRS database again from
+/// `schema_sql`: what a fresh topology's source holds. The binlog keeps what came before; a connector registered
+/// afterwards snapshots the fresh tables.
+pub(crate) async fn reset_database(
+    endpoint: &MariaDbEndpoint,
+    schema_sql: &str,
+    extra_schemas: &[&str],
+    log: &std::path::Path,
+) -> Result<(), LocalError> {
+    let sql_error = |stage: &str| {
+        let url = endpoint.admin_url();
+        let log = log.to_path_buf();
+        let stage = stage.to_owned();
+        move |source| LocalError::Sql {
+            url,
+            stage,
+            log,
+            source: Box::new(source),
+        }
+    };
+    let mut admin = mysql_async::Conn::from_url(endpoint.admin_url().as_str())
+        .await
+        .map_err(sql_error("connecting as root"))?;
+    let mut statements = format!("DROP DATABASE IF EXISTS `{}`;", endpoint.database);
+    for schema in extra_schemas {
+        statements.push_str(&format!("DROP DATABASE IF EXISTS `{schema}`;"));
+    }
+    statements.push_str(&format!(
+        "CREATE DATABASE `{}` CHARACTER SET utf8mb4;",
+        endpoint.database
+    ));
+    admin
+        .query_drop(statements)
+        .await
+        .map_err(sql_error("dropping and creating the databases"))?;
+    admin
+        .disconnect()
+        .await
+        .map_err(sql_error("disconnecting"))?;
+    let mut conn = mysql_async::Conn::from_url(endpoint.url().as_str())
+        .await
+        .map_err(sql_error("connecting to the OpenMRS database"))?;
+    conn.query_drop(schema_sql)
+        .await
+        .map_err(sql_error("loading the schema fixture"))?;
+    conn.disconnect()
+        .await
+        .map_err(sql_error("disconnecting"))?;
+    Ok(())
+}

@@ -442,6 +442,8 @@ pub struct LocalTopology {
     timings: StartupTimings,
     started: Instant,
     ready_timeout: Duration,
+    /// The schema fixture, kept to reset the source between runs.
+    schema_sql: String,
 }
 
 impl LocalTopology {
@@ -536,6 +538,7 @@ impl LocalTopology {
             timings,
             started,
             ready_timeout: options.ready_timeout,
+            schema_sql: options.schema_sql.clone(),
         })
     }
 
@@ -821,6 +824,36 @@ impl LocalTopology {
         self.connect
             .process
             .ensure_running("the topology was in use")
+    }
+
+    /// Drops the source database and `extra_schemas` (a sink's) and loads the schema fixture again: the source as
+    /// a fresh topology has it, for the next run on this topology.
+    pub async fn reset_source(&self, extra_schemas: &[&str]) -> Result<(), LocalError> {
+        mariadb::reset_database(
+            &self.mariadb_endpoint,
+            &self.schema_sql,
+            extra_schemas,
+            self.mariadb.log_path(),
+        )
+        .await
+    }
+
+    /// Puts every service back as started, whatever faults left behind: network faults healed, paused brokers
+    /// resumed, exited brokers and an exited Connect worker started again. MariaDB and ZooKeeper are not
+    /// restarted (no fault touches them): one that exited is an error.
+    pub async fn recover(&mut self) -> Result<(), LocalError> {
+        self.network.heal_all();
+        for id in self.broker_ids() {
+            if self.broker_running(id)? {
+                self.resume_broker(id)?;
+            } else {
+                self.restart_broker(id).await?;
+            }
+        }
+        if !self.connect_running() {
+            self.restart_connect().await?;
+        }
+        self.ensure_running()
     }
 
     /// Registers `connector` against this topology's MariaDB and Kafka and waits until it runs.
