@@ -4,7 +4,7 @@
 //! restarted on the same port and data it rejoins the ISR; a stopped one (controlled shutdown) leaves without
 //! waiting for its session; a paused one is dropped and rejoins when resumed; the Connect worker restarts on its
 //! port. `etl-harness up --backend local` prints its three endpoints and leaves no service process behind when it
-//! is killed.
+//! is killed, and neither does `etl-harness run` on local killed while its stream runs.
 //!
 //! Without `mariadbd`, `java` or `mvn` the tests print why and pass as skipped, unless
 //! `ETL_HARNESS_REQUIRE_REAL=1` (CI) makes that a failure.
@@ -411,6 +411,104 @@ async fn up_local_prints_its_endpoints_and_takes_its_services_along_when_killed(
     assert!(
         survivors.is_empty(),
         "processes of the run survived up:\n{}",
+        survivors.join("\n")
+    );
+}
+
+/// `etl-harness run` on the local backend, SIGKILLed while its stream runs (Debezium streaming, the harness
+/// committing): nothing of the harness runs to clean up, and every MariaDB and JVM process of that run dies with
+/// it all the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_on_local_killed_mid_stream_leaves_no_process_behind() {
+    if !common::real_services_available(&REAL_PROGRAMS) {
+        return;
+    }
+    let runs = tempfile::tempdir().expect("runs dir");
+    let scenario_file = runs.path().join("killed-mid-run.toml");
+    // One broker, and a stream of 20,000 operations at 200/s: it is still streaming when killed.
+    std::fs::write(
+        &scenario_file,
+        r#"
+name = "killed-mid-run"
+seed = 7
+backends = ["local"]
+
+[topology]
+backend = "local"
+brokers = 1
+
+[topics]
+partitions = 2
+replication_factor = 1
+min_insync_replicas = 1
+
+[workload]
+patients = 50
+operations = 20000
+rate = 200
+
+[pipeline]
+consumers = 1
+"#,
+    )
+    .expect("scenario file");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_etl-harness"))
+        .arg("run")
+        .arg(&scenario_file)
+        .env("ETL_HARNESS_RUNS_DIR", runs.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("etl-harness starts");
+
+    // Streaming: Debezium says so in the Connect worker's log, and the harness commits at 200/s after it.
+    let streaming = tokio::time::timeout(START_TIMEOUT, async {
+        loop {
+            let logs = std::fs::read_dir(runs.path())
+                .into_iter()
+                .flatten()
+                .flatten()
+                .map(|run| run.path().join("logs").join("connect.log"));
+            for log in logs {
+                if std::fs::read_to_string(&log)
+                    .is_ok_and(|text| text.contains("Starting streaming"))
+                {
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    })
+    .await;
+    assert!(
+        streaming.is_ok(),
+        "Debezium never started streaming (harness exit: {:?})",
+        child.try_wait()
+    );
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert!(
+        matches!(child.try_wait(), Ok(None)),
+        "the run ended before it was killed: {:?}",
+        child.try_wait()
+    );
+    let before = processes_under(runs.path());
+    assert!(
+        before.len() >= 4,
+        "MariaDB, ZooKeeper, the broker and Connect should be running: {before:#?}"
+    );
+
+    child.start_kill().expect("kill the run");
+    child.wait().await.expect("run reaped");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut survivors = processes_under(runs.path());
+    while !survivors.is_empty() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        survivors = processes_under(runs.path());
+    }
+    assert!(
+        survivors.is_empty(),
+        "processes of the killed run survived it:\n{}",
         survivors.join("\n")
     );
 }
