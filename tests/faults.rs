@@ -440,6 +440,20 @@ fn assert_differences_touched_by_lost_changes(o: &RunOutcome, delivered: &HashSe
     assert_eq!(differing, o.analysis.final_state.count);
 }
 
+// ------------------------------------------------------------------------------------------- retention-realtime
+
+/// The same question on a real clock (the variant the local backend runs too), with the same checks: every lost
+/// change sat in a deleted segment.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_realtime() {
+    own_seed("retention-realtime", retention_checks).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_realtime_other_seeds() {
+    other_seeds("retention-realtime", retention_checks).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retention() {
     own_seed("retention", retention_checks).await;

@@ -33,7 +33,9 @@ fn options(path: &str) -> RunOptions {
 ///    leader and restarts it (the controller moves leaders after the 6 s ZooKeeper session), connector-restart
 ///    SIGKILLs the Connect worker and starts it again (Debezium resends from its last committed offsets:
 ///    duplicates, no loss), consumer-restart kills an ETL consumer, controlled-shutdown SIGTERMs the leader,
-///    isolate-follower-realtime cuts a follower off at its proxies (clients, peers, ZooKeeper) for 10 s.
+///    isolate-follower-realtime cuts a follower off at its proxies (clients, peers, ZooKeeper) for 10 s,
+///    retention-realtime stalls a consumer past a 6 s retention.ms (every change it lost is one retention
+///    deleted: on local the log observer's placements and the consumer's OFFSET_OUT_OF_RANGE show it).
 ///
 /// Every scenario is run even after one fails; the test fails at the end with all the failures.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -59,6 +61,7 @@ async fn scenarios_on_one_local_topology_agree_with_embedded() {
         "consumer-restart",
         "controlled-shutdown",
         "isolate-follower-realtime",
+        "retention-realtime",
     ] {
         if let Err(failure) = fault_scenario_agrees(&mut session, name).await {
             failures.push(failure);
@@ -68,7 +71,7 @@ async fn scenarios_on_one_local_topology_agree_with_embedded() {
     session.shutdown().await;
     assert!(
         failures.is_empty(),
-        "{} of 7 local runs failed (service logs in {}):\n\n{}",
+        "{} of 8 local runs failed (service logs in {}):\n\n{}",
         failures.len(),
         logs.display(),
         failures.join("\n\n")

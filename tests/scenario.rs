@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use openmrs_etl_harness::scenario::Scenario;
+use openmrs_etl_harness::scenario::{FaultTarget, Scenario};
 use proptest::prelude::*;
 
 fn files(dir: &str) -> Vec<PathBuf> {
@@ -209,4 +209,31 @@ proptest! {
             }
         }
     }
+}
+
+/// Renaming the topic prefix (a second run on one Kafka cluster) renames the change topics and the fault targets
+/// that name them; targets by broker or role without a topic stay.
+#[test]
+fn a_new_topic_prefix_renames_topics_and_fault_targets() {
+    let scenario = Scenario::load("scenarios/isolate-follower-realtime.toml".as_ref())
+        .unwrap_or_else(|e| panic!("{e}"));
+    let renamed = scenario.with_topic_prefix("dbserver1_r2");
+    assert_eq!(renamed.topic_name("obs"), "dbserver1_r2.openmrs.obs");
+    assert!(renamed
+        .topic_plans()
+        .iter()
+        .all(|plan| plan.name.starts_with("dbserver1_r2.openmrs.")));
+    assert_eq!(
+        renamed.faults[0].target,
+        FaultTarget::FollowerOf {
+            topic: "dbserver1_r2.openmrs.obs".into(),
+            partition: 0
+        }
+    );
+    let kill = Scenario::load("scenarios/connector-restart.toml".as_ref())
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        kill.with_topic_prefix("p").faults[0].target,
+        kill.faults[0].target
+    );
 }

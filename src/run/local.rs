@@ -5,9 +5,10 @@
 //! What differs from the embedded run, and why:
 //! - The source is MariaDB ([`MySqlSource`]): each operation one SQL transaction, its GTID read back, so the
 //!   history links each commit to the Debezium records that carry that GTID.
-//! - The capture is Debezium itself. The harness cannot see its produce requests, so the history has no produce
-//!   outcomes: a change never consumed counts as lost without the cluster's explanation (truncation, retention),
-//!   and the cluster's event log is empty.
+//! - The capture is Debezium itself. The harness cannot see its produce requests; a [`LogObserver`] (a consumer of
+//!   its own, never faulted) reads every change topic from the start, and where it found each change stands in
+//!   for the acknowledgement, so a change the ETL never got is explained as the embedded backend explains it
+//!   (retention took its offset, …) rather than counted "never produced".
 //! - Quiesced means: the consumers have read a change of the last commit (its GTID) and stand at every
 //!   partition's end.
 //! - The connector is Debezium's MariaDB connector whatever `[capture] connector` says: this machine's registries
@@ -31,7 +32,10 @@ use tokio::sync::Mutex;
 use super::{judge, progress_bar, stream_real, RunError, RunOptions, RunOutcome};
 use crate::check::{FinalStates, Liveness};
 use crate::clock::Clock;
-use crate::history::{BinlogPosition, ChangeOp, ChangeRecord, Commit, Recorder};
+use crate::history::{
+    BinlogPosition, ChangeOp, ChangeRecord, Commit, Consumed, History, ProduceOutcome, Produced,
+    Recorder,
+};
 use crate::nemesis::{LocalTargets, Nemesis};
 use crate::pipeline::flat;
 use crate::pipeline::sink::{MemorySink, MySqlSink, Sink as _, DEFAULT_SINK_SCHEMA};
@@ -49,6 +53,8 @@ const CONNECTOR_READY: Duration = Duration::from_secs(120);
 const TOPICS_READY: Duration = Duration::from_secs(60);
 /// How long Debezium's initial snapshot may take to reach the consumers.
 const SNAPSHOT_READ: Duration = Duration::from_secs(120);
+/// How long the log observer may take, after the consumers quiesced, to read up to the same end offsets.
+const OBSERVER_CATCH_UP: Duration = Duration::from_secs(20);
 /// How often quiesce looks at the consumers.
 const POLL: Duration = Duration::from_millis(100);
 
@@ -74,7 +80,7 @@ pub(super) async fn run(
 ///   healed, paused brokers resumed, exited brokers and Connect worker restarted);
 /// - the OpenMRS database (and the MySQL sink's schema) is dropped and loaded again from the schema fixture;
 /// - run `n` renames what Kafka and Connect keep: topic prefix `<prefix>_r<n>` (so the change topics, the
-///   schema-change topic and Debezium's heartbeat topic are new), connector `<name>-r<n>` (no committed offsets:
+///   schema-change topic and Debezium's heartbeat topic are new, and fault targets naming a topic follow), connector `<name>-r<n>` (no committed offsets:
 ///   it takes the initial snapshot), schema history topic `<history>-r<n>` and Debezium's replica server id.
 ///   The previous run's topics stay (the harness never reads them again).
 ///
@@ -137,7 +143,7 @@ impl LocalSession {
             DebeziumConnector::seed(ConnectorFlavour::MariaDb).with_producer(&scenario.producer);
         if self.runs > 1 {
             let n = self.runs;
-            scenario.topics.prefix = format!("{}_r{n}", scenario.topics.prefix);
+            scenario = scenario.with_topic_prefix(&format!("{}_r{n}", scenario.topics.prefix));
             connector.name = format!("{}-r{n}", connector.name);
             connector.history_topic = format!("{}-r{n}", connector.history_topic);
             connector.replica_server_id += n;
@@ -229,6 +235,7 @@ async fn drive(
         }
     };
 
+    let observer = LogObserver::start(scenario, &topology.bootstrap_servers(), &clock).await?;
     drop(topology);
     // Debezium reports RUNNING before its snapshot has read anything: a commit made now could be read by the
     // snapshot as a row (`r`) instead of streamed as a change. Stream only once every row was delivered.
@@ -259,6 +266,7 @@ async fn drive(
     bar.finish_and_clear();
     if let Err(e) = streamed {
         pipeline.into_inner().shutdown().await;
+        observer.finish(&[]).await;
         return Err(e);
     }
     nemesis.restore(&targets).await;
@@ -280,13 +288,83 @@ async fn drive(
     )
     .await;
     pipeline.shutdown().await;
+    let observed = observer.finish(&ends).await;
 
     let finals = FinalStates {
         sink: sink.flat_table().await?,
         oracle: flat::build(&source.final_images().await?),
     };
-    let history = recorder.finish(Vec::new(), ends);
+    let mut history = recorder.finish(Vec::new(), ends);
+    history.produced = placements(&history, &observed);
     Ok(judge(scenario, options, wall, history, finals, &liveness))
+}
+
+/// The harness's own reader of what Debezium wrote: one consumer, never stalled or restarted by a fault, reading
+/// every change topic from its start into a recorder of its own. Where it read each change is where Kafka held
+/// it: the local backend's stand-in for the produce acknowledgements the embedded capture records (Debezium's are
+/// not visible to the harness), so the checkers can say why an ETL consumer never got a change — retention
+/// deleted its offset, or a truncation removed it — instead of "never produced".
+///
+/// Limits: it reads up to the high watermark, so a record truncated before it was read is never seen (counted
+/// never produced, as an unacknowledged write would be); a record retention deletes before it reads it is missed
+/// the same way (it is never stalled, so only under a retention shorter than its own lag); its "sent at" is when
+/// it read the record, not when Debezium wrote it.
+struct LogObserver {
+    pipeline: Pipeline,
+    recorder: Recorder,
+}
+
+impl LogObserver {
+    async fn start(
+        scenario: &Scenario,
+        bootstrap: &str,
+        clock: &Clock,
+    ) -> Result<LogObserver, RunError> {
+        let mut config = PipelineConfig::from_scenario(scenario, bootstrap);
+        config.consumers = 1;
+        let recorder = Recorder::new(scenario.seed);
+        let pipeline = Pipeline::start(
+            config,
+            Arc::new(MemorySink::new()),
+            recorder.clone(),
+            clock.clone(),
+        )
+        .await?;
+        Ok(LogObserver { pipeline, recorder })
+    }
+
+    /// Lets it read up to `ends` (bounded by [`OBSERVER_CATCH_UP`]; what it has not read by then stays
+    /// unplaced), stops it, and returns what it read.
+    async fn finish(self, ends: &[(String, i32, i64)]) -> Vec<Consumed> {
+        let began = Instant::now();
+        while !ends.is_empty()
+            && !self.pipeline.caught_up(ends)
+            && began.elapsed() < OBSERVER_CATCH_UP
+        {
+            tokio::time::sleep(POLL).await;
+        }
+        self.pipeline.shutdown().await;
+        self.recorder.snapshot().consumed
+    }
+}
+
+/// What the observer read, as acknowledgements: each record at its partition and offset, with the change it
+/// carries (resolved like an ETL consumer's read).
+fn placements(history: &History, observed: &[Consumed]) -> Vec<Produced> {
+    let resolver = history.resolver();
+    observed
+        .iter()
+        .map(|c| Produced {
+            change: c.change.as_ref().and_then(|ch| resolver.resolve(ch)),
+            tombstone: c.change.is_none(),
+            topic: c.topic.clone(),
+            outcome: ProduceOutcome::Acked {
+                partition: c.partition,
+                offset: c.offset,
+            },
+            sent_at_ms: c.at_ms,
+        })
+        .collect()
 }
 
 /// Waits until the consumers have read every row of the initial snapshot (`snapshot_rows` distinct rows), bounded

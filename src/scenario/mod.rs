@@ -800,6 +800,26 @@ impl Scenario {
         format!("{}.{}.{}", self.topics.prefix, self.topics.database, table)
     }
 
+    /// The same scenario under another Debezium `topic.prefix`: its change topics, and the fault targets naming
+    /// them, follow (what a second run on one Kafka cluster needs to start from topics of its own).
+    pub fn with_topic_prefix(&self, prefix: &str) -> Scenario {
+        let mut renamed = self.clone();
+        let old = format!("{}.", self.topics.prefix);
+        let new = format!("{prefix}.");
+        for fault in &mut renamed.faults {
+            if let FaultTarget::LeaderOf { topic, .. }
+            | FaultTarget::FollowerOf { topic, .. }
+            | FaultTarget::FollowersOf { topic, .. } = &mut fault.target
+            {
+                if let Some(rest) = topic.strip_prefix(&old) {
+                    *topic = format!("{new}{rest}");
+                }
+            }
+        }
+        renamed.topics.prefix = prefix.to_owned();
+        renamed
+    }
+
     /// Settings of one table's topic: the `[topics]` defaults with its `[topics.tables.<table>]` overrides.
     pub fn topic_settings(&self, table: &str) -> TopicSettings {
         let mut s = self.topics.defaults();
