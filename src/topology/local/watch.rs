@@ -64,7 +64,13 @@
 //!   up to an interval (plus the slowest answer) late; events of one poll keep the order metadata, log lines,
 //!   offsets.
 //! * A retention deletion is seen only when the leader answers ListOffsets; one that happens while no broker
-//!   answers shows up, merged, at the next answer.
+//!   answers shows up, merged, at the next answer. Kafka writes `Incremented log start offset to <N> due to
+//!   segment deletion` a few ms before the `Deleting segment … due to …` line that names the reason: a poll that
+//!   sees the new start offset between the two reports `RetentionTime`, and the late line's reason then waits
+//!   for the partition's next deletion. Followers delete their own expired segments too; their lines count as
+//!   the partition's reason.
+//! * Retention deletes only below the high watermark: while a dead replica holds the ISR back (up to the
+//!   ZooKeeper session timeout), expired records stay and their `SegmentDeleted` comes after the ISR shrink.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::{Read, Seek, SeekFrom};
@@ -941,9 +947,10 @@ mod tests {
     const NO_EFFECT: &str = "[2026-12-03 12:16:26,521] INFO [UnifiedLog partition=connect-offsets-0, dir=/tmp/openmrs-etl-harness/runs/run-1796300136-4085-3/data/kafka-2] Truncating to 0 has no effect as the largest offset in the log is -1 (kafka.log.UnifiedLog)";
     const LOADED: &str = "[2026-12-03 12:12:48,576] INFO Completed load of Log(dir=/tmp/openmrs-etl-harness/runs/run-1796299908-4085-0/data/kafka-1/dbserver1.openmrs.patient_identifier-1, topicId=LdBX3tZ5Tnilh5yCU4xvZw, topic=dbserver1.openmrs.patient_identifier, partition=1, highWatermark=0, lastStableOffset=0, logStartOffset=0, logEndOffset=21) with 1 segments, local-log-start-offset 0 and log-end-offset 21 in 104ms (2/49 completed in /tmp/openmrs-etl-harness/runs/run-1796299908-4085-0/data/kafka-1) (kafka.log.LogManager)";
     const CONTROLLED: &str = "[2026-12-03 12:16:01,002] INFO [KafkaServer id=3] Starting controlled shutdown (kafka.server.KafkaServer)";
-    // Formats of Kafka 3.9's UnifiedLog/AbstractFetcherThread messages (retention and out-of-range lines); the
-    // harness runs above had none of these.
-    const RETENTION_TIME: &str = "[2026-12-03 12:30:00,100] INFO [UnifiedLog partition=watch-retention-0, dir=/tmp/runs/run-1/data/kafka-2] Deleting segment LogSegment(baseOffset=0, size=213, lastModifiedTime=1796300000000, largestRecordTimestamp=1000) due to log retention time 1000ms breach based on the largest record timestamp in the segment (kafka.log.UnifiedLog)";
+    const RETENTION_TIME: &str = "[2026-12-03 13:12:46,373] INFO [UnifiedLog partition=dbserver1.openmrs.encounter-0, dir=/tmp/openmrs-etl-harness/runs/run-1796303520-2333-0/data/kafka-1] Deleting segment LogSegment(baseOffset=0, size=88, lastModifiedTime=1796303557306, largestRecordTimestamp=1000) due to log retention time 1000ms breach based on the largest record timestamp in the segment (kafka.log.UnifiedLog)";
+    const SEGMENT_DELETION_START: &str = "[2026-12-03 13:12:46,371] INFO [UnifiedLog partition=dbserver1.openmrs.encounter-0, dir=/tmp/openmrs-etl-harness/runs/run-1796303520-2333-0/data/kafka-1] Incremented log start offset to 3 due to segment deletion (kafka.log.UnifiedLog)";
+    // Built from the messages of Kafka 3.9's UnifiedLog and AbstractFetcherThread (size retention, DeleteRecords,
+    // an out-of-range follower); no harness run wrote them yet.
     const RETENTION_SIZE: &str = "[2026-12-03 12:30:00,100] INFO [UnifiedLog partition=watch-retention-0, dir=/tmp/runs/run-1/data/kafka-2] Deleting segment LogSegment(baseOffset=0, size=213, lastModifiedTime=1796300000000, largestRecordTimestamp=1000) due to log retention size 100 breach. Log size after deletion will be 0. (kafka.log.UnifiedLog)";
     const DELETE_RECORDS: &str = "[2026-12-03 12:30:00,100] INFO [UnifiedLog partition=watch-retention-0, dir=/tmp/runs/run-1/data/kafka-2] Incremented log start offset to 3 due to client delete records request (kafka.log.UnifiedLog)";
     const RESET_FETCH: &str = "[2026-12-03 12:30:00,100] WARN [ReplicaFetcher replicaId=1, leaderId=2, fetcherId=0] Reset fetch offset for partition dbserver1.openmrs.obs-0 from 12 to current leader's latest offset 9 (kafka.server.ReplicaFetcherThread)";
@@ -959,6 +966,7 @@ mod tests {
             })
         );
         assert_eq!(parse_line(FETCHER_TRUNCATION), None);
+        assert_eq!(parse_line(SEGMENT_DELETION_START), None);
         assert_eq!(
             parse_line(NO_EFFECT),
             Some(LogLine::EndOffset {
@@ -982,7 +990,7 @@ mod tests {
         assert_eq!(
             parse_line(RETENTION_TIME),
             Some(LogLine::SegmentDeletion {
-                topic: "watch-retention".into(),
+                topic: "dbserver1.openmrs.encounter".into(),
                 partition: 0,
                 reason: DeletionReason::RetentionTime
             })
@@ -1218,8 +1226,9 @@ mod tests {
         let line = |text: &str| (1, parse_line(text).expect("a line the watch reads"));
         let events = state.observe(
             &[
-                line("[2026-12-03 12:12:48,472] INFO Completed load of Log(dir=/d/kafka-1/t-0, topicId=x, topic=t, partition=0, highWatermark=5, lastStableOffset=5, logStartOffset=0, logEndOffset=6) with 1 segments, local-log-start-offset 0 and log-end-offset 6 in 5ms (1/1 completed in /d/kafka-1) (kafka.log.LogManager)"),
-                line("[2026-12-03 12:12:49,000] INFO [UnifiedLog partition=t-0, dir=/d/kafka-1] Truncating to offset 5 (kafka.log.UnifiedLog)"),
+                // A restarted leader's lines (the local_watch test's run), topic renamed.
+                line(&"[2026-12-03 13:12:48,813] INFO Completed load of Log(dir=/tmp/openmrs-etl-harness/runs/run-1796303520-2333-0/data/kafka-2/dbserver1.openmrs.obs-0, topicId=38CMj1iFQOKLxr6SQfvR3A, topic=dbserver1.openmrs.obs, partition=0, highWatermark=0, lastStableOffset=0, logStartOffset=0, logEndOffset=6) with 1 segments, local-log-start-offset 0 and log-end-offset 6 in 49ms (5/6 completed in /tmp/openmrs-etl-harness/runs/run-1796303520-2333-0/data/kafka-2) (kafka.log.LogManager)".replace("dbserver1.openmrs.obs", "t")),
+                line(&"[2026-12-03 13:12:51,405] INFO [UnifiedLog partition=dbserver1.openmrs.obs-0, dir=/tmp/openmrs-etl-harness/runs/run-1796303520-2333-0/data/kafka-2] Truncating to offset 5 (kafka.log.UnifiedLog)".replace("dbserver1.openmrs.obs", "t")),
             ],
             &[],
         );
