@@ -1,15 +1,18 @@
 //! Admin requests against the local brokers on the harness's own wire client: Metadata (who is alive, who
 //! controls, who leads and follows each partition), CreateTopics with topic configs, which rskafka's controller
-//! client cannot send (it takes no configs), and DescribeConfigs of a topic.
+//! client cannot send (it takes no configs), DescribeConfigs of a topic, and ListOffsets of one replica's own log
+//! (its log start and end offsets, for [`super::ClusterWatch`]).
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
 use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
+use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::{
-    CreateTopicsRequest, DescribeConfigsRequest, MetadataRequest, TopicName,
+    BrokerId, CreateTopicsRequest, DescribeConfigsRequest, ListOffsetsRequest, MetadataRequest,
+    TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 
@@ -43,6 +46,9 @@ pub struct PartitionMetadata {
     pub partition: i32,
     /// `None` while the partition has no leader (all its replicas down).
     pub leader: Option<i32>,
+    /// The leader epoch the answering broker knows (Metadata v7+; -1 from older versions). The controller bumps it
+    /// at every election, and in ZooKeeper mode also when it removes a dead follower from the ISR.
+    pub leader_epoch: i32,
     pub replicas: Vec<i32>,
     pub isr: Vec<i32>,
 }
@@ -84,6 +90,15 @@ async fn metadata_from(
     let connection = BrokerConnection::connect(bootstrap, CLIENT_ID, REQUEST_TIMEOUT)
         .await
         .map_err(|e| e.to_string())?;
+    metadata_on(&connection, topics, REQUEST_TIMEOUT).await
+}
+
+/// Metadata on an open connection, waiting at most `timeout` for the answer.
+pub(crate) async fn metadata_on(
+    connection: &BrokerConnection,
+    topics: Option<&[String]>,
+    timeout: Duration,
+) -> Result<ClusterMetadata, String> {
     let version = connection
         .version::<MetadataRequest>((1, 12))
         .ok_or("the broker speaks no Metadata version from 1 to 12")?;
@@ -96,7 +111,7 @@ async fn metadata_from(
         }))
         .with_allow_auto_topic_creation(false);
     let answer = connection
-        .call(&request, version, REQUEST_TIMEOUT)
+        .call(&request, version, timeout)
         .await
         .map_err(|e| e.to_string())?;
     let brokers = answer
@@ -116,6 +131,7 @@ async fn metadata_from(
                 .map(|p| PartitionMetadata {
                     partition: p.partition_index,
                     leader: (p.leader_id.0 >= 0).then_some(p.leader_id.0),
+                    leader_epoch: p.leader_epoch,
                     replicas: p.replica_nodes.iter().map(|id| id.0).collect(),
                     isr: p.isr_nodes.iter().map(|id| id.0).collect(),
                 })
@@ -333,6 +349,68 @@ async fn topic_configs_from(
         .configs
         .into_iter()
         .filter_map(|config| Some((config.name.to_string(), config.value?.to_string())))
+        .collect())
+}
+
+/// ListOffsets `timestamp` for the log start offset.
+pub(crate) const EARLIEST_TIMESTAMP: i64 = -2;
+/// ListOffsets `timestamp` for the log end offset (of a debugging replica's request: see [`replica_offsets`]).
+pub(crate) const LATEST_TIMESTAMP: i64 = -1;
+/// ListOffsets `replica_id` of a debugging client: the broker answers from its own replica, leader or follower,
+/// and, the request not being a consumer's, "latest" is the log end offset rather than the high watermark.
+const DEBUGGING_REPLICA_ID: i32 = -2;
+
+/// The offsets at `timestamp` ([`EARLIEST_TIMESTAMP`]: log start, [`LATEST_TIMESTAMP`]: log end) of the
+/// replicas of `partitions` that the broker on `connection` holds, leader or follower. Partitions it does not
+/// hold (or answers with an error) are absent.
+pub(crate) async fn replica_offsets(
+    connection: &BrokerConnection,
+    partitions: &[(String, i32)],
+    timestamp: i64,
+    timeout: Duration,
+) -> Result<BTreeMap<(String, i32), i64>, String> {
+    let version = connection
+        .version::<ListOffsetsRequest>((1, 8))
+        .ok_or("the broker speaks no ListOffsets version from 1 to 8")?;
+    let mut by_topic: BTreeMap<&str, Vec<i32>> = BTreeMap::new();
+    for (topic, partition) in partitions {
+        by_topic.entry(topic).or_default().push(*partition);
+    }
+    let request = ListOffsetsRequest::default()
+        .with_replica_id(BrokerId(DEBUGGING_REPLICA_ID))
+        .with_topics(
+            by_topic
+                .into_iter()
+                .map(|(topic, indexes)| {
+                    ListOffsetsTopic::default()
+                        .with_name(topic_name(topic))
+                        .with_partitions(
+                            indexes
+                                .into_iter()
+                                .map(|index| {
+                                    ListOffsetsPartition::default()
+                                        .with_partition_index(index)
+                                        .with_timestamp(timestamp)
+                                })
+                                .collect(),
+                        )
+                })
+                .collect(),
+        );
+    let answer = connection
+        .call(&request, version, timeout)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(answer
+        .topics
+        .iter()
+        .flat_map(|topic| {
+            topic
+                .partitions
+                .iter()
+                .filter(|p| p.error_code == 0 && p.offset >= 0)
+                .map(|p| ((topic.name.0.to_string(), p.partition_index), p.offset))
+        })
         .collect())
 }
 

@@ -54,6 +54,7 @@ pub mod process;
 pub mod provision;
 mod proxy;
 pub mod up;
+mod watch;
 mod zookeeper;
 
 use std::path::{Path, PathBuf};
@@ -74,6 +75,10 @@ pub use mariadb::{MariaDbEndpoint, DEBEZIUM_PASSWORD, DEBEZIUM_USER, SOURCE_SERV
 pub use process::ServiceProcess;
 pub use provision::{
     jvm_cache_dir, provision_jvm_components, JvmComponents, Provisioned, JVM_CACHE_ENV,
+};
+pub use watch::{
+    BootstrapOrder, ClusterWatch, WatchOptions, DEFAULT_INTERVAL as WATCH_DEFAULT_INTERVAL,
+    DEFAULT_REQUEST_TIMEOUT as WATCH_DEFAULT_REQUEST_TIMEOUT,
 };
 
 /// Environment variable naming the directory under which per-run directories are created.
