@@ -381,6 +381,18 @@ impl Pipeline {
     }
 }
 
+/// A pipeline dropped without [`Pipeline::shutdown`] (a run that ended on an error) stops its consumers all the
+/// same: on a runtime that lives on (several runs on one local topology) they would read forever.
+impl Drop for Pipeline {
+    fn drop(&mut self) {
+        for slot in &mut self.consumers {
+            if let Some(task) = slot.task.take() {
+                task.abort();
+            }
+        }
+    }
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }

@@ -43,7 +43,7 @@ use crate::pipeline::{Pipeline, PipelineConfig};
 use crate::scenario::{Scenario, Sink as SinkKind};
 use crate::source::MySqlSource;
 use crate::topology::local::{
-    ConnectorFlavour, DebeziumConnector, LocalTopology, LocalTopologyOptions,
+    ClusterWatch, ConnectorFlavour, DebeziumConnector, LocalTopology, LocalTopologyOptions,
 };
 use crate::workload::{reference, Generator, Phase};
 
@@ -201,9 +201,13 @@ async fn drive(
     let clock = Clock::real();
     // The nemesis takes the lock to act on a process; everything else here only reads endpoints.
     let topology = topology_lock.lock().await;
-    topology
+    let plans = topology
         .create_scenario_topics(scenario, TOPICS_READY)
         .await?;
+    // What the cluster does from here on (leaders, ISRs, truncations, retention), for the checkers.
+    let watch = ClusterWatch::start(
+        topology.watch_options(plans.into_iter().map(|plan| plan.name).collect(), clock.clone()),
+    );
 
     let source =
         MySqlSource::connect(&topology.mariadb().url(), recorder.clone(), clock.clone()).await?;
@@ -267,6 +271,7 @@ async fn drive(
     if let Err(e) = streamed {
         pipeline.into_inner().shutdown().await;
         observer.finish(&[]).await;
+        watch.stop().await;
         return Err(e);
     }
     nemesis.restore(&targets).await;
@@ -289,12 +294,13 @@ async fn drive(
     .await;
     pipeline.shutdown().await;
     let observed = observer.finish(&ends).await;
+    let cluster_events = watch.stop().await;
 
     let finals = FinalStates {
         sink: sink.flat_table().await?,
         oracle: flat::build(&source.final_images().await?),
     };
-    let mut history = recorder.finish(Vec::new(), ends);
+    let mut history = recorder.finish(cluster_events, ends);
     history.produced = placements(&history, &observed);
     Ok(judge(scenario, options, wall, history, finals, &liveness))
 }

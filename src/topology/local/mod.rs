@@ -570,6 +570,16 @@ impl LocalTopology {
         brokers.into_iter().map(LocalBroker::address).collect()
     }
 
+    /// How to watch `topics` on this topology ([`ClusterWatch`]): every broker's proxy address and log file.
+    pub fn watch_options(&self, topics: Vec<String>, clock: crate::clock::Clock) -> WatchOptions {
+        let logs = self
+            .brokers
+            .iter()
+            .map(|broker| (broker.id, broker.service.process.log_path().to_path_buf()))
+            .collect();
+        WatchOptions::new(self.bootstrap_list(), topics, logs, clock)
+    }
+
     /// `127.0.0.1:<port>` of broker `id`'s proxy: where clients and its peers reach it.
     pub fn broker_address(&self, id: i32) -> Result<String, LocalError> {
         Ok(self.broker(id)?.address())
