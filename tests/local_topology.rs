@@ -400,17 +400,22 @@ async fn up_local_prints_its_endpoints_and_takes_its_services_along_when_killed(
     );
 
     // SIGKILL: nothing of up runs to clean up; the services must die with it all the same.
-    child.start_kill().expect("kill up");
-    child.wait().await.expect("up reaped");
+    kill_and_expect_no_survivors(&mut child, runs.path(), "up").await;
+}
+
+/// SIGKILLs `child` and waits (up to 10 s) until no process whose command line names `dir` is left.
+async fn kill_and_expect_no_survivors(child: &mut tokio::process::Child, dir: &Path, what: &str) {
+    child.start_kill().expect("SIGKILL the harness");
+    child.wait().await.expect("harness reaped");
     let deadline = Instant::now() + Duration::from_secs(10);
-    let mut survivors = processes_under(runs.path());
+    let mut survivors = processes_under(dir);
     while !survivors.is_empty() && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(200)).await;
-        survivors = processes_under(runs.path());
+        survivors = processes_under(dir);
     }
     assert!(
         survivors.is_empty(),
-        "processes of the run survived up:\n{}",
+        "processes of the killed {what} survived it:\n{}",
         survivors.join("\n")
     );
 }
@@ -498,17 +503,5 @@ consumers = 1
         "MariaDB, ZooKeeper, the broker and Connect should be running: {before:#?}"
     );
 
-    child.start_kill().expect("kill the run");
-    child.wait().await.expect("run reaped");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let mut survivors = processes_under(runs.path());
-    while !survivors.is_empty() && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        survivors = processes_under(runs.path());
-    }
-    assert!(
-        survivors.is_empty(),
-        "processes of the killed run survived it:\n{}",
-        survivors.join("\n")
-    );
+    kill_and_expect_no_survivors(&mut child, runs.path(), "run").await;
 }

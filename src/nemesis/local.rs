@@ -157,6 +157,11 @@ impl FaultHost for LocalTargets<'_> {
                     topology.restart_connect().await.map_err(text)?;
                 }
                 let rest = topology.connect();
+                if worker_restarted {
+                    rest.wait_until_known(self.connector, CONNECTOR_BACK)
+                        .await
+                        .map_err(text)?;
+                }
                 rest.resume_connector(self.connector).await.map_err(text)?;
                 if !worker_restarted {
                     rest.restart_connector(self.connector).await.map_err(text)?;

@@ -205,9 +205,10 @@ async fn drive(
         .create_scenario_topics(scenario, TOPICS_READY)
         .await?;
     // What the cluster does from here on (leaders, ISRs, truncations, retention), for the checkers.
-    let watch = ClusterWatch::start(
-        topology.watch_options(plans.into_iter().map(|plan| plan.name).collect(), clock.clone()),
-    );
+    let watch = ClusterWatch::start(topology.watch_options(
+        plans.into_iter().map(|plan| plan.name).collect(),
+        clock.clone(),
+    ));
 
     let source =
         MySqlSource::connect(&topology.mariadb().url(), recorder.clone(), clock.clone()).await?;

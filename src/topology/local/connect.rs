@@ -225,6 +225,29 @@ impl ConnectRest {
             .map_err(|e| self.rest_error(&request, &status.to_string(), &format!("{e}: {body}")))
     }
 
+    /// Waits until the worker knows the connector (its status answers): a restarted worker answers REST before it
+    /// has read the connectors back from its config topic, and says 404 to them until then.
+    pub async fn wait_until_known(&self, name: &str, timeout: Duration) -> Result<(), LocalError> {
+        let started = Instant::now();
+        loop {
+            let last_attempt = match self.connector_status(name).await {
+                Ok(Some(_)) => return Ok(()),
+                Ok(None) => "unknown to the worker (404)".to_owned(),
+                Err(e) => e.to_string(),
+            };
+            if started.elapsed() >= timeout {
+                return Err(LocalError::NotReady {
+                    service: format!("Debezium connector {name}"),
+                    condition: "known to the restarted worker".into(),
+                    waited: started.elapsed(),
+                    last_attempt,
+                    log: self.worker_log.clone(),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
     /// Waits until the connector and all its tasks (at least one) are RUNNING. A FAILED connector or task is an
     /// error at once, with Connect's stack trace.
     pub async fn wait_until_running(

@@ -195,20 +195,6 @@ async fn load_schema_and_users(
     endpoint: &MariaDbEndpoint,
     schema_sql: &str,
 ) -> Result<(), LocalError> {
-    let sql_error = |stage: &str| {
-        let url = endpoint.admin_url();
-        let log = process.log_path().to_path_buf();
-        let stage = stage.to_owned();
-        move |source| LocalError::Sql {
-            url,
-            stage,
-            log,
-            source: Box::new(source),
-        }
-    };
-    let mut admin = mysql_async::Conn::from_url(endpoint.admin_url().as_str())
-        .await
-        .map_err(sql_error("connecting as root"))?;
     let users = format!(
         "CREATE USER '{DEBEZIUM_USER}'@'%' IDENTIFIED BY '{DEBEZIUM_PASSWORD}';
          GRANT SELECT, RELOAD, SHOW DATABASES, REPLICATION SLAVE, REPLICATION CLIENT, LOCK TABLES
@@ -216,25 +202,13 @@ async fn load_schema_and_users(
          CREATE DATABASE `{db}` CHARACTER SET utf8mb4;",
         db = endpoint.database
     );
-    admin
-        .query_drop(users)
-        .await
-        .map_err(sql_error("creating the Debezium user and the database"))?;
-    admin
-        .disconnect()
-        .await
-        .map_err(sql_error("disconnecting"))?;
-
-    let mut conn = mysql_async::Conn::from_url(endpoint.url().as_str())
-        .await
-        .map_err(sql_error("connecting to the OpenMRS database"))?;
-    conn.query_drop(schema_sql)
-        .await
-        .map_err(sql_error("loading the schema fixture"))?;
-    conn.disconnect()
-        .await
-        .map_err(sql_error("disconnecting"))?;
-    Ok(())
+    create_and_load(
+        endpoint,
+        (&users, "creating the Debezium user and the database"),
+        schema_sql,
+        process.log_path(),
+    )
+    .await
 }
 
 /// Drops the OpenMRS database and `extra_schemas` (a sink's), and creates the OpenMRS database again from
@@ -244,6 +218,31 @@ pub(crate) async fn reset_database(
     endpoint: &MariaDbEndpoint,
     schema_sql: &str,
     extra_schemas: &[&str],
+    log: &std::path::Path,
+) -> Result<(), LocalError> {
+    let mut statements = format!("DROP DATABASE IF EXISTS `{}`;", endpoint.database);
+    for schema in extra_schemas {
+        statements.push_str(&format!("DROP DATABASE IF EXISTS `{schema}`;"));
+    }
+    statements.push_str(&format!(
+        "CREATE DATABASE `{}` CHARACTER SET utf8mb4;",
+        endpoint.database
+    ));
+    create_and_load(
+        endpoint,
+        (&statements, "dropping and creating the databases"),
+        schema_sql,
+        log,
+    )
+    .await
+}
+
+/// Runs `admin` (statements, what they do) as root, then `schema_sql` in the OpenMRS database; an error names the
+/// stage and points at MariaDB's `log`.
+async fn create_and_load(
+    endpoint: &MariaDbEndpoint,
+    (admin_sql, admin_stage): (&str, &str),
+    schema_sql: &str,
     log: &std::path::Path,
 ) -> Result<(), LocalError> {
     let sql_error = |stage: &str| {
@@ -260,18 +259,10 @@ pub(crate) async fn reset_database(
     let mut admin = mysql_async::Conn::from_url(endpoint.admin_url().as_str())
         .await
         .map_err(sql_error("connecting as root"))?;
-    let mut statements = format!("DROP DATABASE IF EXISTS `{}`;", endpoint.database);
-    for schema in extra_schemas {
-        statements.push_str(&format!("DROP DATABASE IF EXISTS `{schema}`;"));
-    }
-    statements.push_str(&format!(
-        "CREATE DATABASE `{}` CHARACTER SET utf8mb4;",
-        endpoint.database
-    ));
     admin
-        .query_drop(statements)
+        .query_drop(admin_sql)
         .await
-        .map_err(sql_error("dropping and creating the databases"))?;
+        .map_err(sql_error(admin_stage))?;
     admin
         .disconnect()
         .await
