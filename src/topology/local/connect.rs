@@ -225,12 +225,15 @@ impl ConnectRest {
             .map_err(|e| self.rest_error(&request, &status.to_string(), &format!("{e}: {body}")))
     }
 
-    /// Waits until the worker knows the connector (its status answers): a restarted worker answers REST before it
-    /// has read the connectors back from its config topic, and says 404 to them until then.
+    /// Waits until the worker's herder knows the connector (its config answers): a restarted worker answers REST
+    /// before its herder has read the connectors back from the config topic, and says 404 to a resume until then
+    /// (its status, read from the status topic, answers earlier: not a sign).
     pub async fn wait_until_known(&self, name: &str, timeout: Duration) -> Result<(), LocalError> {
         let started = Instant::now();
         loop {
-            let last_attempt = match self.connector_status(name).await {
+            let config: Result<Option<serde_json::Value>, LocalError> =
+                self.get_json(&format!("connectors/{name}/config")).await;
+            let last_attempt = match config {
                 Ok(Some(_)) => return Ok(()),
                 Ok(None) => "unknown to the worker (404)".to_owned(),
                 Err(e) => e.to_string(),
