@@ -4,8 +4,7 @@
 //! values and 16-byte keys to 6 partitions, acks=all, no compression. rskafka: one task per partition, 900
 //! records per produce call. Harness producer: keyed sends, `batch.size` fitting the same 900 records, then the
 //! Java default 16 KiB; idempotence off (the embedded cluster has no InitProducerId yet). With `java` on the
-//! PATH and `BENCH_REAL_KAFKA=1`, the harness producer also runs against a real Kafka 3.9.1; with
-//! `BENCH_LOCAL_RF3=1`, against 3 brokers at RF 3 on embedded and on the local backend (the ratio issue 9 asks).
+//! PATH and `BENCH_REAL_KAFKA=1`, the harness producer also runs against a real Kafka 3.9.1.
 
 use std::time::{Duration, Instant};
 
@@ -190,78 +189,6 @@ async fn bench() {
         );
         kafka.shutdown().await.ok();
     }
-    if std::env::var("BENCH_LOCAL_RF3").is_ok_and(|v| v == "1") {
-        rf3_embedded_vs_local(big_batch).await;
-    }
-}
-
-/// The harness producer at replication factor 3, acks=all (min ISR 2 on embedded; Kafka's default 1 on local,
-/// which does not change what acks=all waits for while every replica is in sync): a 3-broker embedded cluster
-/// against the local backend's 3 real brokers (reached through the topology's proxies, as a local run reaches
-/// them). Best of two rounds each.
-async fn rf3_embedded_vs_local(big_batch: usize) {
-    use openmrs_etl_harness::topology::local::{LocalTopology, LocalTopologyOptions};
-    use openmrs_etl_harness::workload::reference;
-
-    let cluster = Cluster::builder()
-        .brokers(3)
-        .start()
-        .await
-        .expect("cluster");
-    let bootstrap = cluster.bootstrap_servers();
-    let mut embedded: f64 = 0.0;
-    for round in 0..2 {
-        let t = format!("rf3-{round}");
-        cluster
-            .create_topic(
-                NewTopic::new(&t, PARTITIONS)
-                    .replication_factor(3)
-                    .config("min.insync.replicas", "2"),
-            )
-            .unwrap();
-        let rate = tokio::time::timeout(
-            LIMIT,
-            harness_run(&bootstrap, &t, harness_config(big_batch)),
-        )
-        .await
-        .expect("bounded");
-        embedded = embedded.max(rate);
-    }
-    cluster.shutdown().await;
-
-    let mut options = LocalTopologyOptions::new(reference::schema_fixture_sql());
-    options.brokers = 3;
-    let topology = LocalTopology::start(&options)
-        .await
-        .expect("local topology starts");
-    let bootstrap = topology.bootstrap_servers();
-    let client = ClientBuilder::new(vec![bootstrap.clone()])
-        .build()
-        .await
-        .unwrap();
-    let controller = client.controller_client().unwrap();
-    let mut local: f64 = 0.0;
-    for round in 0..2 {
-        let t = format!("rf3-{round}");
-        controller
-            .create_topic(&t, PARTITIONS, 3, 30_000)
-            .await
-            .unwrap();
-        let rate = tokio::time::timeout(
-            LIMIT,
-            harness_run(&bootstrap, &t, harness_config(big_batch)),
-        )
-        .await
-        .expect("bounded");
-        local = local.max(rate);
-    }
-    topology.shutdown().await.ok();
-    println!("harness producer, RF 3, acks=all, 3 brokers, same load:");
-    println!("  embedded cluster:              {embedded:>10.0} records/s");
-    println!(
-        "  local backend (Kafka 3.9.1):   {local:>10.0} records/s  local/embedded {:.2}",
-        local / embedded
-    );
 }
 
 fn main() {
