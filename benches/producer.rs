@@ -4,7 +4,8 @@
 //! values and 16-byte keys to 6 partitions, acks=all, no compression. rskafka: one task per partition, 900
 //! records per produce call. Harness producer: keyed sends, `batch.size` fitting the same 900 records, then the
 //! Java default 16 KiB; idempotence off (the embedded cluster has no InitProducerId yet). With `java` on the
-//! PATH and `BENCH_REAL_KAFKA=1`, the harness producer also runs against a real Kafka 3.9.1.
+//! PATH and `BENCH_REAL_KAFKA=1`, the harness producer also runs against a real Kafka 3.9.1; with
+//! `BENCH_LOCAL_RF3=1`, at RF 3 against 3 embedded brokers and the local backend's 3 real brokers.
 
 use std::time::{Duration, Instant};
 
@@ -189,6 +190,87 @@ async fn bench() {
         );
         kafka.shutdown().await.ok();
     }
+    if std::env::var("BENCH_LOCAL_RF3").is_ok_and(|v| v == "1") {
+        rf3_embedded_vs_local(big_batch).await;
+    }
+}
+
+/// One topic of 6 partitions, replication factor 3, min ISR 2 (as a scenario plans it).
+fn rf3_plan() -> openmrs_etl_harness::scenario::TopicPlan {
+    let scenario = openmrs_etl_harness::scenario::Scenario::parse(
+        "name = \"rf3\"\n[topics]\npartitions = 6\nreplication_factor = 3\nmin_insync_replicas = 2\n",
+        "producer bench",
+    )
+    .expect("valid scenario");
+    scenario
+        .topic_plans()
+        .into_iter()
+        .find(|plan| plan.table == "obs")
+        .expect("an obs topic")
+}
+
+/// The harness producer at replication factor 3, min ISR 2, acks=all on 3 brokers: the embedded cluster against
+/// the local backend's Kafka 3.9.1 brokers (ZooKeeper mode, reached through the topology's proxies as a local run
+/// reaches them). Each round's rate is printed as it finishes; the best of two is compared.
+async fn rf3_embedded_vs_local(big_batch: usize) {
+    use openmrs_etl_harness::topology::local::{LocalTopology, LocalTopologyOptions};
+    use openmrs_etl_harness::workload::reference;
+
+    let plan = rf3_plan();
+    let cluster = Cluster::builder()
+        .brokers(3)
+        .start()
+        .await
+        .expect("cluster");
+    cluster
+        .create_topic(
+            NewTopic::new(&plan.name, PARTITIONS)
+                .replication_factor(3)
+                .config("min.insync.replicas", "2"),
+        )
+        .expect("topic");
+    let bootstrap = cluster.bootstrap_servers();
+    let mut embedded: f64 = 0.0;
+    for round in 0..2 {
+        let rate = tokio::time::timeout(
+            LIMIT,
+            harness_run(&bootstrap, &plan.name, harness_config(big_batch)),
+        )
+        .await
+        .expect("the embedded round ends within the limit");
+        println!("  RF 3 round {round}: embedded {rate:.0} records/s");
+        embedded = embedded.max(rate);
+    }
+    cluster.shutdown().await;
+
+    let mut options = LocalTopologyOptions::new(reference::schema_fixture_sql());
+    options.brokers = 3;
+    let topology = LocalTopology::start(&options)
+        .await
+        .expect("local topology starts");
+    topology
+        .create_topics(std::slice::from_ref(&plan), Duration::from_secs(60))
+        .await
+        .expect("topic on local");
+    let bootstrap = topology.bootstrap_servers();
+    let mut local: f64 = 0.0;
+    for round in 0..2 {
+        let rate = tokio::time::timeout(
+            LIMIT,
+            harness_run(&bootstrap, &plan.name, harness_config(big_batch)),
+        )
+        .await
+        .expect("the local round ends within the limit");
+        println!("  RF 3 round {round}: local {rate:.0} records/s");
+        local = local.max(rate);
+    }
+    topology.shutdown().await.ok();
+    println!("harness producer, RF 3, min ISR 2, acks=all, 3 brokers, {RECORDS} x {VALUE_BYTES} B, best of 2:");
+    println!("  embedded cluster:            {embedded:>10.0} records/s");
+    println!(
+        "  local backend (Kafka 3.9.1): {local:>10.0} records/s  local/embedded {:.2}",
+        local / embedded
+    );
 }
 
 fn main() {
