@@ -39,8 +39,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
     println!("mariadb ready:   {:>6.1} s", timings.mariadb.as_secs_f64());
     println!(
-        "zookeeper ready: {:>6.1} s",
-        timings.zookeeper.as_secs_f64()
+        "coordinator ready: {:>6.1} s",
+        timings.coordinator.as_secs_f64()
     );
     println!("kafka ready:     {:>6.1} s", timings.kafka.as_secs_f64());
     println!("connect ready:   {:>6.1} s", timings.connect.as_secs_f64());

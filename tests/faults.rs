@@ -312,6 +312,44 @@ async fn isolate_follower_realtime_other_seeds() {
     other_seeds("isolate-follower-realtime", isolate_realtime_checks).await;
 }
 
+// ------------------------------------------------------------------------------------ kraft-leader-isolated
+
+/// On KRaft the isolated leader of obs-0 was fenced (its heartbeats stopped reaching the controller) and the
+/// partition got another leader by a clean election; healed, it registered again and rejoined the ISR.
+fn kraft_isolated_leader_checks(o: &RunOutcome) {
+    let events = &o.history.cluster_events;
+    let isolated = resolved_broker(&o.history, 0);
+    let fenced = events
+        .iter()
+        .position(|e| matches!(&e.kind, ClusterEventKind::BrokerFenced { broker, .. } if *broker == isolated))
+        .unwrap_or_else(|| panic!("broker {} was never fenced: {events:?}", isolated.0));
+    let replaced = events.iter().any(|e| {
+        matches!(&e.kind, ClusterEventKind::Election { topic, partition: 0, leader: Some(l), kind: ElectionKind::Clean, .. } if topic == OBS && *l != isolated)
+    });
+    assert!(
+        replaced,
+        "no clean election moved {OBS}-0 off broker {}",
+        isolated.0
+    );
+    let back = events[fenced..]
+        .iter()
+        .position(|e| matches!(&e.kind, ClusterEventKind::BrokerUnfenced { broker } if *broker == isolated))
+        .unwrap_or_else(|| panic!("broker {} never registered again: {:#?}", isolated.0, &events[fenced..]));
+    let rejoined = events[fenced + back..].iter().any(|e| {
+        matches!(&e.kind, ClusterEventKind::IsrExpanded { topic, partition: 0, added, .. } if topic == OBS && *added == isolated)
+    });
+    assert!(
+        rejoined,
+        "broker {} never rejoined the ISR of {OBS}-0",
+        isolated.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kraft_leader_isolated() {
+    own_seed("kraft-leader-isolated", kraft_isolated_leader_checks).await;
+}
+
 // -------------------------------------------------------------------------------------- controlled-shutdown
 
 /// The stopped broker handed its leadership over by controlled shutdown, and rejoined the ISR after restarting.

@@ -20,9 +20,6 @@ use openmrs_etl_harness::topology::local::{
 };
 use openmrs_etl_harness::workload::reference;
 
-const REAL_PROGRAMS: [&str; 4] = ["mariadbd", "mariadb-install-db", "java", "mvn"];
-/// Starting everything, a cold Maven resolve of the JVM components included.
-const START_TIMEOUT: Duration = Duration::from_secs(600);
 /// After the session expires the controller still has to notice, elect and tell the others.
 const FAILOVER_SLACK: Duration = Duration::from_secs(15);
 /// A healed broker needs a new session, the controller's requests, and to catch up.
@@ -142,16 +139,17 @@ async fn produce(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn isolation_and_latency_act_through_the_brokers_proxies() {
-    if !common::real_services_available(&REAL_PROGRAMS) {
+    if !common::real_services_available(&common::LOCAL_TOPOLOGY_PROGRAMS) {
         return;
     }
     let scenario = Scenario::parse(SCENARIO, "local_proxy.rs").expect("the test scenario is valid");
     let mut options = LocalTopologyOptions::new(reference::schema_fixture_sql());
     options.brokers = scenario.topology.brokers;
-    let topology = tokio::time::timeout(START_TIMEOUT, LocalTopology::start(&options))
-        .await
-        .expect("the topology starts in time")
-        .unwrap_or_else(|e| panic!("the local topology did not start: {e}"));
+    let topology =
+        tokio::time::timeout(common::LOCAL_START_TIMEOUT, LocalTopology::start(&options))
+            .await
+            .expect("the topology starts in time")
+            .unwrap_or_else(|e| panic!("the local topology did not start: {e}"));
     let plan = scenario
         .topic_plans()
         .into_iter()

@@ -1,9 +1,9 @@
-//! The local topology with several real brokers: three Kafka 3.9.1 brokers on one ZooKeeper register and elect a
-//! controller; a scenario's change topics are created with its partitions, replication factors and configs; a SIGKILLed
-//! broker drops out of Metadata and its partitions get other leaders once its ZooKeeper session expires, and
+//! The local topology with several real brokers, on ZooKeeper and on a KRaft quorum controller: three Kafka 3.9.1
+//! brokers register; a scenario's change topics are created with its partitions, replication factors and configs;
+//! a SIGKILLed broker drops out of Metadata and its partitions get other leaders once its session expires, and
 //! restarted on the same port and data it rejoins the ISR; a stopped one (controlled shutdown) leaves without
-//! waiting for its session; a paused one is dropped and rejoins when resumed; the Connect worker restarts on its
-//! port. `etl-harness up --backend local` prints its three endpoints and leaves no service process behind when it
+//! waiting for its session; a paused one and one isolated at its proxies are dropped and rejoin when resumed or
+//! healed; the Connect worker restarts on its port. `etl-harness up --backend local` prints its three endpoints and leaves no service process behind when it
 //! is killed, and neither does `etl-harness run` on local killed while its stream runs.
 //!
 //! Without `mariadbd`, `java` or `mvn` the tests print why and pass as skipped, unless
@@ -15,16 +15,12 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use openmrs_etl_harness::scenario::Scenario;
-use openmrs_etl_harness::topology::local::{
-    LocalTopology, LocalTopologyOptions, ZOOKEEPER_SESSION_TIMEOUT,
-};
+use openmrs_etl_harness::broker::Isolation;
+use openmrs_etl_harness::scenario::{Coordination, Scenario};
+use openmrs_etl_harness::topology::local::{ClusterMetadata, LocalTopology, LocalTopologyOptions};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
 
-const REAL_PROGRAMS: [&str; 4] = ["mariadbd", "mariadb-install-db", "java", "mvn"];
-/// Starting everything, a cold Maven resolve of the JVM components included.
-const START_TIMEOUT: Duration = Duration::from_secs(600);
 /// After the session expires the controller still has to notice, elect and tell the others.
 const FAILOVER_SLACK: Duration = Duration::from_secs(10);
 const REJOIN_TIMEOUT: Duration = Duration::from_secs(60);
@@ -49,6 +45,15 @@ replication_factor = 2
 min_insync_replicas = 1
 "#;
 
+/// `broker` is in the ISR of every partition it replicates.
+fn in_every_isr(answer: &ClusterMetadata, broker: i32) -> bool {
+    answer
+        .topics
+        .values()
+        .flatten()
+        .all(|p| !p.replicas.contains(&broker) || p.isr.contains(&broker))
+}
+
 fn repo_schema() -> String {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/openmrs-schema.sql");
     std::fs::read_to_string(&path)
@@ -57,23 +62,38 @@ fn repo_schema() -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_brokers_survive_kill_stop_and_pause_and_connect_restarts() {
-    if !common::real_services_available(&REAL_PROGRAMS) {
+    three_brokers_survive_faults(Coordination::Zookeeper).await;
+}
+
+/// The same with a KRaft quorum controller in place of ZooKeeper: brokers fenced when their heartbeats stop
+/// (also when isolation cuts them off from the controller at their proxies), leaders moved by the controller.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_brokers_on_kraft_survive_kill_stop_pause_and_isolation() {
+    three_brokers_survive_faults(Coordination::Kraft).await;
+}
+
+async fn three_brokers_survive_faults(coordination: Coordination) {
+    if !common::real_services_available(&common::LOCAL_TOPOLOGY_PROGRAMS) {
         return;
     }
     let scenario =
         Scenario::parse(SCENARIO, "local_topology.rs").expect("the test scenario is valid");
     let mut options = LocalTopologyOptions::new(repo_schema());
     options.brokers = scenario.topology.brokers;
+    options.coordination = coordination;
     let started = Instant::now();
-    let mut topology = tokio::time::timeout(START_TIMEOUT, LocalTopology::start(&options))
-        .await
-        .expect("the topology starts in time")
-        .unwrap_or_else(|e| panic!("the local topology did not start: {e}"));
+    let mut topology =
+        tokio::time::timeout(common::LOCAL_START_TIMEOUT, LocalTopology::start(&options))
+            .await
+            .expect("the topology starts in time")
+            .unwrap_or_else(|e| panic!("the local topology did not start: {e}"));
     println!(
-        "started 3 brokers in {:?} ({:?})",
+        "started 3 brokers ({coordination:?}) in {:?} ({:?})",
         started.elapsed(),
         topology.timings()
     );
+    assert_eq!(topology.coordination(), coordination);
+    let session = topology.session_timeout();
     assert_eq!(topology.broker_ids(), [1, 2, 3]);
     assert_eq!(topology.bootstrap_servers().split(',').count(), 3);
 
@@ -83,6 +103,8 @@ async fn three_brokers_survive_kill_stop_and_pause_and_connect_restarts() {
         [1, 2, 3],
         "every broker registered"
     );
+    // In KRaft mode this is a live broker chosen at random (the quorum controller is not a broker); avoiding it
+    // costs nothing.
     let controller = cluster.controller.expect("Metadata names a controller");
 
     let plans = topology
@@ -154,7 +176,7 @@ async fn three_brokers_survive_kill_stop_and_pause_and_connect_restarts() {
     let (after_kill, failover) = common::wait_for_metadata(
         &topology,
         &names,
-        ZOOKEEPER_SESSION_TIMEOUT + FAILOVER_SLACK,
+        session + FAILOVER_SLACK,
         &format!(
             "broker {victim} dropped and its {} partitions led elsewhere",
             led.len()
@@ -172,9 +194,8 @@ async fn three_brokers_survive_kill_stop_and_pause_and_connect_restarts() {
     )
     .await;
     println!(
-        "broker {victim} killed: {} partitions led elsewhere after {failover:?} (session timeout {:?})",
+        "broker {victim} killed: {} partitions led elsewhere after {failover:?} (session timeout {session:?})",
         led.len(),
-        ZOOKEEPER_SESSION_TIMEOUT
     );
     assert!(!after_kill.brokers.contains_key(&victim));
 
@@ -193,14 +214,7 @@ async fn three_brokers_survive_kill_stop_and_pause_and_connect_restarts() {
         &names,
         REJOIN_TIMEOUT,
         &format!("broker {victim} back in the ISR of every partition it replicates"),
-        |answer| {
-            answer.brokers.contains_key(&victim)
-                && answer
-                    .topics
-                    .values()
-                    .flatten()
-                    .all(|p| !p.replicas.contains(&victim) || p.isr.contains(&victim))
-        },
+        |answer| answer.brokers.contains_key(&victim) && in_every_isr(answer, victim),
     )
     .await;
     println!(
@@ -240,7 +254,7 @@ async fn three_brokers_survive_kill_stop_and_pause_and_connect_restarts() {
     common::wait_for_metadata(
         &topology,
         &names,
-        ZOOKEEPER_SESSION_TIMEOUT + FAILOVER_SLACK,
+        session + FAILOVER_SLACK,
         &format!("paused broker {victim} dropped"),
         |answer| !answer.brokers.contains_key(&victim) && answer.led_by(victim).is_empty(),
     )
@@ -251,17 +265,45 @@ async fn three_brokers_survive_kill_stop_and_pause_and_connect_restarts() {
         &names,
         REJOIN_TIMEOUT,
         &format!("resumed broker {victim} back in every ISR"),
+        |answer| answer.brokers.contains_key(&victim) && in_every_isr(answer, victim),
+    )
+    .await;
+    println!("broker {victim} paused, dropped, resumed and back in every ISR after {back:?}");
+
+    // Isolated from everyone at its proxies, the coordinator's included: its session expires (it cannot
+    // heartbeat), it leaves every ISR; healed, it registers again and catches up.
+    let isolated = stopped;
+    topology
+        .isolate_broker(isolated, Isolation::FromEveryone)
+        .expect("isolate");
+    let (_, dropped) = common::wait_for_metadata(
+        &topology,
+        &names,
+        session + FAILOVER_SLACK,
+        &format!("isolated broker {isolated} dropped and out of every ISR"),
         |answer| {
-            answer.brokers.contains_key(&victim)
+            !answer.brokers.contains_key(&isolated)
+                && answer.led_by(isolated).is_empty()
                 && answer
                     .topics
                     .values()
                     .flatten()
-                    .all(|p| !p.replicas.contains(&victim) || p.isr.contains(&victim))
+                    .all(|p| !p.isr.contains(&isolated))
         },
     )
     .await;
-    println!("broker {victim} paused, dropped, resumed and back in every ISR after {back:?}");
+    topology.heal_broker(isolated).expect("heal");
+    let (_, healed) = common::wait_for_metadata(
+        &topology,
+        &names,
+        REJOIN_TIMEOUT,
+        &format!("healed broker {isolated} back in every ISR"),
+        |answer| answer.brokers.contains_key(&isolated) && in_every_isr(answer, isolated),
+    )
+    .await;
+    println!(
+        "broker {isolated} isolated: dropped after {dropped:?}; healed: back in every ISR after {healed:?}"
+    );
 
     // The Connect worker comes back on the same REST port.
     let connect_url = topology.connect().base_url().to_owned();
@@ -312,7 +354,7 @@ fn processes_under(dir: &Path) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn up_local_prints_its_endpoints_and_takes_its_services_along_when_killed() {
-    if !common::real_services_available(&REAL_PROGRAMS) {
+    if !common::real_services_available(&common::LOCAL_TOPOLOGY_PROGRAMS) {
         return;
     }
     let runs = tempfile::tempdir().expect("runs dir");
@@ -337,7 +379,7 @@ async fn up_local_prints_its_endpoints_and_takes_its_services_along_when_killed(
         .expect("etl-harness starts");
     let mut lines = BufReader::new(child.stdout.take().expect("stdout piped")).lines();
     let mut printed = Vec::new();
-    let waited = tokio::time::timeout(START_TIMEOUT, async {
+    let waited = tokio::time::timeout(common::LOCAL_START_TIMEOUT, async {
         while let Some(line) = lines.next_line().await.expect("reading up's output") {
             let ready = line.starts_with("ready");
             printed.push(line);
@@ -425,7 +467,7 @@ async fn kill_and_expect_no_survivors(child: &mut tokio::process::Child, dir: &P
 /// it all the same.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_on_local_killed_mid_stream_leaves_no_process_behind() {
-    if !common::real_services_available(&REAL_PROGRAMS) {
+    if !common::real_services_available(&common::LOCAL_TOPOLOGY_PROGRAMS) {
         return;
     }
     let runs = tempfile::tempdir().expect("runs dir");
@@ -468,7 +510,7 @@ consumers = 1
         .expect("etl-harness starts");
 
     // Streaming: Debezium says so in the Connect worker's log, and the harness commits at 200/s after it.
-    let streaming = tokio::time::timeout(START_TIMEOUT, async {
+    let streaming = tokio::time::timeout(common::LOCAL_START_TIMEOUT, async {
         loop {
             let logs = std::fs::read_dir(runs.path())
                 .into_iter()

@@ -22,9 +22,6 @@ use openmrs_etl_harness::topology::local::{
 };
 use openmrs_etl_harness::workload::reference;
 
-const REAL_PROGRAMS: [&str; 4] = ["mariadbd", "mariadb-install-db", "java", "mvn"];
-/// Starting everything, a cold Maven resolve of the JVM components included.
-const START_TIMEOUT: Duration = Duration::from_secs(600);
 /// After the session expires the controller still has to notice, elect and tell the others.
 const FAILOVER_SLACK: Duration = Duration::from_secs(15);
 /// A restarted broker needs to register, fetch, truncate and catch up.
@@ -106,17 +103,18 @@ async fn wait_for_event(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_watch_sees_failover_truncation_and_retention_on_real_brokers() {
-    if !common::real_services_available(&REAL_PROGRAMS) {
+    if !common::real_services_available(&common::LOCAL_TOPOLOGY_PROGRAMS) {
         return;
     }
     let scenario = Scenario::parse(SCENARIO, "local_watch.rs").expect("the test scenario is valid");
     let mut options = LocalTopologyOptions::new(reference::schema_fixture_sql());
     options.brokers = scenario.topology.brokers;
     let started = Instant::now();
-    let mut topology = tokio::time::timeout(START_TIMEOUT, LocalTopology::start(&options))
-        .await
-        .expect("the topology starts in time")
-        .unwrap_or_else(|e| panic!("the local topology did not start: {e}"));
+    let mut topology =
+        tokio::time::timeout(common::LOCAL_START_TIMEOUT, LocalTopology::start(&options))
+            .await
+            .expect("the topology starts in time")
+            .unwrap_or_else(|e| panic!("the local topology did not start: {e}"));
     println!("topology up after {:?}", started.elapsed());
     let plans: Vec<_> = scenario
         .topic_plans()

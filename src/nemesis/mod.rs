@@ -279,6 +279,11 @@ pub(crate) struct Nemesis {
 }
 
 impl Nemesis {
+    /// Whether `scenario`'s backend can perform every fault of its schedule ([`Nemesis::new`] checks it too).
+    pub(crate) fn check(scenario: &Scenario) -> Result<(), NemesisError> {
+        supported(scenario.topology.backend, &scenario.faults)
+    }
+
     /// The schedule of `scenario`, checked against what its backend can do.
     pub(crate) fn new(scenario: &Scenario, recorder: Recorder) -> Result<Nemesis, NemesisError> {
         supported(scenario.topology.backend, &scenario.faults)?;

@@ -1,6 +1,6 @@
-//! A scenario on the `local` backend: the real services as processes (MariaDB, ZooKeeper, N Kafka 3.9 brokers,
-//! Kafka Connect with Debezium's MariaDB connector), the same workload, pipeline, checkers and report as the
-//! embedded run.
+//! A scenario on the `local` backend: the real services as processes (MariaDB, ZooKeeper or a KRaft controller
+//! as the scenario's `coordination` says, N Kafka 3.9 brokers, Kafka Connect with Debezium's MariaDB connector),
+//! the same workload, pipeline, checkers and report as the embedded run.
 //!
 //! What differs from the embedded run, and why:
 //! - The source is MariaDB ([`MySqlSource`]): each operation one SQL transaction, its GTID read back, so the
@@ -40,7 +40,7 @@ use crate::nemesis::{LocalTargets, Nemesis};
 use crate::pipeline::flat;
 use crate::pipeline::sink::{MemorySink, MySqlSink, Sink as _, DEFAULT_SINK_SCHEMA};
 use crate::pipeline::{Pipeline, PipelineConfig};
-use crate::scenario::{Scenario, Sink as SinkKind};
+use crate::scenario::{Coordination, Scenario, Sink as SinkKind};
 use crate::source::MySqlSource;
 use crate::topology::local::{
     ClusterWatch, ConnectorFlavour, DebeziumConnector, LocalTopology, LocalTopologyOptions,
@@ -65,8 +65,9 @@ pub(super) async fn run(
     wall: Instant,
 ) -> Result<RunOutcome, RunError> {
     // Before anything starts: a fault this backend cannot perform is an error, not a no-op.
-    Nemesis::new(scenario, Recorder::new(scenario.seed))?;
-    let mut session = LocalSession::start(scenario.topology.brokers).await?;
+    Nemesis::check(scenario)?;
+    let mut session =
+        LocalSession::start(scenario.topology.brokers, scenario.topology.coordination).await?;
     let result = session.run_from(scenario, options, wall).await;
     session.shutdown().await;
     result
@@ -85,26 +86,34 @@ pub(super) async fn run(
 ///   The previous run's topics stay (the harness never reads them again).
 ///
 /// The first run keeps the scenario's names, so a session of one run is exactly a standalone run.
+///
+/// A scenario that asks for another broker count or coordination (ZooKeeper or KRaft) than the topology has gets
+/// a new topology: the session starts it, stops the old one, and the run counts as the new topology's first.
 pub struct LocalSession {
     topology: Mutex<LocalTopology>,
     brokers: u32,
+    coordination: Coordination,
     runs: u32,
     /// The connector registered by the last run, deleted before the next one.
     last_connector: Option<String>,
 }
 
 impl LocalSession {
-    /// Starts a local topology of `brokers` Kafka brokers (with MariaDB, ZooKeeper and a Connect worker).
-    pub async fn start(brokers: u32) -> Result<LocalSession, RunError> {
-        let mut topology_options = LocalTopologyOptions::new(reference::schema_fixture_sql());
-        topology_options.brokers = brokers;
-        let topology = LocalTopology::start(&topology_options).await?;
+    /// Starts a local topology of `brokers` Kafka brokers (with MariaDB, ZooKeeper or a KRaft controller, and a
+    /// Connect worker).
+    pub async fn start(brokers: u32, coordination: Coordination) -> Result<LocalSession, RunError> {
         Ok(LocalSession {
-            topology: Mutex::new(topology),
+            topology: Mutex::new(start_topology(brokers, coordination).await?),
             brokers,
+            coordination,
             runs: 0,
             last_connector: None,
         })
+    }
+
+    /// The topology's coordination: ZooKeeper or KRaft.
+    pub fn coordination(&self) -> Coordination {
+        self.coordination
     }
 
     /// The topology's run directory (service logs under `logs/`).
@@ -112,8 +121,8 @@ impl LocalSession {
         self.topology.lock().await.run_dir().to_path_buf()
     }
 
-    /// Runs `scenario` (whatever its `[topology] backend` says) on this topology and judges it. The scenario's
-    /// broker count must be the topology's.
+    /// Runs `scenario` (whatever its `[topology] backend` says) on this topology and judges it; on a new
+    /// topology first if it asks for another broker count or coordination.
     pub async fn run(
         &mut self,
         scenario: &Scenario,
@@ -128,15 +137,24 @@ impl LocalSession {
         options: &RunOptions,
         wall: Instant,
     ) -> Result<RunOutcome, RunError> {
-        if scenario.topology.brokers != self.brokers {
-            return Err(RunError::LocalRun(format!(
-                "scenario `{}` asks for {} brokers; this local topology has {}",
-                scenario.name, scenario.topology.brokers, self.brokers
-            )));
+        let wanted = (scenario.topology.brokers, scenario.topology.coordination);
+        if wanted != (self.brokers, self.coordination) {
+            eprintln!(
+                "[etl-harness] scenario `{}` asks for {} brokers with {:?}; the local topology has {} with {:?}: \
+                 starting another",
+                scenario.name, wanted.0, wanted.1, self.brokers, self.coordination
+            );
+            let replacement = start_topology(wanted.0, wanted.1).await?;
+            let old = std::mem::replace(self.topology.get_mut(), replacement);
+            if let Err(e) = old.shutdown().await {
+                tracing::warn!(error = %e, "stopping the previous local topology");
+            }
+            (self.brokers, self.coordination) = wanted;
+            self.runs = 0;
+            self.last_connector = None;
         }
-        let recorder = Recorder::new(scenario.seed);
         // Before anything changes: a fault this backend cannot perform is an error, not a no-op.
-        let nemesis = Nemesis::new(scenario, recorder.clone())?;
+        Nemesis::check(scenario)?;
         self.runs += 1;
         let mut scenario = scenario.clone();
         let mut connector =
@@ -149,6 +167,9 @@ impl LocalSession {
             connector.replica_server_id += n;
             self.reset().await?;
         }
+        let recorder = Recorder::new(scenario.seed);
+        // From the renamed scenario: its fault targets name this run's topics.
+        let nemesis = Nemesis::new(&scenario, recorder.clone())?;
         connector.topic_prefix = scenario.topics.prefix.clone();
         self.last_connector = Some(connector.name.clone());
         let result = drive(
@@ -187,6 +208,16 @@ impl LocalSession {
             tracing::warn!(error = %e, "stopping the local topology");
         }
     }
+}
+
+async fn start_topology(
+    brokers: u32,
+    coordination: Coordination,
+) -> Result<LocalTopology, RunError> {
+    let mut options = LocalTopologyOptions::new(reference::schema_fixture_sql());
+    options.brokers = brokers;
+    options.coordination = coordination;
+    Ok(LocalTopology::start(&options).await?)
 }
 
 async fn drive(

@@ -262,6 +262,11 @@ pub mod raw {
     }
 }
 
+/// What a whole local topology needs: MariaDB, Java, and Maven to provision the JVM components.
+pub const LOCAL_TOPOLOGY_PROGRAMS: [&str; 4] = ["mariadbd", "mariadb-install-db", "java", "mvn"];
+/// How long a local topology may take to start, a cold Maven resolve of the JVM components included.
+pub const LOCAL_START_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(600);
+
 /// Whether a test needing real services can run: true when every named program is found. Otherwise it prints
 /// `skipped: …` and returns false — or panics when `ETL_HARNESS_REQUIRE_REAL=1` (CI), where a skip would hide a
 /// missing service.

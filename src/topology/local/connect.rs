@@ -109,6 +109,12 @@ pub struct ConnectRest {
     worker_log: PathBuf,
 }
 
+/// What one look at a connector found: ready, or what it saw instead.
+enum Look {
+    Ready,
+    NotYet(String),
+}
+
 /// Connector and task states from `GET /connectors/{name}/status`.
 #[derive(Debug, Clone, Deserialize)]
 pub struct ConnectorStatus {
@@ -229,26 +235,16 @@ impl ConnectRest {
     /// before its herder has read the connectors back from the config topic, and says 404 to a resume until then
     /// (its status, read from the status topic, answers earlier: not a sign).
     pub async fn wait_until_known(&self, name: &str, timeout: Duration) -> Result<(), LocalError> {
-        let started = Instant::now();
-        loop {
-            let config: Result<Option<serde_json::Value>, LocalError> =
-                self.get_json(&format!("connectors/{name}/config")).await;
-            let last_attempt = match config {
-                Ok(Some(_)) => return Ok(()),
-                Ok(None) => "unknown to the worker (404)".to_owned(),
-                Err(e) => e.to_string(),
-            };
-            if started.elapsed() >= timeout {
-                return Err(LocalError::NotReady {
-                    service: format!("Debezium connector {name}"),
-                    condition: "known to the restarted worker".into(),
-                    waited: started.elapsed(),
-                    last_attempt,
-                    log: self.worker_log.clone(),
-                });
-            }
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        }
+        let path = format!("connectors/{name}/config");
+        self.poll_connector(name, "known to the restarted worker", timeout, || async {
+            let config: Result<Option<serde_json::Value>, LocalError> = self.get_json(&path).await;
+            Ok(match config {
+                Ok(Some(_)) => Look::Ready,
+                Ok(None) => Look::NotYet("unknown to the worker (404)".into()),
+                Err(e) => Look::NotYet(e.to_string()),
+            })
+        })
+        .await
     }
 
     /// Waits until the connector and all its tasks (at least one) are RUNNING. A FAILED connector or task is an
@@ -258,49 +254,39 @@ impl ConnectRest {
         name: &str,
         timeout: Duration,
     ) -> Result<(), LocalError> {
-        let started = Instant::now();
-        let mut last_seen = String::from("unknown to the worker");
-        loop {
-            if let Some(status) = self.connector_status(name).await? {
-                let failed = std::iter::once(&status.connector)
-                    .chain(status.tasks.iter())
-                    .find(|state| state.state == "FAILED");
-                if let Some(failed) = failed {
-                    return Err(LocalError::ConnectorFailed {
-                        connector: name.to_owned(),
-                        state: failed.state.clone(),
-                        trace: failed.trace.clone().unwrap_or_default(),
-                        log: self.worker_log.clone(),
-                    });
-                }
-                let running = status.connector.state == "RUNNING"
-                    && !status.tasks.is_empty()
-                    && status.tasks.iter().all(|task| task.state == "RUNNING");
-                if running {
-                    return Ok(());
-                }
-                last_seen = format!(
-                    "connector {}, tasks [{}]",
-                    status.connector.state,
-                    status
-                        .tasks
-                        .iter()
-                        .map(|task| task.state.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                );
-            }
-            if started.elapsed() >= timeout {
-                return Err(LocalError::NotReady {
-                    service: format!("Debezium connector {name}"),
-                    condition: "connector and tasks RUNNING".into(),
-                    waited: started.elapsed(),
-                    last_attempt: last_seen,
+        self.poll_connector(name, "connector and tasks RUNNING", timeout, || async {
+            let Some(status) = self.connector_status(name).await? else {
+                return Ok(Look::NotYet("unknown to the worker".into()));
+            };
+            let failed = std::iter::once(&status.connector)
+                .chain(status.tasks.iter())
+                .find(|state| state.state == "FAILED");
+            if let Some(failed) = failed {
+                return Err(LocalError::ConnectorFailed {
+                    connector: name.to_owned(),
+                    state: failed.state.clone(),
+                    trace: failed.trace.clone().unwrap_or_default(),
                     log: self.worker_log.clone(),
                 });
             }
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        }
+            let running = status.connector.state == "RUNNING"
+                && !status.tasks.is_empty()
+                && status.tasks.iter().all(|task| task.state == "RUNNING");
+            if running {
+                return Ok(Look::Ready);
+            }
+            Ok(Look::NotYet(format!(
+                "connector {}, tasks [{}]",
+                status.connector.state,
+                status
+                    .tasks
+                    .iter()
+                    .map(|task| task.state.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )))
+        })
+        .await
     }
 
     /// `PUT /connectors/{name}/pause`: the connector and its tasks stop at their next poll and keep their offsets.
@@ -371,23 +357,50 @@ impl ConnectRest {
         name: &str,
         timeout: Duration,
     ) -> Result<(), LocalError> {
+        self.poll_connector(
+            name,
+            "a committed source offset past the initial snapshot",
+            timeout,
+            || async {
+                let offsets = self.committed_offsets(name).await?;
+                Ok(match offsets.first() {
+                    None => Look::NotYet("no committed offset".into()),
+                    Some(offset) if in_snapshot(offset) => Look::NotYet(offset.to_string()),
+                    Some(offset) => {
+                        tracing::debug!(%offset, "committed source offset past the snapshot");
+                        Look::Ready
+                    }
+                })
+            },
+        )
+        .await
+    }
+
+    /// Looks at connector `name` every 250 ms until `look` finds it ready (`Ok`), `look` fails (that error), or
+    /// `timeout` passes (`NotReady` for `condition`, with what the last look saw).
+    async fn poll_connector<F, Fut>(
+        &self,
+        name: &str,
+        condition: &str,
+        timeout: Duration,
+        mut look: F,
+    ) -> Result<(), LocalError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<Look, LocalError>>,
+    {
         let started = Instant::now();
-        let mut last_seen = String::from("no committed offset");
         loop {
-            let offsets = self.committed_offsets(name).await?;
-            if let Some(offset) = offsets.first() {
-                if !in_snapshot(offset) {
-                    tracing::debug!(%offset, "committed source offset past the snapshot");
-                    return Ok(());
-                }
-                last_seen = offset.to_string();
-            }
+            let last_attempt = match look().await? {
+                Look::Ready => return Ok(()),
+                Look::NotYet(seen) => seen,
+            };
             if started.elapsed() >= timeout {
                 return Err(LocalError::NotReady {
                     service: format!("Debezium connector {name}"),
-                    condition: "a committed source offset past the initial snapshot".into(),
+                    condition: condition.into(),
                     waited: started.elapsed(),
-                    last_attempt: last_seen,
+                    last_attempt,
                     log: self.worker_log.clone(),
                 });
             }

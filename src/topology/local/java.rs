@@ -67,6 +67,30 @@ pub(crate) fn java_command(
     })
 }
 
+/// A JVM service or tool that runs from the Kafka jars (broker, ZooKeeper, KRaft controller, `StorageTool`).
+pub(crate) fn kafka_jar_command(
+    run: &RunDir,
+    jvm: &super::provision::JvmComponents,
+    name: &str,
+    max_heap: &str,
+    main_class: &str,
+    args: Vec<OsString>,
+    log_levels: &[(&str, &str)],
+) -> Result<ServiceCommand, LocalError> {
+    let kafka_libs = jvm.kafka_libs();
+    java_command(
+        run,
+        &JavaService {
+            name,
+            max_heap,
+            classpath: &[kafka_libs.as_path()],
+            main_class,
+            args,
+            log_levels,
+        },
+    )
+}
+
 /// Writes a Java properties file (`key=value` lines) into the run's conf directory.
 pub(crate) fn write_properties(
     run: &RunDir,

@@ -1,12 +1,14 @@
-//! Kafka 3.9 brokers in ZooKeeper mode, tuned for a single machine and for faults that resolve within seconds:
-//! a short ZooKeeper session (a killed broker is declared dead after 6 s), internal topics replicated on up to
-//! three brokers, no initial rebalance delay, few threads.
+//! Kafka 3.9 brokers in ZooKeeper mode or, with a quorum controller (see [`super::kraft`]), in KRaft mode, tuned
+//! for a single machine and for faults that resolve within seconds: a short session (a killed broker is declared
+//! dead after 6 s, ZooKeeper's session or KRaft's `broker.session.timeout.ms`), internal topics replicated on up
+//! to three brokers, no initial rebalance delay, few threads.
 
 use std::time::Duration;
 
 use super::admin;
 use super::error::LocalError;
-use super::java::{java_command, write_properties, JavaService};
+use super::java::{kafka_jar_command, write_properties};
+use super::kraft;
 use super::process::{wait_until_ready, ServiceCommand, ServiceProcess};
 use super::provision::JvmComponents;
 use super::RunDir;
@@ -14,6 +16,22 @@ use super::RunDir;
 /// How long ZooKeeper keeps the session of a broker that stopped answering: the time a SIGKILLed, paused or
 /// isolated broker stays registered before the controller moves its leaders.
 pub const ZOOKEEPER_SESSION_TIMEOUT: Duration = Duration::from_secs(6);
+/// KRaft's counterpart: how long the quorum controller keeps a broker that stopped heartbeating unfenced (Kafka's
+/// default 9 s, tuned down like the ZooKeeper session). Brokers heartbeat every second.
+pub const KRAFT_SESSION_TIMEOUT: Duration = Duration::from_secs(6);
+
+/// How a broker finds the cluster's coordinator, and through which port (the coordinator's own, or the broker's
+/// coordinator proxy).
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Coordinator {
+    ZooKeeper {
+        port: u16,
+    },
+    /// The KRaft quorum controller.
+    Kraft {
+        controller_port: u16,
+    },
+}
 
 pub(crate) struct BrokerSettings<'a> {
     pub broker_id: i32,
@@ -21,8 +39,8 @@ pub(crate) struct BrokerSettings<'a> {
     pub port: u16,
     /// Where clients and peers reach it: `port`, or its proxy's port.
     pub advertised_port: u16,
-    /// Where it reaches ZooKeeper: ZooKeeper's port, or its own proxy's.
-    pub zookeeper_port: u16,
+    /// Where it reaches the coordinator: its own port, or the broker's coordinator proxy.
+    pub coordinator: Coordinator,
     /// Brokers in the cluster: internal topics get min(3, N) replicas.
     pub cluster_size: u32,
     pub max_heap: &'a str,
@@ -42,71 +60,83 @@ pub(crate) fn broker_command(
     let replication = settings.cluster_size.clamp(1, 3);
     // With three replicas a single broker may be down and transactions still commit.
     let transaction_min_isr = replication.saturating_sub(1).max(1);
-    let config = write_properties(
-        run,
-        &format!("{name}.properties"),
-        &[
+    let mut properties = match settings.coordinator {
+        Coordinator::ZooKeeper { port } => vec![
             ("broker.id", settings.broker_id.to_string()),
-            ("listeners", listener),
-            // Registered in ZooKeeper: what clients get in Metadata and what peers connect to.
-            ("advertised.listeners", advertised),
-            ("log.dirs", log_dir.display().to_string()),
-            (
-                "zookeeper.connect",
-                format!("127.0.0.1:{}", settings.zookeeper_port),
-            ),
+            ("zookeeper.connect", format!("127.0.0.1:{port}")),
             ("zookeeper.connection.timeout.ms", "18000".into()),
             (
                 "zookeeper.session.timeout.ms",
                 ZOOKEEPER_SESSION_TIMEOUT.as_millis().to_string(),
             ),
-            ("num.partitions", "1".into()),
-            ("default.replication.factor", replication.to_string()),
-            ("offsets.topic.replication.factor", replication.to_string()),
-            ("offsets.topic.num.partitions", "1".into()),
-            (
-                "transaction.state.log.replication.factor",
-                replication.to_string(),
-            ),
-            (
-                "transaction.state.log.min.isr",
-                transaction_min_isr.to_string(),
-            ),
-            ("transaction.state.log.num.partitions", "1".into()),
-            ("group.initial.rebalance.delay.ms", "0".into()),
-            // Debezium's schema-change topic and tables without a planned topic are auto-created.
-            ("auto.create.topics.enable", "true".into()),
-            ("log.retention.check.interval.ms", "1000".into()),
-            // A third of Kafka's 30 s default: a killed or paused follower leaves the ISR within a test's patience,
-            // yet it is 20 fetch waits (replica.fetch.wait.max.ms 500), so two busy shared cores do not make
-            // healthy followers flap in and out.
-            ("replica.lag.time.max.ms", "10000".into()),
-            ("controlled.shutdown.enable", "true".into()),
-            // A partition whose other replicas are all down cannot be handed over; a fifth of the 5 s default keeps
-            // the three retries of such a shutdown (and of a whole topology's, broker after broker) short.
-            ("controlled.shutdown.retry.backoff.ms", "1000".into()),
-            ("num.network.threads", "2".into()),
-            ("num.io.threads", "2".into()),
-            ("background.threads", "2".into()),
-            ("num.recovery.threads.per.data.dir", "1".into()),
-            ("num.replica.fetchers", "1".into()),
         ],
-    )?;
-    let kafka_libs = jvm.kafka_libs();
-    java_command(
+        Coordinator::Kraft { controller_port } => {
+            let mut kraft = kraft::node_properties("broker", settings.broker_id, controller_port);
+            kraft.extend([
+                ("inter.broker.listener.name", "PLAINTEXT".into()),
+                (
+                    "broker.session.timeout.ms",
+                    KRAFT_SESSION_TIMEOUT.as_millis().to_string(),
+                ),
+                ("broker.heartbeat.interval.ms", "1000".into()),
+            ]);
+            kraft
+        }
+    };
+    properties.extend([
+        ("listeners", listener),
+        // Registered with the coordinator: what clients get in Metadata and what peers connect to.
+        ("advertised.listeners", advertised),
+        ("log.dirs", log_dir.display().to_string()),
+        ("num.partitions", "1".into()),
+        ("default.replication.factor", replication.to_string()),
+        ("offsets.topic.replication.factor", replication.to_string()),
+        ("offsets.topic.num.partitions", "1".into()),
+        (
+            "transaction.state.log.replication.factor",
+            replication.to_string(),
+        ),
+        (
+            "transaction.state.log.min.isr",
+            transaction_min_isr.to_string(),
+        ),
+        ("transaction.state.log.num.partitions", "1".into()),
+        ("group.initial.rebalance.delay.ms", "0".into()),
+        // Debezium's schema-change topic and tables without a planned topic are auto-created.
+        ("auto.create.topics.enable", "true".into()),
+        ("log.retention.check.interval.ms", "1000".into()),
+        // A third of Kafka's 30 s default: a killed or paused follower leaves the ISR within a test's patience,
+        // yet it is 20 fetch waits (replica.fetch.wait.max.ms 500), so two busy shared cores do not make
+        // healthy followers flap in and out.
+        ("replica.lag.time.max.ms", "10000".into()),
+        ("controlled.shutdown.enable", "true".into()),
+        // A partition whose other replicas are all down cannot be handed over; a fifth of the 5 s default keeps
+        // the three retries of such a shutdown (and of a whole topology's, broker after broker) short.
+        ("controlled.shutdown.retry.backoff.ms", "1000".into()),
+        ("num.network.threads", "2".into()),
+        ("num.io.threads", "2".into()),
+        ("background.threads", "2".into()),
+        ("num.recovery.threads.per.data.dir", "1".into()),
+        ("num.replica.fetchers", "1".into()),
+    ]);
+    let config = write_properties(run, &format!("{name}.properties"), &properties)?;
+    kafka_jar_command(
         run,
-        &JavaService {
-            name: &name,
-            max_heap: settings.max_heap,
-            classpath: &[kafka_libs.as_path()],
-            main_class: "kafka.Kafka",
-            args: vec![config.into_os_string()],
-            log_levels: &[
-                ("kafka.request.logger", "WARN"),
-                ("state.change.logger", "WARN"),
-            ],
-        },
+        jvm,
+        &name,
+        settings.max_heap,
+        "kafka.Kafka",
+        vec![config.into_os_string()],
+        &[
+            ("kafka.request.logger", "WARN"),
+            ("state.change.logger", "WARN"),
+        ],
     )
+}
+
+/// Where [`broker_command`] writes broker `broker_id`'s config.
+pub(crate) fn broker_config_path(run: &RunDir, broker_id: i32) -> std::path::PathBuf {
+    run.conf_path(&format!("{}.properties", broker_name(broker_id)))
 }
 
 /// `kafka-<id>`: the broker's process, config and log name.

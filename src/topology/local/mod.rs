@@ -1,24 +1,27 @@
 //! The `local` topology: the real services as child processes on 127.0.0.1, no Docker.
 //!
 //! [`LocalTopology::start`] provisions the pinned JVM components (see [`provision`]), then starts MariaDB (with
-//! the schema fixture and a Debezium user), ZooKeeper, N Kafka brokers (ids 1..=N, ZooKeeper mode, each with its
-//! own port, config, log directory and log file) and one Kafka Connect worker in distributed mode against all of
-//! them, each waited for with a timeout. The cluster counts as ready when every broker is registered and Metadata
+//! the schema fixture and a Debezium user), the coordinator — ZooKeeper, or in KRaft mode
+//! ([`LocalTopologyOptions::coordination`]) one dedicated quorum controller, node [`CONTROLLER_NODE_ID`], every
+//! node's storage formatted first (see `kraft`) — then N Kafka brokers (ids 1..=N, each with its own port, config,
+//! log directory and log file) and one Kafka Connect worker in distributed mode against all of them, each waited
+//! for with a timeout. The cluster counts as ready when every broker is registered and Metadata
 //! names a controller. [`LocalTopology::create_topics`] creates a scenario's change topics with their partitions,
 //! replication factor and configs before the connector starts; [`DebeziumConnector::with_producer`] passes the
 //! scenario's producer settings to the connector as `producer.override.*`.
 //!
 //! Faults act on the processes: a broker can be stopped (SIGTERM, controlled shutdown), killed (SIGKILL), paused
 //! (SIGSTOP), resumed (SIGCONT) and restarted with the same config, port and data; the Connect worker can be
-//! killed and restarted. The brokers are tuned so such faults resolve in seconds (a short ZooKeeper session,
-//! [`ZOOKEEPER_SESSION_TIMEOUT`]; replicas leave the ISR after 10 s of lag).
+//! killed and restarted. The brokers are tuned so such faults resolve in seconds (a short session:
+//! [`ZOOKEEPER_SESSION_TIMEOUT`], or KRaft's [`KRAFT_SESSION_TIMEOUT`] without heartbeats; replicas leave the ISR
+//! after 10 s of lag).
 //!
 //! Network faults act on the loopback through a small TCP proxy per broker (see `proxy`): each broker listens on
 //! its own port but advertises its proxy's, so clients (the harness, Connect, Debezium) and its peers (replica
-//! fetchers, the controller's requests) all reach it through the proxy, and it reaches ZooKeeper through a
-//! proxy of its own. [`LocalTopology::isolate_broker`] holds the traffic those proxies carry — held, not
-//! dropped, as across a partition where TCP retransmits — and [`LocalTopology::heal_broker`] releases it;
-//! [`LocalTopology::set_broker_latency`] delays the broker's answers. The proxies outlive restarts. What a client
+//! fetchers, the controller's requests) all reach it through the proxy, and it reaches the coordinator (ZooKeeper,
+//! or the KRaft controller) through a proxy of its own. [`LocalTopology::isolate_broker`] holds the traffic those
+//! proxies carry — held, not dropped, as across a partition where TCP retransmits — and
+//! [`LocalTopology::heal_broker`] releases it; [`LocalTopology::set_broker_latency`] delays the broker's answers. The proxies outlive restarts. What a client
 //! observes (compare the embedded cluster's table in [`crate::broker`]; rows marked † are checked by
 //! `tests/local_proxy.rs`):
 //!
@@ -31,7 +34,9 @@
 //! | `heal_broker(b)` † | served | held bytes flow, in order | `b` registers again (new session) and rejoins each ISR once caught up | `b` comes back as follower |
 //! | `set_broker_latency(b, d)` † | accepted | every answer `d` later (also to its peers: replica fetches from `b` slow down) | unchanged | never |
 //!
-//! An isolated broker cannot reach ZooKeeper, so restarting it fails until it is healed. The harness's own
+//! An isolated broker cannot reach the coordinator, so restarting it fails until it is healed. In KRaft mode the
+//! Metadata answers' "controller" is a live broker chosen at random for each answer (clients cannot reach the
+//! quorum controller), so it says nothing about the controller. The harness's own
 //! admin requests ([`LocalTopology::metadata`] and the like) ask isolated brokers last.
 //!
 //! Every generated config and every process log lives in a per-run directory that is kept after the run (its
@@ -39,8 +44,9 @@
 //! Every process is killed when the topology is dropped, also on panic, and dies with the harness even when the
 //! harness is SIGKILLed (see [`process`]).
 //!
-//! Not here: KRaft mode, partitions that cut MariaDB, ZooKeeper or Connect off (only brokers are isolated),
-//! one-way partitions, more than one Connect worker.
+//! Not here: more than one KRaft controller (a controller quorum) and faults on the controller; partitions that
+//! cut MariaDB, the coordinator or Connect off (only brokers are isolated); one-way partitions; more than one
+//! Connect worker.
 
 mod admin;
 mod connect;
@@ -48,6 +54,7 @@ mod debezium;
 mod error;
 mod java;
 mod kafka;
+mod kraft;
 mod mariadb;
 pub mod prerequisites;
 pub mod process;
@@ -62,7 +69,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::broker::Isolation;
-use crate::scenario::{Scenario, TopicPlan};
+use crate::scenario::{Coordination, Scenario, TopicPlan};
 use process::ServiceCommand;
 use proxy::{Link, NetworkFaults, Proxy};
 
@@ -70,7 +77,8 @@ pub use admin::{ClusterMetadata, PartitionMetadata};
 pub use connect::{ConnectRest, ConnectorStatus, WorkerState, CONNECT_GROUP_ID};
 pub use debezium::{producer_configs, ConnectorFlavour, DebeziumConnector};
 pub use error::LocalError;
-pub use kafka::ZOOKEEPER_SESSION_TIMEOUT;
+pub use kafka::{KRAFT_SESSION_TIMEOUT, ZOOKEEPER_SESSION_TIMEOUT};
+pub use kraft::CONTROLLER_NODE_ID;
 pub use mariadb::{MariaDbEndpoint, DEBEZIUM_PASSWORD, DEBEZIUM_USER, SOURCE_SERVER_ID};
 pub use process::ServiceProcess;
 pub use provision::{
@@ -102,14 +110,17 @@ pub struct LocalTopologyOptions {
     pub ready_timeout: Duration,
     /// Kafka brokers (ids 1..=N); internal topics get min(3, N) replicas.
     pub brokers: u32,
-    pub zookeeper_heap: String,
+    /// ZooKeeper (default) or a KRaft quorum controller.
+    pub coordination: Coordination,
+    /// Heap of ZooKeeper or of the KRaft controller.
+    pub coordinator_heap: String,
     pub kafka_heap: String,
     pub connect_heap: String,
 }
 
 impl LocalTopologyOptions {
     /// Defaults: database `openmrs`, runs under `$ETL_HARNESS_RUNS_DIR` or `<tmp>/openmrs-etl-harness/runs`,
-    /// the default JVM cache, 120 s per service, one broker, heaps 128m / 384m (per broker) / 512m.
+    /// the default JVM cache, 120 s per service, one broker, ZooKeeper, heaps 128m / 384m (per broker) / 512m.
     pub fn new(schema_sql: impl Into<String>) -> Self {
         let runs_dir = std::env::var_os(RUNS_DIR_ENV)
             .filter(|dir| !dir.is_empty())
@@ -126,7 +137,8 @@ impl LocalTopologyOptions {
             jvm_cache: jvm_cache_dir(),
             ready_timeout: Duration::from_secs(120),
             brokers: 1,
-            zookeeper_heap: "128m".into(),
+            coordination: Coordination::Zookeeper,
+            coordinator_heap: "128m".into(),
             kafka_heap: "384m".into(),
             connect_heap: "512m".into(),
         }
@@ -199,7 +211,7 @@ impl StandaloneKafka {
             &run,
             &jvm,
             zookeeper_port,
-            &options.zookeeper_heap,
+            &options.coordinator_heap,
             options.ready_timeout,
         )
         .await?;
@@ -207,7 +219,10 @@ impl StandaloneKafka {
             brokers: 1,
             ..options.clone()
         };
-        let mut brokers = start_brokers(&run, &jvm, zookeeper_port, &single, None).await?;
+        let coordinator = kafka::Coordinator::ZooKeeper {
+            port: zookeeper_port,
+        };
+        let mut brokers = start_brokers(&run, &jvm, coordinator, &single, None).await?;
         let broker = brokers.remove(0);
         let kafka_port = broker.service.port;
         Ok(StandaloneKafka {
@@ -267,26 +282,34 @@ async fn start_source_database(
 
 /// Brokers 1..=`options.brokers`, each on its own free loopback port, started together; ready when each
 /// answers Metadata and one of them lists them all with a controller. With `network`, each broker advertises a
-/// proxy in front of its port and reaches ZooKeeper through a proxy of its own, both under `network`'s faults.
+/// proxy in front of its port and reaches the coordinator through a proxy of its own, both under `network`'s
+/// faults. In KRaft mode their storage is formatted first, with the controller's cluster id.
 async fn start_brokers(
     run: &RunDir,
     jvm: &JvmComponents,
-    zookeeper_port: u16,
+    coordinator: kafka::Coordinator,
     options: &LocalTopologyOptions,
     network: Option<&NetworkFaults>,
 ) -> Result<Vec<LocalBroker>, LocalError> {
     let count = options.brokers.max(1);
-    let mut brokers = Vec::new();
+    let coordinator_port = match coordinator {
+        kafka::Coordinator::ZooKeeper { port } => port,
+        kafka::Coordinator::Kraft { controller_port } => controller_port,
+    };
+    let mut prepared = Vec::new();
     for id in 1..=count as i32 {
         let port = process::free_loopback_port()?;
         let proxies = network
             .map(|network| -> Result<BrokerProxies, LocalError> {
                 Ok(BrokerProxies {
                     kafka: Proxy::start(port, Link::Broker(id), network)?,
-                    zookeeper: Proxy::start(zookeeper_port, Link::ZooKeeperOf(id), network)?,
+                    coordinator: Proxy::start(coordinator_port, Link::CoordinatorOf(id), network)?,
                 })
             })
             .transpose()?;
+        let reached_at = proxies
+            .as_ref()
+            .map_or(coordinator_port, |p| p.coordinator.port());
         let command = kafka::broker_command(
             run,
             jvm,
@@ -294,13 +317,31 @@ async fn start_brokers(
                 broker_id: id,
                 port,
                 advertised_port: proxies.as_ref().map_or(port, |p| p.kafka.port()),
-                zookeeper_port: proxies
-                    .as_ref()
-                    .map_or(zookeeper_port, |p| p.zookeeper.port()),
+                coordinator: match coordinator {
+                    kafka::Coordinator::ZooKeeper { .. } => {
+                        kafka::Coordinator::ZooKeeper { port: reached_at }
+                    }
+                    kafka::Coordinator::Kraft { .. } => kafka::Coordinator::Kraft {
+                        controller_port: reached_at,
+                    },
+                },
                 cluster_size: count,
                 max_heap: &options.kafka_heap,
             },
         )?;
+        prepared.push((id, port, proxies, command));
+    }
+    if let kafka::Coordinator::Kraft { .. } = coordinator {
+        let names: Vec<String> = (1..=count as i32).map(kafka::broker_name).collect();
+        let nodes: Vec<(&str, PathBuf)> = names
+            .iter()
+            .zip(1..=count as i32)
+            .map(|(name, id)| (name.as_str(), kafka::broker_config_path(run, id)))
+            .collect();
+        kraft::format_storage(run, jvm, &nodes, &kraft::cluster_id(run)).await?;
+    }
+    let mut brokers = Vec::new();
+    for (id, port, proxies, command) in prepared {
         let process = ServiceProcess::spawn(&command)?;
         if let Some(network) = network {
             network.set_pid(id, process.pid());
@@ -398,8 +439,8 @@ struct LocalBroker {
 struct BrokerProxies {
     /// In front of its Kafka listener: the address it advertises.
     kafka: Proxy,
-    /// In front of ZooKeeper, for its session alone.
-    zookeeper: Proxy,
+    /// In front of the coordinator (ZooKeeper or the KRaft controller), for its session alone.
+    coordinator: Proxy,
 }
 
 impl LocalBroker {
@@ -424,7 +465,8 @@ pub struct StartupTimings {
     /// True when Maven ran during this start (cold cache).
     pub provision_resolved: bool,
     pub mariadb: Duration,
-    pub zookeeper: Duration,
+    /// ZooKeeper, or the KRaft controller (its storage formatted).
+    pub coordinator: Duration,
     /// Every broker, until Metadata lists them all.
     pub kafka: Duration,
     pub connect: Duration,
@@ -437,7 +479,9 @@ pub struct LocalTopology {
     // Declared in stop order: fields drop top to bottom.
     connect: RestartableService,
     brokers: Vec<LocalBroker>,
-    zookeeper: ServiceProcess,
+    /// ZooKeeper, or the KRaft quorum controller.
+    coordinator: ServiceProcess,
+    coordination: Coordination,
     mariadb: ServiceProcess,
     mariadb_endpoint: MariaDbEndpoint,
     connect_rest: ConnectRest,
@@ -482,20 +526,43 @@ impl LocalTopology {
         timings.mariadb = phase.elapsed();
 
         let phase = Instant::now();
-        let zookeeper_port = process::free_loopback_port()?;
-        let zookeeper = zookeeper::start_zookeeper(
-            &run,
-            &jvm,
-            zookeeper_port,
-            &options.zookeeper_heap,
-            options.ready_timeout,
-        )
-        .await?;
-        timings.zookeeper = phase.elapsed();
+        let coordinator_port = process::free_loopback_port()?;
+        let (coordinator, brokers_coordinator) = match options.coordination {
+            Coordination::Zookeeper => (
+                zookeeper::start_zookeeper(
+                    &run,
+                    &jvm,
+                    coordinator_port,
+                    &options.coordinator_heap,
+                    options.ready_timeout,
+                )
+                .await?,
+                kafka::Coordinator::ZooKeeper {
+                    port: coordinator_port,
+                },
+            ),
+            Coordination::Kraft => (
+                kraft::start_controller(
+                    &run,
+                    &jvm,
+                    &kraft::cluster_id(&run),
+                    coordinator_port,
+                    KRAFT_SESSION_TIMEOUT,
+                    &options.coordinator_heap,
+                    options.ready_timeout,
+                )
+                .await?,
+                kafka::Coordinator::Kraft {
+                    controller_port: coordinator_port,
+                },
+            ),
+        };
+        timings.coordinator = phase.elapsed();
 
         let phase = Instant::now();
         let network = NetworkFaults::new();
-        let brokers = start_brokers(&run, &jvm, zookeeper_port, options, Some(&network)).await?;
+        let brokers =
+            start_brokers(&run, &jvm, brokers_coordinator, options, Some(&network)).await?;
         timings.kafka = phase.elapsed();
 
         let phase = Instant::now();
@@ -534,7 +601,8 @@ impl LocalTopology {
         Ok(LocalTopology {
             connect,
             brokers,
-            zookeeper,
+            coordinator,
+            coordination: options.coordination,
             mariadb,
             mariadb_endpoint,
             connect_rest,
@@ -545,6 +613,19 @@ impl LocalTopology {
             ready_timeout: options.ready_timeout,
             schema_sql: options.schema_sql.clone(),
         })
+    }
+
+    /// ZooKeeper or KRaft.
+    pub fn coordination(&self) -> Coordination {
+        self.coordination
+    }
+
+    /// How long a broker that stopped answering (killed, paused, isolated) stays registered.
+    pub fn session_timeout(&self) -> Duration {
+        match self.coordination {
+            Coordination::Zookeeper => ZOOKEEPER_SESSION_TIMEOUT,
+            Coordination::Kraft => KRAFT_SESSION_TIMEOUT,
+        }
     }
 
     /// The MariaDB source.
@@ -577,7 +658,9 @@ impl LocalTopology {
             .iter()
             .map(|broker| (broker.id, broker.service.process.log_path().to_path_buf()))
             .collect();
-        WatchOptions::new(self.bootstrap_list(), topics, logs, clock)
+        let mut options = WatchOptions::new(self.bootstrap_list(), topics, logs, clock);
+        options.controller_in_metadata = self.coordination == Coordination::Zookeeper;
+        options
     }
 
     /// `127.0.0.1:<port>` of broker `id`'s proxy: where clients and its peers reach it.
@@ -693,8 +776,8 @@ impl LocalTopology {
         Ok(())
     }
 
-    /// SIGKILL to broker `id`: its ZooKeeper session lingers for [`ZOOKEEPER_SESSION_TIMEOUT`], then the
-    /// controller moves its leaders.
+    /// SIGKILL to broker `id`: its session lingers for [`LocalTopology::session_timeout`], then the controller
+    /// moves its leaders.
     pub fn kill_broker(&mut self, id: i32) -> Result<(), LocalError> {
         self.broker_mut(id)?.service.process.kill();
         Ok(())
@@ -714,15 +797,16 @@ impl LocalTopology {
 
     /// Starts broker `id` again with the same config, port and log directory (stopping it first if it still
     /// runs), behind the same proxies, and waits until it answers Metadata naming a controller. An isolated
-    /// broker cannot reach ZooKeeper, so it cannot start: heal it first.
+    /// broker cannot reach the coordinator, so it cannot start: heal it first.
     ///
-    /// A broker that was SIGKILLed or paused keeps its ZooKeeper registration until its session expires, and a
-    /// new process registering the same id before then exits at start (`NodeExists` on `/brokers/ids/<id>`), so
-    /// the restart first waits (up to three session timeouts) until the cluster no longer lists the old one.
+    /// A broker that was SIGKILLed or paused keeps its registration until its session expires, and a new process
+    /// registering the same id before then exits at start in ZooKeeper mode (`NodeExists` on `/brokers/ids/<id>`)
+    /// or is refused until then in KRaft mode (`DUPLICATE_BROKER_REGISTRATION`, retried), so the restart first
+    /// waits (up to three session timeouts) until the cluster no longer lists the old one.
     pub async fn restart_broker(&mut self, id: i32) -> Result<(), LocalError> {
         let timeout = self.ready_timeout;
         self.broker_mut(id)?.service.stop(BROKER_STOP_GRACE).await;
-        let deadline = Instant::now() + 3 * ZOOKEEPER_SESSION_TIMEOUT;
+        let deadline = Instant::now() + 3 * self.session_timeout();
         while Instant::now() < deadline {
             match self.metadata(Some(&[])).await {
                 Ok(metadata) if metadata.brokers.contains_key(&id) => {
@@ -742,7 +826,7 @@ impl LocalTopology {
     }
 
     /// Cuts broker `id` off from everyone (clients and peers) or from its peers only, at its proxies: its
-    /// connections are held, not closed, and its ZooKeeper session expires after [`ZOOKEEPER_SESSION_TIMEOUT`]
+    /// connections are held, not closed, and its session expires after [`LocalTopology::session_timeout`]
     /// unless healed first. See the module docs for what clients observe.
     pub fn isolate_broker(&self, id: i32, isolation: Isolation) -> Result<(), LocalError> {
         self.broker(id)?;
@@ -820,7 +904,7 @@ impl LocalTopology {
 
     /// The service processes, in start order (brokers by id).
     pub fn processes(&self) -> Vec<&ServiceProcess> {
-        let mut processes = vec![&self.mariadb, &self.zookeeper];
+        let mut processes = vec![&self.mariadb, &self.coordinator];
         processes.extend(self.brokers.iter().map(|broker| &broker.service.process));
         processes.push(&self.connect.process);
         processes
@@ -829,7 +913,7 @@ impl LocalTopology {
     /// Errors if any service has exited (also one a fault stopped and nobody restarted).
     pub fn ensure_running(&mut self) -> Result<(), LocalError> {
         self.mariadb.ensure_running("the topology was in use")?;
-        self.zookeeper.ensure_running("the topology was in use")?;
+        self.coordinator.ensure_running("the topology was in use")?;
         for broker in &mut self.brokers {
             broker
                 .service
@@ -854,7 +938,7 @@ impl LocalTopology {
     }
 
     /// Puts every service back as started, whatever faults left behind: network faults healed, paused brokers
-    /// resumed, exited brokers and an exited Connect worker started again. MariaDB and ZooKeeper are not
+    /// resumed, exited brokers and an exited Connect worker started again. MariaDB and the coordinator are not
     /// restarted (no fault touches them): one that exited is an error.
     pub async fn recover(&mut self) -> Result<(), LocalError> {
         self.network.heal_all();
@@ -894,7 +978,7 @@ impl LocalTopology {
         let LocalTopology {
             mut connect,
             mut brokers,
-            mut zookeeper,
+            mut coordinator,
             mut mariadb,
             run,
             ..
@@ -907,7 +991,7 @@ impl LocalTopology {
         }
         drop(brokers);
         tokio::task::spawn_blocking(move || {
-            zookeeper.stop(Duration::from_secs(5));
+            coordinator.stop(Duration::from_secs(5));
             mariadb.stop(Duration::from_secs(10));
             run.remove_data()
         })

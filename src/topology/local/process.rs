@@ -163,6 +163,40 @@ impl ServiceProcess {
         }
     }
 
+    /// Waits until a short-lived process (a tool, not a service) exits: `Ok` on exit status 0; an error naming
+    /// `stage` and the log on any other status, and after `timeout` (the process is killed then).
+    pub(crate) async fn wait_for_success(
+        &mut self,
+        stage: &str,
+        timeout: Duration,
+    ) -> Result<(), LocalError> {
+        let started = Instant::now();
+        loop {
+            if let Some(status) = self.poll_exit() {
+                if status.success() {
+                    return Ok(());
+                }
+                return Err(LocalError::Exited {
+                    service: self.name.clone(),
+                    status: status.to_string(),
+                    stage: stage.to_owned(),
+                    log: self.log.clone(),
+                });
+            }
+            if started.elapsed() >= timeout {
+                self.kill();
+                return Err(LocalError::NotReady {
+                    service: self.name.clone(),
+                    condition: format!("its exit after {stage}"),
+                    waited: started.elapsed(),
+                    last_attempt: "still running; killed".into(),
+                    log: self.log.clone(),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// True once the process has exited (it is reaped here).
     pub(crate) fn has_exited(&mut self) -> bool {
         self.poll_exit().is_some()

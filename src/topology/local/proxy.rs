@@ -2,9 +2,10 @@
 //! otherwise all share 127.0.0.1 where nothing can be partitioned.
 //!
 //! Every broker gets two: one in front of its Kafka listener (the address it advertises, so clients and its peers'
-//! replica fetchers and controller requests all come through it) and one in front of ZooKeeper for its own
-//! session. Both read one shared [`NetworkFaults`] state: which brokers are isolated and how, how much latency each
-//! broker's answers get, and which process each broker currently runs as.
+//! replica fetchers and controller requests all come through it) and one in front of the coordinator for its own
+//! session: ZooKeeper, or in KRaft mode the quorum controller (its heartbeats, registration and metadata
+//! fetches). Both read one shared [`NetworkFaults`] state: which brokers are isolated and how, how much latency
+//! each broker's answers get, and which process each broker currently runs as.
 //!
 //! A proxy forwards bytes as they come, in both directions, with three rules:
 //!
@@ -23,7 +24,7 @@
 //! A connection from source S to broker D's Kafka proxy is blocked when D is isolated from everyone, when D is
 //! isolated from its peers and S is a broker, or when S is an isolated broker (either way, its own traffic to its
 //! peers is cut). A broker's connection to its own proxy crosses no network and is never blocked. A broker's
-//! ZooKeeper proxy is blocked whenever that broker is isolated, so its session expires. Blocks are re-evaluated
+//! coordinator proxy is blocked whenever that broker is isolated, so its session expires. Blocks are re-evaluated
 //! on every change: open connections switch between held and flowing.
 //!
 //! Dropping a [`Proxy`] closes its listener and every connection through it.
@@ -120,7 +121,7 @@ impl NetworkState {
 
     fn blocks(&self, link: Link, peer: Peer) -> bool {
         match link {
-            Link::ZooKeeperOf(broker) => self.isolation(broker).is_some(),
+            Link::CoordinatorOf(broker) => self.isolation(broker).is_some(),
             Link::Broker(destination) => {
                 if peer == Peer::Broker(destination) {
                     return false;
@@ -140,7 +141,7 @@ impl NetworkState {
     fn latency(&self, link: Link) -> Duration {
         match link {
             Link::Broker(id) => self.brokers.get(&id).map_or(Duration::ZERO, |b| b.latency),
-            Link::ZooKeeperOf(_) => Duration::ZERO,
+            Link::CoordinatorOf(_) => Duration::ZERO,
         }
     }
 
@@ -158,8 +159,8 @@ impl NetworkState {
 pub(crate) enum Link {
     /// Broker `id`'s Kafka listener, for its clients and its peers.
     Broker(i32),
-    /// ZooKeeper, for broker `id`'s session alone.
-    ZooKeeperOf(i32),
+    /// The coordinator (ZooKeeper, or the KRaft controller), for broker `id`'s session and metadata alone.
+    CoordinatorOf(i32),
 }
 
 /// Who opened a connection.
@@ -254,8 +255,8 @@ async fn serve(
                 .flatten()
                 .map_or(Peer::Client, Peer::Broker)
         }
-        // The rule for a ZooKeeper link does not depend on who connected.
-        Link::ZooKeeperOf(_) => Peer::Client,
+        // The rule for a coordinator link does not depend on who connected.
+        Link::CoordinatorOf(_) => Peer::Client,
     };
     tracing::debug!(?link, ?peer, client_port, "proxy accepted a connection");
     let mut gate = Gate {
@@ -706,15 +707,15 @@ mod tests {
         assert!(everyone.blocks(to_1, Peer::Client));
         assert!(everyone.blocks(to_1, Peer::Broker(2)));
         assert!(!everyone.blocks(to_1, Peer::Broker(1)), "itself");
-        assert!(everyone.blocks(Link::ZooKeeperOf(1), Peer::Client));
-        assert!(!everyone.blocks(Link::ZooKeeperOf(2), Peer::Client));
+        assert!(everyone.blocks(Link::CoordinatorOf(1), Peer::Client));
+        assert!(!everyone.blocks(Link::CoordinatorOf(2), Peer::Client));
         assert!(!everyone.blocks(Link::Broker(2), Peer::Client));
         assert!(everyone.blocks(Link::Broker(2), Peer::Broker(1)), "from it");
 
         let peers = state(&[(1, FromPeers)]);
         assert!(!peers.blocks(to_1, Peer::Client));
         assert!(peers.blocks(to_1, Peer::Broker(3)));
-        assert!(peers.blocks(Link::ZooKeeperOf(1), Peer::Client));
+        assert!(peers.blocks(Link::CoordinatorOf(1), Peer::Client));
         assert!(peers.blocks(Link::Broker(3), Peer::Broker(1)), "from it");
         assert!(!peers.blocks(Link::Broker(3), Peer::Broker(2)));
         assert!(!peers.blocks(Link::Broker(3), Peer::Client));

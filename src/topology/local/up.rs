@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 
 use super::{ConnectorFlavour, DebeziumConnector, LocalTopology, LocalTopologyOptions};
-use crate::scenario::{Scenario, TopicPlan};
+use crate::scenario::{Coordination, Scenario, TopicPlan};
 
 /// How long topic creation and the connector's start may take.
 const SETUP_TIMEOUT: Duration = Duration::from_secs(120);
@@ -32,6 +32,7 @@ pub async fn serve(
     let mut options = LocalTopologyOptions::new(crate::workload::reference::schema_fixture_sql());
     options.database = scenario.topics.database.clone();
     options.brokers = brokers.unwrap_or(scenario.topology.brokers).max(1);
+    options.coordination = scenario.topology.coordination;
 
     tokio::pin!(stop);
     let (topology, plans, connector) = tokio::select! {
@@ -42,11 +43,19 @@ pub async fn serve(
             return Ok(());
         }
     };
-    let controller = topology
-        .metadata(Some(&[]))
-        .await
-        .ok()
-        .and_then(|metadata| metadata.controller);
+    // KRaft: Metadata names a random live broker as "controller"; the quorum controller is not a broker.
+    let controller = match topology.coordination() {
+        Coordination::Zookeeper => topology
+            .metadata(Some(&[]))
+            .await
+            .ok()
+            .and_then(|metadata| metadata.controller)
+            .map_or_else(
+                || "controller unknown".to_string(),
+                |id| format!("controller {id}"),
+            ),
+        Coordination::Kraft => format!("KRaft controller node {}", super::CONTROLLER_NODE_ID),
+    };
 
     println!("mariadb: {}", topology.mariadb().url());
     println!("bootstrap servers: {}", topology.bootstrap_servers());
@@ -59,9 +68,8 @@ pub async fn serve(
     }
     println!("run directory: {}", topology.run_dir().display());
     println!(
-        "ready: local topology, {} brokers, controller {}, connector {} running (Ctrl-C to stop)",
+        "ready: local topology, {} brokers, {controller}, connector {} running (Ctrl-C to stop)",
         topology.broker_ids().len(),
-        controller.map_or_else(|| "unknown".to_string(), |id| id.to_string()),
         connector.name
     );
     stop.await;

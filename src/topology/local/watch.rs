@@ -16,7 +16,7 @@
 //!   - a broker leaving the live set → `BrokerFenced` (reason `ControlledShutdown` when its log said `Starting
 //!     controlled shutdown` before, `SessionExpired` otherwise: SIGKILL, SIGSTOP, isolation); a broker joining
 //!     it → `BrokerUnfenced`;
-//!   - another controller → `ControllerElected`;
+//!   - another controller → `ControllerElected` (ZooKeeper mode only: a KRaft broker names a random live broker);
 //!   - another leader → `LeaderChanged` (with the new leader epoch) and `Election`, like the embedded controller
 //!     emits them; no leader → `Election { leader: None }` (offline). The election kind: `Unclean` when the new
 //!     leader was not in the previous ISR; `ControlledShutdown` when the old leader had announced a controlled
@@ -113,6 +113,9 @@ pub struct WatchOptions {
     pub request_timeout: Duration,
     /// Stamps the events.
     pub clock: Clock,
+    /// Whether Metadata's controller is the cluster's controller (ZooKeeper mode): a change emits
+    /// `ControllerElected`. In KRaft mode brokers name a random live broker there, and nothing is emitted.
+    pub controller_in_metadata: bool,
 }
 
 impl std::fmt::Debug for WatchOptions {
@@ -124,6 +127,7 @@ impl std::fmt::Debug for WatchOptions {
             .field("interval", &self.interval)
             .field("request_timeout", &self.request_timeout)
             .field("clock", &self.clock)
+            .field("controller_in_metadata", &self.controller_in_metadata)
             .finish()
     }
 }
@@ -143,6 +147,7 @@ impl WatchOptions {
             interval: DEFAULT_INTERVAL,
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             clock,
+            controller_in_metadata: true,
         }
     }
 
@@ -179,7 +184,10 @@ impl ClusterWatch {
             .map(|(broker, path)| LogTail::at_end(*broker, path.clone()))
             .collect();
         let mut poller = Poller {
-            state: WatchState::new(options.topics.iter().cloned().collect()),
+            state: WatchState::new(
+                options.topics.iter().cloned().collect(),
+                options.controller_in_metadata,
+            ),
             options,
             connections: HashMap::new(),
             tails,
@@ -449,7 +457,8 @@ enum LogLine {
     /// `[UnifiedLog partition=<tp>, dir=…] Incremented log start offset to <N> due to client delete records
     /// request`.
     RecordsDeleted { topic: String, partition: i32 },
-    /// `[KafkaServer id=<broker>] Starting controlled shutdown`.
+    /// `[KafkaServer id=<broker>] Starting controlled shutdown` (ZooKeeper mode), `[BrokerLifecycleManager
+    /// id=<broker>] Beginning controlled shutdown.` (KRaft).
     ControlledShutdown { broker: i32 },
 }
 
@@ -525,13 +534,21 @@ fn parse_line(line: &str) -> Option<LogLine> {
             to: leading_number(rest)?,
         });
     }
-    if let Some(at) = line.find("[KafkaServer id=") {
-        let rest = &line[at + "[KafkaServer id=".len()..];
-        let (id, message) = rest.split_once("] ")?;
-        if message.starts_with("Starting controlled shutdown") {
-            return Some(LogLine::ControlledShutdown {
-                broker: id.parse().ok()?,
-            });
+    for (prefix, announcement) in [
+        ("[KafkaServer id=", "Starting controlled shutdown"),
+        (
+            "[BrokerLifecycleManager id=",
+            "Beginning controlled shutdown",
+        ),
+    ] {
+        if let Some(at) = line.find(prefix) {
+            let rest = &line[at + prefix.len()..];
+            let (id, message) = rest.split_once("] ")?;
+            if message.starts_with(announcement) {
+                return Some(LogLine::ControlledShutdown {
+                    broker: id.parse().ok()?,
+                });
+            }
         }
     }
     None
@@ -557,6 +574,8 @@ struct WatchState {
     topics: BTreeSet<String>,
     /// The last merged Metadata view; `None` before the first answer.
     view: Option<ClusterMetadata>,
+    /// KRaft: Metadata's controller is not the controller (see [`WatchOptions::controller_in_metadata`]).
+    ignore_controller: bool,
     /// Brokers whose log announced a controlled shutdown, until they are registered again.
     controlled_shutdowns: BTreeSet<i32>,
     /// (broker, topic, partition) → the replica's last known log end offset.
@@ -576,9 +595,10 @@ enum Deletion {
 }
 
 impl WatchState {
-    fn new(topics: BTreeSet<String>) -> WatchState {
+    fn new(topics: BTreeSet<String>, controller_in_metadata: bool) -> WatchState {
         WatchState {
             topics,
+            ignore_controller: !controller_in_metadata,
             ..WatchState::default()
         }
     }
@@ -593,7 +613,10 @@ impl WatchState {
         for (broker, line) in lines {
             self.apply_line(*broker, line, &mut events);
         }
-        if let Some(next) = merge_views(answers.iter().map(|answer| &answer.metadata)) {
+        if let Some(mut next) = merge_views(answers.iter().map(|answer| &answer.metadata)) {
+            if self.ignore_controller {
+                next.controller = None;
+            }
             let next = match self.view.take() {
                 Some(previous) => {
                     let next = carry_over(&previous, next);
@@ -947,6 +970,8 @@ mod tests {
     const NO_EFFECT: &str = "[2026-12-03 12:16:26,521] INFO [UnifiedLog partition=connect-offsets-0, dir=/tmp/openmrs-etl-harness/runs/run-1796300136-4085-3/data/kafka-2] Truncating to 0 has no effect as the largest offset in the log is -1 (kafka.log.UnifiedLog)";
     const LOADED: &str = "[2026-12-03 12:12:48,576] INFO Completed load of Log(dir=/tmp/openmrs-etl-harness/runs/run-1796299908-4085-0/data/kafka-1/dbserver1.openmrs.patient_identifier-1, topicId=LdBX3tZ5Tnilh5yCU4xvZw, topic=dbserver1.openmrs.patient_identifier, partition=1, highWatermark=0, lastStableOffset=0, logStartOffset=0, logEndOffset=21) with 1 segments, local-log-start-offset 0 and log-end-offset 21 in 104ms (2/49 completed in /tmp/openmrs-etl-harness/runs/run-1796299908-4085-0/data/kafka-1) (kafka.log.LogManager)";
     const CONTROLLED: &str = "[2026-12-03 12:16:01,002] INFO [KafkaServer id=3] Starting controlled shutdown (kafka.server.KafkaServer)";
+    // A KRaft broker's (a Kafka 3.9.1 broker started by hand with this harness's KRaft settings).
+    const CONTROLLED_KRAFT: &str = "[2026-12-03 15:35:06,141] INFO [BrokerLifecycleManager id=2] Beginning controlled shutdown. (kafka.server.BrokerLifecycleManager)";
     const RETENTION_TIME: &str = "[2026-12-03 13:12:46,373] INFO [UnifiedLog partition=dbserver1.openmrs.encounter-0, dir=/tmp/openmrs-etl-harness/runs/run-1796303520-2333-0/data/kafka-1] Deleting segment LogSegment(baseOffset=0, size=88, lastModifiedTime=1796303557306, largestRecordTimestamp=1000) due to log retention time 1000ms breach based on the largest record timestamp in the segment (kafka.log.UnifiedLog)";
     const SEGMENT_DELETION_START: &str = "[2026-12-03 13:12:46,371] INFO [UnifiedLog partition=dbserver1.openmrs.encounter-0, dir=/tmp/openmrs-etl-harness/runs/run-1796303520-2333-0/data/kafka-1] Incremented log start offset to 3 due to segment deletion (kafka.log.UnifiedLog)";
     // Built from the messages of Kafka 3.9's UnifiedLog and AbstractFetcherThread (size retention, DeleteRecords,
@@ -986,6 +1011,10 @@ mod tests {
         assert_eq!(
             parse_line(CONTROLLED),
             Some(LogLine::ControlledShutdown { broker: 3 })
+        );
+        assert_eq!(
+            parse_line(CONTROLLED_KRAFT),
+            Some(LogLine::ControlledShutdown { broker: 2 })
         );
         assert_eq!(
             parse_line(RETENTION_TIME),
@@ -1210,7 +1239,7 @@ mod tests {
 
     #[test]
     fn a_truncation_spans_from_its_offset_to_the_last_known_end() {
-        let mut state = WatchState::new(["t".to_string()].into_iter().collect());
+        let mut state = WatchState::new(["t".to_string()].into_iter().collect(), true);
         let led_by_1 = view(&[1, 2, 3], 1, vec![partition(0, Some(1), 0, &[1, 2, 3])]);
         // Broker 1 leads and holds 6 records, 5 of them replicated.
         assert!(state
@@ -1267,7 +1296,7 @@ mod tests {
 
     #[test]
     fn the_leaders_log_start_offset_moving_is_a_deletion() {
-        let mut state = WatchState::new(["t".to_string()].into_iter().collect());
+        let mut state = WatchState::new(["t".to_string()].into_iter().collect(), true);
         let led_by_2 = view(&[1, 2, 3], 1, vec![partition(0, Some(2), 0, &[1, 2, 3])]);
         assert!(state
             .observe(

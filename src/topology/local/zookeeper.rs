@@ -6,7 +6,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::error::LocalError;
-use super::java::{java_command, write_properties, JavaService};
+use super::java::{kafka_jar_command, write_properties};
 use super::process::{wait_until_ready, ServiceProcess};
 use super::provision::JvmComponents;
 use super::RunDir;
@@ -32,17 +32,14 @@ pub(crate) async fn start_zookeeper(
             ("4lw.commands.whitelist", "ruok,srvr".into()),
         ],
     )?;
-    let kafka_libs = jvm.kafka_libs();
-    let command = java_command(
+    let command = kafka_jar_command(
         run,
-        &JavaService {
-            name: "zookeeper",
-            max_heap,
-            classpath: &[kafka_libs.as_path()],
-            main_class: "org.apache.zookeeper.server.quorum.QuorumPeerMain",
-            args: vec![config.into_os_string()],
-            log_levels: &[],
-        },
+        jvm,
+        "zookeeper",
+        max_heap,
+        "org.apache.zookeeper.server.quorum.QuorumPeerMain",
+        vec![config.into_os_string()],
+        &[],
     )?;
     let mut process = ServiceProcess::spawn(&command)?;
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
