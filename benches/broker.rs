@@ -8,7 +8,8 @@
 //!    raw payload (replicas share buffers);
 //! 4. the same client against both clusters: kcat (librdkafka) producing the same 200,000 records, acks=all,
 //!    1,000-record batches, into librdkafka's own mock cluster (3 brokers, replicates nothing) and into the
-//!    embedded cluster at RF 3 (skipped with a printed reason when kcat is not on the PATH);
+//!    embedded cluster at RF 3 (skipped with a printed reason when kcat is not on the PATH), with the CPU time each
+//!    side used (kcat and the mock cluster share kcat's process; the embedded cluster is this process);
 //! 5. failover: real-time clock, 2 s session timeout; time from killing a partition leader until a produce through
 //!    rskafka succeeds on the new leader.
 
@@ -159,6 +160,21 @@ async fn produce_throughput(replication_factor: i16) {
     cluster.shutdown().await;
 }
 
+/// CPU seconds (user + system) used so far by this process (`RUSAGE_SELF`, every thread) or by its waited-for
+/// children (`RUSAGE_CHILDREN`).
+fn cpu_seconds(who: libc::c_int) -> f64 {
+    // SAFETY: getrusage only writes the struct it is given.
+    let usage = unsafe {
+        let mut usage: libc::rusage = std::mem::zeroed();
+        if libc::getrusage(who, &mut usage) != 0 {
+            return 0.0;
+        }
+        usage
+    };
+    let seconds = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    seconds(usage.ru_utime) + seconds(usage.ru_stime)
+}
+
 /// Runs kcat as a producer of `file` (`key:value` lines) and returns its wall time.
 fn kcat_produce(file: &std::path::Path, brokers: &[&str], extra: &[&str]) -> Option<f64> {
     let mut command = std::process::Command::new("kcat");
@@ -213,11 +229,13 @@ async fn kcat_comparison() {
     }
     std::fs::write(&file, lines).expect("records file");
     for round in 1..=3 {
+        let children_before = cpu_seconds(libc::RUSAGE_CHILDREN);
         let mock = kcat_produce(
             &file,
             &["-b", "127.0.0.1:1"],
             &["-X", "test.mock.num.brokers=3"],
         );
+        let mock_cpu = cpu_seconds(libc::RUSAGE_CHILDREN) - children_before;
         let cluster = Cluster::builder()
             .brokers(3)
             .topic(NewTopic::new("obs", PARTITIONS).replication_factor(3))
@@ -225,7 +243,13 @@ async fn kcat_comparison() {
             .await
             .expect("cluster starts");
         let bootstrap = cluster.bootstrap_servers();
+        let (children_before, self_before) = (
+            cpu_seconds(libc::RUSAGE_CHILDREN),
+            cpu_seconds(libc::RUSAGE_SELF),
+        );
         let embedded = kcat_produce(&file, &["-b", &bootstrap], &[]);
+        let kcat_cpu = cpu_seconds(libc::RUSAGE_CHILDREN) - children_before;
+        let cluster_cpu = cpu_seconds(libc::RUSAGE_SELF) - self_before;
         cluster.shutdown().await;
         let rate = |s: Option<f64>| {
             s.map_or("failed".to_string(), |s| {
@@ -240,6 +264,9 @@ async fn kcat_comparison() {
                 (Some(m), Some(e)) => format!(" (embedded / mock = {:.2})", m / e),
                 _ => String::new(),
             }
+        );
+        println!(
+            "kcat round {round} CPU: mock run (kcat and its mock cluster) {mock_cpu:.2} s; embedded run: kcat {kcat_cpu:.2} s, embedded cluster {cluster_cpu:.2} s"
         );
     }
 }

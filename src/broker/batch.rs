@@ -171,14 +171,25 @@ pub(crate) enum ProducedBatchError {
     Invalid(&'static str),
 }
 
-/// A copy of `data` with base offset and partition leader epoch set; the CRC does not cover them.
-pub(crate) fn with_offset_and_epoch(data: &[u8], base_offset: i64, leader_epoch: i32) -> Bytes {
-    let mut out = BytesMut::with_capacity(data.len());
-    out.put_i64(base_offset);
-    out.extend_from_slice(&data[8..EPOCH_POS]);
-    out.put_i32(leader_epoch);
-    out.extend_from_slice(&data[MAGIC_POS..]);
-    out.freeze()
+/// `data` with base offset and partition leader epoch set; the CRC does not cover them. When `data` is the only
+/// handle on its buffer (a produced batch whose request frame is otherwise gone) the two fields are written in
+/// place and the buffer becomes the stored batch; otherwise the batch is copied.
+pub(crate) fn with_offset_and_epoch(data: Bytes, base_offset: i64, leader_epoch: i32) -> Bytes {
+    match data.try_into_mut() {
+        Ok(mut own) => {
+            own[..8].copy_from_slice(&base_offset.to_be_bytes());
+            own[EPOCH_POS..MAGIC_POS].copy_from_slice(&leader_epoch.to_be_bytes());
+            own.freeze()
+        }
+        Err(shared) => {
+            let mut out = BytesMut::with_capacity(shared.len());
+            out.put_i64(base_offset);
+            out.extend_from_slice(&shared[8..EPOCH_POS]);
+            out.put_i32(leader_epoch);
+            out.extend_from_slice(&shared[MAGIC_POS..]);
+            out.freeze()
+        }
+    }
 }
 
 /// One record of a batch, as the broker needs it.
@@ -358,7 +369,15 @@ pub(crate) mod tests {
             );
             let header = validate_produced(&batch, 1 << 20).unwrap();
             assert_eq!(header.records_count, 3);
-            let stored = with_offset_and_epoch(&batch, 100, 7);
+            // A shared buffer is copied (the original stays as it was); a unique one is rewritten in place.
+            let stored = with_offset_and_epoch(batch.clone(), 100, 7);
+            assert_eq!(&batch[..8], &0i64.to_be_bytes());
+            assert_ne!(stored.as_ptr(), batch.as_ptr());
+            let unique = Bytes::from(batch.to_vec());
+            let unique_at = unique.as_ptr();
+            let in_place = with_offset_and_epoch(unique, 100, 7);
+            assert_eq!(in_place.as_ptr(), unique_at);
+            assert_eq!(in_place, stored);
             validate_produced(&stored, 1 << 20).unwrap();
             let (h, recs) = records(&stored).unwrap();
             assert_eq!(h.base_offset, 100);

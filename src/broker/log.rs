@@ -197,10 +197,11 @@ impl Log {
     }
 
     /// Appends a validated batch at the log end offset; returns its base offset. Fails, appending nothing, when
-    /// the batch cannot be written to the log directory.
+    /// the batch cannot be written to the log directory. A `data` that is the only handle on its buffer becomes the
+    /// stored batch without a copy (see [`batch::with_offset_and_epoch`]).
     pub(crate) fn append(
         &mut self,
-        data: &[u8],
+        data: Bytes,
         header: &BatchHeader,
         leader_epoch: i32,
         now_ms: i64,

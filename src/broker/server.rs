@@ -1,6 +1,7 @@
 //! One broker's network side: the accept loop and one task per connection. A connection reads a length-prefixed
 //! frame (a partial frame just waits for more bytes), hands it to [`api::handle`], writes the response, and goes
-//! on. Requests on one connection are answered in the order they came, as Kafka does (the Java client relies on
+//! on. A frame of 16 KiB or more is read into a buffer of its own, so that a produced batch in it can become the
+//! stored batch without a copy. Requests on one connection are answered in the order they came, as Kafka does (the Java client relies on
 //! it); a client may still pipeline as many as it likes. A frame that cannot be read or decoded closes that
 //! connection only, with the reason logged; the broker keeps serving everyone else.
 //!
@@ -10,7 +11,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
@@ -94,7 +95,7 @@ impl Connection {
     fn new(stream: TcpStream, max_frame: usize) -> Connection {
         Connection {
             stream,
-            buffer: BytesMut::with_capacity(64 * 1024),
+            buffer: BytesMut::with_capacity(LARGE_FRAME),
             max_frame,
         }
     }
@@ -137,6 +138,9 @@ impl Connection {
             if let Some(frame) = parse_frame(&mut self.buffer, self.max_frame)? {
                 return Ok(Some(frame));
             }
+            if let Some(size) = large_frame_size(&self.buffer) {
+                return self.read_large_frame(size).await.map(Some);
+            }
             let read = match self.stream.read_buf(&mut self.buffer).await {
                 // A client that exits without closing its sockets resets them: that is a hang-up, not a fault.
                 Err(e)
@@ -156,6 +160,38 @@ impl Connection {
             }
         }
     }
+
+    /// Reads a frame of `size` bytes, whose length prefix is at the front of the buffer, into a buffer of its own:
+    /// the frame then shares its allocation with nothing, so a produced batch can become the stored batch without a
+    /// copy. Bytes after the frame stay in the socket until the next read.
+    async fn read_large_frame(&mut self, size: usize) -> Result<Bytes, FrameError> {
+        let mut frame = BytesMut::with_capacity(size);
+        self.buffer.advance(4);
+        frame.extend_from_slice(&self.buffer);
+        self.buffer.clear();
+        while frame.len() < size {
+            let wanted = size - frame.len();
+            let read = self
+                .stream
+                .read_buf(&mut (&mut frame).limit(wanted))
+                .await?;
+            if read == 0 {
+                return Err(FrameError::Truncated(4 + frame.len()));
+            }
+        }
+        Ok(frame.freeze())
+    }
+}
+
+/// Frames at least this long are read into a buffer of their own (see [`Connection::read_large_frame`]).
+const LARGE_FRAME: usize = 16 * 1024;
+
+/// The size of the frame at the front of `buffer` when it is large and not yet complete (`parse_frame` has
+/// checked the size against the limit).
+fn large_frame_size(buffer: &BytesMut) -> Option<usize> {
+    let prefix: [u8; 4] = buffer.get(..4)?.try_into().ok()?;
+    let size = usize::try_from(i32::from_be_bytes(prefix)).ok()?;
+    (size >= LARGE_FRAME && buffer.len() < 4 + size).then_some(size)
 }
 
 /// Waits while the broker holds client traffic (paused, isolated from clients); returns its added latency.
@@ -180,7 +216,8 @@ async fn reachable(broker: &BrokerContext) -> std::time::Duration {
     }
 }
 
-/// Takes one frame off the front of `buffer` when it is complete; reserves room for the rest otherwise.
+/// Takes one frame off the front of `buffer` when it is complete; otherwise reserves room for the rest of a frame
+/// below [`LARGE_FRAME`] (a larger one gets a buffer of its own).
 pub(crate) fn parse_frame(
     buffer: &mut BytesMut,
     max_frame: usize,
@@ -197,7 +234,9 @@ pub(crate) fn parse_frame(
         });
     }
     if buffer.len() < 4 + size {
-        buffer.reserve(4 + size - buffer.len());
+        if size < LARGE_FRAME {
+            buffer.reserve(4 + size - buffer.len());
+        }
         return Ok(None);
     }
     let mut frame = buffer.split_to(4 + size);

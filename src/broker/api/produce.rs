@@ -13,9 +13,11 @@
 //! appended; a sequence gap is OUT_OF_ORDER_SEQUENCE_NUMBER, an older epoch INVALID_PRODUCER_EPOCH. Transactions
 //! are not implemented.
 
+use bytes::Bytes;
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
-use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
+use kafka_protocol::messages::{ProduceRequest, ProduceResponse, TopicName};
+use kafka_protocol::protocol::StrBytes;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -129,21 +131,43 @@ fn append(
     request: ProduceRequest,
 ) -> Result<(Option<ProduceResponse>, Vec<Pending>), RequestError> {
     let core = &broker.core;
+    let mut request = request;
     let acks = request.acks;
+    let topic_data = std::mem::take(&mut request.topic_data);
+    drop(request);
     let valid_acks = matches!(acks, -1..=1);
+    // A request that carries one batch hands its frame's buffer to the log (no copy) once nothing else points into
+    // it: the topic name is copied out first. With several batches each is copied, so that no stored batch keeps
+    // its neighbours' bytes alive.
+    let single = topic_data.len() == 1 && topic_data[0].partition_data.len() == 1;
+    let _shared_frame = if single {
+        None
+    } else {
+        topic_data
+            .iter()
+            .flat_map(|t| &t.partition_data)
+            .find_map(|p| p.records.clone())
+    };
     let now = core.clock.now_ms();
     let mut events = Vec::new();
     let mut appended = false;
     let mut first_failure: Option<String> = None;
-    let mut responses = Vec::with_capacity(request.topic_data.len());
+    let mut responses = Vec::with_capacity(topic_data.len());
     let mut pending = Vec::new();
-    for (topic_index, topic_data) in request.topic_data.into_iter().enumerate() {
-        let topic = core.topic(&topic_data.name.0);
-        let mut partition_responses = Vec::with_capacity(topic_data.partition_data.len());
-        for (partition_index, data) in topic_data.partition_data.into_iter().enumerate() {
-            let response = PartitionProduceResponse::default().with_index(data.index);
+    for (topic_index, topic_data) in topic_data.into_iter().enumerate() {
+        let mut topic_data = topic_data;
+        let name = TopicName(StrBytes::from_string(topic_data.name.0.to_string()));
+        let partition_data = std::mem::take(&mut topic_data.partition_data);
+        drop(topic_data);
+        let topic = core.topic(&name.0);
+        let mut partition_responses = Vec::with_capacity(partition_data.len());
+        for (partition_index, data) in partition_data.into_iter().enumerate() {
+            let mut data = data;
+            let (index, records) = (data.index, data.records.take());
+            drop(data);
+            let response = PartitionProduceResponse::default().with_index(index);
             let found = topic.as_ref().and_then(|t| {
-                let partition = usize::try_from(data.index)
+                let partition = usize::try_from(index)
                     .ok()
                     .and_then(|i| t.partitions.get(i))?;
                 Some((t, partition))
@@ -151,11 +175,7 @@ fn append(
             let outcome: Result<(i64, i64), (ResponseError, String)> = match found {
                 None => Err((
                     ResponseError::UnknownTopicOrPartition,
-                    format!(
-                        "{}-{} does not exist",
-                        topic_data.name.0.as_str(),
-                        data.index
-                    ),
+                    format!("{}-{} does not exist", name.0.as_str(), index),
                 )),
                 _ if !valid_acks => Err((
                     ResponseError::InvalidRequiredAcks,
@@ -168,17 +188,17 @@ fn append(
                             ResponseError::NotLeaderOrFollower,
                             format!(
                                 "broker {} does not lead {}-{}",
-                                broker.id, topic.name, data.index
+                                broker.id, topic.name, index
                             ),
                         ))
                     } else {
-                        match data.records.as_deref() {
+                        match records {
                             None => Err((
                                 ResponseError::CorruptMessage,
                                 "records are null".to_string(),
                             )),
                             Some(records) => match batch::validate_produced(
-                                records,
+                                &records,
                                 topic.config.max_message_bytes,
                             ) {
                                 Err(error) => Err((error_code(&error), error.to_string())),
@@ -190,7 +210,7 @@ fn append(
                                             ResponseError::NotEnoughReplicas,
                                             format!(
                                                 "ISR {:?} of {}-{} is below min.insync.replicas={min_isr}",
-                                                state.isr, topic.name, data.index
+                                                state.isr, topic.name, index
                                             ),
                                         ))
                                     } else {
@@ -244,7 +264,7 @@ fn append(
         }
         responses.push(
             TopicProduceResponse::default()
-                .with_name(topic_data.name)
+                .with_name(name)
                 .with_partition_responses(partition_responses),
         );
     }
@@ -280,13 +300,13 @@ struct Appended {
 fn append_on_leader(
     state: &mut PartitionState,
     leader: BrokerId,
-    records: &[u8],
+    records: Bytes,
     header: &BatchHeader,
     now: i64,
     events: &mut Vec<ClusterEventKind>,
 ) -> Result<Appended, (ResponseError, String)> {
     let epoch = state.leader_epoch;
-    let producer = ProducerBatch::of(records);
+    let producer = ProducerBatch::of(&records);
     if let (Some(producer), Some(replica)) = (&producer, state.replica(leader)) {
         match replica.producers.check(producer) {
             Err(error) => return Err((error.response_error(), error.to_string())),
