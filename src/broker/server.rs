@@ -1,8 +1,8 @@
 //! One broker's network side: the accept loop and one task per connection. A connection reads a length-prefixed
 //! frame (a partial frame just waits for more bytes), hands it to [`api::handle`], writes the response, and goes
 //! on. A frame of 16 KiB or more is read into a buffer of its own, so that a produced batch in it can become the
-//! stored batch without a copy. Requests on one connection are answered in the order they came, as Kafka does (the Java client relies on
-//! it); a client may still pipeline as many as it likes. A frame that cannot be read or decoded closes that
+//! stored batch without a copy. Requests on one connection are answered in the order they came, as Kafka does
+//! (the Java client relies on it); a client may still pipeline as many as it likes. A frame that cannot be read or decoded closes that
 //! connection only, with the reason logged; the broker keeps serving everyone else.
 //!
 //! Faults (see the table in the `broker` module docs): while the broker is paused or isolated from clients a
