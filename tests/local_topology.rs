@@ -72,10 +72,15 @@ async fn three_brokers_on_kraft_survive_kill_stop_pause_and_isolation() {
     three_brokers_survive_faults(Coordination::Kraft).await;
 }
 
+/// The two fault walks take turns: each waits on session timeouts with a 10 s slack, which two topologies (ten
+/// JVMs) sharing two cores can overrun.
+static FAULT_WALKS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 async fn three_brokers_survive_faults(coordination: Coordination) {
     if !common::real_services_available(&common::LOCAL_TOPOLOGY_PROGRAMS) {
         return;
     }
+    let _turn = FAULT_WALKS.lock().await;
     let scenario =
         Scenario::parse(SCENARIO, "local_topology.rs").expect("the test scenario is valid");
     let mut options = LocalTopologyOptions::new(repo_schema());

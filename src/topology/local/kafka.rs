@@ -33,6 +33,26 @@ pub(crate) enum Coordinator {
     },
 }
 
+impl Coordinator {
+    /// The port the broker reaches the coordinator at.
+    pub(crate) fn port(self) -> u16 {
+        match self {
+            Coordinator::ZooKeeper { port } => port,
+            Coordinator::Kraft { controller_port } => controller_port,
+        }
+    }
+
+    /// The same coordinator, reached at `port` (a broker's coordinator proxy).
+    pub(crate) fn at(self, port: u16) -> Coordinator {
+        match self {
+            Coordinator::ZooKeeper { .. } => Coordinator::ZooKeeper { port },
+            Coordinator::Kraft { .. } => Coordinator::Kraft {
+                controller_port: port,
+            },
+        }
+    }
+}
+
 pub(crate) struct BrokerSettings<'a> {
     pub broker_id: i32,
     /// The broker's own listener.

@@ -21,9 +21,9 @@
 //! fetchers, the controller's requests) all reach it through the proxy, and it reaches the coordinator (ZooKeeper,
 //! or the KRaft controller) through a proxy of its own. [`LocalTopology::isolate_broker`] holds the traffic those
 //! proxies carry — held, not dropped, as across a partition where TCP retransmits — and
-//! [`LocalTopology::heal_broker`] releases it; [`LocalTopology::set_broker_latency`] delays the broker's answers. The proxies outlive restarts. What a client
-//! observes (compare the embedded cluster's table in [`crate::broker`]; rows marked † are checked by
-//! `tests/local_proxy.rs`):
+//! [`LocalTopology::heal_broker`] releases it; [`LocalTopology::set_broker_latency`] delays the broker's answers.
+//! The proxies outlive restarts. What a client observes (compare the embedded cluster's table in
+//! [`crate::broker`]; rows marked † are checked by `tests/local_proxy.rs`):
 //!
 //! | fault | new connection | open connection / in-flight request | metadata (from the other brokers) | leader moves |
 //! |---|---|---|---|---|
@@ -292,10 +292,7 @@ async fn start_brokers(
     network: Option<&NetworkFaults>,
 ) -> Result<Vec<LocalBroker>, LocalError> {
     let count = options.brokers.max(1);
-    let coordinator_port = match coordinator {
-        kafka::Coordinator::ZooKeeper { port } => port,
-        kafka::Coordinator::Kraft { controller_port } => controller_port,
-    };
+    let coordinator_port = coordinator.port();
     let mut prepared = Vec::new();
     for id in 1..=count as i32 {
         let port = process::free_loopback_port()?;
@@ -317,14 +314,7 @@ async fn start_brokers(
                 broker_id: id,
                 port,
                 advertised_port: proxies.as_ref().map_or(port, |p| p.kafka.port()),
-                coordinator: match coordinator {
-                    kafka::Coordinator::ZooKeeper { .. } => {
-                        kafka::Coordinator::ZooKeeper { port: reached_at }
-                    }
-                    kafka::Coordinator::Kraft { .. } => kafka::Coordinator::Kraft {
-                        controller_port: reached_at,
-                    },
-                },
+                coordinator: coordinator.at(reached_at),
                 cluster_size: count,
                 max_heap: &options.kafka_heap,
             },
