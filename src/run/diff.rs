@@ -79,8 +79,10 @@ impl Diff {
     }
 }
 
-/// Runs `scenario` on each backend in turn (the scenario's own backend setting is replaced); every backend must
-/// be in the scenario's `backends`, checked before anything runs.
+/// Runs `scenario` on each backend (the scenario's own backend setting is replaced): the embedded runs one after
+/// another, and beside them the runs on services (local, containers, external) one after another. Every backend
+/// must be in the scenario's `backends`, checked before anything runs; the first failing backend in `backends`'s
+/// order is the error.
 pub async fn diff(
     scenario: &Scenario,
     options: &RunOptions,
@@ -102,15 +104,40 @@ pub async fn diff_on(
             backend: backend.name(),
         });
     }
-    let mut runs = Vec::new();
-    for backend in backends {
+    let on = |backend: Backend| {
         let mut on = scenario.clone();
-        on.topology.backend = *backend;
-        let outcome = match (backend, local.as_deref_mut()) {
-            (Backend::Local, Some(session)) => session.run(&on, options).await?,
-            _ => run(&on, options).await?,
-        };
-        runs.push((*backend, outcome));
+        on.topology.backend = backend;
+        on
+    };
+    // The in-process cluster and the services (processes, containers, a user's cluster) at the same time: an
+    // embedded run mostly waits on its clock, a local one on its JVMs.
+    let embedded = async {
+        let mut outcomes = Vec::new();
+        for (i, backend) in backends.iter().enumerate() {
+            if *backend == Backend::Embedded {
+                outcomes.push((i, run(&on(*backend), options).await));
+            }
+        }
+        outcomes
+    };
+    let services = async {
+        let mut outcomes = Vec::new();
+        for (i, backend) in backends.iter().enumerate() {
+            let outcome = match (backend, local.as_deref_mut()) {
+                (Backend::Embedded, _) => continue,
+                (Backend::Local, Some(session)) => session.run(&on(*backend), options).await,
+                _ => run(&on(*backend), options).await,
+            };
+            outcomes.push((i, outcome));
+        }
+        outcomes
+    };
+    let (mut outcomes, services) = tokio::join!(embedded, services);
+    outcomes.extend(services);
+    outcomes.sort_by_key(|(i, _)| *i);
+    let mut runs = Vec::new();
+    for (i, outcome) in outcomes {
+        runs.push((backends[i], outcome?));
     }
     Ok(Diff { runs })
 }

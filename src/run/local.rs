@@ -166,6 +166,7 @@ impl LocalSession {
             connector.history_topic = format!("{}-r{n}", connector.history_topic);
             connector.replica_server_id += n;
             self.reset().await?;
+            tracing::info!(scenario = %scenario.name, elapsed = ?wall.elapsed(), "local run: topology reset");
         }
         let recorder = Recorder::new(scenario.seed);
         // From the renamed scenario: its fault targets name this run's topics.
@@ -240,6 +241,8 @@ async fn drive(
         plans.into_iter().map(|plan| plan.name).collect(),
         clock.clone(),
     ));
+    let phase = |name: &str| tracing::info!(scenario = %scenario.name, elapsed = ?wall.elapsed(), "local run: {name}");
+    phase("topics created");
 
     let source =
         MySqlSource::connect(&topology.mariadb().url(), recorder.clone(), clock.clone()).await?;
@@ -248,8 +251,10 @@ async fn drive(
         source.load(&op).await?;
     }
     let snapshot_rows = record_snapshot(&source, &recorder, &clock).await?;
+    phase("baseline loaded");
 
     topology.start_connector(connector, CONNECTOR_READY).await?;
+    phase("connector running");
 
     let config = PipelineConfig::from_scenario(scenario, topology.bootstrap_servers());
     let (pipeline, sink) = match scenario.pipeline.sink {
@@ -276,6 +281,7 @@ async fn drive(
     // Debezium reports RUNNING before its snapshot has read anything: a commit made now could be read by the
     // snapshot as a row (`r`) instead of streamed as a change. Stream only once every row was delivered.
     wait_for_snapshot(&recorder, snapshot_rows).await?;
+    phase("snapshot read by the consumers");
     // A connector restarted before Connect committed an offset past the snapshot takes the snapshot again: the
     // stream (and the faults) start once one is committed.
     topology_lock
@@ -284,6 +290,7 @@ async fn drive(
         .connect()
         .wait_until_past_snapshot(&connector.name, SNAPSHOT_READ)
         .await?;
+    phase("connector offsets past the snapshot");
 
     let pipeline = Mutex::new(pipeline);
     let targets = LocalTargets {
@@ -306,6 +313,7 @@ async fn drive(
         watch.stop().await;
         return Err(e);
     }
+    phase("stream and faults done");
     nemesis.restore(&targets).await;
     let pipeline = pipeline.into_inner();
     let last_gtid = recorder
@@ -324,9 +332,11 @@ async fn drive(
         last_gtid,
     )
     .await;
+    phase("quiesced");
     pipeline.shutdown().await;
     let observed = observer.finish(&ends).await;
     let cluster_events = watch.stop().await;
+    phase("observer and watch done");
 
     let finals = FinalStates {
         sink: sink.flat_table().await?,

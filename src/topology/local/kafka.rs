@@ -122,7 +122,8 @@ pub(crate) fn broker_command(
         ),
         ("transaction.state.log.num.partitions", "1".into()),
         ("group.initial.rebalance.delay.ms", "0".into()),
-        // Debezium's schema-change topic and tables without a planned topic are auto-created.
+        // A run creates every topic Debezium writes beforehand (`LocalTopology::create_scenario_topics`); a user's
+        // own connector on `up` may still write others.
         ("auto.create.topics.enable", "true".into()),
         ("log.retention.check.interval.ms", "1000".into()),
         // A third of Kafka's 30 s default: a killed or paused follower leaves the ISR within a test's patience,

@@ -34,9 +34,10 @@ pub(crate) fn cluster_id(run: &RunDir) -> String {
     let digest = sha2::Sha256::digest(run.root.to_string_lossy().as_bytes());
     let mut bytes = [0u8; 16];
     bytes.copy_from_slice(&digest[..16]);
-    // Kafka reserves the all-zero id and id 1 (the metadata topic's); a digest is neither in practice, but a
-    // set high bit rules both out.
-    bytes[0] |= 0x80;
+    // Kafka reserves the all-zero id and id 1 (the metadata topic's), and `kafka-storage format` reads an id that
+    // starts with `-` as an option (Kafka's own random ids avoid that too). First byte 0b01xx_xxxx: the id is
+    // neither reserved one and starts with a letter (`Q`..`f`). (0b1xxx_xxxx made 1 run directory in 32 fail.)
+    bytes[0] = (bytes[0] & 0x3f) | 0x40;
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
 
@@ -175,6 +176,12 @@ mod tests {
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'));
         assert_ne!(a, b);
+        for n in 0..2000 {
+            let id = cluster_id(&RunDir {
+                root: format!("/tmp/runs/run-{n}").into(),
+            });
+            assert!(id.starts_with(|c: char| c.is_ascii_alphabetic()), "{id}");
+        }
         let decoded = base64::engine::general_purpose::URL_SAFE_NO_PAD
             .decode(&a)
             .expect("base64");

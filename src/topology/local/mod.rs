@@ -69,7 +69,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::broker::Isolation;
-use crate::scenario::{Coordination, Scenario, TopicPlan};
+use crate::scenario::{Coordination, Scenario, TopicPlan, TopicSettings};
 use process::ServiceCommand;
 use proxy::{Link, NetworkFaults, Proxy};
 
@@ -748,14 +748,20 @@ impl LocalTopology {
         admin::create_topics(&self.bootstrap_list(), plans, timeout).await
     }
 
-    /// Creates the change topics of `scenario` ([`Scenario::topic_plans`]).
+    /// Creates the change topics of `scenario` ([`Scenario::topic_plans`]), and returns them. Also creates, with
+    /// the settings the brokers give an auto-created topic, the other topics Debezium writes: the reference
+    /// tables' (no planned topic), the schema changes' (`<prefix>`) and the heartbeats'. Left to auto-creation,
+    /// Debezium's producer waited on each in turn (~0.3 s apiece, 4-5 s per connector start) in the middle of
+    /// its snapshot.
     pub async fn create_scenario_topics(
         &self,
         scenario: &Scenario,
         timeout: Duration,
     ) -> Result<Vec<TopicPlan>, LocalError> {
         let plans = scenario.topic_plans();
-        self.create_topics(&plans, timeout).await?;
+        let side = side_topic_plans(scenario, self.brokers.len());
+        let all: Vec<TopicPlan> = plans.iter().cloned().chain(side).collect();
+        self.create_topics(&all, timeout).await?;
         Ok(plans)
     }
 
@@ -1071,9 +1077,70 @@ fn prune_old_runs(runs_dir: &Path, keep: usize) {
     }
 }
 
+/// The topics Debezium writes besides the planned change topics (see [`LocalTopology::create_scenario_topics`]),
+/// with what an auto-created topic gets from the brokers' settings: 1 partition, the default replication factor
+/// (up to 3), Kafka's default retention.
+fn side_topic_plans(scenario: &Scenario, brokers: usize) -> Vec<TopicPlan> {
+    use crate::scenario::{Bytes, CleanupPolicy, Millis};
+    use crate::workload::schema;
+    let settings = TopicSettings {
+        partitions: 1,
+        replication_factor: brokers.clamp(1, 3) as u32,
+        min_insync_replicas: 1,
+        retention_ms: Millis(7 * 24 * 3600 * 1000),
+        retention_bytes: Bytes(-1),
+        segment_bytes: Bytes(1 << 30),
+        cleanup_policy: CleanupPolicy::Delete,
+        unclean_leader_election: false,
+    };
+    let prefix = &scenario.topics.prefix;
+    let tables = schema::ALL_TABLES
+        .iter()
+        .filter(|t| !schema::MODELED_TABLES.iter().any(|m| m.name == t.name))
+        .map(|t| (t.name, scenario.topic_name(t.name)));
+    let debezium = [
+        ("schema changes", prefix.clone()),
+        ("heartbeats", format!("__debezium-heartbeat.{prefix}")),
+    ];
+    tables
+        .chain(debezium)
+        .map(|(table, name)| TopicPlan {
+            table,
+            name,
+            settings: settings.clone(),
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn side_topics_are_what_debezium_writes_beside_the_planned_ones() {
+        let scenario = Scenario::parse("name = \"side\"\n", "side.toml").expect("valid");
+        let planned: Vec<String> = scenario.topic_plans().into_iter().map(|p| p.name).collect();
+        let side = side_topic_plans(&scenario, 3);
+        let names: Vec<&str> = side.iter().map(|p| p.name.as_str()).collect();
+        for expected in [
+            "dbserver1.openmrs.care_setting",
+            "dbserver1.openmrs.users",
+            "dbserver1",
+            "__debezium-heartbeat.dbserver1",
+        ] {
+            assert!(names.contains(&expected), "{expected} in {names:?}");
+        }
+        assert!(names.iter().all(|n| !planned.iter().any(|p| p == n)));
+        assert!(side
+            .iter()
+            .all(|p| (p.settings.partitions, p.settings.replication_factor) == (1, 3)));
+        assert_eq!(
+            side_topic_plans(&scenario, 1)[0]
+                .settings
+                .replication_factor,
+            1
+        );
+    }
 
     #[test]
     fn old_run_directories_are_pruned_newest_kept() {
