@@ -24,10 +24,10 @@ fn options(path: &str) -> RunOptions {
 /// 1. quickstart (5,000 operations, acks=all, RF 3) on both backends: the local run passes on its own (lost 0,
 ///    reordered 0, final state equal to the batch recomputation from MariaDB's tables), it really went through
 ///    Debezium (GTIDs on commits and consumed records), and every verdict is the embedded run's.
-/// 2. quickstart (1,500 operations) on local alone with the MySQL sink: the ETL's images, flat table and offsets in MariaDB's
-///    `etl_sink` schema, and the flat table read back from there equals the batch recomputation. As the second
-///    run on the topology it also shows the reset: its topics carry the run's prefix, and the baseline loaded
-///    again into a fresh database (a stale one would refuse the same primary keys).
+/// 2. quickstart (1,500 operations) on local alone with the MySQL sink: the ETL's images, flat table and offsets in
+///    MariaDB's `etl_sink` schema, and the flat table read back from there equals the batch recomputation. As the
+///    second run on the topology it also shows the reset: its topics carry the run's prefix, and the baseline
+///    loaded again into a fresh database (a stale one would refuse the same primary keys).
 /// 3. The fault scenarios that list `local`, on both backends with the same seed: every fault applied without
 ///    error on local, the local run passes, every verdict agrees. broker-kill SIGKILLs the obs partition's
 ///    leader and restarts it (the controller moves leaders after the 6 s ZooKeeper session), connector-restart

@@ -66,6 +66,11 @@ pub(crate) struct BrokerSettings<'a> {
     pub max_heap: &'a str,
 }
 
+/// `default.replication.factor` (also the internal topics' factor) of a cluster of `cluster_size` brokers: min(3, N).
+pub(crate) fn default_replication_factor(cluster_size: u32) -> u32 {
+    cluster_size.clamp(1, 3)
+}
+
 /// Writes broker `settings.broker_id`'s config and returns the command that starts it; starting the same
 /// command again reuses the config, the port and the log directory.
 pub(crate) fn broker_command(
@@ -77,7 +82,7 @@ pub(crate) fn broker_command(
     let log_dir = run.data_dir(&name)?;
     let listener = format!("PLAINTEXT://127.0.0.1:{}", settings.port);
     let advertised = format!("PLAINTEXT://127.0.0.1:{}", settings.advertised_port);
-    let replication = settings.cluster_size.clamp(1, 3);
+    let replication = default_replication_factor(settings.cluster_size);
     // With three replicas a single broker may be down and transactions still commit.
     let transaction_min_isr = replication.saturating_sub(1).max(1);
     let mut properties = match settings.coordinator {

@@ -759,7 +759,7 @@ impl LocalTopology {
         timeout: Duration,
     ) -> Result<Vec<TopicPlan>, LocalError> {
         let plans = scenario.topic_plans();
-        let side = side_topic_plans(scenario, self.brokers.len());
+        let side = side_topic_plans(scenario, self.brokers.len() as u32);
         let all: Vec<TopicPlan> = plans.iter().cloned().chain(side).collect();
         self.create_topics(&all, timeout).await?;
         Ok(plans)
@@ -1078,14 +1078,14 @@ fn prune_old_runs(runs_dir: &Path, keep: usize) {
 }
 
 /// The topics Debezium writes besides the planned change topics (see [`LocalTopology::create_scenario_topics`]),
-/// with what an auto-created topic gets from the brokers' settings: 1 partition, the default replication factor
-/// (up to 3), Kafka's default retention.
-fn side_topic_plans(scenario: &Scenario, brokers: usize) -> Vec<TopicPlan> {
+/// with what an auto-created topic gets from the brokers' settings: 1 partition (`num.partitions`), the brokers'
+/// `default.replication.factor`, and Kafka's defaults for the rest (the brokers set none of those).
+fn side_topic_plans(scenario: &Scenario, brokers: u32) -> Vec<TopicPlan> {
     use crate::scenario::{Bytes, CleanupPolicy, Millis};
     use crate::workload::schema;
     let settings = TopicSettings {
         partitions: 1,
-        replication_factor: brokers.clamp(1, 3) as u32,
+        replication_factor: kafka::default_replication_factor(brokers),
         min_insync_replicas: 1,
         retention_ms: Millis(7 * 24 * 3600 * 1000),
         retention_bytes: Bytes(-1),
