@@ -19,7 +19,9 @@
 //!   - another controller → `ControllerElected` (ZooKeeper mode only: a KRaft broker names a random live broker);
 //!   - another leader → `LeaderChanged` (with the new leader epoch) and `Election`, like the embedded controller
 //!     emits them; no leader → `Election { leader: None }` (offline). The election kind: `Unclean` when the new
-//!     leader was not in the previous ISR; `ControlledShutdown` when the old leader had announced a controlled
+//!     leader was not in the previous ISR and no replica of the previous ISR is in the new one (an unclean
+//!     election leaves the ISR as the leader alone; a broker that rejoined the ISR and was elected between two
+//!     polls keeps the others beside it); `ControlledShutdown` when the old leader had announced a controlled
 //!     shutdown, or is still registered and the new leader is not the preferred replica; `Preferred` when the
 //!     old leader is still registered and the new leader is the head of the assignment; `Clean` otherwise (the
 //!     old leader left the live set). A leader epoch bump that keeps the leader (in ZooKeeper mode the
@@ -892,7 +894,7 @@ fn diff_partition(
     if new.leader != old.leader {
         match new.leader {
             Some(leader) => {
-                let kind = election_kind(old, leader, next, controlled_shutdowns);
+                let kind = election_kind(old, leader, &new.isr, next, controlled_shutdowns);
                 events.push(ClusterEventKind::LeaderChanged {
                     topic: topic.to_owned(),
                     partition: new.partition,
@@ -938,10 +940,18 @@ fn diff_partition(
 fn election_kind(
     old: &PartitionMetadata,
     leader: i32,
+    next_isr: &[i32],
     next: &ClusterMetadata,
     controlled_shutdowns: &BTreeSet<i32>,
 ) -> ElectionKind {
-    if !old.isr.is_empty() && !old.isr.contains(&leader) {
+    // An unclean election leaves the ISR as the new leader alone: none of the last ISR is in it. A leader
+    // that joined the ISR and was elected between two polls (a restarted broker caught up, then the
+    // preferred-leader election moved the partition back to it) is outside the last ISR too, but the new
+    // ISR still holds the replicas that were in it.
+    if !old.isr.is_empty()
+        && !old.isr.contains(&leader)
+        && !old.isr.iter().any(|b| next_isr.contains(b))
+    {
         return ElectionKind::Unclean;
     }
     match old.leader {
@@ -1189,6 +1199,18 @@ mod tests {
                 kind: ElectionKind::Unclean
             }
         ));
+        // A restarted preferred replica rejoins the ISR and is elected back between two polls: it was not in
+        // the last ISR, but the ISR it joined still holds the replica that led: a preferred election.
+        let failed_over = view(&[2, 3], 2, vec![partition(0, Some(2), 8, &[2])]);
+        let back = view(&[1, 2, 3], 2, vec![partition(0, Some(1), 9, &[1, 2])]);
+        let kinds: Vec<_> = diff_views(&failed_over, &back, &mut controlled)
+            .into_iter()
+            .filter_map(|e| match e {
+                ClusterEventKind::Election { kind, .. } => Some(kind),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(kinds, [ElectionKind::Preferred]);
     }
 
     #[test]
