@@ -73,6 +73,9 @@
 //!   the partition's reason.
 //! * Retention deletes only below the high watermark: while a dead replica holds the ISR back (up to the
 //!   ZooKeeper session timeout), expired records stay and their `SegmentDeleted` comes after the ISR shrink.
+//! * A broker runs its first retention check `log.initial.task.delay.ms` (Kafka's default, 30 s) after it starts:
+//!   a restarted broker that leads again (a preferred-leader election) serves expired records until then, while
+//!   its followers have deleted theirs; the `SegmentDeleted` comes when the leader deletes.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::{Read, Seek, SeekFrom};
