@@ -9,7 +9,7 @@
 //! 4. the comparison (`mock`): the same rskafka workload on a [`MOCK_PARTITIONS`]-partition topic, acks=all,
 //!    against librdkafka's mock cluster (3 brokers, replicates nothing, keeps at most 5 MiB per partition; kept alive
 //!    by an idle kcat consumer) and against the embedded cluster at RF 3 twice: keeping everything (Kafka's default
-//!    retention) and with the mock's log limit (retention.bytes 5 MiB per partition); [`KCAT_ROUNDS`] rounds, each
+//!    retention) and with the mock's log limit (retention.bytes 5 MiB per partition); [`COMPARISON_ROUNDS`] rounds, each
 //!    ratio's median;
 //! 5. the same with kcat (librdkafka) as the client (`kcat`): 200,000 records, 1,000-record batches, into the
 //!    mock cluster it runs in its own process (the 4-partition topic it creates on first use) and into both embedded
@@ -32,11 +32,11 @@ const PARTITIONS: i32 = 6;
 const VALUE_BYTES: usize = 1024;
 const KEY_BYTES: usize = 16;
 /// Partitions of the topic librdkafka's mock cluster creates on first use (its default; `kcat -L` against it shows
-/// 4 partitions, RF 3); the embedded cluster's topic in the kcat comparison has as many.
+/// 4 partitions, RF 3); the embedded cluster's topic in both comparisons has as many.
 const MOCK_PARTITIONS: i32 = 4;
-/// Rounds of the kcat comparison, mock and embedded alternating: single rounds vary by ±30 % on 2 cores (kcat's
-/// own CPU time varies that much), so the summary is the median ratio.
-const KCAT_ROUNDS: usize = 9;
+/// Rounds of each comparison with the mock, mock and embedded alternating: single rounds vary by ±30 % on 2 cores
+/// (the client's own CPU time varies that much), so the summary is the median ratio.
+const COMPARISON_ROUNDS: usize = 9;
 
 fn rss_bytes() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
@@ -226,13 +226,20 @@ fn kcat_produce(file: &std::path::Path, brokers: &[&str], extra: &[&str]) -> Opt
     Some(elapsed)
 }
 
-async fn kcat_comparison() {
-    if std::process::Command::new("kcat")
+/// True (with `what` reported skipped) when kcat is not on the PATH: both comparisons need it.
+fn kcat_missing(what: &str) -> bool {
+    let missing = std::process::Command::new("kcat")
         .arg("-V")
         .output()
-        .is_err()
-    {
-        println!("kcat comparison skipped: kcat is not on the PATH (apt-get install kcat)");
+        .is_err();
+    if missing {
+        println!("{what} skipped: kcat is not on the PATH (apt-get install kcat)");
+    }
+    missing
+}
+
+async fn kcat_comparison() {
+    if kcat_missing("kcat comparison") {
         return;
     }
     let dir = tempfile::tempdir().expect("temp dir");
@@ -247,7 +254,7 @@ async fn kcat_comparison() {
     }
     std::fs::write(&file, lines).expect("records file");
     let mut ratios = Ratios::default();
-    for round in 1..=KCAT_ROUNDS {
+    for round in 1..=COMPARISON_ROUNDS {
         let children_before = cpu_seconds(libc::RUSAGE_CHILDREN);
         let mock = kcat_produce(
             &file,
@@ -433,16 +440,11 @@ impl Drop for MockCluster {
 /// The same rskafka workload as the produce benchmark against librdkafka's mock cluster (replicates nothing) and
 /// the embedded cluster at RF 3, acks=all, both on a [`MOCK_PARTITIONS`]-partition topic, alternating.
 async fn mock_comparison() {
-    if std::process::Command::new("kcat")
-        .arg("-V")
-        .output()
-        .is_err()
-    {
-        println!("mock comparison skipped: kcat is not on the PATH (apt-get install kcat)");
+    if kcat_missing("mock comparison") {
         return;
     }
     let mut ratios = Ratios::default();
-    for round in 1..=KCAT_ROUNDS {
+    for round in 1..=COMPARISON_ROUNDS {
         let Some(mock) = MockCluster::start() else {
             return;
         };

@@ -1144,19 +1144,28 @@ mod tests {
         );
     }
 
+    /// The kinds of the elections between two views, in order.
+    fn election_kinds(
+        previous: &ClusterMetadata,
+        next: &ClusterMetadata,
+        controlled: &mut BTreeSet<i32>,
+    ) -> Vec<ElectionKind> {
+        diff_views(previous, next, controlled)
+            .into_iter()
+            .filter_map(|e| match e {
+                ClusterEventKind::Election { kind, .. } => Some(kind),
+                _ => None,
+            })
+            .collect()
+    }
+
     #[test]
     fn election_kinds_follow_the_old_leader_and_the_isr() {
         let mut controlled = BTreeSet::new();
         // The old leader is still registered and the preferred replica takes over: preferred.
         let before = view(&[1, 2, 3], 1, vec![partition(0, Some(2), 3, &[1, 2, 3])]);
         let after = view(&[1, 2, 3], 1, vec![partition(0, Some(1), 4, &[1, 2, 3])]);
-        let kinds: Vec<_> = diff_views(&before, &after, &mut controlled)
-            .into_iter()
-            .filter_map(|e| match e {
-                ClusterEventKind::Election { kind, .. } => Some(kind),
-                _ => None,
-            })
-            .collect();
+        let kinds = election_kinds(&before, &after, &mut controlled);
         assert_eq!(kinds, [ElectionKind::Preferred]);
         // Announced controlled shutdown: the leader moves, then the broker leaves.
         controlled.insert(1);
@@ -1206,13 +1215,7 @@ mod tests {
         // the last ISR, but the ISR it joined still holds the replica that led: a preferred election.
         let failed_over = view(&[2, 3], 2, vec![partition(0, Some(2), 8, &[2])]);
         let back = view(&[1, 2, 3], 2, vec![partition(0, Some(1), 9, &[1, 2])]);
-        let kinds: Vec<_> = diff_views(&failed_over, &back, &mut controlled)
-            .into_iter()
-            .filter_map(|e| match e {
-                ClusterEventKind::Election { kind, .. } => Some(kind),
-                _ => None,
-            })
-            .collect();
+        let kinds = election_kinds(&failed_over, &back, &mut controlled);
         assert_eq!(kinds, [ElectionKind::Preferred]);
     }
 
