@@ -46,7 +46,7 @@
 //!
 //! ## Determinism
 //!
-//! Every random choice derives from the scenario seed through [`workload::rng::SeededRng`], which uses only
+//! Every random choice derives from the scenario seed through [`rng::SeededRng`], which uses only
 //! integer arithmetic and IEEE `+ - * /` on ChaCha8 output: the same seed gives the same bytes on every
 //! machine (guarded by an insta snapshot of the first operations).
 
@@ -60,6 +60,7 @@ pub mod kafka;
 pub mod nemesis;
 pub mod pipeline;
 pub mod report;
+pub mod rng;
 pub mod run;
 pub mod scenario;
 pub mod source;

@@ -20,10 +20,10 @@ use openmrs_etl_harness::history::{ChangeOp, ConsumedChange, Recorder, SourceRef
 use openmrs_etl_harness::pipeline::{
     flat, Batch, Decoded, MemorySink, MySqlSink, Sink, SinkRecord,
 };
+use openmrs_etl_harness::rng::SeededRng;
 use openmrs_etl_harness::scenario::Connector;
 use openmrs_etl_harness::source::{MemorySource, MySqlSource, SourceError};
 use openmrs_etl_harness::topology::local::StandaloneMariaDb;
-use openmrs_etl_harness::workload::rng::SeededRng;
 use openmrs_etl_harness::workload::schema::MODELED_TABLES;
 use openmrs_etl_harness::workload::{
     ChangeKind, Generator, Operation, Phase, RowChange, Value, WorkloadSpec,

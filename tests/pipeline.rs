@@ -16,7 +16,7 @@ use openmrs_etl_harness::pipeline::flat::{self, RowImages, SYNTHETIC_ENCOUNTER_B
 use openmrs_etl_harness::pipeline::{
     decode, Batch, DecodeProblem, Decoded, MemorySink, Pipeline, PipelineConfig, SinkRecord,
 };
-use openmrs_etl_harness::workload::rng::SeededRng;
+use openmrs_etl_harness::rng::SeededRng;
 use openmrs_etl_harness::workload::schema::{self, encounter, obs, orders, patient, person, visit};
 use openmrs_etl_harness::workload::value::{datetime_ms, days_from_civil};
 use openmrs_etl_harness::workload::{ChangeKind, Generator, Operation, Row, Value, WorkloadSpec};

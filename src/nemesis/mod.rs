@@ -40,8 +40,8 @@ use crate::cdc::Capture;
 use crate::clock::Clock;
 use crate::history::{FaultPhase, FaultRecord, Recorder};
 use crate::pipeline::Pipeline;
+use crate::rng::SeededRng;
 use crate::scenario::{Backend, Fault, FaultAction, FaultTarget, Scenario};
-use crate::workload::rng::SeededRng;
 
 /// How long a stall on a virtual clock holds the consumer in real time at most: it normally ends earlier, by a
 /// restart at the stall's virtual end.

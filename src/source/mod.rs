@@ -205,7 +205,7 @@ impl MemorySource {
                 next_auto.insert(table.name, max + 1);
             }
         }
-        let server_uuid = crate::workload::rng::stable_uuid("server_uuid", SERVER_ID as i64)
+        let server_uuid = crate::rng::stable_uuid("server_uuid", SERVER_ID as i64)
             .as_ref()
             .to_string();
         MemorySource {

@@ -11,10 +11,10 @@ use std::sync::Arc;
 use super::concepts::{Concept, ConceptDictionary, Role};
 use super::names;
 use super::reference::{self, *};
-use super::rng::SeededRng;
 use super::schema::{self, TableDef};
 use super::value::{Row, Value};
 use super::{OpKind, WorkloadSpec};
+use crate::rng::SeededRng;
 
 /// How many of a patient's most recent encounters stay editable.
 const ENCOUNTER_WINDOW: usize = 4;

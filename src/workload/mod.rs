@@ -7,14 +7,13 @@
 //! - [`sql`]: the workload as SQL (loads into MySQL/MariaDB after the schema fixture) or JSON lines.
 //!
 //! The generator knows nothing of where its operations are committed. The same seed gives a byte-identical
-//! stream on every machine: all randomness is [`rng::SeededRng`], maps are ordered, and no platform math is
+//! stream on every machine: all randomness is [`crate::rng::SeededRng`], maps are ordered, and no platform math is
 //! used.
 
 pub mod concepts;
 pub mod generator;
 mod names;
 pub mod reference;
-pub mod rng;
 pub mod schema;
 pub mod sql;
 pub mod value;

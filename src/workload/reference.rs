@@ -3,9 +3,9 @@
 //! an in-memory source starts from them.
 
 use super::concepts::{ConceptDictionary, Role};
-use super::rng::stable_uuid;
 use super::schema::{self, TableDef};
 use super::value::{datetime_ms, Row, Value};
+use crate::rng::stable_uuid;
 
 /// When the reference rows were created (a fixed instant, so the fixture is stable).
 pub fn reference_epoch_ms() -> i64 {
