@@ -57,6 +57,7 @@ pub mod check;
 pub mod clock;
 pub mod history;
 pub mod kafka;
+pub mod model;
 pub mod nemesis;
 pub mod pipeline;
 pub mod report;

@@ -15,12 +15,13 @@ use openmrs_etl_harness::cdc::{schema_topics, Capture, CaptureConfig, CapturePro
 use openmrs_etl_harness::clock::Clock;
 use openmrs_etl_harness::history::{ChangeId, ChangeOp, ProduceOutcome, Recorder};
 use openmrs_etl_harness::kafka::ProducerConfig;
+use openmrs_etl_harness::model::schema::{self, SqlType, TableDef};
+use openmrs_etl_harness::model::value::{datetime_ms, days_from_civil};
+use openmrs_etl_harness::model::{OpKind, Row, Value};
 use openmrs_etl_harness::scenario::{Acks, Connector};
 use openmrs_etl_harness::source::MemorySource;
 use openmrs_etl_harness::workload::generator::{ChangeKind, Operation, Phase, RowChange};
-use openmrs_etl_harness::workload::schema::{self, SqlType, TableDef};
-use openmrs_etl_harness::workload::value::{datetime_ms, days_from_civil};
-use openmrs_etl_harness::workload::{Generator, OpKind, Row, Value, WorkloadSpec};
+use openmrs_etl_harness::workload::{Generator, WorkloadSpec};
 use serde_json::Value as J;
 
 use common::{bounded, client, partition};

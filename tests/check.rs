@@ -11,10 +11,10 @@ use openmrs_etl_harness::history::{
     BinlogPosition, ChangeOp, ChangeRecord, Commit, Consumed, ConsumedChange, History,
     ProduceOutcome, Produced, RetentionGap, SourceRef,
 };
-use openmrs_etl_harness::pipeline::flat::{FlatEncounter, FlatObs};
+use openmrs_etl_harness::model::flat::{FlatEncounter, FlatObs};
+use openmrs_etl_harness::model::OpKind;
 use openmrs_etl_harness::report::{Report, RunInfo, RunMode};
 use openmrs_etl_harness::scenario::{Count, CountVar, Expect, Relation, Scenario};
-use openmrs_etl_harness::workload::OpKind;
 
 const BINLOG: &str = "mysql-bin.000003";
 

@@ -17,16 +17,16 @@ use std::sync::Arc;
 use mysql_async::prelude::Queryable;
 use openmrs_etl_harness::clock::Clock;
 use openmrs_etl_harness::history::{ChangeOp, ConsumedChange, Recorder, SourceRef};
-use openmrs_etl_harness::pipeline::{
-    flat, Batch, Decoded, MemorySink, MySqlSink, Sink, SinkRecord,
-};
+use openmrs_etl_harness::model::flat;
+use openmrs_etl_harness::model::schema::MODELED_TABLES;
+use openmrs_etl_harness::model::Value;
+use openmrs_etl_harness::pipeline::{Batch, Decoded, MemorySink, MySqlSink, Sink, SinkRecord};
 use openmrs_etl_harness::rng::SeededRng;
 use openmrs_etl_harness::scenario::Connector;
 use openmrs_etl_harness::source::{MemorySource, MySqlSource, SourceError};
 use openmrs_etl_harness::topology::local::StandaloneMariaDb;
-use openmrs_etl_harness::workload::schema::MODELED_TABLES;
 use openmrs_etl_harness::workload::{
-    ChangeKind, Generator, Operation, Phase, RowChange, Value, WorkloadSpec,
+    ChangeKind, Generator, Operation, Phase, RowChange, WorkloadSpec,
 };
 
 const SEED: u64 = 2027;
@@ -138,12 +138,12 @@ async fn mysql_source_records_what_the_memory_source_records_and_leaves_the_same
     let person = from_db["person"].values().next_back().unwrap().clone();
     let mut fresh = (*person).clone();
     fresh[0] = Value::Int(person_key_unused(&from_db));
-    let uuid_column = openmrs_etl_harness::workload::schema::person::TABLE
+    let uuid_column = openmrs_etl_harness::model::schema::person::TABLE
         .column_index("uuid")
         .unwrap();
     fresh[uuid_column] = Value::text("fresh-person-uuid-not-in-the-database");
     let fresh_key = fresh[0].as_int().unwrap();
-    let person_table = &openmrs_etl_harness::workload::schema::person::TABLE;
+    let person_table = &openmrs_etl_harness::model::schema::person::TABLE;
     let last = ops.last().unwrap();
     let failing = Operation {
         seq: last.seq + 1,

@@ -12,14 +12,15 @@ use common::{bounded, client, partition};
 use openmrs_etl_harness::broker::{Cluster, NewTopic};
 use openmrs_etl_harness::clock::Clock;
 use openmrs_etl_harness::history::{ChangeOp, ConsumedChange, History, Recorder, SourceRef};
-use openmrs_etl_harness::pipeline::flat::{self, RowImages, SYNTHETIC_ENCOUNTER_BASE};
+use openmrs_etl_harness::model::flat::{self, RowImages, SYNTHETIC_ENCOUNTER_BASE};
+use openmrs_etl_harness::model::schema::{self, encounter, obs, orders, patient, person, visit};
+use openmrs_etl_harness::model::value::{datetime_ms, days_from_civil};
+use openmrs_etl_harness::model::{Row, Value};
 use openmrs_etl_harness::pipeline::{
     decode, Batch, DecodeProblem, Decoded, MemorySink, Pipeline, PipelineConfig, SinkRecord,
 };
 use openmrs_etl_harness::rng::SeededRng;
-use openmrs_etl_harness::workload::schema::{self, encounter, obs, orders, patient, person, visit};
-use openmrs_etl_harness::workload::value::{datetime_ms, days_from_civil};
-use openmrs_etl_harness::workload::{ChangeKind, Generator, Operation, Row, Value, WorkloadSpec};
+use openmrs_etl_harness::workload::{ChangeKind, Generator, Operation, WorkloadSpec};
 use rskafka::client::partition::Compression;
 use serde_json::{json, Value as Json};
 

@@ -3,10 +3,11 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use openmrs_etl_harness::model::schema::{self, TableDef};
+use openmrs_etl_harness::model::{OpKind, Row, Value};
 use openmrs_etl_harness::workload::reference::reference_rows;
-use openmrs_etl_harness::workload::schema::{self, TableDef};
 use openmrs_etl_harness::workload::{
-    sql, ChangeKind, Generator, Mix, OpKind, Operation, Phase, Row, Value, WorkloadSpec,
+    sql, ChangeKind, Generator, Mix, Operation, Phase, WorkloadSpec,
 };
 use proptest::prelude::*;
 

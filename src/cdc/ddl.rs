@@ -9,8 +9,8 @@ use std::fmt::Write as _;
 
 use super::encode::{Flavour, SnapshotMark, SourceInfo};
 use super::json::{Json, SchemaField};
+use crate::model::schema::{ColumnDef, SqlType, TableDef};
 use crate::scenario::Connector;
-use crate::workload::schema::{ColumnDef, SqlType, TableDef};
 
 /// One DDL statement of the snapshot.
 #[derive(Debug, Clone)]
@@ -397,7 +397,7 @@ impl SchemaChangeCodec {
 
     pub(crate) fn key(&self, database: &str) -> String {
         let mut out = self.key_head.clone();
-        crate::workload::value::write_json_string(&mut out, database);
+        crate::model::value::write_json_string(&mut out, database);
         out.push_str("}}");
         out
     }
@@ -511,7 +511,7 @@ pub(crate) fn ddl_source<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::workload::schema;
+    use crate::model::schema;
 
     #[test]
     fn mariadb_show_create_table_has_fk_indexes_and_sorted_constraints() {

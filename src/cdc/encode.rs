@@ -11,10 +11,10 @@ use bytes::Bytes;
 
 use super::json::{Json, SchemaField};
 use crate::history::ChangeOp;
+use crate::model::schema::{ColumnDef, SqlType, TableDef};
+use crate::model::value::write_json_string;
+use crate::model::{Row, Value};
 use crate::scenario::Connector;
-use crate::workload::schema::{ColumnDef, SqlType, TableDef};
-use crate::workload::value::write_json_string;
-use crate::workload::{Row, Value};
 
 /// The Debezium release whose output the capture reproduces (the fixtures' version).
 pub const DEBEZIUM_VERSION: &str = "3.2.0.Final";
@@ -364,7 +364,7 @@ fn write_value(out: &mut String, v: &Value) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::workload::schema;
+    use crate::model::schema;
 
     #[test]
     fn key_is_compact_connect_json() {

@@ -4,7 +4,7 @@
 
 use std::fmt::Write as _;
 
-use crate::workload::value::write_json_string;
+use crate::model::value::write_json_string;
 
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Json {

@@ -34,9 +34,9 @@ use crate::history::{
     ChangeId, ChangeOp, ChangeRecord, Commit, ProduceOutcome, Produced, Recorder,
 };
 use crate::kafka::{Delivery, ProduceError, Producer, ProducerConfig, Record};
+use crate::model::schema::{self, TableDef};
 use crate::scenario::{Connector, Scenario};
 use crate::source::{BinlogTxn, MemorySource, SourceSnapshot};
-use crate::workload::schema::{self, TableDef};
 
 pub use encode::DEBEZIUM_VERSION;
 
@@ -584,7 +584,7 @@ impl Sender<'_> {
         }
         // Reads: `first` on the snapshot's first row, `last_in_data_collection` on each table's last row,
         // `last` on the snapshot's last row, `first_in_data_collection` on other tables' first rows.
-        let tables: Vec<(&'static TableDef, usize, &[Arc<crate::workload::Row>])> = ctx
+        let tables: Vec<(&'static TableDef, usize, &[Arc<crate::model::Row>])> = ctx
             .reads
             .iter()
             .map(|(t, first_index)| {

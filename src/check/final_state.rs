@@ -6,7 +6,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::EXAMPLES;
-use crate::pipeline::flat::{FlatEncounter, FlatTable};
+use crate::model::flat::{FlatEncounter, FlatTable};
 
 /// Longest rendering of a value in an example; flat rows carry whole obs lists.
 const VALUE_CHARS: usize = 120;

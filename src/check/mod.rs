@@ -50,7 +50,7 @@ use serde::Serialize;
 
 use crate::broker::{ClusterEventKind, ElectionKind};
 use crate::history::{ChangeId, History, ProduceOutcome};
-use crate::pipeline::flat::FlatTable;
+use crate::model::flat::FlatTable;
 
 pub use final_state::{FieldDiff, FinalStateDiff, RowDiff, RowDiffKind};
 use index::{Placement, RangeSet, SourceIndex, TopicPartitions};

@@ -19,7 +19,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use crate::broker::ClusterEvent;
-use crate::workload::OpKind;
+use crate::model::OpKind;
 
 /// A transaction's place in the source binlog, as Debezium's `source` block reports it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]

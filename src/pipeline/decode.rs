@@ -14,8 +14,8 @@ use serde::Deserialize;
 use serde_json::{Map, Value as Json};
 
 use crate::history::{ChangeOp, ConsumedChange, SourceRef};
-use crate::workload::schema::{self, SqlType, TableDef};
-use crate::workload::{Row, Value};
+use crate::model::schema::{self, SqlType, TableDef};
+use crate::model::{Row, Value};
 
 /// One decoded change-topic record.
 #[derive(Debug, Clone, PartialEq)]

@@ -2,7 +2,7 @@
 //! row, and the flat encounter table derived from those images.
 //!
 //! - [`decode`](mod@decode): Debezium JSON records (MySQL and MariaDB connectors) back into typed row images.
-//! - [`flat`]: the flat encounter table as a pure function of row images ([`flat::build`]).
+//! - [`flat`](crate::model::flat): the flat encounter table as a pure function of row images, lives in the model.
 //! - [`sink`]: [`MemorySink`] keeps images by source position, the flat table incrementally, and the offsets.
 //! - [`Pipeline`]: C consumers reading with rskafka at explicit offsets taken from the sink.
 //!
@@ -22,7 +22,6 @@
 //! data the history does not explain.
 
 pub mod decode;
-pub mod flat;
 pub mod sink;
 
 use std::collections::BTreeMap;

@@ -31,9 +31,9 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 
 use crate::history::{ChangeOp, SourceRef};
+use crate::model::flat::{FlatIndex, FlatTable, RowImages};
+use crate::model::Row;
 use crate::pipeline::decode::Decoded;
-use crate::pipeline::flat::{FlatIndex, FlatTable, RowImages};
-use crate::workload::Row;
 
 mod mysql;
 pub use mysql::{MySqlSink, DEFAULT_SINK_SCHEMA};
@@ -138,7 +138,7 @@ impl State {
     ) -> State {
         State {
             index: FlatIndex::from_images(&images),
-            flat: crate::pipeline::flat::build(&images),
+            flat: crate::model::flat::build(&images),
             images,
             held,
             offsets,

@@ -36,8 +36,8 @@ use crate::history::{
     BinlogPosition, ChangeOp, ChangeRecord, Commit, Consumed, History, ProduceOutcome, Produced,
     Recorder,
 };
+use crate::model::flat;
 use crate::nemesis::{LocalTargets, Nemesis};
-use crate::pipeline::flat;
 use crate::pipeline::sink::{MemorySink, MySqlSink, Sink as _, DEFAULT_SINK_SCHEMA};
 use crate::pipeline::{Pipeline, PipelineConfig};
 use crate::scenario::{Coordination, Scenario, Sink as SinkKind};

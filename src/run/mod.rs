@@ -32,8 +32,8 @@ use crate::cdc::{self, Capture, CaptureConfig, CdcError};
 use crate::check::{self, Analysis, FinalStates, Liveness};
 use crate::clock::Clock;
 use crate::history::{History, Recorder};
+use crate::model::flat;
 use crate::nemesis::{Nemesis, NemesisError, Targets};
-use crate::pipeline::flat;
 use crate::pipeline::sink::MemorySink;
 use crate::pipeline::{Pipeline, PipelineConfig, PipelineError};
 use crate::report::{Report, RunInfo, RunMode};
@@ -118,7 +118,7 @@ pub async fn run(scenario: &Scenario, options: &RunOptions) -> Result<RunOutcome
     let nemesis = Nemesis::new(scenario, recorder.clone())?;
     let clock = match scenario.topology.clock {
         ClockMode::Real => Clock::real(),
-        ClockMode::Virtual => Clock::virtual_at(crate::workload::value::datetime_ms(2026, 1, 1)),
+        ClockMode::Virtual => Clock::virtual_at(crate::model::value::datetime_ms(2026, 1, 1)),
     };
     let cluster = start_cluster(scenario, &clock).await?;
     let result = drive(scenario, options, &cluster, &clock, wall, recorder, nemesis).await;

@@ -21,7 +21,8 @@ use std::path::Path;
 use serde::de::{self, Deserializer};
 use serde::{Deserialize, Serialize, Serializer};
 
-use crate::workload::{schema, Mix, WorkloadSpec};
+use crate::model::schema;
+use crate::workload::{Mix, WorkloadSpec};
 pub use target::FaultTarget;
 pub use units::{Bytes, Millis};
 

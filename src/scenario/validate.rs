@@ -4,7 +4,7 @@ use super::location::{Located, Seg};
 use super::{
     Acks, Backend, ClockMode, FaultAction, FaultTarget, Scenario, ScenarioError, TopicOverride,
 };
-use crate::workload::{schema, OpKind};
+use crate::model::{schema, OpKind};
 
 pub(super) fn check(s: &Scenario, doc: &Located) -> Vec<ScenarioError> {
     let mut errors = Vec::new();

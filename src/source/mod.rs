@@ -24,11 +24,12 @@ pub use mysql::MySqlSource;
 
 use crate::clock::Clock;
 use crate::history::{BinlogPosition, ChangeOp, ChangeRecord, Commit, Recorder};
-use crate::pipeline::flat::RowImages;
+use crate::model::flat::RowImages;
+use crate::model::schema::{self, SqlType, TableDef};
+use crate::model::{OpKind, Row, Value};
 use crate::scenario::Connector;
 use crate::workload::generator::{ChangeKind, Operation, Phase, RowChange};
-use crate::workload::schema::{self, SqlType, TableDef};
-use crate::workload::{reference, OpKind, Row, Value};
+use crate::workload::reference;
 
 /// MySQL's and MariaDB's default `max_binlog_size` (1 GiB): the file rotates once a transaction ends past it.
 pub const DEFAULT_MAX_BINLOG_SIZE: u64 = 1 << 30;

@@ -18,11 +18,12 @@ use tokio::sync::Mutex;
 use super::{Source, SourceError};
 use crate::clock::Clock;
 use crate::history::{BinlogPosition, ChangeOp, ChangeRecord, Commit, Recorder};
-use crate::pipeline::flat::RowImages;
+use crate::model::flat::RowImages;
+use crate::model::schema::{self, SqlType, TableDef};
+use crate::model::value::days_from_civil;
+use crate::model::{Row, Value};
 use crate::workload::generator::{ChangeKind, Operation, Phase, RowChange};
-use crate::workload::schema::{self, SqlType, TableDef};
-use crate::workload::value::days_from_civil;
-use crate::workload::{sql, Row, Value};
+use crate::workload::sql;
 
 /// How much of a statement an error message quotes.
 const QUOTED_SQL: usize = 160;
@@ -417,7 +418,7 @@ mod tests {
         assert_eq!(
             to_value(SqlType::Datetime, &bytes("2026-01-02 01:02:03")),
             Some(Value::Datetime(
-                crate::workload::value::datetime_ms(2026, 1, 2) + 3_723_000
+                crate::model::value::datetime_ms(2026, 1, 2) + 3_723_000
             ))
         );
         assert_eq!(

@@ -11,9 +11,10 @@ use std::sync::Arc;
 use super::concepts::{Concept, ConceptDictionary, Role};
 use super::names;
 use super::reference::{self, *};
-use super::schema::{self, TableDef};
-use super::value::{Row, Value};
-use super::{OpKind, WorkloadSpec};
+use super::WorkloadSpec;
+use crate::model::schema::{self, TableDef};
+use crate::model::value::{Row, Value};
+use crate::model::OpKind;
 use crate::rng::SeededRng;
 
 /// How many of a patient's most recent encounters stay editable.

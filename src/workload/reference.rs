@@ -3,8 +3,8 @@
 //! an in-memory source starts from them.
 
 use super::concepts::{ConceptDictionary, Role};
-use super::schema::{self, TableDef};
-use super::value::{datetime_ms, Row, Value};
+use crate::model::schema::{self, TableDef};
+use crate::model::value::{datetime_ms, Row, Value};
 use crate::rng::stable_uuid;
 
 /// When the reference rows were created (a fixed instant, so the fixture is stable).
@@ -371,7 +371,7 @@ pub fn schema_fixture_sql() -> String {
     let mut sql = String::new();
     sql.push_str(
         "-- OpenMRS schema subset for openmrs-etl-harness: real column names and MySQL types (openmrs-core 2.x),\n\
-         -- foreign keys kept, reference tables seeded. Generated from src/workload/schema.rs and\n\
+         -- foreign keys kept, reference tables seeded. Generated from src/model/schema.rs and\n\
          -- fixtures/concepts.json; regenerate with: ETL_HARNESS_UPDATE_FIXTURES=1 cargo test --lib schema_fixture\n\
          SET NAMES utf8mb4;\n\n",
     );

@@ -4,8 +4,8 @@
 use std::fmt::Write as _;
 
 use super::generator::{ChangeKind, Operation, Phase, RowChange};
-use super::schema::TableDef;
-use super::value::{format_datetime, write_json_string, Row};
+use crate::model::schema::TableDef;
+use crate::model::value::{format_datetime, write_json_string, Row};
 
 /// Appends one multi-row INSERT for `rows` of `table`.
 pub fn write_insert(out: &mut String, table: &TableDef, rows: &[Row]) {

@@ -21,8 +21,8 @@ use mysql_async::prelude::{FromValue, Queryable};
 use mysql_async::{Conn, Opts, Pool};
 
 use super::{Batch, Held, Position, Sink, SinkError, SinkFuture, State};
-use crate::pipeline::flat::{FlatEncounter, FlatTable, RowImages};
-use crate::workload::{schema, Row, Value};
+use crate::model::flat::{FlatEncounter, FlatTable, RowImages};
+use crate::model::{schema, Row, Value};
 
 /// The schema the sink writes when none is given.
 pub const DEFAULT_SINK_SCHEMA: &str = "etl_sink";

@@ -1081,8 +1081,8 @@ fn prune_old_runs(runs_dir: &Path, keep: usize) {
 /// with what an auto-created topic gets from the brokers' settings: 1 partition (`num.partitions`), the brokers'
 /// `default.replication.factor`, and Kafka's defaults for the rest (the brokers set none of those).
 fn side_topic_plans(scenario: &Scenario, brokers: u32) -> Vec<TopicPlan> {
+    use crate::model::schema;
     use crate::scenario::{Bytes, CleanupPolicy, Millis};
-    use crate::workload::schema;
     let settings = TopicSettings {
         partitions: 1,
         replication_factor: kafka::default_replication_factor(brokers),

@@ -7,9 +7,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::workload::schema::{encounter, obs, orders, patient, person, visit};
-use crate::workload::value::format_datetime;
-use crate::workload::{Row, Value};
+use crate::model::schema::{encounter, obs, orders, patient, person, visit};
+use crate::model::value::format_datetime;
+use crate::model::{Row, Value};
 
 /// Obs without an encounter get a synthetic encounter id: obs_id + this.
 pub const SYNTHETIC_ENCOUNTER_BASE: i64 = 10_000_000_000;
@@ -69,7 +69,7 @@ pub struct FlatEncounter {
 pub type FlatTable = BTreeMap<(i64, i64), FlatEncounter>;
 
 /// The latest image of every row, per table name and primary key: what the flat table is derived from.
-pub type RowImages = BTreeMap<&'static str, BTreeMap<i64, std::sync::Arc<crate::workload::Row>>>;
+pub type RowImages = BTreeMap<&'static str, BTreeMap<i64, std::sync::Arc<crate::model::Row>>>;
 
 /// The flat table of `images`: one row per non-voided encounter whose patient row exists, plus one row per
 /// non-voided obs without an encounter (synthetic encounter id `SYNTHETIC_ENCOUNTER_BASE + obs_id`).

@@ -574,8 +574,8 @@ pub fn table(name: &str) -> Option<&'static TableDef> {
 
 impl TableDef {
     /// A row holding every column's default (NULL where there is none).
-    pub fn empty_row(&self) -> crate::workload::value::Row {
-        use crate::workload::value::Value;
+    pub fn empty_row(&self) -> crate::model::value::Row {
+        use crate::model::value::Value;
         self.columns
             .iter()
             .map(|c| match (c.default, c.ty) {
