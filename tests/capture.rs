@@ -20,7 +20,7 @@ use openmrs_etl_harness::model::value::{datetime_ms, days_from_civil};
 use openmrs_etl_harness::model::{OpKind, Row, Value};
 use openmrs_etl_harness::scenario::{Acks, Connector};
 use openmrs_etl_harness::source::MemorySource;
-use openmrs_etl_harness::workload::generator::{ChangeKind, Operation, Phase, RowChange};
+use openmrs_etl_harness::workload::operation::{ChangeKind, Operation, Phase, RowChange};
 use openmrs_etl_harness::workload::{Generator, WorkloadSpec};
 use serde_json::Value as J;
 

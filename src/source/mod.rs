@@ -28,7 +28,7 @@ use crate::model::flat::RowImages;
 use crate::model::schema::{self, SqlType, TableDef};
 use crate::model::{OpKind, Row, Value};
 use crate::scenario::Connector;
-use crate::workload::generator::{ChangeKind, Operation, Phase, RowChange};
+use crate::workload::operation::{ChangeKind, Operation, Phase, RowChange};
 use crate::workload::reference;
 
 /// MySQL's and MariaDB's default `max_binlog_size` (1 GiB): the file rotates once a transaction ends past it.

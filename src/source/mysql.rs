@@ -22,7 +22,7 @@ use crate::model::flat::RowImages;
 use crate::model::schema::{self, SqlType, TableDef};
 use crate::model::value::days_from_civil;
 use crate::model::{Row, Value};
-use crate::workload::generator::{ChangeKind, Operation, Phase, RowChange};
+use crate::workload::operation::{ChangeKind, Operation, Phase, RowChange};
 use crate::workload::sql;
 
 /// How much of a statement an error message quotes.

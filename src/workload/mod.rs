@@ -1,7 +1,7 @@
 //! The seeded generator of clinical operations over the OpenMRS data model ([`crate::model`]).
 //!
 //! - [`reference`](mod@reference): rows every database has before the first patient (concepts, locations, encounter types…).
-//! - [`generator`]: [`Generator`] yields [`Operation`]s — one source transaction each, with full before/after
+//! - [`generator`]: [`Generator`] yields [`Operation`]s ([`operation`]) — one source transaction each, with full before/after
 //!   row images — first the baseline population (rows that exist before capture starts), then the stream.
 //! - [`sql`]: the workload as SQL (loads into MySQL/MariaDB after the schema fixture) or JSON lines.
 //!
@@ -12,10 +12,12 @@
 pub mod concepts;
 pub mod generator;
 mod names;
+pub mod operation;
 pub mod reference;
 pub mod sql;
 
-pub use generator::{ChangeKind, Generator, Operation, Phase, RowChange};
+pub use generator::Generator;
+pub use operation::{ChangeKind, Operation, Phase, RowChange};
 
 use serde::{Deserialize, Serialize};
 

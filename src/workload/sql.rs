@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 
-use super::generator::{ChangeKind, Operation, Phase, RowChange};
+use super::operation::{ChangeKind, Operation, Phase, RowChange};
 use crate::model::schema::TableDef;
 use crate::model::value::{format_datetime, write_json_string, Row};
 
