@@ -69,7 +69,7 @@
 //! Any I/O failure while serving takes the partition's log offline for writes (Kafka takes the whole log
 //! directory offline): later produces get KAFKA_STORAGE_ERROR with the first failure's message.
 //!
-//! [`ClusterEventKind::LogLoaded`]: super::ClusterEventKind::LogLoaded
+//! [`ClusterEventKind::LogLoaded`]: crate::history::ClusterEventKind::LogLoaded
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File, OpenOptions};

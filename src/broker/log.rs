@@ -16,7 +16,7 @@ use bytes::{Bytes, BytesMut};
 use super::batch::{self, BatchHeader};
 use super::config::TopicConfig;
 use super::disk::{DiskLog, StorageError};
-use super::events::{ClusterEventKind, DeletionReason, RollReason};
+use crate::history::{ClusterEventKind, DeletionReason, RollReason};
 
 /// A stored record batch; `data` is the batch exactly as produced except base offset and partition leader epoch.
 #[derive(Clone, Debug)]

@@ -23,11 +23,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::disk::DiskLog;
-use super::events::{ClusterEventKind, TruncationReason};
 use super::log::Log;
 use super::producer_state::{ProducerBatch, ProducerStates};
 use super::state::{ClusterCore, PartitionState};
 use super::BrokerId;
+use crate::history::{ClusterEventKind, TruncationReason};
 
 /// How the cluster's metadata is kept; it decides the default session timeout.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

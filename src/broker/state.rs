@@ -15,11 +15,11 @@ use uuid::Uuid;
 
 use super::config::{BrokerDefaults, ConfigError, TopicConfig};
 use super::disk::{Loaded, LoadedPartition, LogDir, OffsetCheckpoint, StorageError};
-use super::events::{ClusterEvent, ClusterEventKind};
 use super::log::Log;
 use super::replication::{advance_high_watermark, BrokerLiveness, Replica};
 use super::BrokerId;
 use crate::clock::Clock;
+use crate::history::{ClusterEvent, ClusterEventKind};
 
 /// A registered broker: where clients reach it.
 #[derive(Clone, Debug)]
@@ -533,7 +533,7 @@ impl ClusterCore {
                         partition: index,
                         leader: None,
                         leader_epoch: 0,
-                        kind: super::events::ElectionKind::Clean,
+                        kind: crate::history::ElectionKind::Clean,
                     }),
                 }
                 let replicas = assignment

@@ -48,8 +48,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde::Serialize;
 
-use crate::broker::{ClusterEventKind, ElectionKind};
-use crate::history::{ChangeId, History, ProduceOutcome};
+use crate::history::{ChangeId, ClusterEventKind, ElectionKind, History, ProduceOutcome};
 use crate::pipeline::flat::FlatTable;
 
 pub use final_state::{FieldDiff, FinalStateDiff, RowDiff, RowDiffKind};

@@ -18,8 +18,14 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use crate::broker::ClusterEvent;
 use crate::workload::OpKind;
+
+mod events;
+
+pub use events::{
+    BrokerId, ClusterEvent, ClusterEventKind, DeletionReason, ElectionKind, FaultKind, FenceReason,
+    RollReason, TruncationReason,
+};
 
 /// A transaction's place in the source binlog, as Debezium's `source` block reports it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]

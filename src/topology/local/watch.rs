@@ -84,7 +84,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::admin::{self, ClusterMetadata, PartitionMetadata};
-use crate::broker::{
+use crate::history::{
     BrokerId, ClusterEvent, ClusterEventKind, DeletionReason, ElectionKind, FenceReason,
     TruncationReason,
 };

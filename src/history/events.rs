@@ -1,7 +1,16 @@
-//! The cluster's event log: what the cluster did to topics and logs, as data that tests and checkers read
-//! (`Cluster::events`). Not log lines: tracing output is for people, this is for assertions.
+//! The vocabulary of the cluster's event log: what a cluster did to topics and logs, as data that tests and
+//! checkers read (`Cluster::events`, the local watch). Not log lines: tracing output is for people, this is for
+//! assertions. The history records these events; the brokers and the local watch write them.
 
-use super::BrokerId;
+/// A broker's `node.id`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct BrokerId(pub i32);
+
+impl std::fmt::Display for BrokerId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
 
 /// One thing the cluster did, stamped with the cluster clock.
 #[derive(Clone, Debug, PartialEq, Eq)]
