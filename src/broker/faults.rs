@@ -9,8 +9,9 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use super::api::BrokerContext;
 use super::replication::{self, Isolation, Process};
-use super::server::{self, BrokerContext};
+use super::server;
 use super::state::ClusterCore;
 use super::{controller, BrokerId, Cluster, RunningBroker, Server};
 use crate::clock::{ClockError, Timer};

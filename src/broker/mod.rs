@@ -132,8 +132,8 @@ pub use faults::{FaultError, PartitionView};
 pub use replication::{Isolation, MetadataMode};
 pub use state::{NewTopic, TopicError, MAX_PARTITIONS};
 
+use api::BrokerContext;
 use config::BrokerDefaults;
-use server::BrokerContext;
 use state::{BrokerInfo, ClusterCore};
 
 /// Decodes one request frame (without its length prefix) exactly as a broker does before handling it; true when it
