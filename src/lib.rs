@@ -54,6 +54,7 @@ pub mod broker;
 pub mod campaign;
 pub mod cdc;
 pub mod check;
+pub mod cli;
 pub mod clock;
 pub mod history;
 pub mod kafka;

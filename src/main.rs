@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use openmrs_etl_harness::broker::up::{self, UpArgs};
 use openmrs_etl_harness::campaign;
+use openmrs_etl_harness::cli::up::{self, UpArgs};
 use openmrs_etl_harness::run::RunOptions;
 use openmrs_etl_harness::scenario::{Backend, Scenario};
 use openmrs_etl_harness::workload::{sql, Generator, WorkloadSpec};

@@ -122,7 +122,6 @@ mod producer_state;
 mod replication;
 mod server;
 mod state;
-pub mod up;
 
 /// A broker's id is part of the event vocabulary the history owns; the broker API names brokers by it.
 pub use crate::history::BrokerId;

@@ -60,7 +60,6 @@ pub mod prerequisites;
 pub mod process;
 pub mod provision;
 mod proxy;
-pub mod up;
 mod watch;
 mod zookeeper;
 

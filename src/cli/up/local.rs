@@ -8,8 +8,10 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 
-use super::{ConnectorFlavour, DebeziumConnector, LocalTopology, LocalTopologyOptions};
 use crate::scenario::{Coordination, Scenario, TopicPlan};
+use crate::topology::local::{
+    ConnectorFlavour, DebeziumConnector, LocalTopology, LocalTopologyOptions, CONTROLLER_NODE_ID,
+};
 
 /// How long topic creation and the connector's start may take.
 const SETUP_TIMEOUT: Duration = Duration::from_secs(120);
@@ -54,7 +56,7 @@ pub async fn serve(
                 || "controller unknown".to_string(),
                 |id| format!("controller {id}"),
             ),
-        Coordination::Kraft => format!("KRaft controller node {}", super::CONTROLLER_NODE_ID),
+        Coordination::Kraft => format!("KRaft controller node {}", CONTROLLER_NODE_ID),
     };
 
     println!("mariadb: {}", topology.mariadb().url());

@@ -1,12 +1,14 @@
 //! `etl-harness up`: start an embedded cluster in real time (or, with `--backend local`, the real services; see
-//! [`crate::topology::local::up`]), print its bootstrap servers and a ready line, and serve until Ctrl-C, so people
+//! `up/local.rs`), print its bootstrap servers and a ready line, and serve until Ctrl-C, so people
 //! can point kcat or their own code at it.
 
 use std::path::PathBuf;
 
 use anyhow::Context as _;
 
-use super::{Cluster, NewTopic};
+use crate::broker::{Cluster, NewTopic};
+
+mod local;
 
 /// Arguments of `etl-harness up`.
 #[derive(clap::Args, Debug, Clone)]
@@ -117,7 +119,7 @@ async fn serve_local(args: UpArgs) -> anyhow::Result<()> {
         .map(|n| u32::try_from(n).context("--brokers is too large"))
         .transpose()?;
     let interrupted = interrupt()?;
-    crate::topology::local::up::serve(brokers, args.scenario.as_deref(), interrupted).await
+    local::serve(brokers, args.scenario.as_deref(), interrupted).await
 }
 
 /// A future that completes on Ctrl-C (SIGINT); the handler is installed before this returns.
