@@ -7,7 +7,7 @@
 //! concatenate several batches into one response). Every change that removes data reports a [`ClusterEventKind`].
 //!
 //! With a log directory, a [`DiskLog`] follows every change (append, replica append, roll, segment deletion,
-//! compaction, truncation, reset, log start offset); see `disk.rs` for the files and the recovery rule.
+//! compaction, truncation, reset, log start offset); see `disk/` for the files and the recovery rule.
 
 use std::collections::{HashMap, VecDeque};
 

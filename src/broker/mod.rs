@@ -98,7 +98,7 @@
 //! [`StorageError::CorruptSegment`], naming the file, the byte position and the offset. A missing replica
 //! directory is an empty replica that catches up. The leader after a restart is the replica with the latest epoch
 //! and longest log; the ISR is the replicas that match it. Nothing is fsynced; [`Cluster::flush`] hands buffered
-//! writes to the operating system. Details: `disk.rs`.
+//! writes to the operating system. Details: `disk/`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

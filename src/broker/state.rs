@@ -647,7 +647,7 @@ impl ClusterCore {
     }
 }
 
-/// One partition read back from the log directory (the recovery rules are in `disk.rs`):
+/// One partition read back from the log directory (the recovery rules are in `disk/mod.rs`):
 /// - every replica comes from its broker's directory, with its epoch cache and its checkpointed high watermark;
 /// - the leader is the replica with the latest leader epoch and, among those, the longest log (the first in
 ///   assignment order on a tie): every record the ISR had committed is in it, whatever the metadata kept;
