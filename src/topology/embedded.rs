@@ -12,11 +12,11 @@ use std::time::Duration;
 use super::capture::embedded::EmbeddedCapture;
 use super::{Endpoints, Topology};
 use crate::broker::{
-    BrokerId, Cluster, ClusterError, ClusterEvent, FaultError, Isolation, MetadataMode, NewTopic,
+    BrokerId, Cluster, ClusterError, FaultError, Isolation, MetadataMode, NewTopic,
 };
 use crate::cdc;
 use crate::clock::Clock;
-use crate::history::Recorder;
+use crate::history::{ClusterEvent, Recorder};
 use crate::run::RunError;
 use crate::scenario::{ClockMode, Coordination, Fault, FaultAction, Scenario};
 

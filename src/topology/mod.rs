@@ -23,9 +23,8 @@ pub mod local;
 use std::time::Duration;
 
 use crate::broker::BrokerId;
-use crate::broker::ClusterEvent;
 use crate::clock::Clock;
-use crate::history::Recorder;
+use crate::history::{ClusterEvent, Recorder};
 use crate::run::{RunError, RunOptions, RunOutcome, Session};
 use crate::scenario::{Backend, Fault, FaultAction, Scenario};
 

@@ -39,9 +39,9 @@ use super::{
     ClusterWatch, ConnectRest, ConnectorFlavour, DebeziumConnector, LocalError, LocalTopology,
     LocalTopologyOptions,
 };
-use crate::broker::{BrokerId, ClusterEvent, Isolation};
+use crate::broker::{BrokerId, Isolation};
 use crate::clock::Clock;
-use crate::history::Recorder;
+use crate::history::{ClusterEvent, Recorder};
 use crate::pipeline::sink::DEFAULT_SINK_SCHEMA;
 use crate::run::{RunError, Session};
 use crate::scenario::{Coordination, Fault, FaultAction, Scenario};
