@@ -14,7 +14,7 @@ use openmrs_etl_harness::broker::{Cluster, NewTopic};
 use openmrs_etl_harness::cdc::{schema_topics, Capture, CaptureConfig, CaptureProgress};
 use openmrs_etl_harness::clock::Clock;
 use openmrs_etl_harness::history::{ChangeId, ChangeOp, ProduceOutcome, Recorder};
-use openmrs_etl_harness::kafka::ProducerConfig;
+use openmrs_etl_harness::client::ProducerConfig;
 use openmrs_etl_harness::scenario::{Acks, Connector};
 use openmrs_etl_harness::source::MemorySource;
 use openmrs_etl_harness::workload::generator::{ChangeKind, Operation, Phase, RowChange};

@@ -25,7 +25,7 @@ use kafka_protocol::records::{
 };
 use openmrs_etl_harness::broker::{BrokerId, Cluster, NewTopic};
 use openmrs_etl_harness::clock::Clock;
-use openmrs_etl_harness::kafka::{Producer, ProducerConfig, Record as ProducerRecord};
+use openmrs_etl_harness::client::{Producer, ProducerConfig, Record as ProducerRecord};
 use openmrs_etl_harness::scenario::Acks;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};

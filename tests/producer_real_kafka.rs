@@ -7,7 +7,7 @@ mod common;
 
 use std::time::Duration;
 
-use openmrs_etl_harness::kafka::{partition_for_key, Producer, ProducerConfig, Record};
+use openmrs_etl_harness::client::{partition_for_key, Producer, ProducerConfig, Record};
 use openmrs_etl_harness::scenario::{Acks, Compression};
 use rskafka::client::partition::UnknownTopicHandling;
 

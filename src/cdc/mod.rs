@@ -33,7 +33,7 @@ use crate::clock::Clock;
 use crate::history::{
     ChangeId, ChangeOp, ChangeRecord, Commit, ProduceOutcome, Produced, Recorder,
 };
-use crate::kafka::{Delivery, ProduceError, Producer, ProducerConfig, Record};
+use crate::client::{Delivery, ProduceError, Producer, ProducerConfig, Record};
 use crate::scenario::{Connector, Scenario};
 use crate::source::{BinlogTxn, MemorySource, SourceSnapshot};
 use crate::workload::schema::{self, TableDef};

@@ -90,7 +90,7 @@ use crate::broker::{
 };
 
 use crate::clock::Clock;
-use crate::kafka::wire::BrokerConnection;
+use crate::client::wire::BrokerConnection;
 
 /// How often the watch polls by default.
 pub const DEFAULT_INTERVAL: Duration = Duration::from_millis(250);

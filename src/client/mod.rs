@@ -8,7 +8,7 @@
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
-//! use openmrs_etl_harness::kafka::{Producer, ProducerConfig, Record};
+//! use openmrs_etl_harness::client::{Producer, ProducerConfig, Record};
 //! let producer = Producer::connect("127.0.0.1:9092", ProducerConfig::default()).await?;
 //! let ack = producer.send(Record::new("encounters", "value").key("patient-1")).await.await?;
 //! println!("partition {} offset {}", ack.partition, ack.offset);
