@@ -28,5 +28,7 @@ mod producer;
 pub(crate) mod wire;
 
 pub use partitioner::{murmur2, partition_for_key};
-pub use producer::{Ack, Delivery, ProduceError, Producer, ProducerConfig, Record};
+pub use producer::{
+    Ack, Acks, Compression, Delivery, ProduceError, Producer, ProducerConfig, Record,
+};
 pub use wire::WireError;

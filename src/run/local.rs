@@ -39,7 +39,7 @@ use crate::history::{
 use crate::nemesis::{LocalTargets, Nemesis};
 use crate::pipeline::flat;
 use crate::pipeline::sink::{MemorySink, MySqlSink, Sink as _, DEFAULT_SINK_SCHEMA};
-use crate::pipeline::{Pipeline, PipelineConfig};
+use crate::pipeline::Pipeline;
 use crate::scenario::{Coordination, Scenario, Sink as SinkKind};
 use crate::source::MySqlSource;
 use crate::topology::local::{
@@ -256,7 +256,7 @@ async fn drive(
     topology.start_connector(connector, CONNECTOR_READY).await?;
     phase("connector running");
 
-    let config = PipelineConfig::from_scenario(scenario, topology.bootstrap_servers());
+    let config = super::configure::pipeline(scenario, topology.bootstrap_servers());
     let (pipeline, sink) = match scenario.pipeline.sink {
         SinkKind::Memory => {
             let sink = Arc::new(MemorySink::new());
@@ -368,7 +368,7 @@ impl LogObserver {
         bootstrap: &str,
         clock: &Clock,
     ) -> Result<LogObserver, RunError> {
-        let mut config = PipelineConfig::from_scenario(scenario, bootstrap);
+        let mut config = super::configure::pipeline(scenario, bootstrap);
         config.consumers = 1;
         let recorder = Recorder::new(scenario.seed);
         let pipeline = Pipeline::start(

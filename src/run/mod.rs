@@ -16,6 +16,7 @@
 //! same as in real time. During quiesce the virtual clock advances with real time, so clock-driven work
 //! (heartbeats, ISR checks, retention) goes on while the pipeline catches up.
 
+mod configure;
 pub mod diff;
 mod local;
 
@@ -28,14 +29,14 @@ use std::time::{Duration, Instant};
 use tokio::sync::Mutex;
 
 use crate::broker::{Cluster, ClusterError, MetadataMode, NewTopic};
-use crate::cdc::{self, Capture, CaptureConfig, CdcError};
+use crate::cdc::{self, Capture, CdcError};
 use crate::check::{self, Analysis, FinalStates, Liveness};
 use crate::clock::Clock;
 use crate::history::{History, Recorder};
 use crate::nemesis::{Nemesis, NemesisError, Targets};
 use crate::pipeline::flat;
 use crate::pipeline::sink::MemorySink;
-use crate::pipeline::{Pipeline, PipelineConfig, PipelineError};
+use crate::pipeline::{Pipeline, PipelineError};
 use crate::report::{Report, RunInfo, RunMode};
 use crate::scenario::{Backend, ClockMode, Coordination, Scenario};
 use crate::source::{MemorySource, Source, SourceError};
@@ -192,7 +193,7 @@ async fn drive(
         source.load(&op)?;
     }
 
-    let mut capture_config = CaptureConfig::from_scenario(scenario, bootstrap.clone());
+    let mut capture_config = configure::capture(scenario, bootstrap.clone());
     if scenario.topology.deterministic {
         // One request in flight and no linger: a batch holds what one transaction put on a partition, whatever
         // the machine's speed, and retries cannot reorder.
@@ -208,7 +209,7 @@ async fn drive(
     .await?;
     let sink = Arc::new(MemorySink::new());
     let pipeline = Pipeline::start(
-        PipelineConfig::from_scenario(scenario, bootstrap.clone()),
+        configure::pipeline(scenario, bootstrap.clone()),
         sink.clone(),
         recorder.clone(),
         clock.clone(),

@@ -1,10 +1,42 @@
-//! The producer's settings: the Java producer's names and Kafka 3.9 defaults, and the Java client's rules for
-//! combining them.
+//! The producer's settings: the Java producer's names and Kafka 3.9 defaults, the acks and compression it
+//! offers, and the Java client's rules for combining them. The client's own types: a scenario's settings map onto
+//! them in `run::configure`.
 
 use std::time::Duration;
 
 use super::ProduceError;
-use crate::scenario::{self, Acks, Compression};
+
+/// Producer acknowledgements (`acks`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Acks {
+    /// `acks=0`: the broker does not answer.
+    None,
+    /// `acks=1`: the leader has appended.
+    Leader,
+    /// `acks=all` (-1): every in-sync replica has appended.
+    All,
+}
+
+impl Acks {
+    /// The value on the wire (`acks` of ProduceRequest).
+    pub fn wire(self) -> i16 {
+        match self {
+            Acks::None => 0,
+            Acks::Leader => 1,
+            Acks::All => -1,
+        }
+    }
+}
+
+/// `compression.type` of the record batches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    None,
+    Gzip,
+    Snappy,
+    Lz4,
+    Zstd,
+}
 
 /// The Java producer's settings this producer honours (Kafka 3.9 defaults).
 #[derive(Debug, Clone)]
@@ -37,22 +69,17 @@ pub struct ProducerConfig {
 }
 
 impl Default for ProducerConfig {
+    /// The Java producer's defaults in Kafka 3.9.
     fn default() -> ProducerConfig {
-        ProducerConfig::from(&scenario::Producer::default())
-    }
-}
-
-impl From<&scenario::Producer> for ProducerConfig {
-    fn from(p: &scenario::Producer) -> ProducerConfig {
         ProducerConfig {
-            acks: p.acks,
-            linger: Duration::from_millis(p.linger.0),
-            batch_size: usize::try_from(p.batch_size.0).unwrap_or(0),
-            retries: p.retries,
-            max_in_flight: p.max_in_flight as usize,
-            idempotence: p.idempotence,
-            compression: p.compression,
-            delivery_timeout: Duration::from_millis(p.delivery_timeout.0),
+            acks: Acks::All,
+            linger: Duration::ZERO,
+            batch_size: 16 * 1024,
+            retries: i32::MAX as u32,
+            max_in_flight: 5,
+            idempotence: true,
+            compression: Compression::None,
+            delivery_timeout: Duration::from_millis(120_000),
             request_timeout: Duration::from_secs(30),
             retry_backoff: Duration::from_millis(100),
             max_block: Duration::from_secs(60),

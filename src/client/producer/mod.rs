@@ -30,7 +30,7 @@ use super::wire::{BrokerConnection, WireError};
 use accumulator::{PartitionQueue, TopicPartition};
 use sender::{run_sender, Metadata};
 
-pub use config::ProducerConfig;
+pub use config::{Acks, Compression, ProducerConfig};
 
 /// One record to produce.
 #[derive(Debug, Clone, Default)]

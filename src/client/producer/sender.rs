@@ -18,9 +18,8 @@ use kafka_protocol::records::{
 };
 
 use super::accumulator::{drain, Batch, Drained};
-use super::{Ack, ProduceError, Shared};
+use super::{Ack, Acks, Compression, ProduceError, Shared};
 use crate::client::wire::{BrokerConnection, PendingCall, WireError};
-use crate::scenario::{Acks, Compression};
 
 /// Versions this producer speaks; the highest one the broker also speaks is used.
 const PRODUCE_VERSIONS: (i16, i16) = (3, 11);
