@@ -49,6 +49,7 @@
 //! Connect worker.
 
 mod admin;
+mod backend;
 mod connect;
 mod debezium;
 mod error;
@@ -74,6 +75,7 @@ use process::ServiceCommand;
 use proxy::{Link, NetworkFaults, Proxy};
 
 pub use admin::{ClusterMetadata, PartitionMetadata};
+pub use backend::{LocalBackend, LocalSession};
 pub use connect::{ConnectRest, ConnectorStatus, WorkerState, CONNECT_GROUP_ID};
 pub use debezium::{producer_configs, ConnectorFlavour, DebeziumConnector};
 pub use error::LocalError;
