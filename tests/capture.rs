@@ -12,10 +12,10 @@ use std::time::Duration;
 
 use openmrs_etl_harness::broker::{Cluster, NewTopic};
 use openmrs_etl_harness::cdc::{schema_topics, Capture, CaptureConfig, CaptureProgress};
+use openmrs_etl_harness::client::{Acks, ProducerConfig};
 use openmrs_etl_harness::clock::Clock;
 use openmrs_etl_harness::history::{ChangeId, ChangeOp, ProduceOutcome, Recorder};
-use openmrs_etl_harness::kafka::ProducerConfig;
-use openmrs_etl_harness::scenario::{Acks, Connector};
+use openmrs_etl_harness::scenario::Connector;
 use openmrs_etl_harness::source::MemorySource;
 use openmrs_etl_harness::workload::generator::{ChangeKind, Operation, Phase, RowChange};
 use openmrs_etl_harness::workload::schema::{self, SqlType, TableDef};

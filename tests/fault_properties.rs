@@ -25,7 +25,7 @@ use openmrs_etl_harness::scenario::{Acks, FaultAction, FaultTarget, Scenario};
 /// One campaign at a time: each case is a whole run with real-time timeouts, and on two cores the two campaigns
 /// would mostly measure each other. (A safe case that once missed its quiesce bound in CI, seed 603549, was not
 /// starvation but a client bug the load made likelier: requests written on a producer connection that was then
-/// dropped waited out their 60 s timeout; see `kafka::wire`.)
+/// dropped waited out their 60 s timeout; see `client::wire`.)
 static CAMPAIGN: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn one_campaign_at_a_time() -> std::sync::MutexGuard<'static, ()> {

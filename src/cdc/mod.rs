@@ -29,12 +29,12 @@ use bytes::Bytes;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
+use crate::client::{Delivery, ProduceError, Producer, ProducerConfig, Record};
 use crate::clock::Clock;
 use crate::history::{
     ChangeId, ChangeOp, ChangeRecord, Commit, ProduceOutcome, Produced, Recorder,
 };
-use crate::kafka::{Delivery, ProduceError, Producer, ProducerConfig, Record};
-use crate::scenario::{Connector, Scenario};
+use crate::scenario::Connector;
 use crate::source::{BinlogTxn, MemorySource, SourceSnapshot};
 use crate::workload::schema::{self, TableDef};
 
@@ -130,23 +130,6 @@ pub struct CaptureConfig {
     pub bootstrap: String,
     /// The Connect worker's producer settings (`producer.override.*`).
     pub producer: ProducerConfig,
-}
-
-impl CaptureConfig {
-    /// The capture a scenario describes, producing to `bootstrap`.
-    pub fn from_scenario(scenario: &Scenario, bootstrap: impl Into<String>) -> CaptureConfig {
-        CaptureConfig {
-            connector: scenario.capture.connector,
-            prefix: scenario.topics.prefix.clone(),
-            database: scenario.topics.database.clone(),
-            include_schema_changes: scenario.capture.include_schema_changes,
-            bootstrap: bootstrap.into(),
-            producer: ProducerConfig {
-                client_id: "connector-producer-openmrs-connector-0".into(),
-                ..ProducerConfig::from(&scenario.producer)
-            },
-        }
-    }
 }
 
 /// The two topics the capture writes besides the change topics, which the runner creates with 1 partition

@@ -7,13 +7,13 @@ use std::time::{Duration, Instant};
 use tokio::sync::Mutex;
 
 use super::host::Host;
-use super::{judge, pace, quiesce, RunError, RunOptions, RunOutcome};
+use super::{configure, judge, pace, quiesce, RunError, RunOptions, RunOutcome};
 use crate::check::FinalStates;
 use crate::history::Recorder;
 use crate::nemesis::Nemesis;
 use crate::pipeline::flat::{self, FlatTable};
 use crate::pipeline::sink::{MemorySink, MySqlSink, Sink as _, DEFAULT_SINK_SCHEMA};
-use crate::pipeline::{Pipeline, PipelineConfig};
+use crate::pipeline::Pipeline;
 use crate::scenario::{Scenario, Sink as SinkKind};
 use crate::source::Source;
 use crate::topology::capture::Capture;
@@ -48,7 +48,7 @@ pub(crate) async fn drive<T: Topology>(
     capture.start(scenario, &recorder).await?;
     phase("capture started");
 
-    let config = PipelineConfig::from_scenario(scenario, endpoints.bootstrap_servers.clone());
+    let config = configure::pipeline(scenario, endpoints.bootstrap_servers.clone());
     let (pipeline, sink) = match scenario.pipeline.sink {
         SinkKind::Memory => {
             let sink = Arc::new(MemorySink::new());

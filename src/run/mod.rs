@@ -19,6 +19,7 @@
 //! Modules: [`configure`] maps a scenario to each component's config; [`session`] keeps one topology for several
 //! runs; [`diff`] runs one scenario on several backends and compares verdicts.
 
+pub(crate) mod configure;
 pub mod diff;
 mod drive;
 mod host;

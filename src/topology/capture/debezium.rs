@@ -37,8 +37,8 @@ use crate::history::{
 };
 use crate::pipeline::flat::RowImages;
 use crate::pipeline::sink::MemorySink;
-use crate::pipeline::{Pipeline, PipelineConfig};
-use crate::run::RunError;
+use crate::pipeline::Pipeline;
+use crate::run::{configure, RunError};
 use crate::scenario::{FaultAction, Scenario};
 use crate::source::{MySqlSource, SourceError};
 use crate::topology::local::{ConnectRest, DebeziumConnector, LocalError};
@@ -359,7 +359,7 @@ impl LogObserver {
         bootstrap: &str,
         clock: &Clock,
     ) -> Result<LogObserver, RunError> {
-        let mut config = PipelineConfig::from_scenario(scenario, bootstrap);
+        let mut config = configure::pipeline(scenario, bootstrap);
         config.consumers = 1;
         let recorder = Recorder::new(scenario.seed);
         let pipeline = Pipeline::start(

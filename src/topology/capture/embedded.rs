@@ -11,11 +11,11 @@ use std::time::Duration;
 use tokio::sync::Mutex;
 
 use super::{Capture, CaptureMark, Delivery};
-use crate::cdc::{self, CaptureConfig};
+use crate::cdc;
 use crate::clock::Clock;
 use crate::history::{Produced, Recorder};
 use crate::pipeline::flat::RowImages;
-use crate::run::RunError;
+use crate::run::{configure, RunError};
 use crate::scenario::{FaultAction, Scenario};
 use crate::source::{MemorySource, SourceError};
 use crate::workload::Operation;
@@ -60,7 +60,7 @@ impl Capture for EmbeddedCapture {
     }
 
     async fn start(&mut self, scenario: &Scenario, recorder: &Recorder) -> Result<(), RunError> {
-        let mut config = CaptureConfig::from_scenario(scenario, self.bootstrap.clone());
+        let mut config = configure::capture(scenario, self.bootstrap.clone());
         if scenario.topology.deterministic {
             // One request in flight and no linger: a batch holds what one transaction put on a partition,
             // whatever the machine's speed, and retries cannot reorder.

@@ -89,8 +89,8 @@ use crate::history::{
     TruncationReason,
 };
 
+use crate::client::wire::BrokerConnection;
 use crate::clock::Clock;
-use crate::kafka::wire::BrokerConnection;
 
 /// How often the watch polls by default.
 pub const DEFAULT_INTERVAL: Duration = Duration::from_millis(250);

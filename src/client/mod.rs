@@ -8,7 +8,7 @@
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
-//! use openmrs_etl_harness::kafka::{Producer, ProducerConfig, Record};
+//! use openmrs_etl_harness::client::{Producer, ProducerConfig, Record};
 //! let producer = Producer::connect("127.0.0.1:9092", ProducerConfig::default()).await?;
 //! let ack = producer.send(Record::new("encounters", "value").key("patient-1")).await.await?;
 //! println!("partition {} offset {}", ack.partition, ack.offset);
@@ -28,5 +28,7 @@ mod producer;
 pub(crate) mod wire;
 
 pub use partitioner::{murmur2, partition_for_key};
-pub use producer::{Ack, Delivery, ProduceError, Producer, ProducerConfig, Record};
+pub use producer::{
+    Ack, Acks, Compression, Delivery, ProduceError, Producer, ProducerConfig, Record,
+};
 pub use wire::WireError;
