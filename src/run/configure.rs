@@ -43,18 +43,25 @@ fn compression(compression: scenario::Compression) -> client::Compression {
     }
 }
 
-/// The capture a scenario describes, producing to `bootstrap`.
+/// The capture a scenario describes, producing to `bootstrap`. Deterministic mode sends one request at a time
+/// without linger: a batch holds what one transaction put on a partition, whatever the machine's speed, and
+/// retries cannot reorder.
 pub(crate) fn capture(scenario: &Scenario, bootstrap: impl Into<String>) -> CaptureConfig {
+    let mut producer = ProducerConfig {
+        client_id: "connector-producer-openmrs-connector-0".into(),
+        ..producer(scenario)
+    };
+    if scenario.topology.deterministic {
+        producer.max_in_flight = 1;
+        producer.linger = Duration::ZERO;
+    }
     CaptureConfig {
         connector: scenario.capture.connector,
         prefix: scenario.topics.prefix.clone(),
         database: scenario.topics.database.clone(),
         include_schema_changes: scenario.capture.include_schema_changes,
         bootstrap: bootstrap.into(),
-        producer: ProducerConfig {
-            client_id: "connector-producer-openmrs-connector-0".into(),
-            ..producer(scenario)
-        },
+        producer,
     }
 }
 

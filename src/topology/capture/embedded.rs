@@ -60,13 +60,7 @@ impl Capture for EmbeddedCapture {
     }
 
     async fn start(&mut self, scenario: &Scenario, recorder: &Recorder) -> Result<(), RunError> {
-        let mut config = configure::capture(scenario, self.bootstrap.clone());
-        if scenario.topology.deterministic {
-            // One request in flight and no linger: a batch holds what one transaction put on a partition,
-            // whatever the machine's speed, and retries cannot reorder.
-            config.producer.max_in_flight = 1;
-            config.producer.linger = Duration::ZERO;
-        }
+        let config = configure::capture(scenario, self.bootstrap.clone());
         let capture = cdc::Capture::start(
             self.source.clone(),
             config,
