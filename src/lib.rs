@@ -51,10 +51,10 @@
 //! machine (guarded by an insta snapshot of the first operations).
 
 pub mod broker;
-pub mod campaign;
 pub mod cdc;
 pub mod check;
 pub mod clock;
+pub mod fuzz_faults;
 pub mod history;
 pub mod kafka;
 pub mod nemesis;

@@ -1,4 +1,4 @@
-//! Fault campaigns: property tests over fault schedules, shrunk to a scenario file.
+//! What `etl-harness fuzz-faults` runs: property tests over fault schedules, shrunk to a scenario file.
 //!
 //! The property is the one the harness exists for: whatever faults a schedule throws at a safely configured
 //! pipeline (acks=all, replication factor 3, min ISR 2, clean election, idempotence), no change is lost, none is
