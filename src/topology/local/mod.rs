@@ -49,6 +49,7 @@
 //! Connect worker.
 
 mod admin;
+mod backend;
 mod brokers;
 mod connect;
 mod debezium;
@@ -80,6 +81,7 @@ use restartable::{RestartableService, BROKER_STOP_GRACE, CONNECT_STOP_GRACE};
 use side_topics::side_topic_plans;
 
 pub use admin::{ClusterMetadata, PartitionMetadata};
+pub use backend::{LocalBackend, LocalSession};
 pub use connect::{ConnectRest, ConnectorStatus, WorkerState, CONNECT_GROUP_ID};
 pub use debezium::{producer_configs, ConnectorFlavour, DebeziumConnector};
 pub use error::LocalError;
