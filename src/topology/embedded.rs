@@ -117,8 +117,8 @@ impl Topology for EmbeddedTopology {
         }
     }
 
-    async fn capture<'a>(
-        &'a self,
+    async fn capture(
+        &self,
         scenario: &Scenario,
         recorder: &Recorder,
     ) -> Result<EmbeddedCapture, RunError> {
