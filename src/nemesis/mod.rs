@@ -58,14 +58,11 @@ pub enum NemesisError {
     Clock(String),
 }
 
-/// A running topology the nemesis can act on: the run driver's view of a backend ([`crate::topology::Topology`])
-/// with its capture plug and the pipeline. Errors are the text recorded in the history.
-pub(crate) trait FaultHost {
-    fn clock(&self) -> &Clock;
-    /// The clock's time (ms since the epoch) when the stream started.
-    fn stream_start_ms(&self) -> i64;
-    /// The ETL consumers (the same pipeline on every backend).
-    fn pipeline(&self) -> &Mutex<Pipeline>;
+/// A cluster's brokers as the nemesis acts on them: roles resolved from what the cluster says now, and the
+/// broker faults. Every backend implements it ([`crate::topology::Topology`] requires it). Errors are the text
+/// recorded in the history.
+#[allow(async_fn_in_trait)]
+pub trait BrokerFaults {
     /// A partition's leader (`None` while it has none) and in-sync replicas, as the cluster says now.
     async fn partition_roles(
         &self,
@@ -83,6 +80,16 @@ pub(crate) trait FaultHost {
     ) -> Result<(), String>;
     /// Undoes a stop, kill or crash: starts the broker again unless it already runs.
     async fn restore_broker(&self, broker: BrokerId) -> Result<(), String>;
+}
+
+/// A running run the nemesis can act on: the brokers ([`BrokerFaults`]), the change capture and the pipeline's
+/// consumers (the run driver's `run::Host`). Errors are the text recorded in the history.
+pub(crate) trait FaultHost: BrokerFaults {
+    fn clock(&self) -> &Clock;
+    /// The clock's time (ms since the epoch) when the stream started.
+    fn stream_start_ms(&self) -> i64;
+    /// The ETL consumers (the same pipeline on every backend).
+    fn pipeline(&self) -> &Mutex<Pipeline>;
     /// Applies a fault to the change capture (the embedded capture, or Debezium in its Connect worker).
     async fn connector_fault(&self, action: FaultAction) -> Result<(), String>;
     /// Why the capture stopped on its own, if it did (a send not acknowledged fails a Connect task).

@@ -6,7 +6,7 @@ use tokio::sync::Mutex;
 
 use crate::broker::BrokerId;
 use crate::clock::Clock;
-use crate::nemesis::FaultHost;
+use crate::nemesis::{BrokerFaults, FaultHost};
 use crate::pipeline::Pipeline;
 use crate::scenario::FaultAction;
 use crate::topology::capture::Capture;
@@ -22,19 +22,7 @@ pub(crate) struct Host<'a, T: Topology, C: Capture> {
     pub(crate) stream_start_ms: i64,
 }
 
-impl<T: Topology, C: Capture> FaultHost for Host<'_, T, C> {
-    fn clock(&self) -> &Clock {
-        self.clock
-    }
-
-    fn stream_start_ms(&self) -> i64 {
-        self.stream_start_ms
-    }
-
-    fn pipeline(&self) -> &Mutex<Pipeline> {
-        self.pipeline
-    }
-
+impl<T: Topology, C: Capture> BrokerFaults for Host<'_, T, C> {
     async fn partition_roles(
         &self,
         topic: &str,
@@ -58,6 +46,20 @@ impl<T: Topology, C: Capture> FaultHost for Host<'_, T, C> {
 
     async fn restore_broker(&self, broker: BrokerId) -> Result<(), String> {
         self.topology.restore_broker(broker).await
+    }
+}
+
+impl<T: Topology, C: Capture> FaultHost for Host<'_, T, C> {
+    fn clock(&self) -> &Clock {
+        self.clock
+    }
+
+    fn stream_start_ms(&self) -> i64 {
+        self.stream_start_ms
+    }
+
+    fn pipeline(&self) -> &Mutex<Pipeline> {
+        self.pipeline
     }
 
     async fn connector_fault(&self, action: FaultAction) -> Result<(), String> {

@@ -17,6 +17,7 @@ use crate::broker::{
 use crate::cdc;
 use crate::clock::Clock;
 use crate::history::{ClusterEvent, Recorder};
+use crate::nemesis::BrokerFaults;
 use crate::run::RunError;
 use crate::scenario::{ClockMode, Coordination, Fault, FaultAction, Scenario};
 
@@ -130,6 +131,32 @@ impl Topology for EmbeddedTopology {
         ))
     }
 
+    fn high_watermark(&self, topic: &str, partition: i32) -> Option<i64> {
+        Some(self.cluster.partition(topic, partition)?.high_watermark)
+    }
+
+    fn replication_idle(&self) -> bool {
+        self.cluster.replication_idle()
+    }
+
+    fn replication_fingerprint(&self) -> u64 {
+        self.cluster.replication_fingerprint()
+    }
+
+    async fn cluster_events(&mut self) -> Vec<ClusterEvent> {
+        self.cluster.events()
+    }
+
+    async fn failure_hint(&self) -> Option<String> {
+        None
+    }
+
+    async fn shutdown(self) {
+        self.cluster.shutdown().await;
+    }
+}
+
+impl BrokerFaults for EmbeddedTopology {
     async fn partition_roles(
         &self,
         topic: &str,
@@ -175,30 +202,6 @@ impl Topology for EmbeddedTopology {
             Err(FaultError::AlreadyRunning(_)) => Ok(()),
             Err(e) => Err(e.to_string()),
         }
-    }
-
-    fn high_watermark(&self, topic: &str, partition: i32) -> Option<i64> {
-        Some(self.cluster.partition(topic, partition)?.high_watermark)
-    }
-
-    fn replication_idle(&self) -> bool {
-        self.cluster.replication_idle()
-    }
-
-    fn replication_fingerprint(&self) -> u64 {
-        self.cluster.replication_fingerprint()
-    }
-
-    async fn cluster_events(&mut self) -> Vec<ClusterEvent> {
-        self.cluster.events()
-    }
-
-    async fn failure_hint(&self) -> Option<String> {
-        None
-    }
-
-    async fn shutdown(self) {
-        self.cluster.shutdown().await;
     }
 }
 

@@ -20,13 +20,11 @@ pub mod capture;
 pub mod embedded;
 pub mod local;
 
-use std::time::Duration;
-
-use crate::broker::BrokerId;
 use crate::clock::Clock;
 use crate::history::{ClusterEvent, Recorder};
+use crate::nemesis::BrokerFaults;
 use crate::run::{RunError, RunOptions, RunOutcome, Session};
-use crate::scenario::{Backend, Fault, FaultAction, Scenario};
+use crate::scenario::{Backend, Fault, Scenario};
 
 /// Where a run's services answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,10 +41,10 @@ pub struct Endpoints {
 ///
 /// The driver calls, in order: [`Topology::start`] (or reuses a topology that [`fits`](Topology::fits)),
 /// [`prepare`](Topology::prepare) once per run, [`capture`](Topology::capture), the fault and probe methods while
-/// the stream runs, [`cluster_events`](Topology::cluster_events) when the run is over, and
+/// the stream runs (its brokers' faults are [`BrokerFaults`]), [`cluster_events`](Topology::cluster_events) when the run is over, and
 /// [`shutdown`](Topology::shutdown) when no run is left.
 #[allow(async_fn_in_trait)]
-pub trait Topology: Sized + Sync {
+pub trait Topology: BrokerFaults + Sized + Sync {
     /// The change capture this backend runs, with the source it reads.
     type Capture<'a>: capture::Capture
     where
@@ -79,28 +77,6 @@ pub trait Topology: Sized + Sync {
         scenario: &Scenario,
         recorder: &Recorder,
     ) -> Result<Self::Capture<'a>, RunError>;
-
-    /// A partition's leader (`None` while it has none) and in-sync replicas, as the cluster says now.
-    async fn partition_roles(
-        &self,
-        topic: &str,
-        partition: i32,
-    ) -> Result<(Option<BrokerId>, Vec<BrokerId>), String>;
-
-    /// The active controller.
-    async fn controller(&self) -> Result<BrokerId, String>;
-
-    /// Applies a broker fault (`latency` is used by [`FaultAction::Latency`] only). Errors are the text the
-    /// history records.
-    async fn broker_fault(
-        &self,
-        action: FaultAction,
-        broker: BrokerId,
-        latency: Duration,
-    ) -> Result<(), String>;
-
-    /// Undoes a stop, kill or crash: starts the broker again unless it already runs.
-    async fn restore_broker(&self, broker: BrokerId) -> Result<(), String>;
 
     /// Quiesce probe: a partition's high watermark as the cluster holds it, where the backend can read it
     /// without a request (deterministic pacing on the embedded cluster); `None` elsewhere.

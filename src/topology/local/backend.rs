@@ -42,6 +42,7 @@ use super::{
 use crate::broker::{BrokerId, Isolation};
 use crate::clock::Clock;
 use crate::history::{ClusterEvent, Recorder};
+use crate::nemesis::BrokerFaults;
 use crate::pipeline::sink::DEFAULT_SINK_SCHEMA;
 use crate::run::{RunError, Session};
 use crate::scenario::{Coordination, Fault, FaultAction, Scenario};
@@ -212,6 +213,44 @@ impl Topology for LocalBackend {
         .await
     }
 
+    /// Not readable without a request: deterministic pacing (a virtual clock, refused here) never asks.
+    fn high_watermark(&self, _topic: &str, _partition: i32) -> Option<i64> {
+        None
+    }
+
+    fn replication_idle(&self) -> bool {
+        true
+    }
+
+    fn replication_fingerprint(&self) -> u64 {
+        0
+    }
+
+    async fn cluster_events(&mut self) -> Vec<ClusterEvent> {
+        match self.watch.take() {
+            Some(watch) => watch.stop().await,
+            None => Vec::new(),
+        }
+    }
+
+    async fn failure_hint(&self) -> Option<String> {
+        Some(format!(
+            "the local run failed; service logs are in {}",
+            self.run_dir().await.display()
+        ))
+    }
+
+    async fn shutdown(self) {
+        if let Some(watch) = self.watch {
+            watch.stop().await;
+        }
+        if let Err(e) = self.topology.into_inner().shutdown().await {
+            tracing::warn!(error = %e, "stopping the local topology");
+        }
+    }
+}
+
+impl BrokerFaults for LocalBackend {
     async fn partition_roles(
         &self,
         topic: &str,
@@ -293,42 +332,6 @@ impl Topology for LocalBackend {
             .restart_broker(b.0)
             .await
             .map_err(|e| e.to_string())
-    }
-
-    /// Not readable without a request: deterministic pacing (a virtual clock, refused here) never asks.
-    fn high_watermark(&self, _topic: &str, _partition: i32) -> Option<i64> {
-        None
-    }
-
-    fn replication_idle(&self) -> bool {
-        true
-    }
-
-    fn replication_fingerprint(&self) -> u64 {
-        0
-    }
-
-    async fn cluster_events(&mut self) -> Vec<ClusterEvent> {
-        match self.watch.take() {
-            Some(watch) => watch.stop().await,
-            None => Vec::new(),
-        }
-    }
-
-    async fn failure_hint(&self) -> Option<String> {
-        Some(format!(
-            "the local run failed; service logs are in {}",
-            self.run_dir().await.display()
-        ))
-    }
-
-    async fn shutdown(self) {
-        if let Some(watch) = self.watch {
-            watch.stop().await;
-        }
-        if let Err(e) = self.topology.into_inner().shutdown().await {
-            tracing::warn!(error = %e, "stopping the local topology");
-        }
     }
 }
 

@@ -9,8 +9,8 @@ use super::super::admin::{self, ClusterMetadata};
 use super::broker_log::{parse_line, LogTail};
 use super::state::WatchState;
 use super::{lock, WatchOptions};
-use crate::history::ClusterEvent;
 use crate::client::wire::BrokerConnection;
+use crate::history::ClusterEvent;
 
 const CLIENT_ID: &str = "etl-harness-watch";
 
