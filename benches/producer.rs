@@ -11,8 +11,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use openmrs_etl_harness::broker::{Cluster, NewTopic};
-use openmrs_etl_harness::kafka::{Producer, ProducerConfig, Record as HarnessRecord};
-use openmrs_etl_harness::scenario::Acks;
+use openmrs_etl_harness::client::{Acks, Producer, ProducerConfig, Record as HarnessRecord};
 use rskafka::client::partition::{Compression, UnknownTopicHandling};
 use rskafka::client::ClientBuilder;
 use rskafka::record::Record;

@@ -51,12 +51,13 @@
 //! machine (guarded by an insta snapshot of the first operations).
 
 pub mod broker;
-pub mod campaign;
 pub mod cdc;
 pub mod check;
+pub mod cli;
+pub mod client;
 pub mod clock;
+pub mod fuzz_faults;
 pub mod history;
-pub mod kafka;
 pub mod model;
 pub mod nemesis;
 pub mod pipeline;

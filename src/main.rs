@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use openmrs_etl_harness::broker::up::{self, UpArgs};
-use openmrs_etl_harness::campaign;
+use openmrs_etl_harness::cli::up::{self, UpArgs};
+use openmrs_etl_harness::fuzz_faults;
 use openmrs_etl_harness::run::RunOptions;
 use openmrs_etl_harness::scenario::{Backend, Scenario};
 use openmrs_etl_harness::workload::{sql, Generator, WorkloadSpec};
@@ -352,7 +352,7 @@ fn fuzz_faults(
     let (base, base_name) = match &scenario {
         Some(file) => (load(file)?, file.display().to_string()),
         None => (
-            campaign::base_scenario(campaign::SAFE_BASE, "<built-in safe base>")
+            fuzz_faults::base_scenario(fuzz_faults::SAFE_BASE, "<built-in safe base>")
                 .map_err(|e| Failure::Setup(format!("the built-in base scenario: {e}")))?,
             "the built-in safe base".to_string(),
         ),
@@ -363,17 +363,17 @@ fn fuzz_faults(
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(1, |d| d.as_nanos() as u64 % 1_000_000_000)
     });
-    let mut config = campaign::CampaignConfig::new(cases, seed, out);
+    let mut config = fuzz_faults::CampaignConfig::new(cases, seed, out);
     config.mix = match mix {
-        Mix::Any => campaign::FaultMix::Any,
-        Mix::LeaderKills => campaign::FaultMix::LeaderKills,
+        Mix::Any => fuzz_faults::FaultMix::Any,
+        Mix::LeaderKills => fuzz_faults::FaultMix::LeaderKills,
     };
     config.max_shrink_runs = max_shrink_runs;
     eprintln!(
         "fuzz-faults: campaign seed {seed}, up to {cases} cases over {base_name} (the same --seed draws the same schedules)"
     );
-    let mut on_progress = |p: &campaign::Progress| match p {
-        campaign::Progress::Case {
+    let mut on_progress = |p: &fuzz_faults::Progress| match p {
+        fuzz_faults::Progress::Case {
             number,
             seed,
             faults,
@@ -384,7 +384,7 @@ fn fuzz_faults(
             if *held { "held" } else { "FAILED" },
             f64::from(*number) / elapsed.as_secs_f64().max(1e-9)
         ),
-        campaign::Progress::Shrink {
+        fuzz_faults::Progress::Shrink {
             attempt,
             faults,
             still_fails,
@@ -393,7 +393,7 @@ fn fuzz_faults(
             if *still_fails { "still fails" } else { "holds" }
         ),
     };
-    let report = campaign::search(&base, &config, &mut on_progress)
+    let report = fuzz_faults::search(&base, &config, &mut on_progress)
         .map_err(|e| Failure::Setup(format!("fuzz-faults (campaign seed {seed}): {e}")))?;
     let rate = format!(
         "{} cases in {:.1} s ({:.2} cases/s)",

@@ -18,11 +18,9 @@ use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::{DescribeConfigsRequest, FetchRequest, TopicName};
 use kafka_protocol::protocol::StrBytes;
-use openmrs_etl_harness::broker::{
-    BrokerId, Cluster, ClusterBuilder, ClusterError, ClusterEventKind, DeletionReason, NewTopic,
-    StorageError, TruncationReason,
-};
+use openmrs_etl_harness::broker::{Cluster, ClusterBuilder, ClusterError, NewTopic, StorageError};
 use openmrs_etl_harness::clock::Clock;
+use openmrs_etl_harness::history::{BrokerId, ClusterEventKind, DeletionReason, TruncationReason};
 use rskafka::client::error::{Error as ClientError, ProtocolError};
 use rskafka::client::partition::{Compression, OffsetAt, PartitionClient};
 use tokio::net::TcpStream;

@@ -7,8 +7,9 @@ mod common;
 use std::time::Duration;
 
 use common::{init_tracing, raw};
-use openmrs_etl_harness::broker::{BrokerId, Cluster, ClusterEventKind, NewTopic};
+use openmrs_etl_harness::broker::{Cluster, NewTopic};
 use openmrs_etl_harness::clock::Clock;
+use openmrs_etl_harness::history::{BrokerId, ClusterEventKind};
 
 const LAG_MAX: Duration = Duration::from_secs(30);
 

@@ -8,11 +8,11 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use common::{bounded, client, init_tracing, partition, raw, read_all, record};
-use openmrs_etl_harness::broker::{
-    BrokerId, Cluster, ClusterEventKind, ElectionKind, FenceReason, Isolation, NewTopic,
-    TruncationReason,
-};
+use openmrs_etl_harness::broker::{Cluster, Isolation, NewTopic};
 use openmrs_etl_harness::clock::Clock;
+use openmrs_etl_harness::history::{
+    BrokerId, ClusterEventKind, ElectionKind, FenceReason, TruncationReason,
+};
 use rskafka::client::partition::Compression;
 
 const NOT_ENOUGH_REPLICAS: i16 = 19;

@@ -6,8 +6,9 @@ mod common;
 use std::time::Duration;
 
 use common::{bounded, client, partition, read_all, record, tombstone};
-use openmrs_etl_harness::broker::{Cluster, ClusterEventKind, DeletionReason, NewTopic};
+use openmrs_etl_harness::broker::{Cluster, NewTopic};
 use openmrs_etl_harness::clock::Clock;
+use openmrs_etl_harness::history::{ClusterEventKind, DeletionReason};
 use rskafka::client::error::{Error as ClientError, ProtocolError};
 use rskafka::client::partition::{Compression, OffsetAt, PartitionClient};
 

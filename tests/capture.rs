@@ -12,13 +12,13 @@ use std::time::Duration;
 
 use openmrs_etl_harness::broker::{Cluster, NewTopic};
 use openmrs_etl_harness::cdc::{schema_topics, Capture, CaptureConfig, CaptureProgress};
+use openmrs_etl_harness::client::{Acks, ProducerConfig};
 use openmrs_etl_harness::clock::Clock;
 use openmrs_etl_harness::history::{ChangeId, ChangeOp, ProduceOutcome, Recorder};
-use openmrs_etl_harness::kafka::ProducerConfig;
 use openmrs_etl_harness::model::schema::{self, SqlType, TableDef};
 use openmrs_etl_harness::model::value::{datetime_ms, days_from_civil};
 use openmrs_etl_harness::model::{OpKind, Row, Value};
-use openmrs_etl_harness::scenario::{Acks, Connector};
+use openmrs_etl_harness::scenario::Connector;
 use openmrs_etl_harness::source::MemorySource;
 use openmrs_etl_harness::workload::operation::{ChangeKind, Operation, Phase, RowChange};
 use openmrs_etl_harness::workload::{Generator, WorkloadSpec};

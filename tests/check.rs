@@ -3,13 +3,11 @@
 //! one corrupted sink row, …) is reported as exactly that anomaly and nothing else; losses are explained by the
 //! event log; the report judges the findings against several `[expect]` settings.
 
-use openmrs_etl_harness::broker::{
-    BrokerId, ClusterEvent, ClusterEventKind, DeletionReason, TruncationReason,
-};
 use openmrs_etl_harness::check::{self, Analysis, FinalStates, Liveness, LossCause, RowDiffKind};
 use openmrs_etl_harness::history::{
-    BinlogPosition, ChangeOp, ChangeRecord, Commit, Consumed, ConsumedChange, History,
-    ProduceOutcome, Produced, RetentionGap, SourceRef,
+    BinlogPosition, BrokerId, ChangeOp, ChangeRecord, ClusterEvent, ClusterEventKind, Commit,
+    Consumed, ConsumedChange, DeletionReason, History, ProduceOutcome, Produced, RetentionGap,
+    SourceRef, TruncationReason,
 };
 use openmrs_etl_harness::model::flat::{FlatEncounter, FlatObs};
 use openmrs_etl_harness::model::OpKind;

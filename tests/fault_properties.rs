@@ -17,7 +17,7 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::process::Command;
 
-use openmrs_etl_harness::campaign::{
+use openmrs_etl_harness::fuzz_faults::{
     self, base_scenario, sample_schedules, CampaignConfig, FaultMix, SAFE_BASE,
 };
 use openmrs_etl_harness::scenario::{Acks, FaultAction, FaultTarget, Scenario};
@@ -25,7 +25,7 @@ use openmrs_etl_harness::scenario::{Acks, FaultAction, FaultTarget, Scenario};
 /// One campaign at a time: each case is a whole run with real-time timeouts, and on two cores the two campaigns
 /// would mostly measure each other. (A safe case that once missed its quiesce bound in CI, seed 603549, was not
 /// starvation but a client bug the load made likelier: requests written on a producer connection that was then
-/// dropped waited out their 60 s timeout; see `kafka::wire`.)
+/// dropped waited out their 60 s timeout; see `client::wire`.)
 static CAMPAIGN: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn one_campaign_at_a_time() -> std::sync::MutexGuard<'static, ()> {
@@ -259,7 +259,7 @@ fn drawn_schedules_are_valid_scenarios_within_the_safe_rules() {
 fn safe_settings_keep_the_property_under_every_fault_schedule() {
     let _alone = one_campaign_at_a_time();
     let config = CampaignConfig::new(fault_cases(), campaign_seed(), out_dir());
-    let report = campaign::search(&safe_base(), &config, &mut |p| eprintln!("{p:?}"))
+    let report = fuzz_faults::search(&safe_base(), &config, &mut |p| eprintln!("{p:?}"))
         .unwrap_or_else(|e| panic!("campaign seed {}: {e}", config.seed));
     eprintln!(
         "{} cases, {:.2} cases/s",
@@ -291,7 +291,7 @@ fn broken_settings_fail_shrink_and_the_written_scenario_fails_the_same_way() {
     let mut config = CampaignConfig::new(fault_cases().max(8), campaign_seed(), dir.path());
     config.mix = FaultMix::LeaderKills;
     config.max_shrink_runs = 16;
-    let report = campaign::search(&broken_base(), &config, &mut |p| eprintln!("{p:?}"))
+    let report = fuzz_faults::search(&broken_base(), &config, &mut |p| eprintln!("{p:?}"))
         .unwrap_or_else(|e| panic!("campaign seed {}: {e}", config.seed));
     let f = report.failure.unwrap_or_else(|| {
         panic!(

@@ -6,8 +6,9 @@
 use std::collections::{BTreeSet, HashSet};
 use std::path::Path;
 
-use openmrs_etl_harness::broker::{BrokerId, ClusterEventKind, ElectionKind};
-use openmrs_etl_harness::history::{ChangeId, FaultPhase, History, ProduceOutcome};
+use openmrs_etl_harness::history::{
+    BrokerId, ChangeId, ClusterEventKind, ElectionKind, FaultPhase, History, ProduceOutcome,
+};
 use openmrs_etl_harness::model::flat::FlatEncounter;
 use openmrs_etl_harness::run::{run, RunOptions, RunOutcome};
 use openmrs_etl_harness::scenario::Scenario;

@@ -12,11 +12,11 @@ mod common;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use openmrs_etl_harness::broker::{
+use openmrs_etl_harness::clock::Clock;
+use openmrs_etl_harness::history::{
     BrokerId, ClusterEvent, ClusterEventKind, DeletionReason, ElectionKind, FenceReason,
     TruncationReason,
 };
-use openmrs_etl_harness::clock::Clock;
 use openmrs_etl_harness::scenario::Scenario;
 use openmrs_etl_harness::topology::local::{
     ClusterWatch, LocalTopology, LocalTopologyOptions, WatchOptions, ZOOKEEPER_SESSION_TIMEOUT,

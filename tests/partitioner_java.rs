@@ -11,7 +11,7 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use openmrs_etl_harness::kafka::partition_for_key;
+use openmrs_etl_harness::client::partition_for_key;
 use openmrs_etl_harness::topology::local::{jvm_cache_dir, provision_jvm_components};
 
 const PARTITIONS: i32 = 6;

@@ -17,10 +17,9 @@ use kafka_protocol::messages::{ApiKey, FetchRequest, MetadataResponse, ResponseH
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use kafka_protocol::records::RecordBatchDecoder;
 use openmrs_etl_harness::broker::{Cluster, NewTopic};
-use openmrs_etl_harness::kafka::{
-    partition_for_key, Ack, ProduceError, Producer, ProducerConfig, Record,
+use openmrs_etl_harness::client::{
+    partition_for_key, Ack, Acks, Compression, ProduceError, Producer, ProducerConfig, Record,
 };
-use openmrs_etl_harness::scenario::{Acks, Compression};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 

@@ -7,8 +7,9 @@ mod common;
 
 use std::time::Duration;
 
-use openmrs_etl_harness::kafka::{partition_for_key, Producer, ProducerConfig, Record};
-use openmrs_etl_harness::scenario::{Acks, Compression};
+use openmrs_etl_harness::client::{
+    partition_for_key, Acks, Compression, Producer, ProducerConfig, Record,
+};
 use rskafka::client::partition::UnknownTopicHandling;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

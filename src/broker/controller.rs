@@ -16,10 +16,10 @@
 //!   imbalance counts).
 //! - When the controller's broker is fenced, the first live broker in id order becomes controller.
 
-use super::events::{ClusterEventKind, ElectionKind, FenceReason};
 use super::replication::{advance_high_watermark, BrokerLiveness};
 use super::state::{ClusterCore, PartitionState, Topic};
 use super::BrokerId;
+use crate::history::{ClusterEventKind, ElectionKind, FenceReason};
 
 fn alive(live: &[BrokerLiveness], broker: BrokerId) -> bool {
     live.iter().any(|l| l.id == broker && !l.fenced)

@@ -9,12 +9,13 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use super::events::{ClusterEventKind, FaultKind, FenceReason, TruncationReason};
+use super::api::BrokerContext;
 use super::replication::{self, Isolation, Process};
-use super::server::{self, BrokerContext};
+use super::server;
 use super::state::ClusterCore;
 use super::{controller, BrokerId, Cluster, RunningBroker, Server};
 use crate::clock::{ClockError, Timer};
+use crate::history::{ClusterEventKind, FaultKind, FenceReason, TruncationReason};
 
 /// `replica.high.watermark.checkpoint.interval.ms`, in clock time.
 const HIGH_WATERMARK_CHECKPOINT_INTERVAL_MS: i64 = 5_000;

@@ -98,7 +98,7 @@
 //! [`StorageError::CorruptSegment`], naming the file, the byte position and the offset. A missing replica
 //! directory is an empty replica that catches up. The leader after a restart is the replica with the latest epoch
 //! and longest log; the ISR is the replicas that match it. Nothing is fsynced; [`Cluster::flush`] hands buffered
-//! writes to the operating system. Details: `disk.rs`.
+//! writes to the operating system. Details: `disk/`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -109,33 +109,30 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::clock::{Clock, ClockError, Timer};
+use crate::history::{ClusterEvent, ClusterEventKind};
 
 mod api;
 mod batch;
 mod config;
 mod controller;
 mod disk;
-mod events;
 mod faults;
 mod log;
 mod producer_state;
 mod replication;
 mod server;
 mod state;
-pub mod up;
 
+/// A broker's id is part of the event vocabulary the history owns; the broker API names brokers by it.
+pub use crate::history::BrokerId;
 pub use config::{ConfigError, TopicConfig};
 pub use disk::StorageError;
-pub use events::{
-    ClusterEvent, ClusterEventKind, DeletionReason, ElectionKind, FaultKind, FenceReason,
-    RollReason, TruncationReason,
-};
 pub use faults::{FaultError, PartitionView};
 pub use replication::{Isolation, MetadataMode};
 pub use state::{NewTopic, TopicError, MAX_PARTITIONS};
 
+use api::BrokerContext;
 use config::BrokerDefaults;
-use server::BrokerContext;
 use state::{BrokerInfo, ClusterCore};
 
 /// Decodes one request frame (without its length prefix) exactly as a broker does before handling it; true when it
@@ -143,16 +140,6 @@ use state::{BrokerInfo, ClusterCore};
 #[doc(hidden)]
 pub fn fuzz_request_decode(frame: &[u8]) -> bool {
     api::decode(bytes::Bytes::copy_from_slice(frame)).is_ok()
-}
-
-/// A broker's `node.id`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct BrokerId(pub i32);
-
-impl std::fmt::Display for BrokerId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.0.fmt(f)
-    }
 }
 
 /// Why a cluster could not start or an operation on it failed.

@@ -16,15 +16,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
-use super::api;
-use super::state::ClusterCore;
-use super::BrokerId;
-
-/// What a request handler sees: which broker it runs on and the cluster they share.
-pub(crate) struct BrokerContext {
-    pub id: BrokerId,
-    pub core: Arc<ClusterCore>,
-}
+use super::api::{self, BrokerContext};
 
 /// Why a connection was closed.
 #[derive(Debug, thiserror::Error)]

@@ -6,8 +6,8 @@ use std::collections::HashMap;
 use serde::Serialize;
 
 use super::index::{Placement, RangeSet, TopicPartitions};
-use crate::broker::{ClusterEventKind, ElectionKind};
 use crate::history::History;
+use crate::history::{ClusterEventKind, ElectionKind};
 
 /// What the cluster's event log says happened to the logs (timing-dependent context for the report).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]

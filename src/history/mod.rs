@@ -18,8 +18,14 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use crate::broker::ClusterEvent;
 use crate::model::OpKind;
+
+mod events;
+
+pub use events::{
+    BrokerId, ClusterEvent, ClusterEventKind, DeletionReason, ElectionKind, FaultKind, FenceReason,
+    RollReason, TruncationReason,
+};
 
 /// A transaction's place in the source binlog, as Debezium's `source` block reports it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -393,11 +399,26 @@ impl Recorder {
     ) -> History {
         self.with(|h| {
             let mut done = std::mem::take(h);
-            done.seed = h.seed;
+            // The taken history carries the seed; the emptied recorder keeps it too.
+            h.seed = done.seed;
             done.cluster_events = cluster_events;
             done.end_offsets = end_offsets;
-            h.seed = done.seed;
             done
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_finished_history_keeps_the_recorders_seed() {
+        let recorder = Recorder::new(42);
+        let end_offsets = vec![("obs".to_string(), 0, 7)];
+        let history = recorder.finish(Vec::new(), end_offsets.clone());
+        assert_eq!(history.seed, 42);
+        assert_eq!(history.end_offsets, end_offsets);
+        assert_eq!(recorder.snapshot().seed, 42, "the recorder keeps its seed");
     }
 }

@@ -10,8 +10,8 @@
 //!
 //! | target | actions | what they do on the embedded backend |
 //! |---|---|---|
-//! | a broker (by id or role) | `stop` `kill` `crash` `restart` `isolate` `heal` `pause` `resume` `latency` | the [`Cluster`] fault verbs; `isolate` cuts the broker off from everyone |
-//! | the connector | `stop` `kill` `restart` `pause` `resume` | [`Capture`]: `pause` is a clean stop at a transaction boundary, `resume` a restart from the last acknowledged position (what pausing a Connect task amounts to) |
+//! | a broker (by id or role) | `stop` `kill` `crash` `restart` `isolate` `heal` `pause` `resume` `latency` | the [`Cluster`](crate::broker::Cluster) fault verbs; `isolate` cuts the broker off from everyone |
+//! | the connector | `stop` `kill` `restart` `pause` `resume` | [`Capture`](crate::cdc::Capture): `pause` is a clean stop at a transaction boundary, `resume` a restart from the last acknowledged position (what pausing a Connect task amounts to) |
 //! | consumer N | `kill` `restart` `stall` `pause` `resume` | [`Pipeline`]: `pause`/`resume` stop the consumer and start it again from the offsets in the sink; `stall` holds its fetches for `duration` |
 //!
 //! With a real clock `Nemesis::run` sleeps until each step is due, concurrently with the stream. With a
@@ -25,18 +25,14 @@
 //! its own during the faults (a send not acknowledged, as a Connect task fails) is restarted the way an operator
 //! would. Each of those is recorded too, with its own phase.
 //!
-//! A fault the backend cannot perform is refused by [`Nemesis::new`], before anything starts.
-
-mod local;
+//! Each backend documents what the actions do on its services ([`crate::topology::local`]'s backend, the Debezium
+//! capture plug). A fault the backend cannot perform is refused by [`Nemesis::new`], before anything starts.
 
 use std::time::Duration;
 
 use tokio::sync::Mutex;
 
-pub(crate) use local::LocalTargets;
-
-use crate::broker::{BrokerId, Cluster, Isolation};
-use crate::cdc::Capture;
+use crate::broker::BrokerId;
 use crate::clock::Clock;
 use crate::history::{FaultPhase, FaultRecord, Recorder};
 use crate::pipeline::Pipeline;
@@ -62,25 +58,11 @@ pub enum NemesisError {
     Clock(String),
 }
 
-/// What the nemesis acts on in an embedded run: the cluster, the embedded capture and the pipeline.
-pub(crate) struct Targets<'a> {
-    pub(crate) cluster: &'a Cluster,
-    pub(crate) capture: &'a Mutex<Capture>,
-    pub(crate) pipeline: &'a Mutex<Pipeline>,
-    /// The pipeline's consumers hold stalls in real time; on a virtual clock a stall ends by a restart.
-    pub(crate) clock: &'a Clock,
-    /// The clock's time (ms since the epoch) when the stream started.
-    pub(crate) stream_start_ms: i64,
-}
-
-/// A running topology the nemesis can act on: the embedded cluster ([`Targets`]) or the local processes
-/// ([`local::LocalTargets`]). Errors are the text recorded in the history.
-pub(crate) trait FaultHost {
-    fn clock(&self) -> &Clock;
-    /// The clock's time (ms since the epoch) when the stream started.
-    fn stream_start_ms(&self) -> i64;
-    /// The ETL consumers (the same pipeline on every backend).
-    fn pipeline(&self) -> &Mutex<Pipeline>;
+/// A cluster's brokers as the nemesis acts on them: roles resolved from what the cluster says now, and the
+/// broker faults. Every backend implements it ([`crate::topology::Topology`] requires it). Errors are the text
+/// recorded in the history.
+#[allow(async_fn_in_trait)]
+pub trait BrokerFaults {
     /// A partition's leader (`None` while it has none) and in-sync replicas, as the cluster says now.
     async fn partition_roles(
         &self,
@@ -98,93 +80,20 @@ pub(crate) trait FaultHost {
     ) -> Result<(), String>;
     /// Undoes a stop, kill or crash: starts the broker again unless it already runs.
     async fn restore_broker(&self, broker: BrokerId) -> Result<(), String>;
+}
+
+/// A running run the nemesis can act on: the brokers ([`BrokerFaults`]), the change capture and the pipeline's
+/// consumers (the run driver's `run::Host`). Errors are the text recorded in the history.
+pub(crate) trait FaultHost: BrokerFaults {
+    fn clock(&self) -> &Clock;
+    /// The clock's time (ms since the epoch) when the stream started.
+    fn stream_start_ms(&self) -> i64;
+    /// The ETL consumers (the same pipeline on every backend).
+    fn pipeline(&self) -> &Mutex<Pipeline>;
     /// Applies a fault to the change capture (the embedded capture, or Debezium in its Connect worker).
     async fn connector_fault(&self, action: FaultAction) -> Result<(), String>;
     /// Why the capture stopped on its own, if it did (a send not acknowledged fails a Connect task).
     async fn capture_failure(&self) -> Option<String>;
-}
-
-impl FaultHost for Targets<'_> {
-    fn clock(&self) -> &Clock {
-        self.clock
-    }
-
-    fn stream_start_ms(&self) -> i64 {
-        self.stream_start_ms
-    }
-
-    fn pipeline(&self) -> &Mutex<Pipeline> {
-        self.pipeline
-    }
-
-    async fn partition_roles(
-        &self,
-        topic: &str,
-        partition: i32,
-    ) -> Result<(Option<BrokerId>, Vec<BrokerId>), String> {
-        let view = self
-            .cluster
-            .partition(topic, partition)
-            .ok_or_else(|| format!("{topic} partition {partition} does not exist"))?;
-        Ok((view.leader, view.isr))
-    }
-
-    async fn controller(&self) -> Result<BrokerId, String> {
-        Ok(self.cluster.controller())
-    }
-
-    async fn broker_fault(
-        &self,
-        action: FaultAction,
-        b: BrokerId,
-        latency: Duration,
-    ) -> Result<(), String> {
-        let c = self.cluster;
-        let text = |e: crate::broker::FaultError| e.to_string();
-        match action {
-            FaultAction::Stop => c.stop(b).await.map_err(text),
-            FaultAction::Kill => c.kill(b).await.map_err(text),
-            FaultAction::Crash => c.crash(b).await.map_err(text),
-            FaultAction::Restart => c.restart(b).await.map_err(text),
-            FaultAction::Isolate => c.isolate(b, Isolation::FromEveryone).map_err(text),
-            FaultAction::Heal => c.heal(b).map_err(text),
-            FaultAction::Pause => c.pause(b).map_err(text),
-            FaultAction::Resume => c.resume(b).map_err(text),
-            FaultAction::Latency => c.set_latency(b, latency).map_err(text),
-            FaultAction::Stall => Err(unsupported(action, "a broker")),
-        }
-    }
-
-    async fn restore_broker(&self, b: BrokerId) -> Result<(), String> {
-        match self.cluster.restart(b).await {
-            Ok(()) => Ok(()),
-            // Restarted in the meantime by another fault: nothing left to undo.
-            Err(crate::broker::FaultError::AlreadyRunning(_)) => Ok(()),
-            Err(e) => Err(e.to_string()),
-        }
-    }
-
-    async fn connector_fault(&self, action: FaultAction) -> Result<(), String> {
-        let mut capture = self.capture.lock().await;
-        match action {
-            FaultAction::Stop | FaultAction::Pause => {
-                capture.stop().await;
-                Ok(())
-            }
-            FaultAction::Kill => {
-                capture.kill();
-                Ok(())
-            }
-            FaultAction::Restart | FaultAction::Resume => {
-                capture.restart().await.map_err(|e| e.to_string())
-            }
-            other => Err(unsupported(other, "the connector")),
-        }
-    }
-
-    async fn capture_failure(&self) -> Option<String> {
-        self.capture.lock().await.progress().failed
-    }
 }
 
 /// Something a fault left in place, and how to undo it.
@@ -280,13 +189,17 @@ pub(crate) struct Nemesis {
 
 impl Nemesis {
     /// Whether `scenario`'s backend can perform every fault of its schedule ([`Nemesis::new`] checks it too).
-    pub(crate) fn check(scenario: &Scenario) -> Result<(), NemesisError> {
-        supported(scenario.topology.backend, &scenario.faults)
+    pub(crate) fn check(scenario: &Scenario, can: fn(&Fault) -> bool) -> Result<(), NemesisError> {
+        supported(scenario.topology.backend, can, &scenario.faults)
     }
 
     /// The schedule of `scenario`, checked against what its backend can do.
-    pub(crate) fn new(scenario: &Scenario, recorder: Recorder) -> Result<Nemesis, NemesisError> {
-        supported(scenario.topology.backend, &scenario.faults)?;
+    pub(crate) fn new(
+        scenario: &Scenario,
+        can: fn(&Fault) -> bool,
+        recorder: Recorder,
+    ) -> Result<Nemesis, NemesisError> {
+        supported(scenario.topology.backend, can, &scenario.faults)?;
         let steps = scenario
             .faults
             .iter()
@@ -652,7 +565,7 @@ impl Nemesis {
 }
 
 /// Scenario validation already refuses these; reaching one is a harness bug, reported rather than ignored.
-fn unsupported(action: FaultAction, what: &str) -> String {
+pub(crate) fn unsupported(action: FaultAction, what: &str) -> String {
     format!("{} cannot be applied to {what}", action.name())
 }
 
@@ -660,12 +573,12 @@ fn unsupported(action: FaultAction, what: &str) -> String {
 /// processes and their loopback proxies (see [`local`]) but has no machine crash (the scenario language already
 /// refuses it there); the containers and external backends run no scenario. A fault a backend cannot perform is
 /// refused before anything starts rather than silently skipped.
-fn supported(backend: Backend, faults: &[Fault]) -> Result<(), NemesisError> {
-    let can = |f: &Fault| match backend {
-        Backend::Embedded => true,
-        Backend::Local => f.action != FaultAction::Crash,
-        _ => false,
-    };
+/// Whether every fault of `faults` is one `backend` can perform (`can`, from the backend).
+fn supported(
+    backend: Backend,
+    can: fn(&Fault) -> bool,
+    faults: &[Fault],
+) -> Result<(), NemesisError> {
     match faults.iter().enumerate().find(|(_, f)| !can(f)) {
         Some((index, f)) => Err(NemesisError::Unsupported {
             index,
@@ -680,6 +593,11 @@ fn supported(backend: Backend, faults: &[Fault]) -> Result<(), NemesisError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What the scenario's backend can perform, as the run driver asks it.
+    fn can(s: &Scenario) -> fn(&Fault) -> bool {
+        crate::topology::fault_support(s.topology.backend).unwrap_or(|_| false)
+    }
 
     fn scenario(faults: &str) -> Scenario {
         let text = format!(
@@ -696,7 +614,7 @@ mod tests {
              [[faults]]\nat = \"1s\"\naction = \"pause\"\ntarget = \"broker 2\"\n\
              [[faults]]\nat = \"1s\"\naction = \"stall\"\ntarget = \"consumer 1\"\nduration = \"1s\"\n",
         );
-        let n = Nemesis::new(&s, Recorder::new(1)).unwrap();
+        let n = Nemesis::new(&s, can(&s), Recorder::new(1)).unwrap();
         let order: Vec<(u64, usize)> = n
             .steps
             .iter()
@@ -712,14 +630,16 @@ mod tests {
     #[test]
     fn a_backend_that_cannot_inject_faults_is_refused_at_start() {
         let mut s = scenario("[[faults]]\nat = \"1s\"\naction = \"kill\"\ntarget = \"leader of dbserver1.openmrs.obs partition 0\"\n");
-        assert!(Nemesis::new(&s, Recorder::new(1)).is_ok());
+        assert!(Nemesis::new(&s, can(&s), Recorder::new(1)).is_ok());
         // The local backend kills and isolates processes, but has no machine crash.
         s.topology.backend = Backend::Local;
-        assert!(Nemesis::new(&s, Recorder::new(1)).is_ok());
+        assert!(Nemesis::new(&s, can(&s), Recorder::new(1)).is_ok());
         s.faults[0].action = FaultAction::Isolate;
-        assert!(Nemesis::new(&s, Recorder::new(1)).is_ok());
+        assert!(Nemesis::new(&s, can(&s), Recorder::new(1)).is_ok());
         s.faults[0].action = FaultAction::Crash;
-        let err = Nemesis::new(&s, Recorder::new(1)).err().expect("refused");
+        let err = Nemesis::new(&s, can(&s), Recorder::new(1))
+            .err()
+            .expect("refused");
         let text = err.to_string();
         assert!(
             text.contains("faults[0]") && text.contains("local") && text.contains("crash"),
@@ -727,10 +647,10 @@ mod tests {
         );
         s.topology.backend = Backend::Containers;
         s.faults[0].action = FaultAction::Kill;
-        assert!(Nemesis::new(&s, Recorder::new(1)).is_err());
+        assert!(Nemesis::new(&s, can(&s), Recorder::new(1)).is_err());
         // Without faults there is nothing to refuse.
         s.faults.clear();
-        assert!(Nemesis::new(&s, Recorder::new(1)).is_ok());
+        assert!(Nemesis::new(&s, can(&s), Recorder::new(1)).is_ok());
     }
 
     #[test]
@@ -739,7 +659,7 @@ mod tests {
             "[[faults]]\nat = \"1s\"\naction = \"kill\"\ntarget = \"broker 2\"\nduration = \"2s\"\n\
              [[faults]]\nat = \"2s\"\naction = \"pause\"\ntarget = \"consumer 1\"\n",
         );
-        let mut n = Nemesis::new(&s, Recorder::new(1)).unwrap();
+        let mut n = Nemesis::new(&s, can(&s), Recorder::new(1)).unwrap();
         n.steps.clear();
         n.track(
             FaultAction::Kill,

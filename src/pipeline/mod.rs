@@ -36,7 +36,6 @@ use tokio::task::{JoinHandle, JoinSet};
 
 use crate::clock::Clock;
 use crate::history::{Consumed, Recorder, RetentionGap};
-use crate::scenario::Scenario;
 
 pub use decode::{decode, DecodeError, DecodeProblem, Decoded};
 pub use sink::{Batch, MemorySink, MySqlSink, Sink, SinkError, SinkRecord};
@@ -62,19 +61,6 @@ pub struct PipelineConfig {
 }
 
 impl PipelineConfig {
-    /// The scenario's consumers and change topics (one per modeled table).
-    pub fn from_scenario(scenario: &Scenario, bootstrap: impl Into<String>) -> PipelineConfig {
-        PipelineConfig {
-            consumers: scenario.pipeline.consumers,
-            topics: scenario
-                .topic_plans()
-                .into_iter()
-                .map(|t| (t.name, t.settings.partitions as i32))
-                .collect(),
-            bootstrap: bootstrap.into(),
-        }
-    }
-
     /// Partitions per consumer: index `n - 1` holds consumer `n`'s (see the module docs).
     pub fn assignment(&self) -> Vec<Vec<(String, i32)>> {
         let mut all: Vec<(String, i32)> = self

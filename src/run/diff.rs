@@ -7,8 +7,9 @@
 
 use std::fmt::Write as _;
 
-use super::{run, LocalSession, RunError, RunOptions, RunOutcome};
+use super::{LocalSession, RunError, RunOptions, RunOutcome};
 use crate::scenario::{Backend, Scenario};
+use crate::topology;
 
 /// One scenario's outcome on each backend.
 pub struct Diff {
@@ -114,8 +115,8 @@ pub async fn diff_on(
     let embedded = async {
         let mut outcomes = Vec::new();
         for (i, backend) in backends.iter().enumerate() {
-            if *backend == Backend::Embedded {
-                outcomes.push((i, run(&on(*backend), options).await));
+            if topology::in_process(*backend) {
+                outcomes.push((i, topology::run_in(&on(*backend), options, None).await));
             }
         }
         outcomes
@@ -123,11 +124,10 @@ pub async fn diff_on(
     let services = async {
         let mut outcomes = Vec::new();
         for (i, backend) in backends.iter().enumerate() {
-            let outcome = match (backend, local.as_deref_mut()) {
-                (Backend::Embedded, _) => continue,
-                (Backend::Local, Some(session)) => session.run(&on(*backend), options).await,
-                _ => run(&on(*backend), options).await,
-            };
+            if topology::in_process(*backend) {
+                continue;
+            }
+            let outcome = topology::run_in(&on(*backend), options, local.as_deref_mut()).await;
             outcomes.push((i, outcome));
         }
         outcomes

@@ -8,9 +8,8 @@ use kafka_protocol::messages::create_topics_response::{
 };
 use kafka_protocol::messages::{CreateTopicsRequest, CreateTopicsResponse};
 
-use super::str_bytes;
+use super::{str_bytes, BrokerContext};
 use crate::broker::config::TopicConfig;
-use crate::broker::server::BrokerContext;
 use crate::broker::state::NewTopic;
 
 pub(super) fn handle(

@@ -7,7 +7,7 @@ use kafka_protocol::messages::delete_records_response::{
 };
 use kafka_protocol::messages::{DeleteRecordsRequest, DeleteRecordsResponse};
 
-use crate::broker::server::BrokerContext;
+use super::BrokerContext;
 
 pub(super) fn handle(
     broker: &BrokerContext,

@@ -4,8 +4,7 @@ use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
 use kafka_protocol::messages::{DeleteTopicsRequest, DeleteTopicsResponse, TopicName};
 
-use super::str_bytes;
-use crate::broker::server::BrokerContext;
+use super::{str_bytes, BrokerContext};
 
 pub(super) fn handle(
     broker: &BrokerContext,

@@ -7,9 +7,8 @@ use kafka_protocol::messages::describe_configs_response::{
 };
 use kafka_protocol::messages::{DescribeConfigsRequest, DescribeConfigsResponse};
 
-use super::str_bytes;
+use super::{str_bytes, BrokerContext};
 use crate::broker::config::TopicConfig;
-use crate::broker::server::BrokerContext;
 
 const TOPIC: i8 = 2;
 const BROKER: i8 = 4;

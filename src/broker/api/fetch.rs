@@ -14,7 +14,7 @@ use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
 use kafka_protocol::messages::{BrokerId as WireBrokerId, FetchRequest, FetchResponse};
 
-use crate::broker::server::BrokerContext;
+use super::BrokerContext;
 use crate::broker::state::Topic;
 
 /// Longest a fetch may park the connection, whatever the client asks for.

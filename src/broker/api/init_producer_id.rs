@@ -6,7 +6,7 @@
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, ProducerId};
 
-use crate::broker::server::BrokerContext;
+use super::BrokerContext;
 
 pub(super) fn handle(
     broker: &BrokerContext,

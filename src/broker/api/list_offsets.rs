@@ -8,7 +8,7 @@ use kafka_protocol::messages::list_offsets_response::{
 };
 use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
 
-use crate::broker::server::BrokerContext;
+use super::BrokerContext;
 
 const LATEST: i64 = -1;
 const EARLIEST: i64 = -2;

@@ -11,9 +11,8 @@ use kafka_protocol::messages::{
     BrokerId as WireBrokerId, MetadataRequest, MetadataResponse, TopicName,
 };
 
-use super::str_bytes;
+use super::{str_bytes, BrokerContext};
 use crate::broker::replication::BrokerLiveness;
-use crate::broker::server::BrokerContext;
 use crate::broker::state::{NewTopic, Topic};
 
 pub(super) fn handle(

@@ -6,9 +6,8 @@ use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseHeader};
 use kafka_protocol::protocol::{Decodable, Encodable};
 
-use super::server::BrokerContext;
-
 mod api_versions;
+mod context;
 mod create_topics;
 mod delete_records;
 mod delete_topics;
@@ -21,6 +20,8 @@ mod produce;
 #[cfg(test)]
 pub(crate) mod samples;
 mod shape;
+
+pub(crate) use context::BrokerContext;
 
 /// APIs this cluster implements with the versions it advertises: the overlap of what `kafka-protocol` 0.18
 /// decodes, what Kafka 3.9 serves, and what the handlers implement.

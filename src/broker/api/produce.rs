@@ -22,14 +22,13 @@ use kafka_protocol::protocol::StrBytes;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{str_bytes, RequestError};
+use super::{str_bytes, BrokerContext, RequestError};
 use crate::broker::batch::{self, BatchHeader, ProducedBatchError};
-use crate::broker::events::ClusterEventKind;
 use crate::broker::producer_state::{ProducerBatch, Verdict};
 use crate::broker::replication::advance_high_watermark;
-use crate::broker::server::BrokerContext;
 use crate::broker::state::{Partition, PartitionState};
 use crate::broker::BrokerId;
+use crate::history::ClusterEventKind;
 
 /// An acks=-1 append waiting for the high watermark: where its answer goes and the offset the HW must reach.
 struct Pending {

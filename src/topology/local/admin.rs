@@ -17,7 +17,7 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 
 use super::error::LocalError;
-use crate::kafka::wire::BrokerConnection;
+use crate::client::wire::BrokerConnection;
 use crate::scenario::TopicPlan;
 
 const CLIENT_ID: &str = "etl-harness-admin";

@@ -49,9 +49,12 @@
 //! Connect worker.
 
 mod admin;
+mod backend;
+mod brokers;
 mod connect;
 mod debezium;
 mod error;
+mod faults;
 mod java;
 mod kafka;
 mod kraft;
@@ -60,20 +63,24 @@ pub mod prerequisites;
 pub mod process;
 pub mod provision;
 mod proxy;
-pub mod up;
+mod restartable;
+mod run_dir;
+mod side_topics;
+mod standalone;
 mod watch;
 mod zookeeper;
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-use crate::broker::Isolation;
-use crate::scenario::{Coordination, Scenario, TopicPlan, TopicSettings};
-use process::ServiceCommand;
-use proxy::{Link, NetworkFaults, Proxy};
+use crate::scenario::{Coordination, Scenario, TopicPlan};
+use brokers::{start_brokers, LocalBroker};
+use proxy::NetworkFaults;
+use restartable::{RestartableService, BROKER_STOP_GRACE, CONNECT_STOP_GRACE};
+use side_topics::side_topic_plans;
 
 pub use admin::{ClusterMetadata, PartitionMetadata};
+pub use backend::{LocalBackend, LocalSession};
 pub use connect::{ConnectRest, ConnectorStatus, WorkerState, CONNECT_GROUP_ID};
 pub use debezium::{producer_configs, ConnectorFlavour, DebeziumConnector};
 pub use error::LocalError;
@@ -84,6 +91,8 @@ pub use process::ServiceProcess;
 pub use provision::{
     jvm_cache_dir, provision_jvm_components, JvmComponents, Provisioned, JVM_CACHE_ENV,
 };
+pub(crate) use run_dir::RunDir;
+pub use standalone::{StandaloneKafka, StandaloneMariaDb};
 pub use watch::{
     BootstrapOrder, ClusterWatch, WatchOptions, DEFAULT_INTERVAL as WATCH_DEFAULT_INTERVAL,
     DEFAULT_REQUEST_TIMEOUT as WATCH_DEFAULT_REQUEST_TIMEOUT,
@@ -91,9 +100,6 @@ pub use watch::{
 
 /// Environment variable naming the directory under which per-run directories are created.
 pub const RUNS_DIR_ENV: &str = "ETL_HARNESS_RUNS_DIR";
-/// Run directories kept under the runs directory; older ones are removed when a new run starts, so failed runs
-/// (which keep their data) cannot fill the disk.
-const KEPT_RUNS: usize = 20;
 
 /// How to start a [`LocalTopology`].
 #[derive(Debug, Clone)]
@@ -145,124 +151,6 @@ impl LocalTopologyOptions {
     }
 }
 
-/// A MariaDB server alone (no Kafka, no JVM): loading generated workloads and checking them with SQL. Same
-/// configuration as the topology's source; killed on drop.
-#[derive(Debug)]
-pub struct StandaloneMariaDb {
-    process: ServiceProcess,
-    endpoint: MariaDbEndpoint,
-    run: RunDir,
-}
-
-impl StandaloneMariaDb {
-    /// Starts `mariadbd` on a free 127.0.0.1 port with a fresh data directory and loads `options.schema_sql`.
-    pub async fn start(options: &LocalTopologyOptions) -> Result<Self, LocalError> {
-        for program in ["mariadbd", "mariadb-install-db"] {
-            prerequisites::require(program)?;
-        }
-        let run = RunDir::create(&options.runs_dir)?;
-        let (process, endpoint) = start_source_database(&run, options).await?;
-        Ok(StandaloneMariaDb {
-            process,
-            endpoint,
-            run,
-        })
-    }
-
-    pub fn endpoint(&self) -> &MariaDbEndpoint {
-        &self.endpoint
-    }
-
-    /// The run directory holding the server's config and log.
-    pub fn run_dir(&self) -> &Path {
-        &self.run.root
-    }
-
-    pub fn process(&self) -> &ServiceProcess {
-        &self.process
-    }
-}
-
-/// ZooKeeper and one Kafka 3.9.1 broker alone (no MariaDB, no Connect): for clients that only need a real
-/// broker, such as the harness producer's tests. Same broker configuration as the topology's; killed on drop.
-#[derive(Debug)]
-pub struct StandaloneKafka {
-    // Declared in stop order: fields drop top to bottom.
-    kafka: ServiceProcess,
-    zookeeper: ServiceProcess,
-    kafka_port: u16,
-    run: RunDir,
-}
-
-impl StandaloneKafka {
-    /// Provisions the JVM components if needed, then starts ZooKeeper and the broker on free loopback ports.
-    pub async fn start(options: &LocalTopologyOptions) -> Result<Self, LocalError> {
-        prerequisites::require("java")?;
-        let run = RunDir::create(&options.runs_dir)?;
-        let jvm_cache = options.jvm_cache.clone();
-        let provisioned = tokio::task::spawn_blocking(move || provision_jvm_components(&jvm_cache))
-            .await
-            .map_err(|e| {
-                LocalError::io("provisioning", &options.jvm_cache, std::io::Error::other(e))
-            })??;
-        let jvm = provisioned.components;
-        let zookeeper_port = process::free_loopback_port()?;
-        let zookeeper = zookeeper::start_zookeeper(
-            &run,
-            &jvm,
-            zookeeper_port,
-            &options.coordinator_heap,
-            options.ready_timeout,
-        )
-        .await?;
-        let single = LocalTopologyOptions {
-            brokers: 1,
-            ..options.clone()
-        };
-        let coordinator = kafka::Coordinator::ZooKeeper {
-            port: zookeeper_port,
-        };
-        let mut brokers = start_brokers(&run, &jvm, coordinator, &single, None).await?;
-        let broker = brokers.remove(0);
-        let kafka_port = broker.service.port;
-        Ok(StandaloneKafka {
-            kafka: broker.service.process,
-            zookeeper,
-            kafka_port,
-            run,
-        })
-    }
-
-    /// `127.0.0.1:<port>` of the broker.
-    pub fn bootstrap_servers(&self) -> String {
-        format!("127.0.0.1:{}", self.kafka_port)
-    }
-
-    /// The run directory holding configs and logs.
-    pub fn run_dir(&self) -> &Path {
-        &self.run.root
-    }
-
-    /// Stops the broker, then ZooKeeper (SIGTERM, SIGKILL after a grace period), and removes the data.
-    pub async fn shutdown(self) -> Result<PathBuf, LocalError> {
-        let StandaloneKafka {
-            mut kafka,
-            mut zookeeper,
-            run,
-            ..
-        } = self;
-        let run_root = run.root.clone();
-        tokio::task::spawn_blocking(move || {
-            kafka.stop(Duration::from_secs(15));
-            zookeeper.stop(Duration::from_secs(5));
-            run.remove_data()
-        })
-        .await
-        .map_err(|e| LocalError::io("stopping Kafka in", &run_root, std::io::Error::other(e)))??;
-        Ok(run_root)
-    }
-}
-
 /// The MariaDB source with the options' schema, on a free loopback port.
 async fn start_source_database(
     run: &RunDir,
@@ -279,174 +167,6 @@ async fn start_source_database(
     )
     .await
 }
-
-/// Brokers 1..=`options.brokers`, each on its own free loopback port, started together; ready when each
-/// answers Metadata and one of them lists them all with a controller. With `network`, each broker advertises a
-/// proxy in front of its port and reaches the coordinator through a proxy of its own, both under `network`'s
-/// faults. In KRaft mode their storage is formatted first, with the controller's cluster id.
-async fn start_brokers(
-    run: &RunDir,
-    jvm: &JvmComponents,
-    coordinator: kafka::Coordinator,
-    options: &LocalTopologyOptions,
-    network: Option<&NetworkFaults>,
-) -> Result<Vec<LocalBroker>, LocalError> {
-    let count = options.brokers.max(1);
-    let coordinator_port = coordinator.port();
-    let mut prepared = Vec::new();
-    for id in 1..=count as i32 {
-        let port = process::free_loopback_port()?;
-        let proxies = network
-            .map(|network| -> Result<BrokerProxies, LocalError> {
-                Ok(BrokerProxies {
-                    kafka: Proxy::start(port, Link::Broker(id), network)?,
-                    coordinator: Proxy::start(coordinator_port, Link::CoordinatorOf(id), network)?,
-                })
-            })
-            .transpose()?;
-        let reached_at = proxies
-            .as_ref()
-            .map_or(coordinator_port, |p| p.coordinator.port());
-        let command = kafka::broker_command(
-            run,
-            jvm,
-            &kafka::BrokerSettings {
-                broker_id: id,
-                port,
-                advertised_port: proxies.as_ref().map_or(port, |p| p.kafka.port()),
-                coordinator: coordinator.at(reached_at),
-                cluster_size: count,
-                max_heap: &options.kafka_heap,
-            },
-        )?;
-        prepared.push((id, port, proxies, command));
-    }
-    if let kafka::Coordinator::Kraft { .. } = coordinator {
-        let names: Vec<String> = (1..=count as i32).map(kafka::broker_name).collect();
-        let nodes: Vec<(&str, PathBuf)> = names
-            .iter()
-            .zip(1..=count as i32)
-            .map(|(name, id)| (name.as_str(), kafka::broker_config_path(run, id)))
-            .collect();
-        kraft::format_storage(run, jvm, &nodes, &kraft::cluster_id(run)).await?;
-    }
-    let mut brokers = Vec::new();
-    for (id, port, proxies, command) in prepared {
-        let process = ServiceProcess::spawn(&command)?;
-        if let Some(network) = network {
-            network.set_pid(id, process.pid());
-        }
-        brokers.push(LocalBroker {
-            id,
-            service: RestartableService {
-                process,
-                command,
-                port,
-            },
-            proxies,
-        });
-    }
-    for broker in &mut brokers {
-        kafka::wait_for_broker(
-            &mut broker.service.process,
-            broker.service.port,
-            options.ready_timeout,
-        )
-        .await?;
-    }
-    let bootstraps: Vec<String> = brokers.iter().map(LocalBroker::address).collect();
-    let expected: Vec<i32> = brokers.iter().map(|broker| broker.id).collect();
-    let first = &mut brokers[0].service.process;
-    process::wait_until_ready(
-        first,
-        &format!("Metadata listing brokers {expected:?} and a controller"),
-        options.ready_timeout,
-        || {
-            let bootstraps = bootstraps.clone();
-            let expected = expected.clone();
-            async move {
-                let answer = admin::metadata(&bootstraps, Some(&[])).await?;
-                let listed: Vec<i32> = answer.brokers.keys().copied().collect();
-                if listed != expected {
-                    return Err(format!("Metadata lists brokers {listed:?}"));
-                }
-                answer
-                    .controller
-                    .map(|_| ())
-                    .ok_or_else(|| "Metadata names no controller yet".to_string())
-            }
-        },
-    )
-    .await?;
-    Ok(brokers)
-}
-
-/// A service that faults can stop and start again: the command (same config, port and data) is kept.
-#[derive(Debug)]
-struct RestartableService {
-    process: ServiceProcess,
-    command: ServiceCommand,
-    port: u16,
-}
-
-impl RestartableService {
-    /// SIGTERM (and SIGCONT, so a paused process can act on it), SIGKILL if it is still alive after `grace`.
-    async fn stop(&mut self, grace: Duration) {
-        if self.process.has_exited() {
-            return;
-        }
-        self.process.signal(libc::SIGTERM);
-        self.process.signal(libc::SIGCONT);
-        let deadline = Instant::now() + grace;
-        while Instant::now() < deadline {
-            if self.process.has_exited() {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        self.process.kill();
-    }
-
-    /// Stops the process if it still runs, then starts the same command again.
-    async fn respawn(&mut self, grace: Duration) -> Result<(), LocalError> {
-        self.stop(grace).await;
-        self.process = ServiceProcess::spawn(&self.command)?;
-        Ok(())
-    }
-}
-
-/// One Kafka broker of the topology.
-#[derive(Debug)]
-struct LocalBroker {
-    id: i32,
-    service: RestartableService,
-    /// The topology's brokers have them (network faults); a standalone broker is reached directly.
-    proxies: Option<BrokerProxies>,
-}
-
-/// The proxies of one broker; they outlive its processes, so a restarted broker is back behind the same ones.
-#[derive(Debug)]
-struct BrokerProxies {
-    /// In front of its Kafka listener: the address it advertises.
-    kafka: Proxy,
-    /// In front of the coordinator (ZooKeeper or the KRaft controller), for its session alone.
-    coordinator: Proxy,
-}
-
-impl LocalBroker {
-    /// Where clients and peers reach it: its proxy if it has one.
-    fn address(&self) -> String {
-        let port = self
-            .proxies
-            .as_ref()
-            .map_or(self.service.port, |proxies| proxies.kafka.port());
-        format!("127.0.0.1:{port}")
-    }
-}
-
-/// Grace periods of a SIGTERM before SIGKILL.
-const BROKER_STOP_GRACE: Duration = Duration::from_secs(20);
-const CONNECT_STOP_GRACE: Duration = Duration::from_secs(10);
 
 /// How long each start phase took.
 #[derive(Debug, Clone, Default)]
@@ -765,120 +485,6 @@ impl LocalTopology {
         Ok(plans)
     }
 
-    /// SIGTERM to broker `id` (a controlled shutdown: it hands its leaders over first), SIGKILL if it has not
-    /// exited within 20 s.
-    pub async fn stop_broker(&mut self, id: i32) -> Result<(), LocalError> {
-        self.broker_mut(id)?.service.stop(BROKER_STOP_GRACE).await;
-        Ok(())
-    }
-
-    /// SIGKILL to broker `id`: its session lingers for [`LocalTopology::session_timeout`], then the controller
-    /// moves its leaders.
-    pub fn kill_broker(&mut self, id: i32) -> Result<(), LocalError> {
-        self.broker_mut(id)?.service.process.kill();
-        Ok(())
-    }
-
-    /// SIGSTOP to broker `id`: it keeps its sockets but answers nothing until resumed.
-    pub fn pause_broker(&mut self, id: i32) -> Result<(), LocalError> {
-        self.broker_mut(id)?.service.process.signal(libc::SIGSTOP);
-        Ok(())
-    }
-
-    /// SIGCONT to broker `id`.
-    pub fn resume_broker(&mut self, id: i32) -> Result<(), LocalError> {
-        self.broker_mut(id)?.service.process.signal(libc::SIGCONT);
-        Ok(())
-    }
-
-    /// Starts broker `id` again with the same config, port and log directory (stopping it first if it still
-    /// runs), behind the same proxies, and waits until it answers Metadata naming a controller. An isolated
-    /// broker cannot reach the coordinator, so it cannot start: heal it first.
-    ///
-    /// A broker that was SIGKILLed or paused keeps its registration until its session expires, and a new process
-    /// registering the same id before then exits at start in ZooKeeper mode (`NodeExists` on `/brokers/ids/<id>`)
-    /// or is refused until then in KRaft mode (`DUPLICATE_BROKER_REGISTRATION`, retried), so the restart first
-    /// waits (up to three session timeouts) until the cluster no longer lists the old one.
-    pub async fn restart_broker(&mut self, id: i32) -> Result<(), LocalError> {
-        let timeout = self.ready_timeout;
-        self.broker_mut(id)?.service.stop(BROKER_STOP_GRACE).await;
-        let deadline = Instant::now() + 3 * self.session_timeout();
-        while Instant::now() < deadline {
-            match self.metadata(Some(&[])).await {
-                Ok(metadata) if metadata.brokers.contains_key(&id) => {
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                }
-                // Deregistered, or no broker answers (then nobody holds the registration up either).
-                _ => break,
-            }
-        }
-        let broker = self.brokers.iter_mut().find(|broker| broker.id == id);
-        let Some(broker) = broker else {
-            return Err(self.unknown_broker(id));
-        };
-        broker.service.respawn(BROKER_STOP_GRACE).await?;
-        self.network.set_pid(id, broker.service.process.pid());
-        kafka::wait_for_broker(&mut broker.service.process, broker.service.port, timeout).await
-    }
-
-    /// Cuts broker `id` off from everyone (clients and peers) or from its peers only, at its proxies: its
-    /// connections are held, not closed, and its session expires after [`LocalTopology::session_timeout`]
-    /// unless healed first. See the module docs for what clients observe.
-    pub fn isolate_broker(&self, id: i32, isolation: Isolation) -> Result<(), LocalError> {
-        self.broker(id)?;
-        self.network.isolate(id, isolation);
-        Ok(())
-    }
-
-    /// Ends broker `id`'s isolation: held bytes flow again; with an expired session it registers anew and
-    /// rejoins as a follower.
-    pub fn heal_broker(&self, id: i32) -> Result<(), LocalError> {
-        self.broker(id)?;
-        self.network.heal(id);
-        Ok(())
-    }
-
-    /// Delays every answer of broker `id` (to clients and peers alike) by `latency`; zero removes it.
-    pub fn set_broker_latency(&self, id: i32, latency: Duration) -> Result<(), LocalError> {
-        self.broker(id)?;
-        self.network.set_latency(id, latency);
-        Ok(())
-    }
-
-    /// SIGKILL to the Connect worker (and so to the Debezium task in it).
-    pub fn kill_connect(&mut self) {
-        self.connect.process.kill();
-    }
-
-    /// SIGTERM to the Connect worker (its tasks stop and commit their offsets), SIGKILL after 10 s.
-    pub async fn stop_connect(&mut self) {
-        self.connect.stop(CONNECT_STOP_GRACE).await;
-    }
-
-    /// Whether the Connect worker process is alive (running or paused).
-    pub fn connect_running(&mut self) -> bool {
-        !self.connect.process.has_exited()
-    }
-
-    /// Whether broker `id`'s process is alive (running or paused).
-    pub fn broker_running(&mut self, id: i32) -> Result<bool, LocalError> {
-        Ok(!self.broker_mut(id)?.service.process.has_exited())
-    }
-
-    /// Starts the Connect worker again (stopping it first if it still runs) on the same port and internal topics,
-    /// and waits until its REST API answers; registered connectors resume from their committed offsets.
-    pub async fn restart_connect(&mut self) -> Result<(), LocalError> {
-        self.connect.respawn(CONNECT_STOP_GRACE).await?;
-        let port = self.connect.port;
-        connect::wait_for_worker(
-            &mut self.connect.process,
-            port,
-            ConnectorFlavour::MariaDb.connector_class(),
-            self.ready_timeout,
-        )
-        .await
-    }
-
     /// The Connect worker's REST API.
     pub fn connect(&self) -> &ConnectRest {
         &self.connect_rest
@@ -933,24 +539,6 @@ impl LocalTopology {
         .await
     }
 
-    /// Puts every service back as started, whatever faults left behind: network faults healed, paused brokers
-    /// resumed, exited brokers and an exited Connect worker started again. MariaDB and the coordinator are not
-    /// restarted (no fault touches them): one that exited is an error.
-    pub async fn recover(&mut self) -> Result<(), LocalError> {
-        self.network.heal_all();
-        for id in self.broker_ids() {
-            if self.broker_running(id)? {
-                self.resume_broker(id)?;
-            } else {
-                self.restart_broker(id).await?;
-            }
-        }
-        if !self.connect_running() {
-            self.restart_connect().await?;
-        }
-        self.ensure_running()
-    }
-
     /// Registers `connector` against this topology's MariaDB and Kafka and waits until it runs.
     pub async fn start_connector(
         &self,
@@ -1000,163 +588,5 @@ impl LocalTopology {
             )
         })??;
         Ok(run_root)
-    }
-}
-
-/// The per-run directory: `conf/` (generated configs), `logs/` (one log per process), `data/` (datadirs).
-#[derive(Debug)]
-pub(crate) struct RunDir {
-    pub root: PathBuf,
-}
-
-impl RunDir {
-    fn create(runs_dir: &Path) -> Result<Self, LocalError> {
-        static SEQUENCE: AtomicU32 = AtomicU32::new(0);
-        let unix_secs = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|since| since.as_secs())
-            .unwrap_or_default();
-        let name = format!(
-            "run-{unix_secs}-{}-{}",
-            std::process::id(),
-            SEQUENCE.fetch_add(1, Ordering::Relaxed)
-        );
-        prune_old_runs(runs_dir, KEPT_RUNS - 1);
-        let root = runs_dir.join(name);
-        for sub in ["conf", "logs", "data"] {
-            let dir = root.join(sub);
-            std::fs::create_dir_all(&dir).map_err(|e| LocalError::io("creating", &dir, e))?;
-        }
-        Ok(RunDir { root })
-    }
-
-    pub fn conf_path(&self, file_name: &str) -> PathBuf {
-        self.root.join("conf").join(file_name)
-    }
-
-    pub fn log_path(&self, service: &str) -> PathBuf {
-        self.root.join("logs").join(format!("{service}.log"))
-    }
-
-    /// Creates and returns `data/<name>`.
-    pub fn data_dir(&self, name: &str) -> Result<PathBuf, LocalError> {
-        let dir = self.root.join("data").join(name);
-        std::fs::create_dir_all(&dir).map_err(|e| LocalError::io("creating", &dir, e))?;
-        Ok(dir)
-    }
-
-    fn remove_data(&self) -> Result<(), LocalError> {
-        let dir = self.root.join("data");
-        match std::fs::remove_dir_all(&dir) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(LocalError::io("removing", &dir, e)),
-        }
-    }
-}
-
-/// Removes all but the newest `keep` `run-*` directories (names start with the start time, so they sort by age).
-fn prune_old_runs(runs_dir: &Path, keep: usize) {
-    let Ok(entries) = std::fs::read_dir(runs_dir) else {
-        return;
-    };
-    let mut runs: Vec<(u64, PathBuf)> = entries
-        .flatten()
-        .map(|entry| entry.path())
-        .filter_map(|path| {
-            let name = path.file_name()?.to_str()?;
-            let started: u64 = name.strip_prefix("run-")?.split('-').next()?.parse().ok()?;
-            Some((started, path))
-        })
-        .collect();
-    runs.sort();
-    let excess = runs.len().saturating_sub(keep);
-    for (_, old_run) in runs.into_iter().take(excess) {
-        // Best effort: a run directory that cannot be removed is left for the user.
-        let _ = std::fs::remove_dir_all(old_run);
-    }
-}
-
-/// The topics Debezium writes besides the planned change topics (see [`LocalTopology::create_scenario_topics`]),
-/// with what an auto-created topic gets from the brokers' settings: 1 partition (`num.partitions`), the brokers'
-/// `default.replication.factor`, and Kafka's defaults for the rest (the brokers set none of those).
-fn side_topic_plans(scenario: &Scenario, brokers: u32) -> Vec<TopicPlan> {
-    use crate::model::schema;
-    use crate::scenario::{Bytes, CleanupPolicy, Millis};
-    let settings = TopicSettings {
-        partitions: 1,
-        replication_factor: kafka::default_replication_factor(brokers),
-        min_insync_replicas: 1,
-        retention_ms: Millis(7 * 24 * 3600 * 1000),
-        retention_bytes: Bytes(-1),
-        segment_bytes: Bytes(1 << 30),
-        cleanup_policy: CleanupPolicy::Delete,
-        unclean_leader_election: false,
-    };
-    let prefix = &scenario.topics.prefix;
-    let tables = schema::ALL_TABLES
-        .iter()
-        .filter(|t| !schema::MODELED_TABLES.iter().any(|m| m.name == t.name))
-        .map(|t| (t.name, scenario.topic_name(t.name)));
-    let debezium = [
-        ("schema changes", prefix.clone()),
-        ("heartbeats", format!("__debezium-heartbeat.{prefix}")),
-    ];
-    tables
-        .chain(debezium)
-        .map(|(table, name)| TopicPlan {
-            table,
-            name,
-            settings: settings.clone(),
-        })
-        .collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn side_topics_are_what_debezium_writes_beside_the_planned_ones() {
-        let scenario = Scenario::parse("name = \"side\"\n", "side.toml").expect("valid");
-        let planned: Vec<String> = scenario.topic_plans().into_iter().map(|p| p.name).collect();
-        let side = side_topic_plans(&scenario, 3);
-        let names: Vec<&str> = side.iter().map(|p| p.name.as_str()).collect();
-        for expected in [
-            "dbserver1.openmrs.care_setting",
-            "dbserver1.openmrs.users",
-            "dbserver1",
-            "__debezium-heartbeat.dbserver1",
-        ] {
-            assert!(names.contains(&expected), "{expected} in {names:?}");
-        }
-        assert!(names.iter().all(|n| !planned.iter().any(|p| p == n)));
-        assert!(side
-            .iter()
-            .all(|p| (p.settings.partitions, p.settings.replication_factor) == (1, 3)));
-        assert_eq!(
-            side_topic_plans(&scenario, 1)[0]
-                .settings
-                .replication_factor,
-            1
-        );
-    }
-
-    #[test]
-    fn old_run_directories_are_pruned_newest_kept() {
-        let runs = tempfile::tempdir().expect("temp dir");
-        for started in [100, 300, 200, 400] {
-            std::fs::create_dir_all(runs.path().join(format!("run-{started}-1-0")))
-                .expect("run dir");
-        }
-        std::fs::create_dir_all(runs.path().join("notes")).expect("other dir");
-        prune_old_runs(runs.path(), 2);
-        let mut left: Vec<String> = std::fs::read_dir(runs.path())
-            .expect("list")
-            .flatten()
-            .map(|entry| entry.file_name().to_string_lossy().into_owned())
-            .collect();
-        left.sort();
-        assert_eq!(left, ["notes", "run-300-1-0", "run-400-1-0"]);
     }
 }

@@ -1,0 +1,5 @@
+//! The command line's own commands: code that serves people at a terminal and may use every backend, so that no
+//! backend module has to import another (`etl-harness up` starts either the embedded cluster or the local
+//! topology).
+
+pub mod up;

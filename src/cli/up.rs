@@ -1,0 +1,141 @@
+//! `etl-harness up`: start an embedded cluster in real time (or, with `--backend local`, the real services; see
+//! `up/local.rs`), print its bootstrap servers and a ready line, and serve until Ctrl-C, so people
+//! can point kcat or their own code at it.
+
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+
+use crate::broker::{Cluster, NewTopic};
+
+mod local;
+
+/// Arguments of `etl-harness up`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct UpArgs {
+    /// Which services: the embedded cluster, or the real MariaDB, ZooKeeper, Kafka and Connect with Debezium.
+    #[arg(long, value_enum, default_value_t = UpBackend::Embedded)]
+    pub backend: UpBackend,
+    /// Number of brokers (ids 1..=N); default 3 (local: the scenario's `[topology] brokers`).
+    #[arg(long)]
+    pub brokers: Option<usize>,
+    /// Local backend: the scenario whose change topics, database name, topic prefix and producer settings to use
+    /// (default: every scenario default).
+    #[arg(long, value_name = "FILE")]
+    pub scenario: Option<PathBuf>,
+    /// Partitions of the --topic topics and of auto-created topics (num.partitions).
+    #[arg(long, default_value_t = 1)]
+    pub partitions: i32,
+    /// Broker N listens on PORT_BASE + N - 1 (default: ephemeral ports).
+    #[arg(long, value_name = "PORT_BASE")]
+    pub port_base: Option<u16>,
+    /// A topic to create at start; repeat for more.
+    #[arg(long = "topic", value_name = "NAME")]
+    pub topics: Vec<String>,
+    /// A broker-wide topic config default, e.g. retention.ms=60000; repeat for more.
+    #[arg(long = "log-default", value_name = "NAME=VALUE")]
+    pub log_defaults: Vec<String>,
+}
+
+/// The services `up` starts.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpBackend {
+    /// The in-process Kafka cluster.
+    Embedded,
+    /// The real services as local processes (needs mariadbd, java and mvn).
+    Local,
+}
+
+/// Runs `up` on a runtime of its own; for callers that are not async. From async code, use [`serve`].
+pub fn run(args: UpArgs) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the tokio runtime")?;
+    runtime.block_on(serve(args))
+}
+
+/// Starts the cluster, prints where it is, serves until Ctrl-C.
+pub async fn serve(args: UpArgs) -> anyhow::Result<()> {
+    if args.backend == UpBackend::Local {
+        return serve_local(args).await;
+    }
+    if args.scenario.is_some() {
+        anyhow::bail!(
+            "--scenario needs --backend local (the embedded `up` takes --topic and --partitions)"
+        );
+    }
+    let mut builder = Cluster::builder();
+    builder
+        .brokers(args.brokers.unwrap_or(3))
+        .num_partitions(args.partitions);
+    if let Some(port_base) = args.port_base {
+        builder.port_base(port_base);
+    }
+    for setting in &args.log_defaults {
+        let (name, value) = setting
+            .split_once('=')
+            .with_context(|| format!("--log-default '{setting}' is not NAME=VALUE"))?;
+        builder.log_default(name, value);
+    }
+    for topic in &args.topics {
+        builder.topic(NewTopic::new(topic.clone(), args.partitions));
+    }
+    let cluster = builder
+        .start()
+        .await
+        .context("cannot start the embedded cluster")?;
+    // Listen for Ctrl-C before saying "ready": a signal right after the ready line must stop us cleanly.
+    let interrupted = interrupt()?;
+    println!("bootstrap servers: {}", cluster.bootstrap_servers());
+    for topic in &args.topics {
+        println!("topic {topic}: {} partitions", args.partitions);
+    }
+    println!(
+        "ready: {} brokers, controller {} (Ctrl-C to stop)",
+        cluster.broker_ids().len(),
+        cluster.controller()
+    );
+    interrupted.await;
+    println!("stopping");
+    cluster.shutdown().await;
+    Ok(())
+}
+
+async fn serve_local(args: UpArgs) -> anyhow::Result<()> {
+    let embedded_only = [
+        ("--port-base", args.port_base.is_some()),
+        ("--topic", !args.topics.is_empty()),
+        ("--log-default", !args.log_defaults.is_empty()),
+        ("--partitions", args.partitions != 1),
+    ];
+    if let Some((flag, _)) = embedded_only.iter().find(|(_, given)| *given) {
+        anyhow::bail!(
+            "{flag} is for the embedded backend; with --backend local, topics and their settings come from --scenario"
+        );
+    }
+    let brokers = args
+        .brokers
+        .map(|n| u32::try_from(n).context("--brokers is too large"))
+        .transpose()?;
+    let interrupted = interrupt()?;
+    local::serve(brokers, args.scenario.as_deref(), interrupted).await
+}
+
+/// A future that completes on Ctrl-C (SIGINT); the handler is installed before this returns.
+#[cfg(unix)]
+fn interrupt() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+    let mut signal = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+        .context("cannot listen for Ctrl-C")?;
+    Ok(async move {
+        signal.recv().await;
+    })
+}
+
+/// A future that completes on Ctrl-C.
+#[cfg(not(unix))]
+fn interrupt() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+    Ok(async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
+}

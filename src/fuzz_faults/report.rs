@@ -1,0 +1,96 @@
+//! What a campaign tells its caller: progress as it goes, each case's verdict, the failure it found and the
+//! finished campaign.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::scenario::Scenario;
+
+/// What a campaign tells its caller as it goes (for cases/second and shrinking progress).
+#[derive(Debug, Clone)]
+pub enum Progress {
+    /// A drawn case finished.
+    Case {
+        /// 1-based number of the case.
+        number: u32,
+        seed: u64,
+        faults: usize,
+        held: bool,
+        /// Since the campaign started.
+        elapsed: Duration,
+    },
+    /// One shrink attempt finished.
+    Shrink {
+        attempt: u32,
+        faults: usize,
+        still_fails: bool,
+    },
+}
+
+/// The outcome of one case: which property invariants failed (empty when it held).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CaseVerdict {
+    /// Report invariants that did not hold (`lost`, `reordered`, `final_state`, `liveness`, …), in report order.
+    pub failed: Vec<String>,
+    /// Faults the history says were injected.
+    pub faults_injected: usize,
+}
+
+impl CaseVerdict {
+    pub fn held(&self) -> bool {
+        self.failed.is_empty()
+    }
+}
+
+/// A failure found, shrunk and written out.
+#[derive(Debug, Clone)]
+pub struct FoundFailure {
+    /// The smallest failing scenario found (its seed is the case's).
+    pub scenario: Scenario,
+    /// Where it was written.
+    pub path: PathBuf,
+    /// Invariants the shrunk case broke.
+    pub failed: Vec<String>,
+    /// Faults of the case as first drawn, before shrinking.
+    pub original_faults: usize,
+    /// Shrink runs spent.
+    pub shrink_runs: u32,
+    /// The written file run once more: the invariants it broke (empty if it passed that time).
+    pub rerun_failed: Vec<String>,
+}
+
+impl FoundFailure {
+    /// `etl-harness run <file> --seed N`
+    pub fn reproduce(&self) -> String {
+        format!(
+            "etl-harness run {} --seed {}",
+            self.path.display(),
+            self.scenario.seed
+        )
+    }
+
+    /// The rerun of the written file broke the first invariant the shrunk case broke.
+    pub fn reproduced(&self) -> bool {
+        self.failed
+            .first()
+            .is_some_and(|first| self.rerun_failed.contains(first))
+    }
+}
+
+/// A finished campaign.
+#[derive(Debug, Clone)]
+pub struct CampaignReport {
+    /// Cases run before the campaign ended (the failing one included; shrink runs not).
+    pub cases: u32,
+    /// Cases that injected no fault (every episode was dropped by the layout).
+    pub cases_without_faults: u32,
+    /// Wall time of the search (shrinking and the rerun not included).
+    pub search_time: Duration,
+    pub failure: Option<FoundFailure>,
+}
+
+impl CampaignReport {
+    pub fn cases_per_second(&self) -> f64 {
+        self.cases as f64 / self.search_time.as_secs_f64().max(1e-9)
+    }
+}

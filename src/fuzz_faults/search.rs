@@ -1,0 +1,293 @@
+//! The campaign's search: proptest draws the cases, each runs as a whole scenario, the first failure is shrunk
+//! (proptest's shrinking, each candidate a run), written out and run once more from the written file.
+
+use std::cell::{Cell, RefCell};
+use std::time::{Duration, Instant};
+
+use proptest::test_runner::{Config, RngSeed, TestCaseError, TestError, TestRunner};
+
+use super::draw::{case_strategy, Draw};
+use super::failure_file::write_failure;
+use super::layout::FaultSpace;
+use super::{CampaignConfig, CampaignError, CampaignReport, CaseVerdict, FoundFailure, Progress};
+use crate::run::RunOptions;
+use crate::scenario::Scenario;
+
+/// Runs a campaign over `base` with the real runner: each case is a whole run on the embedded cluster.
+pub fn search(
+    base: &Scenario,
+    config: &CampaignConfig,
+    progress: &mut dyn FnMut(&Progress),
+) -> Result<CampaignReport, CampaignError> {
+    // Deterministic mode needs one thread, as `etl-harness run` gives it: a case and its rerun from the written
+    // file must be the same run.
+    let runtime = if base.topology.deterministic {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+    }
+    .map_err(CampaignError::Runtime)?;
+    let execute = |scenario: &Scenario| -> Result<CaseVerdict, CampaignError> {
+        let options = RunOptions {
+            scenario_path: format!("<fault case seed {}>", scenario.seed),
+            progress: false,
+        };
+        let outcome = runtime
+            .block_on(crate::run::run(scenario, &options))
+            .map_err(|error| CampaignError::Run {
+                seed: scenario.seed,
+                error: Box::new(error),
+            })?;
+        let failed = outcome
+            .report
+            .verdicts
+            .iter()
+            .filter(|v| !v.holds)
+            .map(|v| v.invariant.to_string())
+            .collect();
+        Ok(CaseVerdict {
+            failed,
+            faults_injected: outcome.history.faults.len(),
+        })
+    };
+    search_with(base, config, progress, &execute)
+}
+
+/// The campaign over any executor of cases (the real runner, or a model in unit tests).
+pub(crate) fn search_with(
+    base: &Scenario,
+    config: &CampaignConfig,
+    progress: &mut dyn FnMut(&Progress),
+    execute: &dyn Fn(&Scenario) -> Result<CaseVerdict, CampaignError>,
+) -> Result<CampaignReport, CampaignError> {
+    let space = FaultSpace::of(base)?;
+    let strategy = case_strategy(config.mix);
+    let proptest_config = Config {
+        cases: config.cases,
+        max_shrink_iters: config.max_shrink_runs,
+        max_shrink_time: 0,
+        failure_persistence: None,
+        fork: false,
+        timeout: 0,
+        verbose: 0,
+        rng_seed: RngSeed::Fixed(config.seed),
+        ..Config::default()
+    };
+    let mut runner = TestRunner::new(proptest_config);
+
+    // proptest calls the property through `Fn`: the campaign's state lives in cells.
+    let progress = RefCell::new(progress);
+    let error: RefCell<Option<CampaignError>> = RefCell::new(None);
+    let started = Instant::now();
+    let cases = Cell::new(0u32);
+    let cases_without_faults = Cell::new(0u32);
+    let search_time = Cell::new(None::<Duration>);
+    let shrink_runs = Cell::new(0u32);
+    let first_faults = Cell::new(0usize);
+    let last_failed: RefCell<Vec<String>> = RefCell::new(Vec::new());
+
+    let result = runner.run(&strategy, |draw: Draw| {
+        if error.borrow().is_some() {
+            // An infrastructure error ends the campaign; the runner is told every case holds so it stops
+            // shrinking quickly and the error is returned below.
+            return Ok(());
+        }
+        let scenario = match space.scenario(&draw) {
+            Ok(s) => s,
+            Err(e) => {
+                *error.borrow_mut() = Some(e);
+                return Ok(());
+            }
+        };
+        let shrinking = search_time.get().is_some();
+        let verdict = match execute(&scenario) {
+            Ok(v) => v,
+            // While shrinking, a candidate that cannot be run is simply not a smaller failure.
+            Err(_) if shrinking => {
+                shrink_runs.set(shrink_runs.get() + 1);
+                return Ok(());
+            }
+            Err(e) => {
+                *error.borrow_mut() = Some(e);
+                return Ok(());
+            }
+        };
+        if !scenario.faults.is_empty() && verdict.faults_injected == 0 {
+            if !shrinking {
+                *error.borrow_mut() = Some(CampaignError::NemesisNotWired {
+                    seed: scenario.seed,
+                    scheduled: scenario.faults.len(),
+                });
+            }
+            return Ok(());
+        }
+        if shrinking {
+            shrink_runs.set(shrink_runs.get() + 1);
+            (progress.borrow_mut())(&Progress::Shrink {
+                attempt: shrink_runs.get(),
+                faults: scenario.faults.len(),
+                still_fails: !verdict.held(),
+            });
+        } else {
+            cases.set(cases.get() + 1);
+            if scenario.faults.is_empty() {
+                cases_without_faults.set(cases_without_faults.get() + 1);
+            }
+            (progress.borrow_mut())(&Progress::Case {
+                number: cases.get(),
+                seed: scenario.seed,
+                faults: scenario.faults.len(),
+                held: verdict.held(),
+                elapsed: started.elapsed(),
+            });
+        }
+        if verdict.held() {
+            return Ok(());
+        }
+        if !shrinking {
+            search_time.set(Some(started.elapsed()));
+            first_faults.set(scenario.faults.len());
+        }
+        *last_failed.borrow_mut() = verdict.failed.clone();
+        Err(TestCaseError::fail(format!(
+            "seed {}: {} failed",
+            scenario.seed,
+            verdict.failed.join(", ")
+        )))
+    });
+    if let Some(e) = error.into_inner() {
+        return Err(e);
+    }
+    let search_time = search_time.get().unwrap_or_else(|| started.elapsed());
+    let mut report = CampaignReport {
+        cases: cases.get(),
+        cases_without_faults: cases_without_faults.get(),
+        search_time,
+        failure: None,
+    };
+    let minimal = match result {
+        Ok(()) => return Ok(report),
+        Err(TestError::Abort(reason)) => return Err(CampaignError::Aborted(reason.to_string())),
+        Err(TestError::Fail(_, draw)) => draw,
+    };
+    // The runner returns the last draw that failed; its verdict was recorded when it ran.
+    let scenario = space.scenario(&minimal)?;
+    let failed = last_failed.into_inner();
+    let path = write_failure(&config.out_dir, &scenario, &failed, config.seed)?;
+    let reloaded = Scenario::load(&path).map_err(|errors| CampaignError::Reload {
+        path: path.clone(),
+        errors,
+    })?;
+    let rerun_failed = execute(&reloaded)?.failed;
+    report.failure = Some(FoundFailure {
+        scenario: reloaded,
+        path,
+        failed,
+        original_faults: first_faults.get(),
+        shrink_runs: shrink_runs.get(),
+        rerun_failed,
+    });
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{base_scenario, SAFE_BASE};
+    use super::*;
+    use crate::scenario::{Expect, FaultAction, Millis};
+
+    fn base() -> Scenario {
+        base_scenario(SAFE_BASE, "SAFE_BASE").expect("the safe base parses")
+    }
+
+    /// A model of the pipeline: the property breaks exactly when a broker is killed (by id or by role).
+    fn breaks_on_kill(scenario: &Scenario) -> Result<CaseVerdict, CampaignError> {
+        let killed = scenario
+            .faults
+            .iter()
+            .any(|f| f.action == FaultAction::Kill && f.target.is_broker());
+        Ok(CaseVerdict {
+            failed: if killed { vec!["lost".into()] } else { vec![] },
+            faults_injected: scenario.faults.len(),
+        })
+    }
+
+    #[test]
+    fn a_failure_shrinks_to_one_early_kill_and_is_written_as_a_scenario() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = CampaignConfig::new(200, 11, dir.path());
+        config.max_shrink_runs = 500;
+        let report = search_with(&base(), &config, &mut |_| {}, &breaks_on_kill).unwrap();
+        let failure = report.failure.expect("a kill is drawn within 200 cases");
+        let faults = &failure.scenario.faults;
+        // One episode is left: a kill and, when it was by id, its restart; shrunk to the start of the run.
+        assert!((1..=2).contains(&faults.len()), "not minimal: {faults:#?}");
+        assert_eq!(faults[0].action, FaultAction::Kill, "{faults:#?}");
+        assert_eq!(
+            faults[0].at,
+            Millis(0),
+            "not shrunk to the earliest time: {faults:#?}"
+        );
+        assert!(failure.original_faults >= faults.len());
+        assert_eq!(failure.failed, vec!["lost".to_string()]);
+        assert!(failure.reproduced(), "{failure:#?}");
+        // The file on disk is the scenario, with its seed, and says how to reproduce it.
+        let text = std::fs::read_to_string(&failure.path).unwrap();
+        assert!(text.contains(&failure.reproduce()), "{text}");
+        let again = Scenario::load(&failure.path).unwrap();
+        assert_eq!(again.faults, *faults);
+        assert_eq!(again.seed, failure.scenario.seed);
+        assert_eq!(again.expectations(), Expect::default());
+    }
+
+    #[test]
+    fn a_campaign_where_every_case_holds_runs_every_case() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = CampaignConfig::new(25, 3, dir.path());
+        let mut seen = 0;
+        let holds = |s: &Scenario| -> Result<CaseVerdict, CampaignError> {
+            Ok(CaseVerdict {
+                failed: vec![],
+                faults_injected: s.faults.len(),
+            })
+        };
+        let report = search_with(
+            &base(),
+            &config,
+            &mut |p| {
+                if let Progress::Case { held, .. } = p {
+                    assert!(held);
+                    seen += 1;
+                }
+            },
+            &holds,
+        )
+        .unwrap();
+        assert_eq!(report.cases, 25);
+        assert_eq!(seen, 25);
+        assert!(report.failure.is_none());
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn faults_the_run_did_not_inject_stop_the_campaign() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = CampaignConfig::new(5, 3, dir.path());
+        let not_injected = |_: &Scenario| -> Result<CaseVerdict, CampaignError> {
+            Ok(CaseVerdict {
+                failed: vec![],
+                faults_injected: 0,
+            })
+        };
+        let error = search_with(&base(), &config, &mut |_| {}, &not_injected).unwrap_err();
+        assert!(
+            error.to_string().starts_with("nemesis not wired"),
+            "{error}"
+        );
+    }
+}

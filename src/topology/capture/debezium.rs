@@ -1,0 +1,503 @@
+//! The Debezium capture plug: Debezium's MariaDB connector in a Kafka Connect worker, over a MariaDB source
+//! ([`MySqlSource`]: each operation one SQL transaction, its GTID read back, so the history links each commit to
+//! the Debezium records that carry that GTID).
+//!
+//! What differs from the embedded capture, and why:
+//! - The harness cannot see Debezium's produce requests; a [`LogObserver`] (a consumer of its own, never faulted)
+//!   reads every change topic from the start, and where it found each change stands in for the acknowledgement,
+//!   so a change the ETL never got is explained as the embedded capture explains it (retention took its offset,
+//!   …) rather than counted "never produced".
+//! - The initial snapshot is recorded from the database as the connector starts on it: every row of every modeled
+//!   table after the baseline load, read in one pass before the connector is registered (the harness is the only
+//!   writer, and it writes nothing until the connector runs). The stream starts once the consumers read every
+//!   snapshot row and Connect committed an offset past the snapshot.
+//! - Delivered means: Connect committed a source offset of the last commit (it commits only what Kafka
+//!   acknowledged), and the consumers read a change of that commit (its GTID).
+//! - The connector is Debezium's MariaDB connector whatever `[capture] connector` says: this machine's registries
+//!   serve MariaDB, not MySQL. The verdicts do not depend on the flavour (the decoder reads both).
+//!
+//! Connector faults act on the worker that runs it ([`ConnectWorker`]):
+//!
+//! | action | what is done |
+//! |---|---|
+//! | `kill` | SIGKILL to the Connect worker: Debezium resumes from the last committed source offsets, so what it sent after them is sent again |
+//! | `stop` | SIGTERM to the worker (tasks stop and commit their offsets) |
+//! | `pause` / `resume` | Connect's REST pause / resume of the connector |
+//! | `restart` | the worker started again if it is down, then the connector resumed and its tasks restarted; a task that does not run again in its worker (Debezium 3.2.0 cannot restart a task in the JVM it failed in) gets the worker restarted |
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::{Capture, CaptureMark, Delivery};
+use crate::clock::Clock;
+use crate::history::{
+    BinlogPosition, ChangeOp, ChangeRecord, Commit, Consumed, History, ProduceOutcome, Produced,
+    Recorder,
+};
+use crate::model::flat::RowImages;
+use crate::pipeline::sink::MemorySink;
+use crate::pipeline::Pipeline;
+use crate::run::{configure, RunError};
+use crate::scenario::{FaultAction, Scenario};
+use crate::source::{MySqlSource, SourceError};
+use crate::topology::local::{ConnectRest, DebeziumConnector, LocalError};
+use crate::workload::Operation;
+
+/// How long the Debezium connector may take to report RUNNING.
+const CONNECTOR_READY: Duration = Duration::from_secs(120);
+/// How long the connector may take to run again after its worker restarted.
+const CONNECTOR_BACK: Duration = Duration::from_secs(60);
+/// How long Debezium's initial snapshot may take to reach the consumers.
+const SNAPSHOT_READ: Duration = Duration::from_secs(120);
+/// How long the log observer may take, after the consumers quiesced, to read up to the same end offsets.
+const OBSERVER_CATCH_UP: Duration = Duration::from_secs(20);
+/// How often the capture's waits and quiesce look again.
+const POLL: Duration = Duration::from_millis(100);
+
+/// The Kafka Connect worker a Debezium connector runs in: what the plug needs of the backend that runs it.
+#[allow(async_fn_in_trait)]
+pub trait ConnectWorker: Sync {
+    /// Registers `connector` against the backend's database and Kafka and waits until it runs.
+    async fn start_connector(
+        &self,
+        connector: &DebeziumConnector,
+        ready: Duration,
+    ) -> Result<(), LocalError>;
+    /// The worker's REST API.
+    async fn rest(&self) -> ConnectRest;
+    /// Whether the worker process is alive.
+    async fn running(&self) -> bool;
+    /// SIGKILL to the worker.
+    async fn kill(&self);
+    /// SIGTERM to the worker (its tasks stop and commit their offsets).
+    async fn stop(&self);
+    /// Starts the worker again (stopping it first if it still runs); waits until its REST API answers.
+    async fn restart(&self) -> Result<(), LocalError>;
+}
+
+/// Debezium in a Connect worker, over MariaDB.
+pub struct DebeziumCapture<'a, W: ConnectWorker> {
+    worker: &'a W,
+    source: MySqlSource,
+    connector: DebeziumConnector,
+    bootstrap: String,
+    clock: Clock,
+    /// Rows of the initial snapshot, known once started.
+    snapshot_rows: usize,
+    observer: Option<LogObserver>,
+    /// The last GTID set Connect reported as committed (kept when a later query fails).
+    committed_gtids: std::sync::Mutex<String>,
+}
+
+impl<'a, W: ConnectWorker> DebeziumCapture<'a, W> {
+    /// A capture (not started) of `connector` in `worker`, reading the MariaDB at `database_url`.
+    pub async fn connect(
+        worker: &'a W,
+        connector: DebeziumConnector,
+        database_url: &str,
+        bootstrap: String,
+        recorder: &Recorder,
+        clock: &Clock,
+    ) -> Result<Self, RunError> {
+        let source = MySqlSource::connect(database_url, recorder.clone(), clock.clone()).await?;
+        Ok(DebeziumCapture {
+            worker,
+            source,
+            connector,
+            bootstrap,
+            clock: clock.clone(),
+            snapshot_rows: 0,
+            observer: None,
+            committed_gtids: std::sync::Mutex::new(String::new()),
+        })
+    }
+
+    /// The GTID of the last commit of the stream (not the snapshot), if any.
+    fn last_gtid(recorder: &Recorder) -> Option<String> {
+        recorder
+            .snapshot()
+            .commits
+            .iter()
+            .rev()
+            .find(|c| !c.snapshot)
+            .and_then(|c| c.gtid.clone())
+    }
+}
+
+impl<W: ConnectWorker> Capture for DebeziumCapture<'_, W> {
+    type Source = MySqlSource;
+
+    fn source(&self) -> &MySqlSource {
+        &self.source
+    }
+
+    async fn load(&self, op: &Operation) -> Result<(), SourceError> {
+        self.source.load(op).await
+    }
+
+    async fn start(&mut self, scenario: &Scenario, recorder: &Recorder) -> Result<(), RunError> {
+        self.snapshot_rows = record_snapshot(&self.source, recorder, &self.clock).await?;
+        tracing::info!(scenario = %scenario.name, "debezium: baseline recorded as the snapshot");
+        self.worker
+            .start_connector(&self.connector, CONNECTOR_READY)
+            .await?;
+        tracing::info!(scenario = %scenario.name, "debezium: connector running");
+        Ok(())
+    }
+
+    async fn ready(&mut self, scenario: &Scenario, recorder: &Recorder) -> Result<(), RunError> {
+        self.observer = Some(LogObserver::start(scenario, &self.bootstrap, &self.clock).await?);
+        // Debezium reports RUNNING before its snapshot has read anything: a commit made now could be read by the
+        // snapshot as a row (`r`) instead of streamed as a change. Stream only once every row was delivered.
+        wait_for_snapshot(recorder, self.snapshot_rows).await?;
+        tracing::info!(scenario = %scenario.name, "debezium: snapshot read by the consumers");
+        // A connector restarted before Connect committed an offset past the snapshot takes the snapshot again:
+        // the stream (and the faults) start once one is committed.
+        self.worker
+            .rest()
+            .await
+            .wait_until_past_snapshot(&self.connector.name, SNAPSHOT_READ)
+            .await?;
+        tracing::info!(scenario = %scenario.name, "debezium: connector offsets past the snapshot");
+        Ok(())
+    }
+
+    async fn reached(&self, _txn: u64, _mark: CaptureMark) -> bool {
+        // Debezium's produce progress is not visible; only a virtual clock paces on it, and a scenario with a
+        // real capture runs on the real clock.
+        true
+    }
+
+    async fn progress_fingerprint(&self) -> (u64, u64) {
+        (0, 0)
+    }
+
+    /// Connect committed a source offset of the last commit (it commits only what Kafka acknowledged: every
+    /// change before it is in the topics), and the consumers read a change of that commit. (A change of the last
+    /// commit read is not enough alone: after a connector restart Debezium replays, and the last commit's record
+    /// can reach its partition before replayed records reach theirs; the driver also waits for every
+    /// partition's end read after the offset.)
+    async fn delivery(&self, recorder: &Recorder) -> Delivery {
+        let last_gtid = Self::last_gtid(recorder);
+        let committed = match last_gtid.as_deref() {
+            None => true,
+            Some(last) => {
+                let offsets = self
+                    .worker
+                    .rest()
+                    .await
+                    .committed_offsets(&self.connector.name)
+                    .await;
+                let mut committed_gtids = self
+                    .committed_gtids
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner());
+                if let Some(gtids) = offsets.ok().and_then(|o| {
+                    o.first()
+                        .and_then(|offset| offset.get("gtids"))
+                        .and_then(|g| g.as_str())
+                        .map(str::to_owned)
+                }) {
+                    *committed_gtids = gtids;
+                }
+                // Debezium's offset inside transaction N is the set of transactions before it: an offset past
+                // N - 1 is the commit of a record of the last transaction (the set reaches N itself only with
+                // the next binlog event, which may be a heartbeat tens of seconds later).
+                gtid_set_covers(&committed_gtids, last, 1)
+            }
+        };
+        let seen_last = last_gtid.as_deref().is_none_or(|gtid| {
+            recorder.snapshot().consumed.iter().any(|c| {
+                c.change
+                    .as_ref()
+                    .is_some_and(|ch| ch.source.gtid.as_deref() == Some(gtid))
+            })
+        });
+        let mut pending = Vec::new();
+        if !committed {
+            let committed_gtids = self
+                .committed_gtids
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone();
+            pending.push(format!(
+                "capture: Connect's committed source offset is at GTID set `{committed_gtids}`, not yet at the last commit's {}",
+                last_gtid.as_deref().unwrap_or("-")
+            ));
+        }
+        if !seen_last {
+            pending.push(format!(
+                "consumers: no change of the last commit (GTID {}) read yet",
+                last_gtid.as_deref().unwrap_or("-")
+            ));
+        }
+        Delivery {
+            in_kafka: committed,
+            complete: committed && seen_last,
+            failed: None,
+            pending,
+        }
+    }
+
+    fn poll_interval(&self) -> Duration {
+        POLL
+    }
+
+    async fn fault(&self, action: FaultAction) -> Result<(), String> {
+        let name = self.connector.name.as_str();
+        let text = |e: LocalError| e.to_string();
+        match action {
+            FaultAction::Kill => {
+                self.worker.kill().await;
+                Ok(())
+            }
+            FaultAction::Stop => {
+                self.worker.stop().await;
+                Ok(())
+            }
+            FaultAction::Pause => self
+                .worker
+                .rest()
+                .await
+                .pause_connector(name)
+                .await
+                .map_err(text),
+            FaultAction::Restart | FaultAction::Resume => {
+                if self.worker.running().await {
+                    let rest = self.worker.rest().await;
+                    let in_worker = async {
+                        rest.resume_connector(name).await?;
+                        rest.restart_connector(name).await?;
+                        rest.wait_until_running(name, CONNECTOR_BACK).await
+                    };
+                    match in_worker.await {
+                        Ok(()) => return Ok(()),
+                        // Debezium 3.2.0 cannot start a task again inside the JVM it failed in (its OpenLineage
+                        // emitter was shut down with the old task: "DebeziumOpenLineageEmitter not initialized",
+                        // DBZ-9504/DBZ-9524, fixed in later releases); what an operator does then is restart
+                        // the worker.
+                        Err(e) => tracing::warn!(
+                            error = %e,
+                            "the connector did not run again in its worker; restarting the worker"
+                        ),
+                    }
+                }
+                self.worker.restart().await.map_err(text)?;
+                let rest = self.worker.rest().await;
+                rest.wait_until_known(name, CONNECTOR_BACK)
+                    .await
+                    .map_err(text)?;
+                rest.resume_connector(name).await.map_err(text)?;
+                rest.wait_until_running(name, CONNECTOR_BACK)
+                    .await
+                    .map_err(text)
+            }
+            other => Err(crate::nemesis::unsupported(other, "the connector")),
+        }
+    }
+
+    async fn failure(&self) -> Option<String> {
+        if !self.worker.running().await {
+            return Some("the Connect worker is not running".into());
+        }
+        match self
+            .worker
+            .rest()
+            .await
+            .connector_status(&self.connector.name)
+            .await
+        {
+            Ok(Some(status)) => std::iter::once(&status.connector)
+                .chain(status.tasks.iter())
+                .find(|s| s.state == "FAILED")
+                .map(|s| {
+                    let trace = s.trace.as_deref().unwrap_or("no trace");
+                    let first = trace.lines().next().unwrap_or(trace);
+                    format!("Debezium task FAILED: {first}")
+                }),
+            Ok(None) => Some("the connector is not registered".into()),
+            Err(e) => Some(format!("its status cannot be read: {e}")),
+        }
+    }
+
+    async fn final_images(&self) -> Result<RowImages, RunError> {
+        Ok(self.source.final_images().await?)
+    }
+
+    async fn finish(
+        self,
+        ends: &[(String, i32, i64)],
+        recorder: &Recorder,
+    ) -> Option<Vec<Produced>> {
+        let observed = match self.observer {
+            Some(observer) => observer.finish(ends).await,
+            None => Vec::new(),
+        };
+        Some(placements(&recorder.snapshot(), &observed))
+    }
+}
+
+/// The harness's own reader of what Debezium wrote: one consumer, never stalled or restarted by a fault, reading
+/// every change topic from its start into a recorder of its own. Where it read each change is where Kafka held
+/// it: the stand-in for the produce acknowledgements the embedded capture records (Debezium's are not visible to
+/// the harness), so the checkers can say why an ETL consumer never got a change — retention deleted its offset,
+/// or a truncation removed it — instead of "never produced".
+///
+/// Limits: it reads up to the high watermark, so a record truncated before it was read is never seen (counted
+/// never produced, as an unacknowledged write would be); a record retention deletes before it reads it is missed
+/// the same way (it is never stalled, so only under a retention shorter than its own lag); its "sent at" is when
+/// it read the record, not when Debezium wrote it.
+struct LogObserver {
+    pipeline: Pipeline,
+    recorder: Recorder,
+}
+
+impl LogObserver {
+    async fn start(
+        scenario: &Scenario,
+        bootstrap: &str,
+        clock: &Clock,
+    ) -> Result<LogObserver, RunError> {
+        let mut config = configure::pipeline(scenario, bootstrap);
+        config.consumers = 1;
+        let recorder = Recorder::new(scenario.seed);
+        let pipeline = Pipeline::start(
+            config,
+            Arc::new(MemorySink::new()),
+            recorder.clone(),
+            clock.clone(),
+        )
+        .await?;
+        Ok(LogObserver { pipeline, recorder })
+    }
+
+    /// Lets it read up to `ends` (bounded by [`OBSERVER_CATCH_UP`]; what it has not read by then stays
+    /// unplaced), stops it, and returns what it read.
+    async fn finish(self, ends: &[(String, i32, i64)]) -> Vec<Consumed> {
+        let began = Instant::now();
+        while !ends.is_empty()
+            && !self.pipeline.caught_up(ends)
+            && began.elapsed() < OBSERVER_CATCH_UP
+        {
+            tokio::time::sleep(POLL).await;
+        }
+        self.pipeline.shutdown().await;
+        self.recorder.snapshot().consumed
+    }
+}
+
+/// What the observer read, as acknowledgements: each record at its partition and offset, with the change it
+/// carries (resolved like an ETL consumer's read).
+fn placements(history: &History, observed: &[Consumed]) -> Vec<Produced> {
+    let resolver = history.resolver();
+    observed
+        .iter()
+        .map(|c| Produced {
+            change: c.change.as_ref().and_then(|ch| resolver.resolve(ch)),
+            tombstone: c.change.is_none(),
+            topic: c.topic.clone(),
+            outcome: ProduceOutcome::Acked {
+                partition: c.partition,
+                offset: c.offset,
+            },
+            sent_at_ms: c.at_ms,
+        })
+        .collect()
+}
+
+/// Waits until the consumers have read every row of the initial snapshot (`snapshot_rows` distinct rows), bounded
+/// by [`SNAPSHOT_READ`].
+async fn wait_for_snapshot(recorder: &Recorder, snapshot_rows: usize) -> Result<(), RunError> {
+    let began = Instant::now();
+    loop {
+        let read: HashSet<(&'static str, i64)> = recorder
+            .snapshot()
+            .consumed
+            .iter()
+            .filter_map(|c| c.change.as_ref())
+            .filter(|ch| ch.source.snapshot)
+            .map(|ch| (ch.table, ch.key))
+            .collect();
+        if read.len() >= snapshot_rows {
+            return Ok(());
+        }
+        if began.elapsed() >= SNAPSHOT_READ {
+            return Err(RunError::LocalRun(format!(
+                "Debezium's initial snapshot: {} of {snapshot_rows} rows reached the consumers within {:?}",
+                read.len(),
+                SNAPSHOT_READ
+            )));
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// Records the snapshot pseudo-commit: a read of every row the database holds before the connector starts.
+/// Returns how many rows that is.
+async fn record_snapshot(
+    source: &MySqlSource,
+    recorder: &Recorder,
+    clock: &Clock,
+) -> Result<usize, RunError> {
+    let images = source.final_images().await?;
+    let changes: Vec<ChangeRecord> = images
+        .iter()
+        .flat_map(|(table, rows)| {
+            rows.keys().map(|key| ChangeRecord {
+                table,
+                key: *key,
+                op: ChangeOp::Read,
+            })
+        })
+        .collect();
+    let rows = changes.len();
+    recorder.commit(Commit {
+        txn: 0,
+        snapshot: true,
+        kind: None,
+        patient_id: None,
+        position: BinlogPosition {
+            file: String::new(),
+            pos: 0,
+        },
+        gtid: None,
+        server_id: 0,
+        committed_at_ms: clock.now_ms(),
+        changes,
+    });
+    Ok(rows)
+}
+
+/// Whether the MariaDB GTID set `set` (`domain-server-seq`, comma-separated) reaches within `slack` transactions of
+/// `gtid`: an entry of the same domain and server with a sequence number at least `gtid`'s minus `slack`.
+fn gtid_set_covers(set: &str, gtid: &str, slack: u64) -> bool {
+    fn parts(g: &str) -> Option<(&str, &str, u64)> {
+        let mut it = g.trim().splitn(3, '-');
+        Some((it.next()?, it.next()?, it.next()?.parse().ok()?))
+    }
+    let Some((domain, server, seq)) = parts(gtid) else {
+        return false;
+    };
+    set.split(',')
+        .filter_map(parts)
+        .any(|(d, s, n)| d == domain && s == server && n.saturating_add(slack) >= seq)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::gtid_set_covers;
+
+    #[test]
+    fn gtid_sets_cover_by_domain_server_and_sequence() {
+        assert!(gtid_set_covers("0-1-1308", "0-1-1308", 0));
+        assert!(gtid_set_covers("0-1-1310", "0-1-1308", 0));
+        assert!(!gtid_set_covers("0-1-1307", "0-1-1308", 0));
+        assert!(gtid_set_covers("0-1-1307", "0-1-1308", 1));
+        assert!(!gtid_set_covers("0-1-121", "0-1-1308", 1));
+        assert!(!gtid_set_covers("0-2-5000", "0-1-1308", 1));
+        assert!(gtid_set_covers("1-1-3, 0-1-2000", "0-1-1308", 0));
+        assert!(!gtid_set_covers("", "0-1-1", 1));
+        assert!(!gtid_set_covers("0-1-5", "garbage", 1));
+    }
+}
