@@ -7,38 +7,46 @@
 //!
 //! ## Architecture as the code has it
 //!
-//! The vocabulary is Jepsen's (see `../shared/design/ARCHITECTURE.md` for the full plan):
+//! The vocabulary is Jepsen's. `docs/architecture.md` has the data flow, the floors and what never imports
+//! what; `tests/architecture.rs` checks those promises on the sources. Modules, from the bottom floor up:
 //!
-//! | module | status | what it is |
+//! | floor | module | what it is |
 //! |---|---|---|
-//! | [`scenario`] | built | the test plan: one TOML file, parsed with located errors, defaults, cross-field checks |
-//! | [`workload`] | built | the OpenMRS data model (real columns and MySQL types), schema fixture, seeded generator of clinical operations |
-//! | [`broker`] | parts 1–2 | the embedded Kafka cluster: N brokers on the real wire protocol (kafka-protocol), logs with segments, retention, compaction, DeleteRecords (in memory, optionally written through to disk), replication with ISR, high watermark, controller, elections, truncation, faults on the cluster handle, an event log; `etl-harness up` |
-//! | [`clock`] | built | one clock for the cluster (and later generator and capture): real, or virtual with timers that fire as it advances |
-//! | [`kafka`] | producer | the harness producer on `kafka-protocol`: Java-producer semantics (acks, linger/batch, compression, retries, max in flight, client-side idempotence), murmur2 partitioning identical to Java's |
-//! | [`topology`] | local | the `local` backend's processes: MariaDB, ZooKeeper or a KRaft quorum controller, N Kafka 3.9.1 brokers, Kafka Connect + Debezium (producer settings as `producer.override.*`), provisioned from a Maven manifest like images; scenario topics by CreateTopics; stop/kill/pause/resume/restart of brokers and the Connect worker, isolation and latency at per-broker loopback proxies; a cluster watch (Metadata, replica offsets and broker logs polled) that writes leader/ISR changes, fencing, truncations and retention deletions into the event log; `etl-harness up --backend local` |
-//! | [`source`] | in-memory, MariaDB | where operations are committed: the `Source` trait; the in-memory OpenMRS database with a binlog (file/pos, GTIDs, commit times), consistent snapshots and the final state for the oracle; the MariaDB source of the local backend (one SQL transaction per operation, GTID read back) |
-//! | [`cdc`] | embedded | the Debezium-compatible capture: Debezium 3.2's JsonConverter bytes (MySQL or MariaDB connector flavour), initial snapshot, schema-change and schema-history topics, produced through the harness producer; resumes from its last acknowledged transaction |
-//! | [`pipeline`] | memory sink | the ETL: consumers sharing partitions by the harness's assignment at explicit offsets, the Debezium decoder, the sink (latest image per row by source position, offsets stored with the data), the flat encounter table |
-//! | [`history`] | built | what a run recorded: commits, produce outcomes, consumed records, retention gaps, faults, the cluster's event log; maps consumed records back to source changes |
-//! | [`check`] | built | checkers over the history and final states: lost (by cause), duplicates, reorders, offset gaps, phantoms, retention loss, final state against the oracle, liveness |
-//! | [`report`] | built | verdicts against `[expect]` (counts and relations), metrics; terminal, JSON and stable text |
-//! | [`campaign`] | built | property tests over fault schedules: seeded schedules of safe faults, shrinking, the minimal failing case written as a scenario file; `etl-harness fuzz-faults` |
-//! | [`nemesis`] | embedded, local | runs `[[faults]]` at their times (real or virtual clock), resolving roles (leader, follower, controller) when they fire; undoes what is left after the stream; acts through a `FaultHost`: the embedded cluster and capture, or the local processes (signals, loopback proxies, Connect's REST API) |
-//! | [`run`] | embedded, local | one run end to end: topology, baseline, capture, pipeline, paced stream with the nemesis, quiesce, check, report; on `local` the capture is Debezium itself, faults act on the processes, and quiesce waits for Connect's committed offset of the last commit; a log observer (a consumer of the harness's own) stands in for Debezium's invisible produce acknowledgements; `run::LocalSession` keeps one local topology for several runs (fresh database, connector and topic names per run); `run::diff` runs one scenario on several backends (the embedded run beside the others) and compares verdicts (`etl-harness diff`) |
+//! | neutral | [`clock`] | one clock for the cluster, generator and capture: real, or virtual with timers that fire as it advances |
+//! | neutral | [`rng`] | the seeded RNG every random choice derives from |
+//! | neutral | [`model`] | the OpenMRS tables (real columns and MySQL types), row values, operation kinds, and the flat-encounter specification with row images — what the pipeline builds and the checkers' oracle recomputes |
+//! | neutral | [`history`] | what a run recorded: commits, produce outcomes, consumed records, retention gaps, faults, and the cluster-event vocabulary (leaders, ISRs, truncations, deletions); maps consumed records back to source changes |
+//! | language | [`scenario`] | the test plan: one TOML file, parsed with located errors, defaults, cross-field checks |
+//! | parts | [`workload`] | the schema fixture, reference data and the seeded generator of clinical operations |
+//! | parts | [`source`] | where operations are committed: the in-memory OpenMRS database with a binlog, or MariaDB |
+//! | parts | [`client`] | the harness's own Kafka client side: the Java-semantics producer (config, accumulator, sender, idempotence), murmur2 partitioning, wire helpers; takes its own config types |
+//! | parts | [`broker`] | the embedded Kafka cluster: N brokers on the real wire protocol, logs with segments, retention, compaction, replication with ISR, controller, elections, truncation, faults, optional disk |
+//! | parts | [`cdc`] | the embedded Debezium-compatible capture: Debezium 3.2's JsonConverter bytes, snapshot, schema topics, produced through the harness producer |
+//! | parts | [`pipeline`] | the ETL: consumers at explicit offsets, the Debezium decoder, the sinks (memory, MySQL) |
+//! | parts | [`check`] | one checker per file over the history and final states: lost (by cause), duplicates, reorders, offset gaps, phantoms, retention loss, final state, liveness |
+//! | parts | [`report`] | verdicts against `[expect]`, metrics; terminal, JSON and stable text |
+//! | parts | [`nemesis`] | runs `[[faults]]` at their times, resolving roles when they fire, through a `FaultHost` |
+//! | backends | [`topology`] | the `Topology` contract and its backends (`embedded`: the in-process cluster; `local`: MariaDB, ZooKeeper or KRaft, Kafka, Connect as processes), and the capture as a plug (`capture::embedded`, `capture::debezium`); the one place a backend is chosen |
+//! | driver | [`run`] | one driver for every backend: drive, pace (virtual clock), quiesce, judge; `Session` keeps a topology for several runs; `configure` maps a scenario to each component's config; `diff` compares verdicts across backends |
+//! | driver | [`fuzz_faults`] | property campaigns over fault schedules (`etl-harness fuzz-faults`): seeded schedules, shrinking, the minimal failing case written as a scenario |
+//! | edge | [`cli`] | CLI commands that are more than a call into the library (`etl-harness up`) |
 //!
-//! Planned modules (each lands with its issue, never as an empty placeholder): `sweep`. The runner
-//! lives in its own module `run` (the design's data flow names its steps but no module): it is the one place
-//! that knows every part, so the parts only know the history contract and the bytes on the wire.
+//! Why the structure differs from the shared design: the design's `Topology::start(backend)` hands back
+//! endpoints and fault hooks; here a backend also answers the quiesce probe's cluster questions and hands the
+//! driver its capture as a separate plug with the source it reads, because what "delivered" means depends on
+//! the capture (the embedded producer's acknowledgements, or Connect's committed offsets plus a log observer),
+//! not on where the brokers run. The runner is its own module `run` (the design names its steps but no
+//! module): it is the one place that knows every part, so the parts only know the floor and the bytes on the
+//! wire. Planned modules (each lands with its issue, never as an empty placeholder): `sweep`.
 //!
 //! ## Data flow of one run
 //!
 //! ```text
-//! scenario.toml ─► Scenario ─► Topology::start(backend)
-//! workload::Generator ─ops─► Source (commit → history) ─► CDC ─records─► brokers ─► Pipeline ─► Sink
-//!                                       ▲                                  ▲            │
-//!                           Nemesis (fault schedule) ──────────────────────┘            ▼
-//!                                                        quiesce ─► check ─► report ─► exit code
+//! scenario.toml ─► Scenario ─► topology::run_once ─► Topology::start / prepare
+//! workload::Generator ─ops─► Capture plug: Source (commit → history) ─► capture ─records─► brokers ─► Pipeline ─► Sink
+//!                                         ▲                                                 ▲            │
+//!                             Nemesis (fault schedule) through run::Host ───────────────────┘            ▼
+//!                                                         run::quiesce ─► check::all ─► report ─► exit code
 //! ```
 //!
 //! No module reaches back up this chain: the generator does not know where its operations are committed,

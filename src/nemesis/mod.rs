@@ -20,13 +20,13 @@
 //! long as the run may take and ends by restarting the consumer from its stored offsets at the virtual instant
 //! the stall ends (the pipeline's own stall counts real time).
 //!
-//! When the schedule is done, [`Nemesis::restore`] undoes whatever is still undone — restarts stopped brokers,
+//! When the schedule is done, `Nemesis::restore` undoes whatever is still undone — restarts stopped brokers,
 //! heals, resumes, restarts the capture and consumers — so the pipeline can quiesce; and a capture that failed on
 //! its own during the faults (a send not acknowledged, as a Connect task fails) is restarted the way an operator
 //! would. Each of those is recorded too, with its own phase.
 //!
 //! Each backend documents what the actions do on its services ([`crate::topology::local`]'s backend, the Debezium
-//! capture plug). A fault the backend cannot perform is refused by [`Nemesis::new`], before anything starts.
+//! capture plug). A fault the backend cannot perform is refused by `Nemesis::new`, before anything starts.
 
 use std::time::Duration;
 
@@ -188,7 +188,7 @@ pub(crate) struct Nemesis {
 }
 
 impl Nemesis {
-    /// Whether `scenario`'s backend can perform every fault of its schedule ([`Nemesis::new`] checks it too).
+    /// Whether `scenario`'s backend can perform every fault of its schedule (`Nemesis::new` checks it too).
     pub(crate) fn check(scenario: &Scenario, can: fn(&Fault) -> bool) -> Result<(), NemesisError> {
         supported(scenario.topology.backend, can, &scenario.faults)
     }

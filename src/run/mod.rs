@@ -3,20 +3,20 @@
 //! the stream at the scenario's rate with the nemesis alongside, quiesce, then check the history and final states
 //! and judge them against `[expect]`.
 //!
-//! There is one driver for every backend: [`drive`] (the steps above), [`quiesce`] and [`judge`]. What differs
+//! There is one driver for every backend: `drive` (the steps above), `quiesce` and `judge`. What differs
 //! between backends is behind [`crate::topology::Topology`] (services, broker faults, the cluster-event feed,
 //! the quiesce probe's cluster questions) and [`crate::topology::capture::Capture`] (the source, the change
 //! capture, its faults and its delivery position). The driver is the only place that knows every part; the
 //! parts know only the history contract ([`crate::history`]) and their own neighbours' wire formats (Debezium
 //! JSON over Kafka).
 //!
-//! Faults: the [`Nemesis`](crate::nemesis::Nemesis) runs the scenario's `[[faults]]` alongside the stream. With
+//! Faults: the `Nemesis` runs the scenario's `[[faults]]` alongside the stream. With
 //! a real clock it is a concurrent task that sleeps until each fault is due; with a virtual clock the stream loop
-//! owns time and lets the nemesis move it to each due fault before the next commit ([`pace`]). Once the schedule
+//! owns time and lets the nemesis move it to each due fault before the next commit (`pace`). Once the schedule
 //! (which may run past the last commit) is done, the nemesis undoes whatever is still in place, and only then
 //! does quiesce start.
 //!
-//! Modules: [`configure`] maps a scenario to each component's config; [`session`] keeps one topology for several
+//! Modules: `configure` maps a scenario to each component's config; [`Session`] keeps one topology for several
 //! runs; [`diff`] runs one scenario on several backends and compares verdicts.
 
 pub(crate) mod configure;

@@ -13,7 +13,7 @@
 //! | `embedded` | [`embedded`] | the in-process cluster ([`crate::broker`]), the in-memory source, the embedded capture |
 //! | `local` | [`local`] | MariaDB, ZooKeeper or a KRaft controller, Kafka 3.9 brokers, Connect + Debezium as processes |
 //!
-//! This module's functions ([`run_once`], [`run_in`], [`fault_support`], [`in_process`]) are the one place a
+//! This module's functions (`run_once`, `run_in`, [`fault_support`], [`in_process`]) are the one place a
 //! backend is chosen. Adding a backend means a new module here implementing [`Topology`] and one arm in each.
 
 pub mod capture;

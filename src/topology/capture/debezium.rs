@@ -3,7 +3,7 @@
 //! the Debezium records that carry that GTID).
 //!
 //! What differs from the embedded capture, and why:
-//! - The harness cannot see Debezium's produce requests; a [`LogObserver`] (a consumer of its own, never faulted)
+//! - The harness cannot see Debezium's produce requests; a `LogObserver` (a consumer of its own, never faulted)
 //!   reads every change topic from the start, and where it found each change stands in for the acknowledgement,
 //!   so a change the ETL never got is explained as the embedded capture explains it (retention took its offset,
 //!   …) rather than counted "never produced".
