@@ -112,17 +112,6 @@ impl<'a, W: ConnectWorker> DebeziumCapture<'a, W> {
             committed_gtids: std::sync::Mutex::new(String::new()),
         })
     }
-
-    /// The GTID of the last commit of the stream (not the snapshot), if any.
-    fn last_gtid(recorder: &Recorder) -> Option<String> {
-        recorder
-            .snapshot()
-            .commits
-            .iter()
-            .rev()
-            .find(|c| !c.snapshot)
-            .and_then(|c| c.gtid.clone())
-    }
 }
 
 impl<W: ConnectWorker> Capture for DebeziumCapture<'_, W> {
@@ -179,7 +168,10 @@ impl<W: ConnectWorker> Capture for DebeziumCapture<'_, W> {
     /// can reach its partition before replayed records reach theirs; the driver also waits for every
     /// partition's end read after the offset.)
     async fn delivery(&self, recorder: &Recorder) -> Delivery {
-        let last_gtid = Self::last_gtid(recorder);
+        // One read of the history per poll: the last commit, and whether the consumers read it.
+        let history = recorder.snapshot();
+        let last_gtid = last_gtid(&history);
+        let mut committed_gtids = String::new();
         let committed = match last_gtid.as_deref() {
             None => true,
             Some(last) => {
@@ -189,7 +181,7 @@ impl<W: ConnectWorker> Capture for DebeziumCapture<'_, W> {
                     .await
                     .committed_offsets(&self.connector.name)
                     .await;
-                let mut committed_gtids = self
+                let mut known = self
                     .committed_gtids
                     .lock()
                     .unwrap_or_else(|e| e.into_inner());
@@ -199,28 +191,20 @@ impl<W: ConnectWorker> Capture for DebeziumCapture<'_, W> {
                         .and_then(|g| g.as_str())
                         .map(str::to_owned)
                 }) {
-                    *committed_gtids = gtids;
+                    *known = gtids;
                 }
+                committed_gtids.clone_from(&known);
                 // Debezium's offset inside transaction N is the set of transactions before it: an offset past
                 // N - 1 is the commit of a record of the last transaction (the set reaches N itself only with
                 // the next binlog event, which may be a heartbeat tens of seconds later).
                 gtid_set_covers(&committed_gtids, last, 1)
             }
         };
-        let seen_last = last_gtid.as_deref().is_none_or(|gtid| {
-            recorder.snapshot().consumed.iter().any(|c| {
-                c.change
-                    .as_ref()
-                    .is_some_and(|ch| ch.source.gtid.as_deref() == Some(gtid))
-            })
-        });
+        let seen_last = last_gtid
+            .as_deref()
+            .is_none_or(|gtid| consumed_gtid(&history, gtid));
         let mut pending = Vec::new();
         if !committed {
-            let committed_gtids = self
-                .committed_gtids
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .clone();
             pending.push(format!(
                 "capture: Connect's committed source offset is at GTID set `{committed_gtids}`, not yet at the last commit's {}",
                 last_gtid.as_deref().unwrap_or("-")
@@ -336,6 +320,25 @@ impl<W: ConnectWorker> Capture for DebeziumCapture<'_, W> {
         };
         Some(placements(&recorder.snapshot(), &observed))
     }
+}
+
+/// The GTID of the last commit of the stream (not the snapshot), if any.
+fn last_gtid(history: &History) -> Option<String> {
+    history
+        .commits
+        .iter()
+        .rev()
+        .find(|c| !c.snapshot)
+        .and_then(|c| c.gtid.clone())
+}
+
+/// Whether the consumers read a change of the transaction with `gtid`.
+fn consumed_gtid(history: &History, gtid: &str) -> bool {
+    history.consumed.iter().any(|c| {
+        c.change
+            .as_ref()
+            .is_some_and(|ch| ch.source.gtid.as_deref() == Some(gtid))
+    })
 }
 
 /// The harness's own reader of what Debezium wrote: one consumer, never stalled or restarted by a fault, reading

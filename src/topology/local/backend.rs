@@ -198,15 +198,15 @@ impl Topology for LocalBackend {
             .connector
             .clone()
             .ok_or_else(|| RunError::LocalRun("no run was prepared on this topology".into()))?;
-        let (database_url, bootstrap) = {
-            let topology = self.topology.lock().await;
-            (topology.mariadb().url(), topology.bootstrap_servers())
-        };
+        let endpoints = self.endpoints().await;
+        let database_url = endpoints
+            .database_url
+            .ok_or_else(|| RunError::LocalRun("the local topology names no database".into()))?;
         DebeziumCapture::connect(
             &self.topology,
             connector,
             &database_url,
-            bootstrap,
+            endpoints.bootstrap_servers,
             recorder,
             &Clock::real(),
         )
