@@ -1,5 +1,6 @@
-//! The shipped fault scenarios, end to end on the embedded backend: each passes with a stable report for its own
-//! seed (an insta snapshot), and passes for two other seeds — its expectations must hold for any seed. Beyond the
+//! Every shipped scenario that lists `embedded` (the files in `scenarios/`, not a list here), end to end on the
+//! embedded backend: each passes with a stable report for its own seed (an insta snapshot), and passes for two
+//! other seeds — its expectations must hold for any seed. Beyond the
 //! verdicts, each test checks from the history that the fault did what the scenario says it answers (the leader
 //! really moved, the ISR really shrank and recovered, every loss really is a truncated or deleted record).
 
@@ -11,7 +12,9 @@ use openmrs_etl_harness::history::{
 };
 use openmrs_etl_harness::model::flat::FlatEncounter;
 use openmrs_etl_harness::run::{run, RunOptions, RunOutcome};
-use openmrs_etl_harness::scenario::Scenario;
+use openmrs_etl_harness::scenario::{Backend, Scenario};
+
+mod common;
 
 const OBS: &str = "dbserver1.openmrs.obs";
 
@@ -68,17 +71,55 @@ fn resolved_broker(history: &History, fault: usize) -> BrokerId {
     BrokerId(id)
 }
 
-/// Runs a scenario on its own seed (snapshot) and on two others, checking `extra` on every run.
-async fn own_seed(name: &str, extra: fn(&RunOutcome)) {
-    let outcome = run_scenario(name, None).await;
-    extra(&outcome);
-    insta::assert_snapshot!(name, outcome.report.stable_text());
+/// The checks beyond the verdicts that a shipped scenario's own question asks for (did the fault do what the
+/// file says it answers); `None` for a scenario whose verdicts say it all.
+fn extra_checks(name: &str) -> Option<fn(&RunOutcome)> {
+    Some(match name {
+        "broker-kill" => broker_kill_checks,
+        "acks1-leader-kill" => acks1_checks,
+        "connector-restart" => connector_checks,
+        "consumer-restart" => consumer_checks,
+        "isolate-follower" => isolate_checks,
+        "isolate-follower-realtime" => isolate_realtime_checks,
+        "kraft-leader-isolated" => kraft_isolated_leader_checks,
+        "controlled-shutdown" => shutdown_checks,
+        "retention" | "retention-realtime" => retention_checks,
+        _ => return None,
+    })
 }
 
-async fn other_seeds(name: &str, extra: fn(&RunOutcome)) {
-    for seed in OTHER_SEEDS {
-        let outcome = run_scenario(name, Some(seed)).await;
-        extra(&outcome);
+/// The file stem of a shipped scenario's path: its snapshot's name and its [`extra_checks`] key.
+fn stem(path: &str) -> &str {
+    path.trim_start_matches("scenarios/")
+        .trim_end_matches(".toml")
+}
+
+/// Every file in `scenarios/` that lists `embedded` passes there on its own seed, with its scenario's own checks
+/// and a stable report (an insta snapshot per file). The list is the directory, not a list in this file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_shipped_scenario_passes_on_embedded_with_a_stable_report() {
+    for (path, _) in common::shipped_scenarios(Backend::Embedded) {
+        let name = stem(&path);
+        let outcome = run_scenario(name, None).await;
+        if let Some(extra) = extra_checks(name) {
+            extra(&outcome);
+        }
+        insta::assert_snapshot!(name, outcome.report.stable_text());
+    }
+}
+
+/// Every file in `scenarios/` that lists `embedded` passes there for two seeds other than its own: a shipped
+/// scenario's expectations must hold for any seed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_shipped_scenario_passes_on_embedded_for_other_seeds() {
+    for (path, _) in common::shipped_scenarios(Backend::Embedded) {
+        let name = stem(&path);
+        for seed in OTHER_SEEDS {
+            let outcome = run_scenario(name, Some(seed)).await;
+            if let Some(extra) = extra_checks(name) {
+                extra(&outcome);
+            }
+        }
     }
 }
 
@@ -106,16 +147,6 @@ fn broker_kill_checks(o: &RunOutcome) {
         "broker {} was not restarted: {:?}",
         killed.0, h.faults
     );
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn broker_kill() {
-    own_seed("broker-kill", broker_kill_checks).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn broker_kill_other_seeds() {
-    other_seeds("broker-kill", broker_kill_checks).await;
 }
 
 // ---------------------------------------------------------------------------------------- acks1-leader-kill
@@ -184,16 +215,6 @@ fn acks1_checks(o: &RunOutcome) {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn acks1_leader_kill() {
-    own_seed("acks1-leader-kill", acks1_checks).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn acks1_leader_kill_other_seeds() {
-    other_seeds("acks1-leader-kill", acks1_checks).await;
-}
-
 // ---------------------------------------------------------------------------------------- connector-restart
 
 fn connector_checks(o: &RunOutcome) {
@@ -214,16 +235,6 @@ fn connector_checks(o: &RunOutcome) {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn connector_restart() {
-    own_seed("connector-restart", connector_checks).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn connector_restart_other_seeds() {
-    other_seeds("connector-restart", connector_checks).await;
-}
-
 // ----------------------------------------------------------------------------------------- consumer-restart
 
 /// Consumer 1 read again after its restart.
@@ -241,16 +252,6 @@ fn consumer_checks(o: &RunOutcome) {
             .any(|c| c.consumer == 1 && c.at_ms >= restarted_at),
         "consumer 1 read nothing after its restart"
     );
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn consumer_restart() {
-    own_seed("consumer-restart", consumer_checks).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn consumer_restart_other_seeds() {
-    other_seeds("consumer-restart", consumer_checks).await;
 }
 
 // ----------------------------------------------------------------------------------------- isolate-follower
@@ -274,16 +275,6 @@ fn isolate_checks(o: &RunOutcome) {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn isolate_follower() {
-    own_seed("isolate-follower", isolate_checks).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn isolate_follower_other_seeds() {
-    other_seeds("isolate-follower", isolate_checks).await;
-}
-
 // -------------------------------------------------------------------------------- isolate-follower-realtime
 
 /// The same question on a real clock (the variant the local backend runs too): the follower resolved when the
@@ -301,16 +292,6 @@ fn isolate_realtime_checks(o: &RunOutcome) {
         "broker {} was not healed: {:?}",
         isolated.0, h.faults
     );
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn isolate_follower_realtime() {
-    own_seed("isolate-follower-realtime", isolate_realtime_checks).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn isolate_follower_realtime_other_seeds() {
-    other_seeds("isolate-follower-realtime", isolate_realtime_checks).await;
 }
 
 // ------------------------------------------------------------------------------------ kraft-leader-isolated
@@ -346,11 +327,6 @@ fn kraft_isolated_leader_checks(o: &RunOutcome) {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kraft_leader_isolated() {
-    own_seed("kraft-leader-isolated", kraft_isolated_leader_checks).await;
-}
-
 // -------------------------------------------------------------------------------------- controlled-shutdown
 
 /// The stopped broker handed its leadership over by controlled shutdown, and rejoined the ISR after restarting.
@@ -374,16 +350,6 @@ fn shutdown_checks(o: &RunOutcome) {
         "broker {} never rejoined the ISR of {OBS}-0",
         stopped.0
     );
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn controlled_shutdown() {
-    own_seed("controlled-shutdown", shutdown_checks).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn controlled_shutdown_other_seeds() {
-    other_seeds("controlled-shutdown", shutdown_checks).await;
 }
 
 // ------------------------------------------------------------------------------------------------ retention
@@ -477,30 +443,6 @@ fn assert_differences_touched_by_lost_changes(o: &RunOutcome, delivered: &HashSe
         );
     }
     assert_eq!(differing, o.analysis.final_state.count);
-}
-
-// ------------------------------------------------------------------------------------------- retention-realtime
-
-/// The same question on a real clock (the variant the local backend runs too), with the same checks: every lost
-/// change sat in a deleted segment.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn retention_realtime() {
-    own_seed("retention-realtime", retention_checks).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn retention_realtime_other_seeds() {
-    other_seeds("retention-realtime", retention_checks).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn retention() {
-    own_seed("retention", retention_checks).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn retention_other_seeds() {
-    other_seeds("retention", retention_checks).await;
 }
 
 // ---------------------------------------------------------------------------------- resolution and restore

@@ -21,73 +21,73 @@ fn options(path: &str) -> RunOptions {
 /// Every local run of this file on one topology (3 brokers), started once: each run after the first gets a fresh
 /// source database, a new Debezium connector and new topic names ([`LocalSession`]).
 ///
-/// 1. quickstart (5,000 operations, acks=all, RF 3) on both backends: the local run passes on its own (lost 0,
-///    reordered 0, final state equal to the batch recomputation from MariaDB's tables), it really went through
-///    Debezium (GTIDs on commits and consumed records), and every verdict is the embedded run's.
-/// 2. quickstart (1,500 operations) on local alone with the MySQL sink: the ETL's images, flat table and offsets in
-///    MariaDB's `etl_sink` schema, and the flat table read back from there equals the batch recomputation. As the
-///    second run on the topology it also shows the reset: its topics carry the run's prefix, and the baseline
-///    loaded again into a fresh database (a stale one would refuse the same primary keys).
-/// 3. The fault scenarios that list `local`, on both backends with the same seed: every fault applied without
-///    error on local, the local run passes, every verdict agrees. broker-kill SIGKILLs the obs partition's
-///    leader and restarts it (the controller moves leaders after the 6 s ZooKeeper session), connector-restart
-///    SIGKILLs the Connect worker and starts it again (Debezium resends from its last committed offsets:
-///    duplicates, no loss), consumer-restart kills an ETL consumer, controlled-shutdown SIGTERMs the leader,
-///    isolate-follower-realtime cuts a follower off at its proxies (clients, peers, ZooKeeper) for 10 s,
-///    retention-realtime stalls a consumer past a 6 s retention.ms (every change it lost is one retention
-///    deleted: on local the log observer's placements and the consumer's OFFSET_OUT_OF_RANGE show it),
-///    kraft-leader-isolated cuts the obs partition 0 leader off on a KRaft topology (the session starts one in
-///    place of the ZooKeeper one): the quorum controller fences it when its heartbeats stop and elects another.
+/// The scenarios are the files in `scenarios/` whose `backends` lists `local` — the directory, not a list in
+/// this file: a scenario that lists a backend must pass there. Each runs on both backends with its own seed
+/// ([`scenario_agrees`]): the local run meets the file's `[expect]`, every verdict is the embedded run's, every
+/// fault applied without error on local, and the run really went through Debezium (GTIDs on streamed commits
+/// and on consumed records). The ZooKeeper scenarios run first and the KRaft ones last (the session replaces its
+/// topology when the coordination changes, so only once); quickstart runs first, and right after it quickstart
+/// again on local alone with the MySQL sink ([`quickstart_with_the_mysql_sink_passes`]).
 ///
 /// Every scenario is run even after one fails; the test fails at the end with all the failures.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn scenarios_on_one_local_topology_agree_with_embedded() {
+async fn every_shipped_scenario_listing_local_agrees_with_embedded() {
     common::init_tracing();
     if !common::real_services_available(&["mariadbd", "mariadb-install-db", "java"]) {
         return;
     }
+    let mut shipped = common::shipped_scenarios(Backend::Local);
+    shipped.sort_by_key(|(path, scenario)| {
+        (
+            scenario.topology.coordination != Coordination::Zookeeper,
+            path != QUICKSTART,
+            path.clone(),
+        )
+    });
+    assert_eq!(
+        shipped.first().map(|(path, _)| path.as_str()),
+        Some(QUICKSTART),
+        "quickstart must list local"
+    );
     let mut session = LocalSession::start(3, Coordination::Zookeeper)
         .await
         .unwrap_or_else(|e| panic!("starting the local topology: {e}"));
     let mut failures = Vec::new();
-
-    if let Err(failure) = quickstart_agrees(&mut session).await {
-        failures.push(failure);
-    }
-    if let Err(failure) = quickstart_with_the_mysql_sink_passes(&mut session).await {
-        failures.push(failure);
-    }
-    for name in [
-        "broker-kill",
-        "connector-restart",
-        "consumer-restart",
-        "controlled-shutdown",
-        "isolate-follower-realtime",
-        "retention-realtime",
-        // Last: it asks for KRaft, so the session replaces its ZooKeeper topology with a KRaft one.
-        "kraft-leader-isolated",
-    ] {
-        if let Err(failure) = fault_scenario_agrees(&mut session, name).await {
+    let mut runs = 0;
+    for (path, scenario) in &shipped {
+        runs += 1;
+        if let Err(failure) = scenario_agrees(&mut session, path, scenario).await {
             failures.push(failure);
+        }
+        if path == QUICKSTART {
+            runs += 1;
+            if let Err(failure) = quickstart_with_the_mysql_sink_passes(&mut session).await {
+                failures.push(failure);
+            }
         }
     }
     let logs = session.run_dir().await;
     session.shutdown().await;
     assert!(
         failures.is_empty(),
-        "{} of 9 local runs failed (service logs in {}):\n\n{}",
+        "{} of {runs} local runs failed (service logs in {}):\n\n{}",
         failures.len(),
         logs.display(),
         failures.join("\n\n")
     );
 }
 
+const QUICKSTART: &str = "scenarios/quickstart.toml";
+
 /// Both backends on `path`, the local one on `session`; an error says how to reproduce.
-async fn diff_both(session: &mut LocalSession, path: &str) -> Result<(Scenario, Diff), String> {
-    let scenario = Scenario::load(path.as_ref()).map_err(|e| e.to_string())?;
+async fn diff_both(
+    session: &mut LocalSession,
+    path: &str,
+    scenario: &Scenario,
+) -> Result<Diff, String> {
     let began = std::time::Instant::now();
     let d = diff_on(
-        &scenario,
+        scenario,
         &options(path),
         &[Backend::Embedded, Backend::Local],
         Some(session),
@@ -104,7 +104,7 @@ async fn diff_both(session: &mut LocalSession, path: &str) -> Result<(Scenario, 
         began.elapsed().as_secs_f64(),
         d.table()
     );
-    Ok((scenario, d))
+    Ok(d)
 }
 
 /// The local run passed, and every verdict is the embedded run's.
@@ -134,13 +134,48 @@ fn passed_and_agreed(path: &str, scenario: &Scenario, d: &Diff) -> Result<(), St
     Ok(())
 }
 
-async fn quickstart_agrees(session: &mut LocalSession) -> Result<(), String> {
-    let path = "scenarios/quickstart.toml";
-    let (scenario, d) = diff_both(session, path).await?;
-    passed_and_agreed(path, &scenario, &d)?;
+/// `path` on both backends, the local run on `session`: it passed, agreed with the embedded run, applied every
+/// fault, aimed every topic-named fault at this run's topics, and went through Debezium.
+async fn scenario_agrees(
+    session: &mut LocalSession,
+    path: &str,
+    scenario: &Scenario,
+) -> Result<(), String> {
+    let d = diff_both(session, path, scenario).await?;
+    passed_and_agreed(path, scenario, &d)?;
+    let (_, local) = &d.runs[1];
+    if !scenario.faults.is_empty() && local.history.faults.is_empty() {
+        return Err(format!("{path}: no fault was recorded on local"));
+    }
+    if local.history.faults.iter().any(|f| f.error.is_some()) {
+        return Err(format!(
+            "{path}: a fault failed on local: {:#?}",
+            local.history.faults
+        ));
+    }
+    // A target naming a topic ("leader of <topic> partition 0") names this run's topic: on a shared topology the
+    // earlier runs' topics still exist under the scenario's own names, and a fault aimed at them hits the wrong
+    // broker without any error.
+    let topics: std::collections::BTreeSet<&str> = local
+        .history
+        .end_offsets
+        .iter()
+        .map(|(topic, _, _)| topic.as_str())
+        .collect();
+    for fault in &local.history.faults {
+        if let Some((_, rest)) = fault.target.split_once(" of ") {
+            let topic = rest.split(" partition").next().unwrap_or(rest);
+            if !topics.contains(topic) {
+                return Err(format!(
+                    "{path}: fault target `{}` names a topic this run does not have: {topics:?}",
+                    fault.target
+                ));
+            }
+        }
+    }
     // The local run really went through Debezium: every streamed commit has a MariaDB GTID, and consumers read
     // records carrying them.
-    let h = &d.runs[1].1.history;
+    let h = &local.history;
     if !h
         .commits
         .iter()
@@ -165,7 +200,7 @@ async fn quickstart_agrees(session: &mut LocalSession) -> Result<(), String> {
 }
 
 async fn quickstart_with_the_mysql_sink_passes(session: &mut LocalSession) -> Result<(), String> {
-    let path = "scenarios/quickstart.toml";
+    let path = QUICKSTART;
     let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
     let text = text
         .replace(
@@ -205,42 +240,6 @@ async fn quickstart_with_the_mysql_sink_passes(session: &mut LocalSession) -> Re
         ));
     }
     Ok(())
-}
-
-async fn fault_scenario_agrees(session: &mut LocalSession, name: &str) -> Result<(), String> {
-    let path = format!("scenarios/{name}.toml");
-    let (scenario, d) = diff_both(session, &path).await?;
-    let (_, local) = &d.runs[1];
-    if local.history.faults.is_empty() {
-        return Err(format!("{name}: no fault was recorded on local"));
-    }
-    if local.history.faults.iter().any(|f| f.error.is_some()) {
-        return Err(format!(
-            "{name}: a fault failed on local: {:#?}",
-            local.history.faults
-        ));
-    }
-    // A target naming a topic ("leader of <topic> partition 0") names this run's topic: on a shared topology the
-    // earlier runs' topics still exist under the scenario's own names, and a fault aimed at them hits the wrong
-    // broker without any error.
-    let topics: std::collections::BTreeSet<&str> = local
-        .history
-        .end_offsets
-        .iter()
-        .map(|(topic, _, _)| topic.as_str())
-        .collect();
-    for fault in &local.history.faults {
-        if let Some((_, rest)) = fault.target.split_once(" of ") {
-            let topic = rest.split(" partition").next().unwrap_or(rest);
-            if !topics.contains(topic) {
-                return Err(format!(
-                    "{name}: fault target `{}` names a topic this run does not have: {topics:?}",
-                    fault.target
-                ));
-            }
-        }
-    }
-    passed_and_agreed(&path, &scenario, &d)
 }
 
 /// A fault the local backend cannot perform (a machine crash: the unflushed log exists only in the embedded

@@ -384,3 +384,32 @@ pub async fn wait_for_views(
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
+
+/// Every shipped scenario (`scenarios/*.toml`, by file name) whose `backends` lists `backend`, parsed: the one
+/// list the tests run on each backend, so a scenario that lists a backend is run there and none is forgotten. A
+/// shipped file that does not parse fails the caller.
+pub fn shipped_scenarios(
+    backend: openmrs_etl_harness::scenario::Backend,
+) -> Vec<(String, openmrs_etl_harness::scenario::Scenario)> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios");
+    let mut paths: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", dir.display()))
+        .map(|entry| entry.expect("a directory entry").path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "toml"))
+        .collect();
+    paths.sort();
+    assert!(!paths.is_empty(), "no scenario files in {}", dir.display());
+    paths
+        .into_iter()
+        .map(|path| {
+            let shown = format!(
+                "scenarios/{}",
+                path.file_name().expect("a file name").to_string_lossy()
+            );
+            let scenario = openmrs_etl_harness::scenario::Scenario::load(&path)
+                .unwrap_or_else(|e| panic!("{shown}: {e}"));
+            (shown, scenario)
+        })
+        .filter(|(_, scenario)| scenario.backends.contains(&backend))
+        .collect()
+}

@@ -251,9 +251,11 @@ impl<W: ConnectWorker> Capture for DebeziumCapture<'_, W> {
                 if self.worker.running().await {
                     let rest = self.worker.rest().await;
                     let in_worker = async {
+                        let mark = rest.log_mark();
                         rest.resume_connector(name).await?;
                         rest.restart_connector(name).await?;
-                        rest.wait_until_running(name, CONNECTOR_BACK).await
+                        rest.wait_until_running(name, CONNECTOR_BACK).await?;
+                        rest.wait_until_streaming(name, mark, CONNECTOR_BACK).await
                     };
                     match in_worker.await {
                         Ok(()) => return Ok(()),
@@ -267,6 +269,7 @@ impl<W: ConnectWorker> Capture for DebeziumCapture<'_, W> {
                         ),
                     }
                 }
+                let mark = self.worker.rest().await.log_mark();
                 self.worker.restart().await.map_err(text)?;
                 let rest = self.worker.rest().await;
                 rest.wait_until_known(name, CONNECTOR_BACK)
@@ -274,6 +277,9 @@ impl<W: ConnectWorker> Capture for DebeziumCapture<'_, W> {
                     .map_err(text)?;
                 rest.resume_connector(name).await.map_err(text)?;
                 rest.wait_until_running(name, CONNECTOR_BACK)
+                    .await
+                    .map_err(text)?;
+                rest.wait_until_streaming(name, mark, CONNECTOR_BACK)
                     .await
                     .map_err(text)
             }

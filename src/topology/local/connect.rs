@@ -376,6 +376,56 @@ impl ConnectRest {
         .await
     }
 
+    /// How long the worker's log is now: the mark [`ConnectRest::wait_until_streaming`] reads on from.
+    pub fn log_mark(&self) -> u64 {
+        std::fs::metadata(&self.worker_log)
+            .map(|m| m.len())
+            .unwrap_or(0)
+    }
+
+    /// Waits until the task that a restart after `mark` (a [`ConnectRest::log_mark`]) started is streaming: the
+    /// worker's log after `mark` shows Debezium connected to the binlog after the last restart plan Connect
+    /// completed. RUNNING alone is not enough: Connect reports a task RUNNING as soon as its thread starts, and
+    /// Debezium 3.2.0 can fail seconds later while it starts streaming (a task restarted while the previous
+    /// instance of it still stops: "DebeziumOpenLineageEmitter not initialized", DBZ-9504). A FAILED task or
+    /// connector is that error.
+    pub async fn wait_until_streaming(
+        &self,
+        name: &str,
+        mark: u64,
+        timeout: Duration,
+    ) -> Result<(), LocalError> {
+        self.poll_connector(
+            name,
+            "the restarted task streaming the binlog",
+            timeout,
+            || async {
+                if let Some(status) = self.connector_status(name).await? {
+                    let failed = std::iter::once(&status.connector)
+                        .chain(status.tasks.iter())
+                        .find(|state| state.state == "FAILED");
+                    if let Some(failed) = failed {
+                        return Err(LocalError::ConnectorFailed {
+                            connector: name.to_owned(),
+                            state: failed.state.clone(),
+                            trace: failed.trace.clone().unwrap_or_default(),
+                            log: self.worker_log.clone(),
+                        });
+                    }
+                }
+                let log = read_from(&self.worker_log, mark);
+                Ok(if streaming_since_restart(&log) {
+                    Look::Ready
+                } else {
+                    Look::NotYet(
+                        "no \"Connected to binlog\" in the worker log since the restart".into(),
+                    )
+                })
+            },
+        )
+        .await
+    }
+
     /// Looks at connector `name` every 250 ms until `look` finds it ready (`Ok`), `look` fails (that error), or
     /// `timeout` passes (`NotReady` for `condition`, with what the last look saw).
     async fn poll_connector<F, Fut>(
@@ -444,6 +494,31 @@ impl ConnectRest {
     }
 }
 
+/// The worker's log from byte `mark` on (all of it when the file is shorter: a new worker wrote a new file); empty
+/// when it cannot be read.
+fn read_from(path: &std::path::Path, mark: u64) -> String {
+    let Ok(bytes) = std::fs::read(path) else {
+        return String::new();
+    };
+    let start = if (bytes.len() as u64) < mark {
+        0
+    } else {
+        mark as usize
+    };
+    String::from_utf8_lossy(&bytes[start..]).into_owned()
+}
+
+/// Whether a worker log excerpt shows a task streaming after the last restart in it: Debezium's "Connected to
+/// binlog at" after Connect's last "Completed plan to restart connector" (or anywhere, when the excerpt has no
+/// restart plan: a worker started anew). A task a restart plan replaced may have connected before the plan
+/// completed; only a connection after it counts.
+fn streaming_since_restart(log: &str) -> bool {
+    let after_plan = log
+        .rfind("Completed plan to restart connector")
+        .map_or(log, |at| &log[at..]);
+    after_plan.contains("Connected to binlog at")
+}
+
 /// Whether a committed Debezium binlog offset was taken during a snapshot that had not completed: Debezium puts a
 /// `snapshot` key (`true`, or the snapshot kind such as `"INITIAL"`) in offsets taken while it snapshots, and
 /// `snapshot_completed: true` once the snapshot is done; streaming offsets carry neither.
@@ -462,7 +537,25 @@ fn in_snapshot(offset: &serde_json::Value) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::in_snapshot;
+    use super::{in_snapshot, streaming_since_restart};
+
+    #[test]
+    fn only_a_binlog_connection_after_the_last_restart_plan_counts() {
+        let earlier = "[1] INFO Connected to binlog at 127.0.0.1:1, starting at ...\n";
+        let plan = "[2] INFO [Worker] Completed plan to restart connector and 1 of 1 tasks ...\n";
+        let crash = "[3] ERROR Task threw an uncaught and unrecoverable exception\n";
+        // The task a restart plan replaced had connected: not the restarted one.
+        assert!(!streaming_since_restart(&format!("{earlier}{plan}{crash}")));
+        assert!(!streaming_since_restart(&format!("{earlier}{plan}")));
+        assert!(streaming_since_restart(&format!(
+            "{earlier}{plan}{earlier}"
+        )));
+        // Two plans: only after the last.
+        assert!(!streaming_since_restart(&format!("{plan}{earlier}{plan}")));
+        // A worker started anew: no plan, a connection anywhere.
+        assert!(streaming_since_restart(earlier));
+        assert!(!streaming_since_restart(""));
+    }
     use serde_json::json;
 
     #[test]
