@@ -3,7 +3,7 @@
 
 use super::draw::{Act, Down, Draw, Episode, Role, Who};
 use super::CampaignError;
-use crate::scenario::{Expect, Fault, FaultAction, FaultTarget, Millis, Scenario};
+use crate::scenario::{Backend, Expect, Fault, FaultAction, FaultTarget, Millis, Scenario};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Lane {
@@ -21,13 +21,15 @@ pub(super) struct FaultSpace {
     /// Change topics with (partitions, replication factor), the hot `obs` topic first.
     topics: Vec<(String, u32, u32)>,
     run: Millis,
+    /// What each backend of the campaign can perform: a schedule keeps to what all of them can.
+    can: Vec<fn(&Fault) -> bool>,
 }
 
 /// Least time between two episodes on one lane, and least length of an episode.
 const GAP_MS: u64 = 20;
 
 impl FaultSpace {
-    pub(super) fn of(base: &Scenario) -> Result<FaultSpace, CampaignError> {
+    pub(super) fn of(base: &Scenario, backends: &[Backend]) -> Result<FaultSpace, CampaignError> {
         let run = base.workload.run_length();
         if run.0 < 100 {
             return Err(CampaignError::RunTooShort {
@@ -48,7 +50,22 @@ impl FaultSpace {
             consumers: base.pipeline.consumers.max(1),
             topics,
             run,
+            can: backends
+                .iter()
+                .map(|b| crate::topology::fault_support(*b).unwrap_or(|_| false))
+                .collect(),
         })
+    }
+
+    /// The fault as every backend of the campaign can perform it: a machine crash becomes a kill (the same
+    /// outage without the lost page cache) where one cannot crash; `None` when some backend cannot perform it
+    /// at all.
+    fn performable(&self, mut fault: Fault) -> Option<Fault> {
+        let all = |f: &Fault| self.can.iter().all(|can| can(f));
+        if fault.action == FaultAction::Crash && !all(&fault) {
+            fault.action = FaultAction::Kill;
+        }
+        all(&fault).then_some(fault)
     }
 
     fn role_target(&self, role: Role) -> FaultTarget {
@@ -90,7 +107,11 @@ impl FaultSpace {
         let mut scenario = self.base.clone();
         scenario.seed = draw.seed;
         scenario.expect = Some(Expect::default());
-        scenario.faults = self.layout(&draw.episodes);
+        scenario.faults = self
+            .layout(&draw.episodes)
+            .into_iter()
+            .filter_map(|f| self.performable(f))
+            .collect();
         let toml = scenario.to_toml();
         Scenario::parse(&toml, "<generated fault schedule>")
             .map_err(|errors| CampaignError::InvalidSchedule { toml, errors })
