@@ -1,7 +1,7 @@
 //! The differential fault campaign (issue 18): drawn fault schedules, each case on the embedded cluster and on the
 //! local backend (MariaDB, 3 Kafka 3.9 brokers, Connect + Debezium as processes) with the same seed; a case fails
 //! when either backend loses, reorders or diverges, or when their verdicts differ. CI runs a few cases
-//! (`FAULT_CASES`, default 2; about 35 s each on 2 cores); a long campaign is
+//! (`FAULT_CASES`, default 2; 35–50 s each on 2 cores); a long campaign is
 //! `etl-harness fuzz-faults --backends embedded,local --cases N` (docs/fidelity.md).
 //!
 //! Without `mariadbd` or `java` it prints why and passes as skipped, unless `ETL_HARNESS_REQUIRE_REAL=1` (CI).
