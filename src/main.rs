@@ -401,11 +401,23 @@ fn fuzz_faults(
             faults,
             held,
             elapsed,
-        } => eprintln!(
-            "case {number}/{cases}: seed {seed}, {faults} faults, {} ({:.2} cases/s)",
-            if *held { "held" } else { "FAILED" },
-            f64::from(*number) / elapsed.as_secs_f64().max(1e-9)
-        ),
+        } => {
+            let per_second = f64::from(*number) / elapsed.as_secs_f64().max(1e-9);
+            // A differential case takes tens of seconds: its rate reads better per minute.
+            let rate = if differential {
+                format!(
+                    "{:.1} cases/min, {:.0} s in",
+                    60.0 * per_second,
+                    elapsed.as_secs_f64()
+                )
+            } else {
+                format!("{per_second:.2} cases/s")
+            };
+            eprintln!(
+                "case {number}/{cases}: seed {seed}, {faults} faults, {} ({rate})",
+                if *held { "held" } else { "FAILED" }
+            )
+        }
         fuzz_faults::Progress::Shrink {
             attempt,
             faults,

@@ -409,6 +409,153 @@ mod tests {
         );
     }
 
+    /// A model of two backends judged by the real checkers on an empty history (nothing lost, nothing
+    /// reordered): each backend quiesces unless the schedule kills a broker (by id or by role) and the model
+    /// says that backend then stalls. The case's verdict is [`differential_verdict`] of their [`Diff`].
+    fn two_backends(
+        scenario: &Scenario,
+        embedded_stalls_on_kill: bool,
+        local_stalls_on_kill: bool,
+    ) -> Result<CaseVerdict, CampaignError> {
+        use crate::check::{FinalStates, Liveness};
+        use crate::history::{FaultPhase, FaultRecord, History};
+        use crate::scenario::Backend;
+        let killed = scenario
+            .faults
+            .iter()
+            .any(|f| f.action == FaultAction::Kill && f.target.is_broker());
+        let run = |backend: Backend, stalls_on_kill: bool| {
+            let mut on = scenario.clone();
+            on.topology.backend = backend;
+            let faults = scenario.faults.iter().enumerate();
+            let history = History {
+                faults: faults
+                    .map(|(i, f)| FaultRecord {
+                        at_ms: f.at.0 as i64,
+                        action: f.action.name().to_string(),
+                        target: f.target.to_string(),
+                        resolved: f.target.to_string(),
+                        due_ms: f.at.0,
+                        fault: Some(i),
+                        phase: FaultPhase::Scheduled,
+                        error: None,
+                    })
+                    .collect(),
+                ..History::default()
+            };
+            let liveness = if killed && stalls_on_kill {
+                Liveness::TimedOut {
+                    waited_ms: 90_000,
+                    pending: vec!["capture: behind the last commit".into()],
+                }
+            } else {
+                Liveness::Quiesced
+            };
+            let options = RunOptions {
+                scenario_path: "<model>".into(),
+                progress: false,
+            };
+            let outcome = crate::run::judge(
+                &on,
+                &options,
+                Instant::now(),
+                history,
+                FinalStates::default(),
+                &liveness,
+            );
+            (backend, outcome)
+        };
+        let diff = crate::run::diff::Diff {
+            runs: vec![
+                run(Backend::Embedded, embedded_stalls_on_kill),
+                run(Backend::Local, local_stalls_on_kill),
+            ],
+        };
+        Ok(differential_verdict(&diff))
+    }
+
+    fn differential_config(dir: &std::path::Path) -> CampaignConfig {
+        use crate::scenario::Backend;
+        let mut config = CampaignConfig::new(200, 11, dir);
+        config.backends = vec![Backend::Embedded, Backend::Local];
+        config.max_shrink_runs = 500;
+        config
+    }
+
+    fn differential_base() -> Scenario {
+        base_scenario(super::super::DIFFERENTIAL_BASE, "DIFFERENTIAL_BASE")
+            .expect("the differential base parses")
+    }
+
+    #[test]
+    fn backends_that_hold_and_agree_pass_every_case() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = differential_config(dir.path());
+        config.cases = 30;
+        let agree = |s: &Scenario| two_backends(s, false, false);
+        let report = search_with(&differential_base(), &config, &mut |_| {}, &agree).unwrap();
+        assert_eq!(report.cases, 30);
+        assert!(report.failure.is_none());
+    }
+
+    #[test]
+    fn differing_verdicts_fail_the_case_and_the_shrunk_file_lists_every_backend() {
+        use crate::scenario::Backend;
+        let dir = tempfile::tempdir().unwrap();
+        let config = differential_config(dir.path());
+        // The local backend stalls after a kill, the embedded one does not: its liveness holds, so only the
+        // disagreement and local's own verdict fail the case.
+        let local_stalls = |s: &Scenario| two_backends(s, false, true);
+        let report =
+            search_with(&differential_base(), &config, &mut |_| {}, &local_stalls).unwrap();
+        let failure = report.failure.expect("a kill is drawn within 200 cases");
+        assert_eq!(
+            failure.failed,
+            ["liveness on local", "liveness differs between backends"],
+            "{failure:#?}"
+        );
+        assert!(failure.reproduced(), "{failure:#?}");
+        let faults = &failure.scenario.faults;
+        assert!((1..=2).contains(&faults.len()), "not minimal: {faults:#?}");
+        assert_eq!(faults[0].action, FaultAction::Kill, "{faults:#?}");
+        // The file lists both backends (so it validates for local) and says to diff it on them.
+        assert_eq!(
+            failure.reproduce(),
+            format!(
+                "etl-harness diff {} --backends embedded,local --seed {}",
+                failure.path.display(),
+                failure.scenario.seed
+            )
+        );
+        let text = std::fs::read_to_string(&failure.path).unwrap();
+        assert!(text.contains(&failure.reproduce()), "{text}");
+        assert!(
+            text.contains("liveness on local, liveness differs between backends"),
+            "{text}"
+        );
+        let again = Scenario::load(&failure.path).unwrap();
+        assert_eq!(again.backends, [Backend::Embedded, Backend::Local]);
+        assert_eq!(again.faults, *faults);
+        assert_eq!(again.seed, failure.scenario.seed);
+        assert!(!again.topology.deterministic);
+        assert_eq!(again.expectations(), Expect::default());
+    }
+
+    #[test]
+    fn backends_that_break_the_property_alike_fail_the_case_without_a_disagreement() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = differential_config(dir.path());
+        config.max_shrink_runs = 8;
+        let both_stall = |s: &Scenario| two_backends(s, true, true);
+        let report = search_with(&differential_base(), &config, &mut |_| {}, &both_stall).unwrap();
+        let failure = report.failure.expect("a kill is drawn within 200 cases");
+        assert_eq!(
+            failure.failed,
+            ["liveness on embedded", "liveness on local"],
+            "{failure:#?}"
+        );
+    }
+
     #[test]
     fn faults_the_run_did_not_inject_stop_the_campaign() {
         let dir = tempfile::tempdir().unwrap();
