@@ -42,6 +42,9 @@ struct ClockInner {
     next_timer_id: AtomicU64,
 }
 
+/// The period of a one-shot virtual timer ([`Clock::after`]): it is removed once it has run.
+const ONCE: i64 = i64::MAX;
+
 struct VirtualTimer {
     id: u64,
     due_ms: i64,
@@ -110,13 +113,21 @@ impl Clock {
             let due = {
                 let mut timers = self.timers();
                 let next = timers
-                    .iter_mut()
-                    .filter(|t| t.due_ms <= target)
-                    .min_by_key(|t| (t.due_ms, t.id));
-                next.map(|t| {
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, t)| t.due_ms <= target)
+                    .min_by_key(|(_, t)| (t.due_ms, t.id))
+                    .map(|(i, _)| i);
+                next.map(|i| {
+                    let t = &mut timers[i];
                     let at = t.due_ms;
-                    t.due_ms = t.due_ms.saturating_add(t.period_ms);
-                    (at, t.task.clone())
+                    let task = t.task.clone();
+                    if t.period_ms == ONCE {
+                        timers.swap_remove(i);
+                    } else {
+                        t.due_ms = t.due_ms.saturating_add(t.period_ms);
+                    }
+                    (at, task)
                 })
             };
             match due {
@@ -139,15 +150,34 @@ impl Clock {
         task: impl Fn(i64) + Send + Sync + 'static,
     ) -> Result<Timer, ClockError> {
         let period = period.max(Duration::from_millis(1));
-        let task: TimerTask = Arc::new(task);
+        self.schedule(period, Some(period), Arc::new(task))
+    }
+
+    /// Runs `task` once, `delay` from now, unless the returned [`Timer`] is dropped first. Real clocks run it on a
+    /// tokio task; virtual clocks run it inside [`Clock::advance`].
+    pub fn after(
+        &self,
+        delay: Duration,
+        task: impl Fn(i64) + Send + Sync + 'static,
+    ) -> Result<Timer, ClockError> {
+        self.schedule(delay, None, Arc::new(task))
+    }
+
+    /// Runs `task` `first` from now, then every `period` (none: once).
+    fn schedule(
+        &self,
+        first: Duration,
+        period: Option<Duration>,
+        task: TimerTask,
+    ) -> Result<Timer, ClockError> {
+        let millis = |d: Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
         match &self.inner.virtual_now {
             Some(now) => {
                 let id = self.inner.next_timer_id.fetch_add(1, Ordering::SeqCst);
-                let period_ms = i64::try_from(period.as_millis()).unwrap_or(i64::MAX);
                 self.timers().push(VirtualTimer {
                     id,
-                    due_ms: now.load(Ordering::SeqCst).saturating_add(period_ms),
-                    period_ms,
+                    due_ms: now.load(Ordering::SeqCst).saturating_add(millis(first)),
+                    period_ms: period.map_or(ONCE, millis),
                     task,
                 });
                 Ok(Timer {
@@ -164,8 +194,15 @@ impl Clock {
                 let stopped = Arc::new(AtomicBool::new(false));
                 let stopped_in_task = stopped.clone();
                 let handle = runtime.spawn(async move {
-                    let mut ticks =
-                        tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+                    let start = tokio::time::Instant::now() + first;
+                    let Some(period) = period else {
+                        tokio::time::sleep_until(start).await;
+                        if !stopped_in_task.load(Ordering::SeqCst) {
+                            task(clock.now_ms());
+                        }
+                        return;
+                    };
+                    let mut ticks = tokio::time::interval_at(start, period);
                     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                     loop {
                         ticks.tick().await;
@@ -188,7 +225,7 @@ impl Clock {
     }
 }
 
-/// A periodic task registered with [`Clock::every`]; dropping it stops the task.
+/// A task registered with [`Clock::every`] or [`Clock::after`]; dropping it stops the task.
 pub struct Timer {
     kind: TimerKind,
 }
@@ -243,6 +280,32 @@ mod tests {
         drop(timer);
         clock.advance(Duration::from_millis(1_000)).unwrap();
         assert_eq!(seen.lock().unwrap().len(), 3);
+    }
+
+    #[test]
+    fn a_one_shot_timer_runs_once_at_its_instant_and_not_after_it_is_dropped() {
+        let clock = Clock::virtual_at(1_000);
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let seen_in_task = seen.clone();
+        let once = clock
+            .after(Duration::from_millis(5_000), move |at| {
+                seen_in_task.lock().unwrap().push(at)
+            })
+            .unwrap();
+        let seen_in_dropped = seen.clone();
+        let dropped = clock
+            .after(Duration::from_millis(2_000), move |at| {
+                seen_in_dropped.lock().unwrap().push(-at)
+            })
+            .unwrap();
+        drop(dropped);
+        clock.advance(Duration::from_millis(4_999)).unwrap();
+        assert!(seen.lock().unwrap().is_empty());
+        clock.advance(Duration::from_millis(60_000)).unwrap();
+        assert_eq!(*seen.lock().unwrap(), vec![6_000]);
+        clock.advance(Duration::from_secs(86_400)).unwrap();
+        assert_eq!(*seen.lock().unwrap(), vec![6_000]);
+        drop(once);
     }
 
     #[test]

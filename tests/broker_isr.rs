@@ -31,14 +31,8 @@ async fn cluster() -> Cluster {
         .unwrap()
 }
 
-/// Moves the virtual clock by `total` in steps, letting the brokers' tasks run in between.
 async fn advance(cluster: &Cluster, total: Duration, step: Duration) {
-    let mut done = Duration::ZERO;
-    while done < total {
-        cluster.clock().advance(step).unwrap();
-        done += step;
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
+    common::advance_in_steps(cluster, total, step).await
 }
 
 fn isr_events(cluster: &Cluster) -> Vec<ClusterEventKind> {

@@ -11,12 +11,17 @@
 //!   KRaft does; ZooKeeper mode's extra bump on an ISR shrink is not modelled).
 //! - Controlled shutdown moves leaderships to other ISR replicas before the broker exits; a restart registers a
 //!   new incarnation, which first fences the old one (its leaderships move, as in KRaft).
-//! - Preferred-leader rebalance every `leader.imbalance.check.interval.seconds`: leadership goes back to the head
-//!   of the assignment when it is alive and in the ISR (Kafka also waits for a 10 % imbalance per broker; here any
-//!   imbalance counts).
+//! - Automatic preferred-leader rebalance (`auto.leader.rebalance.enable`): every
+//!   `leader.imbalance.check.interval.seconds` (300 s), and in ZooKeeper mode also 5 s after a controller takes
+//!   over (Kafka 3.9.1 `KafkaController.onControllerFailover` schedules its first check then; KRaft's controller
+//!   waits a whole interval). A check looks at each broker's preferred partitions (those whose assignment it
+//!   heads): when more than `leader.imbalance.per.broker.percentage` (10 %) of them have another leader (or
+//!   none), each of those whose preferred replica is alive and in the ISR gets it back as leader. Seen on the
+//!   local backend: a broker killed while it was ZooKeeper-mode controller took its leaderships back about 6 s
+//!   after the new controller's election, and a Debezium task with `retries = 0` failed on the move.
 //! - When the controller's broker is fenced, the first live broker in id order becomes controller.
 
-use super::replication::{advance_high_watermark, BrokerLiveness};
+use super::replication::{advance_high_watermark, BrokerLiveness, MetadataMode};
 use super::state::{ClusterCore, PartitionState, Topic};
 use super::BrokerId;
 use crate::history::{ClusterEventKind, ElectionKind, FenceReason};
@@ -167,7 +172,42 @@ fn ensure_controller(core: &ClusterCore, events: &mut Vec<ClusterEventKind>) {
     if let Some(next) = live.iter().find(|l| !l.fenced && l.reaches_peers()) {
         core.set_controller(next.id);
         events.push(ClusterEventKind::ControllerElected { broker: next.id });
+        let settings = &core.defaults.replication;
+        if settings.auto_leader_rebalance && settings.metadata_mode == MetadataMode::Zookeeper {
+            core.schedule_failover_rebalance(FAILOVER_REBALANCE_DELAY, rebalance_imbalanced);
+        }
     }
+}
+
+/// ZooKeeper mode: how long after taking over a controller runs its first leader-imbalance check.
+const FAILOVER_REBALANCE_DELAY: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// `leader.imbalance.per.broker.percentage` (Kafka's default).
+const LEADER_IMBALANCE_PER_BROKER_PERCENTAGE: u64 = 10;
+
+/// The automatic leader-imbalance check: for every broker with more than 10 % of its preferred partitions led by
+/// another broker (or by none), those partitions whose preferred replica is alive and in the ISR get it back.
+pub(crate) fn rebalance_imbalanced(core: &ClusterCore) {
+    // Per preferred broker: (its preferred partitions, those led by another broker or by none).
+    let mut count: std::collections::HashMap<BrokerId, (u64, u64)> = Default::default();
+    for topic in core.topics() {
+        for partition in &topic.partitions {
+            let state = partition.lock();
+            if let Some(&preferred) = state.assignment.first() {
+                let entry = count.entry(preferred).or_default();
+                entry.0 += 1;
+                if state.leader != Some(preferred) {
+                    entry.1 += 1;
+                }
+            }
+        }
+    }
+    let imbalanced = |broker: BrokerId| {
+        count.get(&broker).is_some_and(|&(total, elsewhere)| {
+            elsewhere * 100 > total * LEADER_IMBALANCE_PER_BROKER_PERCENTAGE
+        })
+    };
+    elect_preferred_where(core, imbalanced);
 }
 
 /// Fences `broker` now and acts on it (ISR removal, elections, controller).
@@ -280,6 +320,11 @@ pub(crate) fn heartbeat_tick(core: &ClusterCore, now_ms: i64) {
 
 /// Preferred-leader election: leadership returns to the head of the assignment where it is alive and in the ISR.
 pub(crate) fn elect_preferred(core: &ClusterCore) {
+    elect_preferred_where(core, |_| true);
+}
+
+/// Preferred-leader election for the partitions whose preferred replica `eligible` accepts.
+fn elect_preferred_where(core: &ClusterCore, eligible: impl Fn(BrokerId) -> bool) {
     let live = core.liveness();
     let now = core.clock.now_ms();
     let mut events = Vec::new();
@@ -290,6 +335,7 @@ pub(crate) fn elect_preferred(core: &ClusterCore) {
                 continue;
             };
             if state.leader != Some(preferred)
+                && eligible(preferred)
                 && alive(&live, preferred)
                 && state.isr.contains(&preferred)
             {

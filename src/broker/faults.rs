@@ -47,10 +47,11 @@ impl ReplicationRuntime {
             ms(settings.replica_lag_time_max_ms / 2),
             replication::check_isr,
         )?);
+        core.set_self();
         if settings.auto_leader_rebalance {
             timers.push(every(
                 ms(settings.leader_imbalance_check_interval_ms),
-                |core, _| controller::elect_preferred(core),
+                |core, _| controller::rebalance_imbalanced(core),
             )?);
         }
         if core.log_dir().is_some() {

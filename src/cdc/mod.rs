@@ -210,7 +210,14 @@ struct Running {
     main: JoinHandle<()>,
     tracker: JoinHandle<()>,
     stop: watch::Sender<bool>,
+    /// While true the task hands nothing new to its producer (Connect's pause); what it sent goes on.
+    paused: watch::Sender<bool>,
 }
+
+/// Kafka Connect's `task.shutdown.graceful.timeout.ms`: how long a stop waits (real time) for the task to finish
+/// cleanly before the worker abandons it. A stop that needs the cluster to make progress (a batch held up by a
+/// dead leader) would otherwise wait for virtual time that only moves after the stop returns.
+const TASK_SHUTDOWN_GRACEFUL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The running capture. See the module docs.
 pub struct Capture {
@@ -347,6 +354,7 @@ impl Capture {
         };
         let (tx, rx) = mpsc::channel(IN_FLIGHT_RECORDS);
         let (stop, stop_rx) = watch::channel(false);
+        let (paused, paused_rx) = watch::channel(false);
         let failed = Arc::new(AtomicBool::new(false));
         let tracker = tokio::spawn(track(
             Arc::clone(&self.ctx),
@@ -360,12 +368,14 @@ impl Capture {
             start,
             tx,
             stop_rx,
+            paused_rx,
             failed,
         ));
         self.running = Some(Running {
             main,
             tracker,
             stop,
+            paused,
         });
     }
 
@@ -380,13 +390,49 @@ impl Capture {
         }
     }
 
-    /// Stops at a transaction boundary after every record handed to the producer has its outcome.
+    /// Stops at a transaction boundary after every record handed to the producer has its outcome — or, when that
+    /// takes longer than Connect's graceful shutdown timeout (5 s), abandons the task as a [`Capture::kill`] does.
     pub async fn stop(&mut self) {
-        if let Some(running) = self.running.take() {
-            let _ = running.stop.send(true);
-            let _ = running.main.await;
-            let _ = running.tracker.await;
+        let Some(mut running) = self.running.take() else {
+            return;
+        };
+        let _ = running.stop.send(true);
+        let finished = tokio::time::timeout(TASK_SHUTDOWN_GRACEFUL_TIMEOUT, async {
+            let _ = (&mut running.main).await;
+            let _ = (&mut running.tracker).await;
+        })
+        .await;
+        if finished.is_err() {
+            self.running = Some(running);
+            self.kill();
         }
+    }
+
+    /// Connect's pause: the task hands nothing new to its producer until [`Capture::resume`]; records already
+    /// handed over are still sent and acknowledged, and nothing is replayed.
+    pub fn pause(&mut self) {
+        if let Some(running) = &self.running {
+            let _ = running.paused.send(true);
+        }
+    }
+
+    /// Ends a pause: the task goes on from where it stopped. A capture that is not running (killed, stopped or
+    /// failed) is restarted instead, from its last acknowledged position.
+    pub async fn resume(&mut self) -> Result<(), CdcError> {
+        match &self.running {
+            Some(running) if !running.main.is_finished() => {
+                let _ = running.paused.send(false);
+                Ok(())
+            }
+            _ => self.restart().await,
+        }
+    }
+
+    /// Whether the task is paused (and still running).
+    pub fn is_paused(&self) -> bool {
+        self.running
+            .as_ref()
+            .is_some_and(|r| *r.paused.borrow() && !r.main.is_finished())
     }
 
     /// Starts again from the last fully acknowledged position (stopping cleanly first if still running): the

@@ -22,6 +22,7 @@ pub(super) async fn produce(
     start: Start,
     tx: mpsc::Sender<Tracked>,
     mut stop: watch::Receiver<bool>,
+    mut paused: watch::Receiver<bool>,
     failed: Arc<AtomicBool>,
 ) {
     let headers = ctx.encoder.flavour.headers();
@@ -43,6 +44,13 @@ pub(super) async fn produce(
     loop {
         if *stop.borrow() || failed.load(Ordering::Relaxed) {
             break;
+        }
+        if *paused.borrow() {
+            tokio::select! {
+                _ = paused.changed() => {}
+                _ = stop.changed() => {}
+            }
+            continue;
         }
         let batch = ctx.source.read_binlog(cursor, READ_BATCH);
         if batch.is_empty() {

@@ -320,11 +320,20 @@ pub struct Producer {
     pub max_in_flight: u32,
     pub idempotence: bool,
     pub compression: Compression,
+    /// `delivery.timeout.ms`. Default: what Kafka Connect 3.9.1 gives a source task's producer
+    /// (`Worker.baseProducerConfigs` sets `Integer.MAX_VALUE`), so a batch is retried until it is written, never
+    /// expired — not the plain Java client's 2 minutes.
     pub delivery_timeout: Millis,
 }
 
+/// Kafka Connect's `delivery.timeout.ms` for source task producers: `Integer.MAX_VALUE` ms (about 24.8 days).
+pub const CONNECT_DELIVERY_TIMEOUT: Millis = Millis(i32::MAX as u64);
+
+/// The Java producer's `request.timeout.ms` (Connect leaves it at the client's default).
+pub const REQUEST_TIMEOUT: Millis = Millis(30_000);
+
 impl Default for Producer {
-    /// The Java producer's defaults in Kafka 3.9.
+    /// The Java producer's defaults in Kafka 3.9, except `delivery_timeout`, which is Connect's.
     fn default() -> Producer {
         Producer {
             acks: Acks::All,
@@ -334,7 +343,7 @@ impl Default for Producer {
             max_in_flight: 5,
             idempotence: true,
             compression: Compression::None,
-            delivery_timeout: Millis(120_000),
+            delivery_timeout: CONNECT_DELIVERY_TIMEOUT,
         }
     }
 }

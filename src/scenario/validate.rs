@@ -176,6 +176,26 @@ pub(super) fn check(s: &Scenario, doc: &Located) -> Vec<ScenarioError> {
             "expected at least 1, found 0".into(),
         );
     }
+    // The Java client refuses a configured delivery.timeout.ms below linger.ms + request.timeout.ms.
+    let floor = p.linger.0.saturating_add(super::REQUEST_TIMEOUT.0);
+    if p.delivery_timeout.0 < floor {
+        err(
+            &[Key("producer"), Key("delivery_timeout")],
+            format!(
+                "expected at least linger + request.timeout.ms (30s) = {floor}ms, found {}ms; the Java producer refuses less",
+                p.delivery_timeout.0
+            ),
+        );
+    }
+    if p.delivery_timeout.0 > i32::MAX as u64 {
+        err(
+            &[Key("producer"), Key("delivery_timeout")],
+            format!(
+                "expected at most 2147483647ms (delivery.timeout.ms is a Java int), found {}ms",
+                p.delivery_timeout.0
+            ),
+        );
+    }
     if p.idempotence {
         if p.acks != Acks::All {
             err(

@@ -28,6 +28,20 @@ pub async fn bounded<T>(what: &str, future: impl Future<Output = T>) -> T {
 }
 
 /// Broker warnings (closed connections and why) in the test output; RUST_LOG overrides the level.
+/// Moves a cluster's virtual clock by `total` in steps of `step`, letting the brokers' tasks run in between.
+pub async fn advance_in_steps(
+    cluster: &openmrs_etl_harness::broker::Cluster,
+    total: std::time::Duration,
+    step: std::time::Duration,
+) {
+    let mut done = std::time::Duration::ZERO;
+    while done < total {
+        cluster.clock().advance(step).unwrap();
+        done += step;
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+}
+
 pub fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));

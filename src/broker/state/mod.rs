@@ -8,7 +8,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock, Weak};
 
 use tokio::sync::watch;
 use uuid::Uuid;
@@ -19,6 +19,7 @@ use super::log::Log;
 use super::replication::{advance_high_watermark, BrokerLiveness, Replica};
 use super::BrokerId;
 use crate::clock::Clock;
+use crate::clock::Timer;
 use crate::history::{ClusterEvent, ClusterEventKind};
 
 mod topics;
@@ -119,6 +120,10 @@ pub(crate) struct ClusterCore {
     liveness_changed: watch::Sender<u64>,
     /// The next ProducerId InitProducerId hands out (Kafka's controller allocates them cluster-wide).
     next_producer_id: AtomicI64,
+    /// Itself, for timers the controller starts (set when the replication runtime starts).
+    this: OnceLock<Weak<ClusterCore>>,
+    /// ZooKeeper mode: the leader-imbalance check a newly elected controller runs 5 s after it took over.
+    failover_rebalance: Mutex<Option<Timer>>,
 }
 
 impl ClusterCore {
@@ -147,7 +152,39 @@ impl ClusterCore {
             liveness: Mutex::new(liveness),
             liveness_changed: watch::Sender::new(0),
             next_producer_id: AtomicI64::new(0),
+            this: OnceLock::new(),
+            failover_rebalance: Mutex::new(None),
         }
+    }
+
+    /// Lets the controller start timers of its own on this core.
+    pub(crate) fn set_self(self: &Arc<Self>) {
+        let _ = self.this.set(Arc::downgrade(self));
+    }
+
+    /// Runs `task` on this core once, `delay` of clock time from now, replacing the one set before (ZooKeeper
+    /// mode's post-failover imbalance check). Does nothing before the replication runtime started.
+    pub(crate) fn schedule_failover_rebalance(
+        &self,
+        delay: std::time::Duration,
+        task: fn(&ClusterCore),
+    ) {
+        let Some(weak) = self.this.get().cloned() else {
+            return;
+        };
+        let timer = self.clock.after(delay, move |_| {
+            if let Some(core) = weak.upgrade() {
+                task(&core);
+            }
+        });
+        let previous = std::mem::replace(
+            &mut *self
+                .failover_rebalance
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()),
+            timer.ok(),
+        );
+        drop(previous);
     }
 
     /// A ProducerId no other producer of this cluster got.

@@ -2,8 +2,11 @@
 //! OpenMRS database ([`MemorySource`]). Its producer records every acknowledgement, so its progress (shipped and
 //! acknowledged transactions) paces a virtual clock and decides quiesce.
 //!
-//! Connector faults: `stop` and `pause` are a clean stop at a transaction boundary, `kill` an abort (queued
-//! records are not sent), `restart` and `resume` a start from the last acknowledged position.
+//! Connector faults, as Kafka Connect does them: `pause` stops handing new records to the producer (what it was
+//! sending is still sent; nothing is replayed) and `resume` goes on from there; `stop` is a clean stop at a
+//! transaction boundary, abandoned like `kill` after Connect's 5 s graceful shutdown timeout; `kill` an abort
+//! (queued records are not sent); `restart` (and `resume` of a task that is not running) a start from the last
+//! acknowledged position.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -86,7 +89,7 @@ impl Capture for EmbeddedCapture {
             CaptureMark::Shipped => p.shipped_txn,
             CaptureMark::Acknowledged => p.acked_txn,
         };
-        reached >= txn || p.failed.is_some() || !capture.is_running()
+        reached >= txn || p.failed.is_some() || !capture.is_running() || capture.is_paused()
     }
 
     async fn progress_fingerprint(&self) -> (u64, u64) {
@@ -136,17 +139,20 @@ impl Capture for EmbeddedCapture {
             return Err("the capture has not started".into());
         };
         match action {
-            FaultAction::Stop | FaultAction::Pause => {
+            FaultAction::Stop => {
                 capture.stop().await;
+                Ok(())
+            }
+            FaultAction::Pause => {
+                capture.pause();
                 Ok(())
             }
             FaultAction::Kill => {
                 capture.kill();
                 Ok(())
             }
-            FaultAction::Restart | FaultAction::Resume => {
-                capture.restart().await.map_err(|e| e.to_string())
-            }
+            FaultAction::Restart => capture.restart().await.map_err(|e| e.to_string()),
+            FaultAction::Resume => capture.resume().await.map_err(|e| e.to_string()),
             other => Err(crate::nemesis::unsupported(other, "the connector")),
         }
     }

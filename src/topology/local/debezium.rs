@@ -131,6 +131,10 @@ pub fn producer_configs(producer: &Producer) -> Vec<(&'static str, String)> {
         ),
         ("batch.size", producer.batch_size.0.to_string()),
         (
+            "delivery.timeout.ms",
+            producer.delivery_timeout.0.to_string(),
+        ),
+        (
             "compression.type",
             match producer.compression {
                 Compression::None => "none",
@@ -183,6 +187,10 @@ mod tests {
             Some("16384")
         );
         assert!(get("producer.override.retries").is_some());
+        assert_eq!(
+            get("producer.override.delivery.timeout.ms").as_deref(),
+            Some("2147483647")
+        );
         assert_eq!(get("topic.prefix").as_deref(), Some("dbserver1"));
     }
 }
