@@ -3,10 +3,13 @@
 //! the Debezium records that carry that GTID).
 //!
 //! What differs from the embedded capture, and why:
-//! - The harness cannot see Debezium's produce requests; a `LogObserver` (a consumer of its own, never faulted)
-//!   reads every change topic from the start, and where it found each change stands in for the acknowledgement,
-//!   so a change the ETL never got is explained as the embedded capture explains it (retention took its offset,
-//!   …) rather than counted "never produced".
+//! - Debezium does not report its produce outcomes; the brokers' proxies on the local backend decode its task
+//!   producer's Produce requests and the brokers' answers (see [`ProducedRecord`]), and each record's answer is
+//!   the history's acknowledgement: acknowledged at its partition and offset (offset -1 with acks=0), or failed
+//!   with the broker's error, or failed without an answer when the connection closed first. Each record is
+//!   linked to its change as a consumer's read is (its Debezium JSON decoded, then resolved against the
+//!   commits), so a change the ETL never got is explained as on the embedded capture: acknowledged and then
+//!   truncated, deleted by retention, compacted, or never acknowledged.
 //! - The initial snapshot is recorded from the database as the connector starts on it: every row of every modeled
 //!   table after the baseline load, read in one pass before the connector is registered (the harness is the only
 //!   writer, and it writes nothing until the connector runs). The stream starts once the consumers read every
@@ -26,22 +29,21 @@
 //! | `restart` | the worker started again if it is down, then the connector resumed and its tasks restarted; a task that does not run again in its worker (Debezium 3.2.0 cannot restart a task in the JVM it failed in) gets the worker restarted |
 
 use std::collections::HashSet;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::{Capture, CaptureMark, Delivery};
 use crate::clock::Clock;
 use crate::history::{
-    BinlogPosition, ChangeOp, ChangeRecord, Commit, Consumed, History, ProduceOutcome, Produced,
-    Recorder,
+    BinlogPosition, ChangeOp, ChangeRecord, Commit, History, ProduceOutcome, Produced, Recorder,
 };
 use crate::model::flat::RowImages;
-use crate::pipeline::sink::MemorySink;
-use crate::pipeline::Pipeline;
-use crate::run::{configure, RunError};
+use crate::pipeline::decode::{decode, Decoded};
+use crate::run::RunError;
 use crate::scenario::{FaultAction, Scenario};
 use crate::source::{MySqlSource, SourceError};
-use crate::topology::local::{ConnectRest, DebeziumConnector, LocalError};
+use crate::topology::local::{
+    ConnectRest, DebeziumConnector, LocalError, ProducedRecord, TappedProduce,
+};
 use crate::workload::Operation;
 
 /// How long the Debezium connector may take to report RUNNING.
@@ -50,8 +52,6 @@ const CONNECTOR_READY: Duration = Duration::from_secs(120);
 const CONNECTOR_BACK: Duration = Duration::from_secs(60);
 /// How long Debezium's initial snapshot may take to reach the consumers.
 const SNAPSHOT_READ: Duration = Duration::from_secs(120);
-/// How long the log observer may take, after the consumers quiesced, to read up to the same end offsets.
-const OBSERVER_CATCH_UP: Duration = Duration::from_secs(20);
 /// How often the capture's waits and quiesce look again.
 const POLL: Duration = Duration::from_millis(100);
 
@@ -74,6 +74,8 @@ pub trait ConnectWorker: Sync {
     async fn stop(&self);
     /// Starts the worker again (stopping it first if it still runs); waits until its REST API answers.
     async fn restart(&self) -> Result<(), LocalError>;
+    /// Takes the records the worker's task producers sent since the last call, each with the broker's answer.
+    async fn take_produced(&self) -> TappedProduce;
 }
 
 /// Debezium in a Connect worker, over MariaDB.
@@ -81,11 +83,11 @@ pub struct DebeziumCapture<'a, W: ConnectWorker> {
     worker: &'a W,
     source: MySqlSource,
     connector: DebeziumConnector,
-    bootstrap: String,
     clock: Clock,
     /// Rows of the initial snapshot, known once started.
     snapshot_rows: usize,
-    observer: Option<LogObserver>,
+    /// The scenario's change topics (what the consumers read), known once started.
+    change_topics: HashSet<String>,
     /// The last GTID set Connect reported as committed (kept when a later query fails).
     committed_gtids: std::sync::Mutex<String>,
 }
@@ -96,7 +98,6 @@ impl<'a, W: ConnectWorker> DebeziumCapture<'a, W> {
         worker: &'a W,
         connector: DebeziumConnector,
         database_url: &str,
-        bootstrap: String,
         recorder: &Recorder,
         clock: &Clock,
     ) -> Result<Self, RunError> {
@@ -105,10 +106,9 @@ impl<'a, W: ConnectWorker> DebeziumCapture<'a, W> {
             worker,
             source,
             connector,
-            bootstrap,
             clock: clock.clone(),
             snapshot_rows: 0,
-            observer: None,
+            change_topics: HashSet::new(),
             committed_gtids: std::sync::Mutex::new(String::new()),
         })
     }
@@ -126,6 +126,9 @@ impl<W: ConnectWorker> Capture for DebeziumCapture<'_, W> {
     }
 
     async fn start(&mut self, scenario: &Scenario, recorder: &Recorder) -> Result<(), RunError> {
+        self.change_topics = scenario.topic_plans().into_iter().map(|t| t.name).collect();
+        // What a previous run on this topology sent is not this run's.
+        self.worker.take_produced().await;
         self.snapshot_rows = record_snapshot(&self.source, recorder, &self.clock).await?;
         tracing::info!(scenario = %scenario.name, "debezium: baseline recorded as the snapshot");
         self.worker
@@ -136,7 +139,6 @@ impl<W: ConnectWorker> Capture for DebeziumCapture<'_, W> {
     }
 
     async fn ready(&mut self, scenario: &Scenario, recorder: &Recorder) -> Result<(), RunError> {
-        self.observer = Some(LogObserver::start(scenario, &self.bootstrap, &self.clock).await?);
         // Debezium reports RUNNING before its snapshot has read anything: a commit made now could be read by the
         // snapshot as a row (`r`) instead of streamed as a change. Stream only once every row was delivered.
         wait_for_snapshot(recorder, self.snapshot_rows).await?;
@@ -315,16 +317,26 @@ impl<W: ConnectWorker> Capture for DebeziumCapture<'_, W> {
         Ok(self.source.final_images().await?)
     }
 
+    /// The records Debezium's task producer sent to the change topics, with the brokers' answers the proxies
+    /// saw, as the history's acknowledgements.
     async fn finish(
         self,
-        ends: &[(String, i32, i64)],
+        _ends: &[(String, i32, i64)],
         recorder: &Recorder,
     ) -> Option<Vec<Produced>> {
-        let observed = match self.observer {
-            Some(observer) => observer.finish(ends).await,
-            None => Vec::new(),
-        };
-        Some(placements(&recorder.snapshot(), &observed))
+        let taken = self.worker.take_produced().await;
+        if !taken.undecodable.is_empty() {
+            tracing::warn!(
+                connections = taken.undecodable.len(),
+                first = %taken.undecodable[0],
+                "the proxies could not decode every Debezium connection: acknowledgements after that are missing"
+            );
+        }
+        Some(acknowledgements(
+            &recorder.snapshot(),
+            &self.change_topics,
+            &taken.records,
+        ))
     }
 }
 
@@ -347,70 +359,42 @@ fn consumed_gtid(history: &History, gtid: &str) -> bool {
     })
 }
 
-/// The harness's own reader of what Debezium wrote: one consumer, never stalled or restarted by a fault, reading
-/// every change topic from its start into a recorder of its own. Where it read each change is where Kafka held
-/// it: the stand-in for the produce acknowledgements the embedded capture records (Debezium's are not visible to
-/// the harness), so the checkers can say why an ETL consumer never got a change — retention deleted its offset,
-/// or a truncation removed it — instead of "never produced".
-///
-/// Limits: it reads up to the high watermark, so a record truncated before it was read is never seen (counted
-/// never produced, as an unacknowledged write would be); a record retention deletes before it reads it is missed
-/// the same way (it is never stalled, so only under a retention shorter than its own lag); its "sent at" is when
-/// it read the record, not when Debezium wrote it.
-struct LogObserver {
-    pipeline: Pipeline,
-    recorder: Recorder,
-}
-
-impl LogObserver {
-    async fn start(
-        scenario: &Scenario,
-        bootstrap: &str,
-        clock: &Clock,
-    ) -> Result<LogObserver, RunError> {
-        let mut config = configure::pipeline(scenario, bootstrap);
-        config.consumers = 1;
-        let recorder = Recorder::new(scenario.seed);
-        let pipeline = Pipeline::start(
-            config,
-            Arc::new(MemorySink::new()),
-            recorder.clone(),
-            clock.clone(),
-        )
-        .await?;
-        Ok(LogObserver { pipeline, recorder })
-    }
-
-    /// Lets it read up to `ends` (bounded by [`OBSERVER_CATCH_UP`]; what it has not read by then stays
-    /// unplaced), stops it, and returns what it read.
-    async fn finish(self, ends: &[(String, i32, i64)]) -> Vec<Consumed> {
-        let began = Instant::now();
-        while !ends.is_empty()
-            && !self.pipeline.caught_up(ends)
-            && began.elapsed() < OBSERVER_CATCH_UP
-        {
-            tokio::time::sleep(POLL).await;
-        }
-        self.pipeline.shutdown().await;
-        self.recorder.snapshot().consumed
-    }
-}
-
-/// What the observer read, as acknowledgements: each record at its partition and offset, with the change it
-/// carries (resolved like an ETL consumer's read).
-fn placements(history: &History, observed: &[Consumed]) -> Vec<Produced> {
+/// The records Debezium's task producer sent to the change topics, as the history records produce attempts: each
+/// record linked to its change the way a consumer's read is (its key and value decoded as Debezium's JSON, then
+/// resolved against the commits), with the broker's answer as its outcome. A record that does not decode carries
+/// no change (as a consumer's phantom would); records to other topics (schema changes, heartbeats) are left out,
+/// as the consumers never read them.
+fn acknowledgements(
+    history: &History,
+    change_topics: &HashSet<String>,
+    sent: &[ProducedRecord],
+) -> Vec<Produced> {
     let resolver = history.resolver();
-    observed
-        .iter()
-        .map(|c| Produced {
-            change: c.change.as_ref().and_then(|ch| resolver.resolve(ch)),
-            tombstone: c.change.is_none(),
-            topic: c.topic.clone(),
-            outcome: ProduceOutcome::Acked {
-                partition: c.partition,
-                offset: c.offset,
-            },
-            sent_at_ms: c.at_ms,
+    sent.iter()
+        .filter(|r| change_topics.contains(&r.topic))
+        .map(|r| {
+            let offset = match r.outcome {
+                ProduceOutcome::Acked { offset, .. } => offset,
+                ProduceOutcome::Failed { .. } => -1,
+            };
+            let decoded = decode(
+                &r.topic,
+                r.partition,
+                offset,
+                r.key.as_deref(),
+                r.value.as_deref(),
+            );
+            let change = match &decoded {
+                Ok(Decoded::Change { change, .. }) => resolver.resolve(change),
+                Ok(Decoded::Tombstone { .. }) | Err(_) => None,
+            };
+            Produced {
+                change,
+                tombstone: r.value.is_none(),
+                topic: r.topic.clone(),
+                outcome: r.outcome.clone(),
+                sent_at_ms: r.sent_at_ms,
+            }
         })
         .collect()
 }

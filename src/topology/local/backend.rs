@@ -37,7 +37,7 @@ use tokio::sync::Mutex;
 
 use super::{
     ClusterWatch, ConnectRest, ConnectorFlavour, DebeziumConnector, LocalError, LocalTopology,
-    LocalTopologyOptions,
+    LocalTopologyOptions, TappedProduce,
 };
 use crate::broker::{BrokerId, Isolation};
 use crate::clock::Clock;
@@ -206,7 +206,6 @@ impl Topology for LocalBackend {
             &self.topology,
             connector,
             &database_url,
-            endpoints.bootstrap_servers,
             recorder,
             &Clock::real(),
         )
@@ -363,5 +362,9 @@ impl ConnectWorker for Mutex<LocalTopology> {
 
     async fn restart(&self) -> Result<(), LocalError> {
         self.lock().await.restart_connect().await
+    }
+
+    async fn take_produced(&self) -> TappedProduce {
+        self.lock().await.take_produced()
     }
 }

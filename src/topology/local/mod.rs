@@ -91,6 +91,7 @@ pub use process::ServiceProcess;
 pub use provision::{
     jvm_cache_dir, provision_jvm_components, JvmComponents, Provisioned, JVM_CACHE_ENV,
 };
+pub use proxy::{ProduceLog, ProducedRecord, Taken as TappedProduce, PRODUCER_CLIENT_PREFIX};
 pub(crate) use run_dir::RunDir;
 pub use standalone::{StandaloneKafka, StandaloneMariaDb};
 pub use watch::{
@@ -483,6 +484,12 @@ impl LocalTopology {
         let all: Vec<TopicPlan> = plans.iter().cloned().chain(side).collect();
         self.create_topics(&all, timeout).await?;
         Ok(plans)
+    }
+
+    /// Takes what the brokers' proxies decoded since the last call: every record a Connect task's producer sent,
+    /// with the broker's answer (acknowledged at an offset, or the error), as the history records acknowledgements.
+    pub fn take_produced(&self) -> TappedProduce {
+        self.network.produced().take()
     }
 
     /// The Connect worker's REST API.
