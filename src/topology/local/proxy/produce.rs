@@ -165,6 +165,8 @@ pub(crate) struct ConnectionTap {
     answers: Frames,
     /// Whether the first request named a Connect task's producer.
     producer: bool,
+    /// The Produce version of the connection's first Produce request, once seen (logged once, at debug).
+    produce_version: Option<i16>,
     /// Produce requests waiting for their answer, by correlation id.
     pending: BTreeMap<i32, PendingProduce>,
 }
@@ -176,6 +178,7 @@ impl ConnectionTap {
             requests: Frames::default(),
             answers: Frames::default(),
             producer: false,
+            produce_version: None,
             pending: BTreeMap::new(),
         }
     }
@@ -246,6 +249,15 @@ impl ConnectionTap {
         }
         if api_key != PRODUCE {
             return Ok(());
+        }
+        if self.produce_version.is_none() {
+            self.produce_version = Some(version);
+            tracing::debug!(
+                broker = self.broker,
+                client_id = client_id.as_deref().unwrap_or(""),
+                version,
+                "proxy: decoding a task producer's Produce requests"
+            );
         }
         let undecodable = |what: &str, e: anyhow::Error| {
             TapStop::Undecodable(format!(
