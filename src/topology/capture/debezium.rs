@@ -479,7 +479,95 @@ fn gtid_set_covers(set: &str, gtid: &str, slack: u64) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::gtid_set_covers;
+    use super::*;
+    use crate::history::ChangeId;
+
+    fn sent(topic: &str, value: Option<&str>, outcome: ProduceOutcome) -> ProducedRecord {
+        ProducedRecord {
+            broker: 1,
+            topic: topic.to_string(),
+            partition: 2,
+            key: Some(bytes::Bytes::from_static(br#"{"obs_id":7}"#)),
+            value: value.map(|v| bytes::Bytes::copy_from_slice(v.as_bytes())),
+            producer_id: -1,
+            producer_epoch: -1,
+            sequence: -1,
+            outcome,
+            sent_at_ms: 1_000,
+        }
+    }
+
+    #[test]
+    fn each_sent_record_becomes_its_changes_produce_attempt() {
+        let recorder = Recorder::new(1);
+        recorder.commit(Commit {
+            txn: 5,
+            snapshot: false,
+            kind: None,
+            patient_id: None,
+            position: BinlogPosition {
+                file: "binlog.000001".into(),
+                pos: 100,
+            },
+            gtid: Some("0-1-5".into()),
+            server_id: 1,
+            committed_at_ms: 0,
+            changes: vec![ChangeRecord {
+                table: "obs",
+                key: 7,
+                op: ChangeOp::Delete,
+            }],
+        });
+        let topic = "dbserver1.openmrs.obs";
+        // The before image: every column of obs, null but its key.
+        let before: serde_json::Map<String, serde_json::Value> = crate::model::schema::table("obs")
+            .expect("obs is modeled")
+            .columns
+            .iter()
+            .map(|c| (c.name.to_string(), serde_json::Value::Null))
+            .chain([("obs_id".to_string(), serde_json::json!(7))])
+            .collect();
+        let delete = serde_json::json!({
+            "before": before,
+            "after": null,
+            "op": "d",
+            "source": {"ts_ms": 0, "snapshot": "false", "table": "obs", "file": "binlog.000001",
+                       "pos": 100, "row": 0, "gtid": "0-1-5"}
+        })
+        .to_string();
+        let delete = delete.as_str();
+        let acked = ProduceOutcome::Acked {
+            partition: 2,
+            offset: 41,
+        };
+        let failed = ProduceOutcome::Failed {
+            error: "NotLeaderOrFollower (error code 6) from broker 1".into(),
+        };
+        let records = [
+            sent(topic, Some(delete), failed.clone()),
+            sent(topic, Some(delete), acked.clone()),
+            sent(topic, None, acked.clone()),
+            sent("dbserver1", Some("{}"), acked.clone()),
+        ];
+        let topics: HashSet<String> = [topic.to_string()].into();
+        let produced = acknowledgements(&recorder.snapshot(), &topics, &records);
+        let change = Some(ChangeId { txn: 5, index: 0 });
+        assert_eq!(
+            produced
+                .iter()
+                .map(|p| (p.change, p.tombstone, p.outcome.clone()))
+                .collect::<Vec<_>>(),
+            [
+                (change, false, failed),
+                (change, false, acked.clone()),
+                (None, true, acked)
+            ],
+            "the schema-change topic's record is left out"
+        );
+        assert!(produced
+            .iter()
+            .all(|p| p.sent_at_ms == 1_000 && p.topic == topic));
+    }
 
     #[test]
     fn gtid_sets_cover_by_domain_server_and_sequence() {
