@@ -28,7 +28,7 @@
 //! | parts | [`nemesis`] | runs `[[faults]]` at their times, resolving roles when they fire, through a `FaultHost` |
 //! | backends | [`topology`] | the `Topology` contract and its backends (`embedded`: the in-process cluster; `local`: MariaDB, ZooKeeper or KRaft, Kafka, Connect as processes), and the capture as a plug (`capture::embedded`, `capture::debezium`); the one place a backend is chosen |
 //! | driver | [`run`] | one driver for every backend: drive, pace (virtual clock), quiesce, judge; `Session` keeps a topology for several runs; `configure` maps a scenario to each component's config; `diff` compares verdicts across backends |
-//! | driver | [`fuzz_faults`] | property campaigns over fault schedules (`etl-harness fuzz-faults`): seeded schedules, shrinking, the minimal failing case written as a scenario |
+//! | driver | [`fuzz_faults`] | property campaigns over fault schedules (`etl-harness fuzz-faults`): seeded schedules, shrinking, the minimal failing case written as a scenario; with several backends each case runs on every one through the diff and differing verdicts fail it |
 //! | edge | [`cli`] | CLI commands that are more than a call into the library (`etl-harness up`) |
 //!
 //! Why the structure differs from the shared design: the design's `Topology::start(backend)` hands back

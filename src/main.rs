@@ -141,6 +141,10 @@ enum Command {
         /// Whole runs the shrinker may spend on a failure.
         #[arg(long, default_value_t = 48)]
         max_shrink_runs: u32,
+        /// Run every case on each of these backends (comma-separated) and fail a case whose verdicts differ;
+        /// with more than one the default base is a 10 s real-clock one listing them.
+        #[arg(long, value_delimiter = ',', default_value = "embedded")]
+        backends: Vec<String>,
     },
 }
 
@@ -205,7 +209,8 @@ fn main() -> ExitCode {
             out,
             mix,
             max_shrink_runs,
-        } => fuzz_faults(cases, seed, scenario, out, mix, max_shrink_runs),
+            backends,
+        } => fuzz_faults(cases, seed, scenario, out, mix, max_shrink_runs, backends),
         Command::Up(args) => {
             up::run(args).map_err(|e| Failure::Setup(format!("etl-harness up: {e:#}")))
         }
@@ -220,12 +225,9 @@ fn main() -> ExitCode {
     }
 }
 
-fn diff(file: PathBuf, backends: Vec<String>, seed: Option<u64>) -> Result<(), Failure> {
-    let mut scenario = load(&file)?;
-    if let Some(seed) = seed {
-        scenario.seed = seed;
-    }
-    let backends = backends
+/// `--backends embedded,local` as backends; an unknown name is an error naming the known ones.
+fn parse_backends(names: &[String]) -> Result<Vec<Backend>, Failure> {
+    names
         .iter()
         .map(|name| match name.trim() {
             "embedded" => Ok(Backend::Embedded),
@@ -236,7 +238,15 @@ fn diff(file: PathBuf, backends: Vec<String>, seed: Option<u64>) -> Result<(), F
                 "--backends: unknown backend `{other}` (embedded, local, containers, external)"
             ))),
         })
-        .collect::<Result<Vec<_>, _>>()?;
+        .collect()
+}
+
+fn diff(file: PathBuf, backends: Vec<String>, seed: Option<u64>) -> Result<(), Failure> {
+    let mut scenario = load(&file)?;
+    if let Some(seed) = seed {
+        scenario.seed = seed;
+    }
+    let backends = parse_backends(&backends)?;
     let reproduce = format!(
         "etl-harness diff {} --backends {} --seed {}",
         file.display(),
@@ -348,13 +358,24 @@ fn fuzz_faults(
     out: PathBuf,
     mix: Mix,
     max_shrink_runs: u32,
+    backends: Vec<String>,
 ) -> Result<(), Failure> {
+    let backends = parse_backends(&backends)?;
+    let differential = backends.len() > 1;
+    let (built_in, built_in_name) = if differential {
+        (
+            fuzz_faults::DIFFERENTIAL_BASE,
+            "the built-in differential base",
+        )
+    } else {
+        (fuzz_faults::SAFE_BASE, "the built-in safe base")
+    };
     let (base, base_name) = match &scenario {
         Some(file) => (load(file)?, file.display().to_string()),
         None => (
-            fuzz_faults::base_scenario(fuzz_faults::SAFE_BASE, "<built-in safe base>")
+            fuzz_faults::base_scenario(built_in, built_in_name)
                 .map_err(|e| Failure::Setup(format!("the built-in base scenario: {e}")))?,
-            "the built-in safe base".to_string(),
+            built_in_name.to_string(),
         ),
     };
     // Like VOPR: a campaign without --seed draws one, and always prints it.
@@ -369,6 +390,7 @@ fn fuzz_faults(
         Mix::LeaderKills => fuzz_faults::FaultMix::LeaderKills,
     };
     config.max_shrink_runs = max_shrink_runs;
+    config.backends = backends;
     eprintln!(
         "fuzz-faults: campaign seed {seed}, up to {cases} cases over {base_name} (the same --seed draws the same schedules)"
     );
@@ -379,11 +401,23 @@ fn fuzz_faults(
             faults,
             held,
             elapsed,
-        } => eprintln!(
-            "case {number}/{cases}: seed {seed}, {faults} faults, {} ({:.2} cases/s)",
-            if *held { "held" } else { "FAILED" },
-            f64::from(*number) / elapsed.as_secs_f64().max(1e-9)
-        ),
+        } => {
+            let per_second = f64::from(*number) / elapsed.as_secs_f64().max(1e-9);
+            // A differential case takes tens of seconds: its rate reads better per minute.
+            let rate = if differential {
+                format!(
+                    "{:.1} cases/min, {:.0} s in",
+                    60.0 * per_second,
+                    elapsed.as_secs_f64()
+                )
+            } else {
+                format!("{per_second:.2} cases/s")
+            };
+            eprintln!(
+                "case {number}/{cases}: seed {seed}, {faults} faults, {} ({rate})",
+                if *held { "held" } else { "FAILED" }
+            )
+        }
         fuzz_faults::Progress::Shrink {
             attempt,
             faults,
@@ -396,10 +430,11 @@ fn fuzz_faults(
     let report = fuzz_faults::search(&base, &config, &mut on_progress)
         .map_err(|e| Failure::Setup(format!("fuzz-faults (campaign seed {seed}): {e}")))?;
     let rate = format!(
-        "{} cases in {:.1} s ({:.2} cases/s)",
+        "{} cases in {:.1} s ({:.2} cases/s, {:.1} cases/min)",
         report.cases,
         report.search_time.as_secs_f64(),
-        report.cases_per_second()
+        report.cases_per_second(),
+        report.cases_per_minute()
     );
     let Some(failure) = report.failure else {
         println!("fuzz-faults: every case held: {rate}; campaign seed {seed}");

@@ -191,6 +191,32 @@ impl Cluster {
         Ok(())
     }
 
+    /// When (clock ms) the controller will have let go of broker `id`'s registration, while a process that died
+    /// without deregistering (killed or crashed) still holds it; `None` when nothing holds it. A real broker
+    /// started again before then cannot register: on ZooKeeper `/brokers/ids/<id>` is still taken and the new
+    /// process exits at start with `NodeExists`, on KRaft the controller refuses it with
+    /// `DUPLICATE_BROKER_REGISTRATION` until the old session expires. The controller notices the expiry on a
+    /// heartbeat tick, so the time is never earlier than the next tick.
+    pub fn registration_held_until(&self, id: BrokerId) -> Option<i64> {
+        let live = self.core.liveness();
+        let l = live.iter().find(|l| l.id == id)?;
+        let died = matches!(l.process, Process::Killed | Process::Crashed);
+        if !died || l.fenced {
+            return None;
+        }
+        let settings = &self.core.defaults.replication;
+        let expires = l
+            .last_heartbeat_ms
+            .saturating_add(settings.session_timeout_ms())
+            .saturating_add(1);
+        let next_tick = self
+            .core
+            .clock
+            .now_ms()
+            .saturating_add(settings.heartbeat_interval_ms());
+        Some(expires.max(next_tick))
+    }
+
     /// Starts a stopped, killed or crashed broker again on its port. It registers as a new incarnation: the
     /// controller first fences the old one (leaderships move), then its replicas follow, truncate where they
     /// diverged, and rejoin the ISR once caught up. A paused or isolated state is kept; pause ends.

@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use crate::scenario::{Scenario, ScenarioErrors};
+use crate::scenario::{Backend, Scenario, ScenarioErrors};
 
 /// The base scenario of a campaign when the user gives none: small (30 patients, 500 operations in half a
 /// second) so a case takes about a second, with the settings that promise no loss.
@@ -35,6 +35,39 @@ consumers = 2
 quiesce_timeout = "45s"
 "#;
 
+/// The base of a differential campaign (`--backends embedded,local`) when the user gives none: the safe settings
+/// on a real clock (the local backend has no virtual one), a 10 s stream so faults meet real sessions (6 s on
+/// local) and real retries, listing both backends.
+pub const DIFFERENTIAL_BASE: &str = r#"name = "fault-campaign-differential"
+description = "fault-schedule property on several backends: safe settings lose nothing, and every backend gives the same verdicts"
+seed = 1
+backends = ["embedded", "local"]
+
+[topology]
+brokers = 3
+
+[topics]
+partitions = 2
+replication_factor = 3
+min_insync_replicas = 2
+unclean_leader_election = false
+
+[producer]
+acks = "all"
+linger = "2ms"
+idempotence = true
+max_in_flight = 1
+
+[workload]
+patients = 30
+operations = 800
+rate = 80
+
+[pipeline]
+consumers = 2
+quiesce_timeout = "90s"
+"#;
+
 /// Which kinds of episode a campaign draws.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FaultMix {
@@ -58,6 +91,9 @@ pub struct CampaignConfig {
     pub max_shrink_runs: u32,
     /// Where the shrunk failing scenario is written.
     pub out_dir: PathBuf,
+    /// The backends each case runs on: one (the property alone), or several (each case on every one with the
+    /// same seed; differing verdicts fail the case too).
+    pub backends: Vec<Backend>,
 }
 
 impl CampaignConfig {
@@ -68,6 +104,7 @@ impl CampaignConfig {
             mix: FaultMix::Any,
             max_shrink_runs: 48,
             out_dir: out_dir.into(),
+            backends: vec![crate::topology::default_backend()],
         }
     }
 }

@@ -160,7 +160,7 @@ pub fn sample_schedules(
     seed: u64,
     n: usize,
 ) -> Result<Vec<Scenario>, CampaignError> {
-    let space = FaultSpace::of(base)?;
+    let space = FaultSpace::of(base, &base.backends)?;
     let strategy = case_strategy(mix);
     let mut runner = TestRunner::new(Config {
         rng_seed: RngSeed::Fixed(seed),
@@ -194,6 +194,27 @@ mod tests {
         let c = sample_schedules(&base(), FaultMix::Any, 10, 20).unwrap();
         assert_eq!(a, b);
         assert_ne!(a, c);
+    }
+
+    #[test]
+    fn schedules_keep_to_what_every_listed_backend_performs() {
+        use super::super::DIFFERENTIAL_BASE;
+        use crate::scenario::FaultAction;
+        let safe = sample_schedules(&base(), FaultMix::Any, 3, 60).unwrap();
+        let crash = |s: &Scenario| s.faults.iter().any(|f| f.action == FaultAction::Crash);
+        assert!(
+            safe.iter().any(crash),
+            "the embedded-only base draws crashes"
+        );
+        let both = base_scenario(DIFFERENTIAL_BASE, "DIFFERENTIAL_BASE").unwrap();
+        assert_eq!(both.backends.len(), 2);
+        let schedules = sample_schedules(&both, FaultMix::Any, 3, 60).unwrap();
+        // The local backend cannot crash a machine: a drawn crash became a kill, and each schedule parsed for
+        // a scenario listing local (which refuses `crash`).
+        assert!(!schedules.iter().any(crash));
+        assert!(schedules
+            .iter()
+            .any(|s| s.faults.iter().any(|f| f.action == FaultAction::Kill)));
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! The shrunk failing case written as a scenario file that `etl-harness run <file> --seed N` reproduces.
+//! The shrunk failing case written as a scenario file that `etl-harness run <file> --seed N` (or `etl-harness
+//! diff <file> --backends …` for a differential campaign) reproduces.
 
 use std::path::{Path, PathBuf};
 
@@ -11,6 +12,7 @@ pub(super) fn write_failure(
     scenario: &Scenario,
     failed: &[String],
     campaign_seed: u64,
+    backends: &[crate::scenario::Backend],
 ) -> Result<PathBuf, CampaignError> {
     let path = out_dir.join(format!("{}-seed{}.toml", scenario.name, scenario.seed));
     let write = |source| CampaignError::Write {
@@ -20,11 +22,10 @@ pub(super) fn write_failure(
     std::fs::create_dir_all(out_dir).map_err(write)?;
     let text = format!(
         "# Shrunk by a fault campaign (campaign seed {campaign_seed}): {} broke with {} fault(s).\n\
-         # Reproduce: etl-harness run {} --seed {}\n{}",
+         # Reproduce: {}\n{}",
         failed.join(", "),
         scenario.faults.len(),
-        path.display(),
-        scenario.seed,
+        super::report::reproduce(&path, backends, scenario.seed),
         scenario.to_toml()
     );
     std::fs::write(&path, text).map_err(write)?;

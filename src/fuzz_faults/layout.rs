@@ -3,7 +3,7 @@
 
 use super::draw::{Act, Down, Draw, Episode, Role, Who};
 use super::CampaignError;
-use crate::scenario::{Expect, Fault, FaultAction, FaultTarget, Millis, Scenario};
+use crate::scenario::{Backend, Expect, Fault, FaultAction, FaultTarget, Millis, Scenario};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Lane {
@@ -21,13 +21,15 @@ pub(super) struct FaultSpace {
     /// Change topics with (partitions, replication factor), the hot `obs` topic first.
     topics: Vec<(String, u32, u32)>,
     run: Millis,
+    /// What each backend of the campaign can perform: a schedule keeps to what all of them can.
+    can: Vec<fn(&Fault) -> bool>,
 }
 
 /// Least time between two episodes on one lane, and least length of an episode.
 const GAP_MS: u64 = 20;
 
 impl FaultSpace {
-    pub(super) fn of(base: &Scenario) -> Result<FaultSpace, CampaignError> {
+    pub(super) fn of(base: &Scenario, backends: &[Backend]) -> Result<FaultSpace, CampaignError> {
         let run = base.workload.run_length();
         if run.0 < 100 {
             return Err(CampaignError::RunTooShort {
@@ -48,7 +50,22 @@ impl FaultSpace {
             consumers: base.pipeline.consumers.max(1),
             topics,
             run,
+            can: backends
+                .iter()
+                .map(|b| crate::topology::fault_support(*b).unwrap_or(|_| false))
+                .collect(),
         })
+    }
+
+    /// The fault as every backend of the campaign can perform it: a machine crash becomes a kill (the same
+    /// outage without the lost page cache) where one cannot crash; `None` when some backend cannot perform it
+    /// at all.
+    fn performable(&self, mut fault: Fault) -> Option<Fault> {
+        let all = |f: &Fault| self.can.iter().all(|can| can(f));
+        if fault.action == FaultAction::Crash && !all(&fault) {
+            fault.action = FaultAction::Kill;
+        }
+        all(&fault).then_some(fault)
     }
 
     fn role_target(&self, role: Role) -> FaultTarget {
@@ -141,8 +158,9 @@ impl FaultSpace {
                     continue;
                 }
             }
+            let mut episode = Vec::new();
             match e.act {
-                Act::ConsumerStall { consumer } => faults.push(Fault {
+                Act::ConsumerStall { consumer } => episode.push(Fault {
                     duration: Some(Millis(length)),
                     ..fault(
                         start,
@@ -152,12 +170,12 @@ impl FaultSpace {
                 }),
                 Act::ConsumerRestart { consumer } => {
                     let target = FaultTarget::Consumer(consumer % self.consumers + 1);
-                    faults.push(fault(start, FaultAction::Kill, target.clone()));
-                    faults.push(fault(end, FaultAction::Restart, target));
+                    episode.push(fault(start, FaultAction::Kill, target.clone()));
+                    episode.push(fault(end, FaultAction::Restart, target));
                 }
                 Act::ConnectorPause => {
-                    faults.push(fault(start, FaultAction::Pause, FaultTarget::Connector));
-                    faults.push(fault(end, FaultAction::Resume, FaultTarget::Connector));
+                    episode.push(fault(start, FaultAction::Pause, FaultTarget::Connector));
+                    episode.push(fault(end, FaultAction::Resume, FaultTarget::Connector));
                 }
                 Act::ConnectorRestart { how } => {
                     // A machine crash of the capture means nothing: it holds no log of its own.
@@ -165,35 +183,35 @@ impl FaultSpace {
                         Down::Stop => FaultAction::Stop,
                         Down::Kill | Down::Crash => FaultAction::Kill,
                     };
-                    faults.push(fault(start, action, FaultTarget::Connector));
-                    faults.push(fault(end, FaultAction::Restart, FaultTarget::Connector));
+                    episode.push(fault(start, action, FaultTarget::Connector));
+                    episode.push(fault(end, FaultAction::Restart, FaultTarget::Connector));
                 }
-                Act::BrokerLatency { who, latency_ms } => faults.push(Fault {
+                Act::BrokerLatency { who, latency_ms } => episode.push(Fault {
                     duration: Some(Millis(length)),
                     latency: Some(Millis(u64::from(latency_ms.clamp(1, 500)))),
                     ..fault(start, FaultAction::Latency, self.who(who))
                 }),
-                Act::BrokerPause { who } => faults.push(Fault {
+                Act::BrokerPause { who } => episode.push(Fault {
                     duration: Some(Millis(length)),
                     ..fault(start, FaultAction::Pause, self.who(who))
                 }),
-                Act::BrokerIsolate { who } => faults.push(Fault {
+                Act::BrokerIsolate { who } => episode.push(Fault {
                     duration: Some(Millis(length)),
                     ..fault(start, FaultAction::Isolate, self.who(who))
                 }),
                 Act::BrokerBounce { broker, how } => {
                     let target = self.broker(broker);
-                    faults.push(fault(start, how.action(), target.clone()));
-                    faults.push(fault(end, FaultAction::Restart, target));
+                    episode.push(fault(start, how.action(), target.clone()));
+                    episode.push(fault(end, FaultAction::Restart, target));
                 }
                 Act::BrokerDown { role, how } => {
-                    faults.push(fault(start, how.action(), self.role_target(role)));
+                    episode.push(fault(start, how.action(), self.role_target(role)));
                     lane_end = None;
                 }
                 Act::UnreplicatedLeaderKill { partition, how } => {
                     let (topic, partitions, _) = &self.topics[0];
                     let partition = partition % (*partitions).max(1);
-                    faults.push(Fault {
+                    episode.push(Fault {
                         duration: Some(Millis(length)),
                         ..fault(
                             start,
@@ -204,7 +222,7 @@ impl FaultSpace {
                             },
                         )
                     });
-                    faults.push(Fault {
+                    episode.push(Fault {
                         duration: Some(Millis((length / 6).max(1))),
                         ..fault(
                             start + length / 3,
@@ -215,13 +233,23 @@ impl FaultSpace {
                             },
                         )
                     });
-                    faults.push(fault(
+                    episode.push(fault(
                         end + GAP_MS,
                         FaultAction::Restart,
                         FaultTarget::Connector,
                     ));
                 }
             }
+            // An episode some backend of the campaign cannot perform is dropped whole (its undo alone would mean
+            // nothing), and leaves its lane free.
+            let Some(episode) = episode
+                .into_iter()
+                .map(|f| self.performable(f))
+                .collect::<Option<Vec<Fault>>>()
+            else {
+                continue;
+            };
+            faults.extend(episode);
             match slot {
                 Some(i) => free[i].1 = lane_end,
                 None => free.push((lane, lane_end)),
@@ -229,5 +257,81 @@ impl FaultSpace {
         }
         faults.sort_by_key(|f| f.at);
         faults
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::draw::case_strategy;
+    use super::super::{base_scenario, FaultMix, SAFE_BASE};
+    use super::*;
+    use proptest::strategy::{Strategy, ValueTree};
+    use proptest::test_runner::{Config, RngSeed, TestRunner};
+
+    /// Laid-out schedules of `n` draws on `space`.
+    fn schedules(space: &FaultSpace, n: usize) -> Vec<Scenario> {
+        let strategy = case_strategy(FaultMix::Any);
+        let mut runner = TestRunner::new(Config {
+            rng_seed: RngSeed::Fixed(5),
+            failure_persistence: None,
+            ..Config::default()
+        });
+        (0..n)
+            .map(|_| {
+                let draw = strategy.new_tree(&mut runner).unwrap().current();
+                space.scenario(&draw).unwrap()
+            })
+            .collect()
+    }
+
+    fn no_latency(f: &Fault) -> bool {
+        f.action != FaultAction::Latency
+    }
+
+    fn no_crash(f: &Fault) -> bool {
+        f.action != FaultAction::Crash
+    }
+
+    #[test]
+    fn a_fault_one_backend_cannot_perform_is_left_out_and_a_crash_becomes_a_kill() {
+        let base = base_scenario(SAFE_BASE, "SAFE_BASE").unwrap();
+        let mut space = FaultSpace::of(&base, &base.backends).unwrap();
+        let has = |schedules: &[Scenario], action: FaultAction| {
+            schedules
+                .iter()
+                .any(|s| s.faults.iter().any(|f| f.action == action))
+        };
+        let every = schedules(&space, 200);
+        assert!(has(&every, FaultAction::Latency) && has(&every, FaultAction::Crash));
+
+        // Two backends: one cannot add latency, the other cannot crash a machine.
+        space.can = vec![no_latency, no_crash];
+        let both = schedules(&space, 200);
+        assert!(!has(&both, FaultAction::Latency), "{both:#?}");
+        assert!(!has(&both, FaultAction::Crash), "{both:#?}");
+        assert!(has(&both, FaultAction::Kill) && has(&both, FaultAction::Pause));
+        // A latency episode is dropped whole; a draw without one is laid out as before, a crash being the same
+        // outage as a kill.
+        let mut compared = 0;
+        for (one, other) in every.iter().zip(&both) {
+            if has(std::slice::from_ref(one), FaultAction::Latency) {
+                continue;
+            }
+            let as_kill: Vec<Fault> = one
+                .faults
+                .iter()
+                .map(|f| Fault {
+                    action: if f.action == FaultAction::Crash {
+                        FaultAction::Kill
+                    } else {
+                        f.action
+                    },
+                    ..f.clone()
+                })
+                .collect();
+            assert_eq!(as_kill, other.faults);
+            compared += 1;
+        }
+        assert!(compared > 50, "{compared}");
     }
 }

@@ -28,6 +28,14 @@
 //! TOML and parsed back with [`Scenario::parse`](crate::scenario::Scenario::parse): a schedule the scenario language rejects is a bug of this
 //! module and stops the campaign.
 //!
+//! ## Differential campaigns
+//!
+//! With several backends (`--backends embedded,local`) every case runs on each with the same seed
+//! ([`crate::run::diff::diff_on`]; the local runs share one topology for the whole campaign), schedules keep to
+//! the faults every listed backend performs (a `crash` becomes a `kill` where one cannot crash), and a case fails
+//! when any backend breaks the property or when the backends' verdicts differ. The shrunk case is written listing
+//! those backends, reproduced by `etl-harness diff <file> --backends …`.
+//!
 //! This module is not the nemesis: it writes schedules, [`crate::run::run`] executes them.
 
 mod config;
@@ -38,7 +46,7 @@ mod layout;
 mod report;
 mod search;
 
-pub use config::{base_scenario, CampaignConfig, FaultMix, SAFE_BASE};
+pub use config::{base_scenario, CampaignConfig, FaultMix, DIFFERENTIAL_BASE, SAFE_BASE};
 pub use draw::{sample_schedules, MAX_EPISODES};
 pub use error::CampaignError;
 pub use report::{CampaignReport, CaseVerdict, FoundFailure, Progress};

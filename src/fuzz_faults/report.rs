@@ -57,16 +57,15 @@ pub struct FoundFailure {
     pub shrink_runs: u32,
     /// The written file run once more: the invariants it broke (empty if it passed that time).
     pub rerun_failed: Vec<String>,
+    /// The backends the campaign ran each case on.
+    pub backends: Vec<crate::scenario::Backend>,
 }
 
 impl FoundFailure {
-    /// `etl-harness run <file> --seed N`
+    /// `etl-harness run <file> --seed N`, or `etl-harness diff <file> --backends a,b --seed N` for a campaign
+    /// over several backends.
     pub fn reproduce(&self) -> String {
-        format!(
-            "etl-harness run {} --seed {}",
-            self.path.display(),
-            self.scenario.seed
-        )
+        reproduce(&self.path, &self.backends, self.scenario.seed)
     }
 
     /// The rerun of the written file broke the first invariant the shrunk case broke.
@@ -92,5 +91,27 @@ pub struct CampaignReport {
 impl CampaignReport {
     pub fn cases_per_second(&self) -> f64 {
         self.cases as f64 / self.search_time.as_secs_f64().max(1e-9)
+    }
+
+    pub fn cases_per_minute(&self) -> f64 {
+        60.0 * self.cases_per_second()
+    }
+}
+
+/// The command that runs a written case again.
+pub(super) fn reproduce(
+    path: &std::path::Path,
+    backends: &[crate::scenario::Backend],
+    seed: u64,
+) -> String {
+    if backends.len() > 1 {
+        let names: Vec<&str> = backends.iter().map(|b| b.name()).collect();
+        format!(
+            "etl-harness diff {} --backends {} --seed {seed}",
+            path.display(),
+            names.join(",")
+        )
+    } else {
+        format!("etl-harness run {} --seed {seed}", path.display())
     }
 }

@@ -10,15 +10,20 @@ use super::draw::{case_strategy, Draw};
 use super::failure_file::write_failure;
 use super::layout::FaultSpace;
 use super::{CampaignConfig, CampaignError, CampaignReport, CaseVerdict, FoundFailure, Progress};
-use crate::run::RunOptions;
+use crate::run::{LocalSession, RunOptions};
 use crate::scenario::Scenario;
+use crate::topology;
 
-/// Runs a campaign over `base` with the real runner: each case is a whole run on the embedded cluster.
+/// Runs a campaign over `base` with the real runner: each case is a whole run on the campaign's backend, or on
+/// each of its backends ([`search_across`]).
 pub fn search(
     base: &Scenario,
     config: &CampaignConfig,
     progress: &mut dyn FnMut(&Progress),
 ) -> Result<CampaignReport, CampaignError> {
+    if config.backends.len() > 1 || config.backends.iter().any(|b| !topology::in_process(*b)) {
+        return search_across(base, config, progress);
+    }
     // Deterministic mode needs one thread, as `etl-harness run` gives it: a case and its rerun from the written
     // file must be the same run.
     let runtime = if base.topology.deterministic {
@@ -58,6 +63,99 @@ pub fn search(
     search_with(base, config, progress, &execute)
 }
 
+/// A differential campaign: each case runs on every backend of `config.backends` with the same scenario and seed
+/// ([`crate::run::diff::diff_on`]); the local runs share one topology, started once and shut down at the end. A
+/// case fails when a backend breaks the property (`lost on local`) or the backends' verdicts differ (`liveness
+/// differs between backends`).
+fn search_across(
+    base: &Scenario,
+    config: &CampaignConfig,
+    progress: &mut dyn FnMut(&Progress),
+) -> Result<CampaignReport, CampaignError> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(CampaignError::Runtime)?;
+    // The base must list every backend: listing one is what validates the scenario for it (a virtual clock or a
+    // `crash` is refused for `local`).
+    if let Some(backend) = config.backends.iter().find(|b| !base.backends.contains(b)) {
+        return Err(CampaignError::Run {
+            seed: base.seed,
+            error: Box::new(crate::run::RunError::NotListed {
+                scenario: base.name.clone(),
+                backend: backend.name(),
+            }),
+        });
+    }
+    let run_error = |error| CampaignError::Run {
+        seed: base.seed,
+        error: Box::new(error),
+    };
+    let session = if config
+        .backends
+        .iter()
+        .any(|b| topology::runs_in_local_session(*b))
+    {
+        let session = runtime
+            .block_on(LocalSession::start(
+                base.topology.brokers,
+                base.topology.coordination,
+            ))
+            .map_err(run_error)?;
+        Some(RefCell::new(session))
+    } else {
+        None
+    };
+    let execute = |scenario: &Scenario| -> Result<CaseVerdict, CampaignError> {
+        let options = RunOptions {
+            scenario_path: format!("<fault case seed {}>", scenario.seed),
+            progress: false,
+        };
+        let mut local = session.as_ref().map(|s| s.borrow_mut());
+        let diff = runtime
+            .block_on(crate::run::diff::diff_on(
+                scenario,
+                &options,
+                &config.backends,
+                local.as_deref_mut(),
+            ))
+            .map_err(|error| CampaignError::Run {
+                seed: scenario.seed,
+                error: Box::new(error),
+            })?;
+        Ok(differential_verdict(&diff))
+    };
+    let result = search_with(base, config, progress, &execute);
+    if let Some(session) = session {
+        runtime.block_on(session.into_inner().shutdown());
+    }
+    result
+}
+
+/// A case on several backends: every invariant a backend broke (`lost on local`), then every invariant whose
+/// verdict differs between them; the faults the fewest-injecting backend recorded.
+fn differential_verdict(diff: &crate::run::diff::Diff) -> CaseVerdict {
+    let mut failed: Vec<String> = Vec::new();
+    for (backend, outcome) in &diff.runs {
+        for v in outcome.report.verdicts.iter().filter(|v| !v.holds) {
+            failed.push(format!("{} on {}", v.invariant, backend.name()));
+        }
+    }
+    for invariant in diff.disagreements() {
+        failed.push(format!("{invariant} differs between backends"));
+    }
+    CaseVerdict {
+        failed,
+        faults_injected: diff
+            .runs
+            .iter()
+            .map(|(_, o)| o.history.faults.len())
+            .min()
+            .unwrap_or(0),
+    }
+}
+
 /// The campaign over any executor of cases (the real runner, or a model in unit tests).
 pub(crate) fn search_with(
     base: &Scenario,
@@ -65,7 +163,7 @@ pub(crate) fn search_with(
     progress: &mut dyn FnMut(&Progress),
     execute: &dyn Fn(&Scenario) -> Result<CaseVerdict, CampaignError>,
 ) -> Result<CampaignReport, CampaignError> {
-    let space = FaultSpace::of(base)?;
+    let space = FaultSpace::of(base, &config.backends)?;
     let strategy = case_strategy(config.mix);
     let proptest_config = Config {
         cases: config.cases,
@@ -178,7 +276,13 @@ pub(crate) fn search_with(
     // The runner returns the last draw that failed; its verdict was recorded when it ran.
     let scenario = space.scenario(&minimal)?;
     let failed = last_failed.into_inner();
-    let path = write_failure(&config.out_dir, &scenario, &failed, config.seed)?;
+    let path = write_failure(
+        &config.out_dir,
+        &scenario,
+        &failed,
+        config.seed,
+        &config.backends,
+    )?;
     let reloaded = Scenario::load(&path).map_err(|errors| CampaignError::Reload {
         path: path.clone(),
         errors,
@@ -191,6 +295,7 @@ pub(crate) fn search_with(
         original_faults: first_faults.get(),
         shrink_runs: shrink_runs.get(),
         rerun_failed,
+        backends: config.backends.clone(),
     });
     Ok(report)
 }
@@ -272,6 +377,183 @@ mod tests {
         assert_eq!(seen, 25);
         assert!(report.failure.is_none());
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn a_differential_campaign_needs_a_base_listing_every_backend() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = CampaignConfig::new(2, 3, dir.path());
+        config.backends = vec![
+            crate::topology::default_backend(),
+            crate::scenario::Backend::Local,
+        ];
+        // The safe base lists the embedded backend only: refused before anything starts.
+        let error = search(&base(), &config, &mut |_| {}).unwrap_err();
+        assert!(error.to_string().contains("local"), "{error}");
+    }
+
+    #[test]
+    fn a_differential_failure_is_reproduced_by_diff_on_its_backends() {
+        let path = std::path::Path::new("failures/case-seed9.toml");
+        let both = [
+            crate::topology::default_backend(),
+            crate::scenario::Backend::Local,
+        ];
+        assert_eq!(
+            super::super::report::reproduce(path, &both, 9),
+            "etl-harness diff failures/case-seed9.toml --backends embedded,local --seed 9"
+        );
+        assert_eq!(
+            super::super::report::reproduce(path, &both[..1], 9),
+            "etl-harness run failures/case-seed9.toml --seed 9"
+        );
+    }
+
+    /// A model of two backends judged by the real checkers on an empty history (nothing lost, nothing
+    /// reordered): each backend quiesces unless the schedule kills a broker (by id or by role) and the model
+    /// says that backend then stalls. The case's verdict is [`differential_verdict`] of their [`Diff`].
+    fn two_backends(
+        scenario: &Scenario,
+        embedded_stalls_on_kill: bool,
+        local_stalls_on_kill: bool,
+    ) -> Result<CaseVerdict, CampaignError> {
+        use crate::check::{FinalStates, Liveness};
+        use crate::history::{FaultPhase, FaultRecord, History};
+        use crate::scenario::Backend;
+        let killed = scenario
+            .faults
+            .iter()
+            .any(|f| f.action == FaultAction::Kill && f.target.is_broker());
+        let run = |backend: Backend, stalls_on_kill: bool| {
+            let mut on = scenario.clone();
+            on.topology.backend = backend;
+            let faults = scenario.faults.iter().enumerate();
+            let history = History {
+                faults: faults
+                    .map(|(i, f)| FaultRecord {
+                        at_ms: f.at.0 as i64,
+                        action: f.action.name().to_string(),
+                        target: f.target.to_string(),
+                        resolved: f.target.to_string(),
+                        due_ms: f.at.0,
+                        fault: Some(i),
+                        phase: FaultPhase::Scheduled,
+                        error: None,
+                    })
+                    .collect(),
+                ..History::default()
+            };
+            let liveness = if killed && stalls_on_kill {
+                Liveness::TimedOut {
+                    waited_ms: 90_000,
+                    pending: vec!["capture: behind the last commit".into()],
+                }
+            } else {
+                Liveness::Quiesced
+            };
+            let options = RunOptions {
+                scenario_path: "<model>".into(),
+                progress: false,
+            };
+            let outcome = crate::run::judge(
+                &on,
+                &options,
+                Instant::now(),
+                history,
+                FinalStates::default(),
+                &liveness,
+            );
+            (backend, outcome)
+        };
+        let diff = crate::run::diff::Diff {
+            runs: vec![
+                run(Backend::Embedded, embedded_stalls_on_kill),
+                run(Backend::Local, local_stalls_on_kill),
+            ],
+        };
+        Ok(differential_verdict(&diff))
+    }
+
+    fn differential_config(dir: &std::path::Path) -> CampaignConfig {
+        use crate::scenario::Backend;
+        let mut config = CampaignConfig::new(200, 11, dir);
+        config.backends = vec![Backend::Embedded, Backend::Local];
+        config.max_shrink_runs = 500;
+        config
+    }
+
+    fn differential_base() -> Scenario {
+        base_scenario(super::super::DIFFERENTIAL_BASE, "DIFFERENTIAL_BASE")
+            .expect("the differential base parses")
+    }
+
+    #[test]
+    fn backends_that_hold_and_agree_pass_every_case() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = differential_config(dir.path());
+        config.cases = 30;
+        let agree = |s: &Scenario| two_backends(s, false, false);
+        let report = search_with(&differential_base(), &config, &mut |_| {}, &agree).unwrap();
+        assert_eq!(report.cases, 30);
+        assert!(report.failure.is_none());
+    }
+
+    #[test]
+    fn differing_verdicts_fail_the_case_and_the_shrunk_file_lists_every_backend() {
+        use crate::scenario::Backend;
+        let dir = tempfile::tempdir().unwrap();
+        let config = differential_config(dir.path());
+        // The local backend stalls after a kill, the embedded one does not: its liveness holds, so only the
+        // disagreement and local's own verdict fail the case.
+        let local_stalls = |s: &Scenario| two_backends(s, false, true);
+        let report =
+            search_with(&differential_base(), &config, &mut |_| {}, &local_stalls).unwrap();
+        let failure = report.failure.expect("a kill is drawn within 200 cases");
+        assert_eq!(
+            failure.failed,
+            ["liveness on local", "liveness differs between backends"],
+            "{failure:#?}"
+        );
+        assert!(failure.reproduced(), "{failure:#?}");
+        let faults = &failure.scenario.faults;
+        assert!((1..=2).contains(&faults.len()), "not minimal: {faults:#?}");
+        assert_eq!(faults[0].action, FaultAction::Kill, "{faults:#?}");
+        // The file lists both backends (so it validates for local) and says to diff it on them.
+        assert_eq!(
+            failure.reproduce(),
+            format!(
+                "etl-harness diff {} --backends embedded,local --seed {}",
+                failure.path.display(),
+                failure.scenario.seed
+            )
+        );
+        let text = std::fs::read_to_string(&failure.path).unwrap();
+        assert!(text.contains(&failure.reproduce()), "{text}");
+        assert!(
+            text.contains("liveness on local, liveness differs between backends"),
+            "{text}"
+        );
+        let again = Scenario::load(&failure.path).unwrap();
+        assert_eq!(again.backends, [Backend::Embedded, Backend::Local]);
+        assert_eq!(again.faults, *faults);
+        assert_eq!(again.seed, failure.scenario.seed);
+        assert!(!again.topology.deterministic);
+        assert_eq!(again.expectations(), Expect::default());
+    }
+
+    #[test]
+    fn backends_that_break_the_property_alike_fail_the_case_without_a_disagreement() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = differential_config(dir.path());
+        config.max_shrink_runs = 8;
+        let both_stall = |s: &Scenario| two_backends(s, true, true);
+        let report = search_with(&differential_base(), &config, &mut |_| {}, &both_stall).unwrap();
+        let failure = report.failure.expect("a kill is drawn within 200 cases");
+        assert_eq!(
+            failure.failed,
+            ["liveness on embedded", "liveness on local"],
+            "{failure:#?}"
+        );
     }
 
     #[test]

@@ -20,6 +20,11 @@
 //! long as the run may take and ends by restarting the consumer from its stored offsets at the virtual instant
 //! the stall ends (the pipeline's own stall counts real time).
 //!
+//! A restart of a broker whose process died without deregistering (killed, crashed) waits for its session to
+//! expire, as on real Kafka, where a new process cannot register the same id before then (ZooKeeper: it exits
+//! with `NodeExists`; KRaft: `DUPLICATE_BROKER_REGISTRATION`): the step moves to the time the backend names
+//! ([`BrokerFaults::registration_held_until`]) — a later step on both clocks, so the stream goes on meanwhile.
+//!
 //! When the schedule is done, `Nemesis::restore` undoes whatever is still undone — restarts stopped brokers,
 //! heals, resumes, restarts the capture and consumers — so the pipeline can quiesce; and a capture that failed on
 //! its own during the faults (a send not acknowledged, as a Connect task fails) is restarted the way an operator
@@ -80,6 +85,13 @@ pub trait BrokerFaults {
     ) -> Result<(), String>;
     /// Undoes a stop, kill or crash: starts the broker again unless it already runs.
     async fn restore_broker(&self, broker: BrokerId) -> Result<(), String>;
+    /// When (clock ms) a restart of `broker` can first register: a killed broker's registration outlives its
+    /// process until its session expires, and real brokers cannot start again before that. The nemesis moves a
+    /// restart due earlier to then. `None` (the default) when nothing holds it, or when the backend's restart
+    /// waits for it by itself (the local backend's does).
+    async fn registration_held_until(&self, _broker: BrokerId) -> Option<i64> {
+        None
+    }
 }
 
 /// A running run the nemesis can act on: the brokers ([`BrokerFaults`]), the change capture and the pipeline's
@@ -152,6 +164,9 @@ enum StepKind {
 #[derive(Debug, Clone, Copy)]
 struct Step {
     due_ms: u64,
+    /// When the schedule put it, what the history records as its due time: a restart moved to when the broker
+    /// can register keeps it (that move depends on heartbeat timing, the schedule does not).
+    scheduled_ms: u64,
     seq: u64,
     kind: StepKind,
 }
@@ -185,6 +200,9 @@ pub(crate) struct Nemesis {
     rng: SeededRng,
     recorder: Recorder,
     virtual_clock: bool,
+    /// While a step moved to when its broker could register is applied: the time it ran at (ms from the start
+    /// of the stream), noted in what the history records it resolved to.
+    late: Option<u64>,
 }
 
 impl Nemesis {
@@ -206,6 +224,7 @@ impl Nemesis {
             .enumerate()
             .map(|(i, f)| Step {
                 due_ms: f.at.0,
+                scheduled_ms: f.at.0,
                 seq: i as u64,
                 kind: StepKind::Fire(i),
             })
@@ -218,6 +237,7 @@ impl Nemesis {
             rng: SeededRng::new(scenario.seed, "nemesis"),
             recorder,
             virtual_clock: scenario.topology.clock == crate::scenario::ClockMode::Virtual,
+            late: None,
         };
         nemesis.sort();
         Ok(nemesis)
@@ -268,17 +288,57 @@ impl Nemesis {
             return;
         }
         let step = self.steps.remove(0);
+        if let Some(at_ms) = self.held_restart(&step, t).await {
+            // Move the step to when the broker can register; it keeps its place among steps due then.
+            let due_ms = u64::try_from(at_ms.saturating_sub(t.stream_start_ms())).unwrap_or(0);
+            self.steps.push(Step {
+                due_ms: due_ms.max(step.due_ms),
+                ..step
+            });
+            self.sort();
+            return;
+        }
+        self.late = (step.due_ms != step.scheduled_ms).then_some(step.due_ms);
         match step.kind {
-            StepKind::Fire(i) => self.fire(i, step.due_ms, t).await,
+            StepKind::Fire(i) => self.fire(i, step.scheduled_ms, t).await,
             StepKind::Undo { fault, undo } => {
                 // An explicit restart/heal/resume may have undone it already.
                 if let Some(pos) = self.outstanding.iter().position(|(u, _)| *u == undo) {
                     self.outstanding.remove(pos);
-                    self.undo(undo, Some(fault), step.due_ms, FaultPhase::Undone, t)
+                    self.undo(undo, Some(fault), step.scheduled_ms, FaultPhase::Undone, t)
                         .await;
                 }
             }
         }
+        self.late = None;
+    }
+
+    /// `resolved`, with when a late step really ran.
+    fn noted(&self, resolved: String) -> String {
+        match self.late {
+            Some(ms) => format!(
+                "{resolved} (at +{}.{:03}s, once its old registration had expired)",
+                ms / 1000,
+                ms % 1000
+            ),
+            None => resolved,
+        }
+    }
+
+    /// For a step that restarts a broker whose registration a dead process still holds: when it can register.
+    async fn held_restart(&self, step: &Step, t: &impl FaultHost) -> Option<i64> {
+        let broker = match step.kind {
+            StepKind::Undo {
+                undo: Undo::RestartBroker(b),
+                ..
+            } => b,
+            StepKind::Fire(i) => match (&self.faults[i].action, &self.faults[i].target) {
+                (FaultAction::Restart, FaultTarget::Broker(id)) => BrokerId(*id as i32),
+                _ => return None,
+            },
+            StepKind::Undo { .. } => return None,
+        };
+        t.registration_held_until(broker).await
     }
 
     async fn fire(&mut self, index: usize, due_ms: u64, t: &impl FaultHost) {
@@ -303,7 +363,7 @@ impl Nemesis {
             let result = self.perform(fault.action, target, &fault, t).await;
             let resolved = match (fault.action, fault.latency) {
                 (FaultAction::Latency, Some(l)) => format!("{} (+{l} per answer)", target.name()),
-                _ => target.name(),
+                _ => self.noted(target.name()),
             };
             let ok = result.is_ok();
             self.record(FaultRecord {
@@ -368,6 +428,7 @@ impl Nemesis {
         if let Some(at) = undo_at {
             self.steps.push(Step {
                 due_ms: at,
+                scheduled_ms: at,
                 seq: self.next_seq,
                 kind: StepKind::Undo { fault: index, undo },
             });
@@ -386,6 +447,9 @@ impl Nemesis {
     pub(crate) async fn restore(&mut self, t: &impl FaultHost) {
         let due_ms = u64::try_from(t.clock().now_ms() - t.stream_start_ms()).unwrap_or(0);
         for (undo, fault) in std::mem::take(&mut self.outstanding) {
+            if let Undo::RestartBroker(b) = undo {
+                wait_for_registration(b, t).await;
+            }
             self.undo(undo, Some(fault), due_ms, FaultPhase::AfterStream, t)
                 .await;
         }
@@ -442,7 +506,7 @@ impl Nemesis {
         let resolved = match undo {
             Undo::ClearLatency(_) => format!("{} (latency removed)", undo.what()),
             Undo::EndStall(_) => format!("{} (stall over)", undo.what()),
-            _ => undo.what(),
+            _ => self.noted(undo.what()),
         };
         self.record(FaultRecord {
             at_ms: t.clock().now_ms(),
@@ -565,6 +629,23 @@ impl Nemesis {
 }
 
 /// Scenario validation already refuses these; reaching one is a harness bug, reported rather than ignored.
+/// After the stream: waits on the run's clock (advancing a virtual one) until a dead broker's registration is
+/// gone, so its restart can register.
+async fn wait_for_registration(b: BrokerId, t: &impl FaultHost) {
+    while let Some(at_ms) = t.registration_held_until(b).await {
+        let now = t.clock().now_ms();
+        let wait =
+            Duration::from_millis(u64::try_from(at_ms.saturating_sub(now)).unwrap_or(0).max(1));
+        if t.clock().is_virtual() {
+            if t.clock().advance(wait).is_err() {
+                return;
+            }
+        } else {
+            tokio::time::sleep(wait).await;
+        }
+    }
+}
+
 pub(crate) fn unsupported(action: FaultAction, what: &str) -> String {
     format!("{} cannot be applied to {what}", action.name())
 }
@@ -591,107 +672,4 @@ fn supported(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// What the scenario's backend can perform, as the run driver asks it.
-    fn can(s: &Scenario) -> fn(&Fault) -> bool {
-        crate::topology::fault_support(s.topology.backend).unwrap_or(|_| false)
-    }
-
-    fn scenario(faults: &str) -> Scenario {
-        let text = format!(
-            "name = \"n\"\nbackends = [\"embedded\", \"local\"]\n[topology]\nbrokers = 3\n[topics]\nreplication_factor = 3\n\
-             [workload]\noperations = 1000\nrate = 100\n{faults}"
-        );
-        Scenario::parse(&text, "n.toml").unwrap_or_else(|e| panic!("{e}"))
-    }
-
-    #[test]
-    fn schedule_is_ordered_by_time_then_by_entry() {
-        let s = scenario(
-            "[[faults]]\nat = \"3s\"\naction = \"kill\"\ntarget = \"broker 1\"\n\
-             [[faults]]\nat = \"1s\"\naction = \"pause\"\ntarget = \"broker 2\"\n\
-             [[faults]]\nat = \"1s\"\naction = \"stall\"\ntarget = \"consumer 1\"\nduration = \"1s\"\n",
-        );
-        let n = Nemesis::new(&s, can(&s), Recorder::new(1)).unwrap();
-        let order: Vec<(u64, usize)> = n
-            .steps
-            .iter()
-            .map(|s| match s.kind {
-                StepKind::Fire(i) => (s.due_ms, i),
-                StepKind::Undo { .. } => unreachable!("no undo before anything fired"),
-            })
-            .collect();
-        assert_eq!(order, vec![(1000, 1), (1000, 2), (3000, 0)]);
-        assert_eq!(n.next_due(), Some(1000));
-    }
-
-    #[test]
-    fn a_backend_that_cannot_inject_faults_is_refused_at_start() {
-        let mut s = scenario("[[faults]]\nat = \"1s\"\naction = \"kill\"\ntarget = \"leader of dbserver1.openmrs.obs partition 0\"\n");
-        assert!(Nemesis::new(&s, can(&s), Recorder::new(1)).is_ok());
-        // The local backend kills and isolates processes, but has no machine crash.
-        s.topology.backend = Backend::Local;
-        assert!(Nemesis::new(&s, can(&s), Recorder::new(1)).is_ok());
-        s.faults[0].action = FaultAction::Isolate;
-        assert!(Nemesis::new(&s, can(&s), Recorder::new(1)).is_ok());
-        s.faults[0].action = FaultAction::Crash;
-        let err = Nemesis::new(&s, can(&s), Recorder::new(1))
-            .err()
-            .expect("refused");
-        let text = err.to_string();
-        assert!(
-            text.contains("faults[0]") && text.contains("local") && text.contains("crash"),
-            "{text}"
-        );
-        s.topology.backend = Backend::Containers;
-        s.faults[0].action = FaultAction::Kill;
-        assert!(Nemesis::new(&s, can(&s), Recorder::new(1)).is_err());
-        // Without faults there is nothing to refuse.
-        s.faults.clear();
-        assert!(Nemesis::new(&s, can(&s), Recorder::new(1)).is_ok());
-    }
-
-    #[test]
-    fn tracking_schedules_undos_and_explicit_restarts_settle_them() {
-        let s = scenario(
-            "[[faults]]\nat = \"1s\"\naction = \"kill\"\ntarget = \"broker 2\"\nduration = \"2s\"\n\
-             [[faults]]\nat = \"2s\"\naction = \"pause\"\ntarget = \"consumer 1\"\n",
-        );
-        let mut n = Nemesis::new(&s, can(&s), Recorder::new(1)).unwrap();
-        n.steps.clear();
-        n.track(
-            FaultAction::Kill,
-            Resolved::Broker(BrokerId(2)),
-            0,
-            Some(3000),
-        );
-        n.track(FaultAction::Pause, Resolved::Consumer(1), 1, None);
-        assert_eq!(
-            n.outstanding,
-            vec![
-                (Undo::RestartBroker(BrokerId(2)), 0),
-                (Undo::RestartConsumer(1), 1)
-            ]
-        );
-        assert!(matches!(
-            n.steps.as_slice(),
-            [Step {
-                due_ms: 3000,
-                kind: StepKind::Undo {
-                    fault: 0,
-                    undo: Undo::RestartBroker(BrokerId(2))
-                },
-                ..
-            }]
-        ));
-        // A resume of the consumer settles its pause; the broker stays outstanding.
-        n.track(FaultAction::Resume, Resolved::Consumer(1), 1, None);
-        assert_eq!(n.outstanding, vec![(Undo::RestartBroker(BrokerId(2)), 0)]);
-        // A stall is settled by a restart too.
-        n.track(FaultAction::Stall, Resolved::Consumer(2), 1, None);
-        n.track(FaultAction::Restart, Resolved::Consumer(2), 1, None);
-        assert_eq!(n.outstanding, vec![(Undo::RestartBroker(BrokerId(2)), 0)]);
-    }
-}
+mod tests;

@@ -47,6 +47,10 @@ impl<T: Topology, C: Capture> BrokerFaults for Host<'_, T, C> {
     async fn restore_broker(&self, broker: BrokerId) -> Result<(), String> {
         self.topology.restore_broker(broker).await
     }
+
+    async fn registration_held_until(&self, broker: BrokerId) -> Option<i64> {
+        self.topology.registration_held_until(broker).await
+    }
 }
 
 impl<T: Topology, C: Capture> FaultHost for Host<'_, T, C> {

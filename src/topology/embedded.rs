@@ -193,6 +193,10 @@ impl BrokerFaults for EmbeddedTopology {
         }
     }
 
+    async fn registration_held_until(&self, b: BrokerId) -> Option<i64> {
+        self.cluster.registration_held_until(b)
+    }
+
     async fn restore_broker(&self, b: BrokerId) -> Result<(), String> {
         match self.cluster.restart(b).await {
             Ok(()) => Ok(()),

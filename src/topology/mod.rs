@@ -132,6 +132,16 @@ pub fn in_process(backend: Backend) -> bool {
     backend == Backend::Embedded
 }
 
+/// The backend a run uses when a scenario names none: the embedded cluster.
+pub fn default_backend() -> Backend {
+    Backend::Embedded
+}
+
+/// Whether runs on `backend` can share one [`local::LocalSession`] (one topology kept across runs).
+pub fn runs_in_local_session(backend: Backend) -> bool {
+    backend == Backend::Local
+}
+
 /// Which faults `backend` can perform (`None`: the backend cannot run scenarios yet).
 pub fn fault_support(backend: Backend) -> Option<fn(&Fault) -> bool> {
     match backend {
