@@ -34,7 +34,8 @@ use std::time::{Duration, Instant};
 use super::{Capture, CaptureMark, Delivery};
 use crate::clock::Clock;
 use crate::history::{
-    BinlogPosition, ChangeOp, ChangeRecord, Commit, History, ProduceOutcome, Produced, Recorder,
+    BinlogPosition, ChangeOp, ChangeRecord, Commit, ConsumedChange, History, ProduceOutcome,
+    Produced, Recorder,
 };
 use crate::model::flat::RowImages;
 use crate::pipeline::decode::{decode, Decoded};
@@ -42,9 +43,11 @@ use crate::run::RunError;
 use crate::scenario::{FaultAction, Scenario};
 use crate::source::{MySqlSource, SourceError};
 use crate::topology::local::{
-    ConnectRest, DebeziumConnector, LocalError, ProducedRecord, TappedProduce,
+    ConnectRest, DebeziumConnector, LocalError, ProducedRecord, TapReport,
 };
 use crate::workload::Operation;
+use tokio::sync::mpsc::UnboundedReceiver;
+use tokio::task::JoinHandle;
 
 /// How long the Debezium connector may take to report RUNNING.
 const CONNECTOR_READY: Duration = Duration::from_secs(120);
@@ -74,8 +77,11 @@ pub trait ConnectWorker: Sync {
     async fn stop(&self);
     /// Starts the worker again (stopping it first if it still runs); waits until its REST API answers.
     async fn restart(&self) -> Result<(), LocalError>;
-    /// Takes the records the worker's task producers sent since the last call, each with the broker's answer.
-    async fn take_produced(&self) -> TappedProduce;
+    /// From now on, the records the worker's task producers send, each with the broker's answer, go to the
+    /// returned receiver.
+    async fn subscribe_produced(&self) -> UnboundedReceiver<TapReport>;
+    /// Ends that subscription: its receiver gets what was already reported, then the end.
+    async fn unsubscribe_produced(&self);
 }
 
 /// Debezium in a Connect worker, over MariaDB.
@@ -86,8 +92,8 @@ pub struct DebeziumCapture<'a, W: ConnectWorker> {
     clock: Clock,
     /// Rows of the initial snapshot, known once started.
     snapshot_rows: usize,
-    /// The scenario's change topics (what the consumers read), known once started.
-    change_topics: HashSet<String>,
+    /// Digests what the proxies report of Debezium's sends, from the start until [`Capture::finish`].
+    sent: Option<JoinHandle<Digested>>,
     /// The last GTID set Connect reported as committed (kept when a later query fails).
     committed_gtids: std::sync::Mutex<String>,
 }
@@ -108,7 +114,7 @@ impl<'a, W: ConnectWorker> DebeziumCapture<'a, W> {
             connector,
             clock: clock.clone(),
             snapshot_rows: 0,
-            change_topics: HashSet::new(),
+            sent: None,
             committed_gtids: std::sync::Mutex::new(String::new()),
         })
     }
@@ -126,9 +132,10 @@ impl<W: ConnectWorker> Capture for DebeziumCapture<'_, W> {
     }
 
     async fn start(&mut self, scenario: &Scenario, recorder: &Recorder) -> Result<(), RunError> {
-        self.change_topics = scenario.topic_plans().into_iter().map(|t| t.name).collect();
-        // What a previous run on this topology sent is not this run's.
-        self.worker.take_produced().await;
+        // From before the connector starts (its snapshot's records count); a previous run's subscription ends.
+        let change_topics = scenario.topic_plans().into_iter().map(|t| t.name).collect();
+        let reports = self.worker.subscribe_produced().await;
+        self.sent = Some(tokio::spawn(digest_reports(reports, change_topics)));
         self.snapshot_rows = record_snapshot(&self.source, recorder, &self.clock).await?;
         tracing::info!(scenario = %scenario.name, "debezium: baseline recorded as the snapshot");
         self.worker
@@ -324,19 +331,19 @@ impl<W: ConnectWorker> Capture for DebeziumCapture<'_, W> {
         _ends: &[(String, i32, i64)],
         recorder: &Recorder,
     ) -> Option<Vec<Produced>> {
-        let taken = self.worker.take_produced().await;
-        if !taken.undecodable.is_empty() {
+        self.worker.unsubscribe_produced().await;
+        let digested = match self.sent {
+            Some(task) => task.await.unwrap_or_default(),
+            None => Digested::default(),
+        };
+        if let Some(first) = digested.undecodable.first() {
             tracing::warn!(
-                connections = taken.undecodable.len(),
-                first = %taken.undecodable[0],
+                connections = digested.undecodable.len(),
+                %first,
                 "the proxies could not decode every Debezium connection: acknowledgements after that are missing"
             );
         }
-        Some(acknowledgements(
-            &recorder.snapshot(),
-            &self.change_topics,
-            &taken.records,
-        ))
+        Some(acknowledgements(&recorder.snapshot(), &digested.sent))
     }
 }
 
@@ -359,42 +366,81 @@ fn consumed_gtid(history: &History, gtid: &str) -> bool {
     })
 }
 
-/// The records Debezium's task producer sent to the change topics, as the history records produce attempts: each
-/// record linked to its change the way a consumer's read is (its key and value decoded as Debezium's JSON, then
-/// resolved against the commits), with the broker's answer as its outcome. A record that does not decode carries
-/// no change (as a consumer's phantom would); records to other topics (schema changes, heartbeats) are left out,
-/// as the consumers never read them.
-fn acknowledgements(
-    history: &History,
-    change_topics: &HashSet<String>,
-    sent: &[ProducedRecord],
-) -> Vec<Produced> {
+/// What the plug keeps of one record Debezium's task producer sent to a change topic: the change its Debezium
+/// JSON carries (decoded as a consumer's read is; `None` when it does not decode), and the broker's answer.
+#[derive(Debug, Clone, PartialEq)]
+struct Sent {
+    topic: String,
+    change: Option<ConsumedChange>,
+    tombstone: bool,
+    outcome: ProduceOutcome,
+    sent_at_ms: i64,
+}
+
+/// What [`digest_reports`] kept.
+#[derive(Debug, Default)]
+struct Digested {
+    sent: Vec<Sent>,
+    /// Why a producer connection could not be decoded, one line each.
+    undecodable: Vec<String>,
+}
+
+/// Reads the proxies' reports until the subscription ends, digesting each record as it comes (a few bytes kept
+/// per record, not its JSON): the records sent to `change_topics` (schema changes and heartbeats are left out, as
+/// the consumers never read them).
+async fn digest_reports(
+    mut reports: UnboundedReceiver<TapReport>,
+    change_topics: HashSet<String>,
+) -> Digested {
+    let mut digested = Digested::default();
+    while let Some(report) = reports.recv().await {
+        match report {
+            TapReport::Record(record) if change_topics.contains(&record.topic) => {
+                digested.sent.push(digest(&record));
+            }
+            TapReport::Record(_) => {}
+            TapReport::Undecodable(why) => digested.undecodable.push(why),
+        }
+    }
+    digested
+}
+
+/// One sent record, its key and value decoded by the ETL's own decoder.
+fn digest(record: &ProducedRecord) -> Sent {
+    let offset = match record.outcome {
+        ProduceOutcome::Acked { offset, .. } => offset,
+        ProduceOutcome::Failed { .. } => -1,
+    };
+    let decoded = decode(
+        &record.topic,
+        record.partition,
+        offset,
+        record.key.as_deref(),
+        record.value.as_deref(),
+    );
+    Sent {
+        topic: record.topic.clone(),
+        change: match decoded {
+            Ok(Decoded::Change { change, .. }) => Some(change),
+            Ok(Decoded::Tombstone { .. }) | Err(_) => None,
+        },
+        tombstone: record.value.is_none(),
+        outcome: record.outcome.clone(),
+        sent_at_ms: record.sent_at_ms,
+    }
+}
+
+/// The sent records as the history records produce attempts: each linked to the change it carries (resolved
+/// against the commits like a consumer's read), with the broker's answer as its outcome.
+fn acknowledgements(history: &History, sent: &[Sent]) -> Vec<Produced> {
     let resolver = history.resolver();
     sent.iter()
-        .filter(|r| change_topics.contains(&r.topic))
-        .map(|r| {
-            let offset = match r.outcome {
-                ProduceOutcome::Acked { offset, .. } => offset,
-                ProduceOutcome::Failed { .. } => -1,
-            };
-            let decoded = decode(
-                &r.topic,
-                r.partition,
-                offset,
-                r.key.as_deref(),
-                r.value.as_deref(),
-            );
-            let change = match &decoded {
-                Ok(Decoded::Change { change, .. }) => resolver.resolve(change),
-                Ok(Decoded::Tombstone { .. }) | Err(_) => None,
-            };
-            Produced {
-                change,
-                tombstone: r.value.is_none(),
-                topic: r.topic.clone(),
-                outcome: r.outcome.clone(),
-                sent_at_ms: r.sent_at_ms,
-            }
+        .map(|s| Produced {
+            change: s.change.as_ref().and_then(|c| resolver.resolve(c)),
+            tombstone: s.tombstone,
+            topic: s.topic.clone(),
+            outcome: s.outcome.clone(),
+            sent_at_ms: s.sent_at_ms,
         })
         .collect()
 }
@@ -497,8 +543,8 @@ mod tests {
         }
     }
 
-    #[test]
-    fn each_sent_record_becomes_its_changes_produce_attempt() {
+    #[tokio::test]
+    async fn each_sent_record_becomes_its_changes_produce_attempt() {
         let recorder = Recorder::new(1);
         recorder.commit(Commit {
             txn: 5,
@@ -543,14 +589,23 @@ mod tests {
         let failed = ProduceOutcome::Failed {
             error: "NotLeaderOrFollower (error code 6) from broker 1".into(),
         };
-        let records = [
+        let (reports, receiver) = tokio::sync::mpsc::unbounded_channel();
+        for record in [
             sent(topic, Some(delete), failed.clone()),
             sent(topic, Some(delete), acked.clone()),
             sent(topic, None, acked.clone()),
             sent("dbserver1", Some("{}"), acked.clone()),
-        ];
+        ] {
+            reports.send(TapReport::Record(record)).expect("send");
+        }
+        reports
+            .send(TapReport::Undecodable("broker 1: garbage".into()))
+            .expect("send");
+        drop(reports);
         let topics: HashSet<String> = [topic.to_string()].into();
-        let produced = acknowledgements(&recorder.snapshot(), &topics, &records);
+        let digested = digest_reports(receiver, topics).await;
+        assert_eq!(digested.undecodable, ["broker 1: garbage"]);
+        let produced = acknowledgements(&recorder.snapshot(), &digested.sent);
         let change = Some(ChangeId { txn: 5, index: 0 });
         assert_eq!(
             produced

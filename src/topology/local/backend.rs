@@ -37,7 +37,7 @@ use tokio::sync::Mutex;
 
 use super::{
     ClusterWatch, ConnectRest, ConnectorFlavour, DebeziumConnector, LocalError, LocalTopology,
-    LocalTopologyOptions, TappedProduce,
+    LocalTopologyOptions, TapReport,
 };
 use crate::broker::{BrokerId, Isolation};
 use crate::clock::Clock;
@@ -364,7 +364,11 @@ impl ConnectWorker for Mutex<LocalTopology> {
         self.lock().await.restart_connect().await
     }
 
-    async fn take_produced(&self) -> TappedProduce {
-        self.lock().await.take_produced()
+    async fn subscribe_produced(&self) -> tokio::sync::mpsc::UnboundedReceiver<TapReport> {
+        self.lock().await.subscribe_produced()
+    }
+
+    async fn unsubscribe_produced(&self) {
+        self.lock().await.unsubscribe_produced()
     }
 }

@@ -52,7 +52,7 @@ use tokio::time::Instant;
 use super::error::LocalError;
 use crate::broker::Isolation;
 use produce::{spawn_tap, TapSender};
-pub use produce::{ProduceLog, ProducedRecord, Taken, PRODUCER_CLIENT_PREFIX};
+pub use produce::{ProduceLog, ProducedRecord, TapReport, PRODUCER_CLIENT_PREFIX};
 
 /// Bytes read at most at once from one side of a connection.
 const CHUNK: usize = 64 * 1024;

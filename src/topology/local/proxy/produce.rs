@@ -21,8 +21,8 @@
 //! - the partition's answer has an error: failed with the error's name;
 //! - the connection closed before the answer: failed ("no answer").
 //!
-//! Bytes this decoder cannot read stop the decoding of that connection (logged once at debug, and counted in
-//! [`ProduceLog::take`]'s `undecodable`); the proxy forwards them unchanged either way.
+//! Bytes this decoder cannot read stop the decoding of that connection (logged once at debug, and reported as
+//! [`TapReport::Undecodable`]); the proxy forwards them unchanged either way.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -65,41 +65,52 @@ pub struct ProducedRecord {
     pub sent_at_ms: i64,
 }
 
-/// What every Kafka proxy's taps decoded, shared by all of them.
+/// Where every Kafka proxy's taps send what they decoded: to the current subscriber, if any (records decoded while
+/// nobody subscribes are dropped). Shared by all the proxies; it outlives runs, each run subscribes afresh.
 #[derive(Debug, Default)]
 pub struct ProduceLog {
-    inner: Mutex<Taken>,
+    subscriber: Mutex<Option<mpsc::UnboundedSender<TapReport>>>,
 }
 
-/// What [`ProduceLog::take`] returns.
-#[derive(Debug, Default, Clone, PartialEq)]
-pub struct Taken {
-    /// Every record with its outcome, in the order the outcomes were known.
-    pub records: Vec<ProducedRecord>,
-    /// Why the decoding of a producer's connection stopped, one line per connection: its later
-    /// acknowledgements are missing.
-    pub undecodable: Vec<String>,
+/// What a tap reports to the [`ProduceLog`]'s subscriber.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TapReport {
+    /// A record with its outcome, in the order the outcomes became known on its connection.
+    Record(ProducedRecord),
+    /// The decoding of a producer's connection stopped (why): its later outcomes are missing.
+    Undecodable(String),
 }
 
 impl ProduceLog {
-    /// Everything recorded since the last call.
-    pub fn take(&self) -> Taken {
-        std::mem::take(&mut *self.lock())
+    /// From now on what the taps decode goes to the returned receiver (and no longer to an earlier subscriber).
+    pub fn subscribe(&self) -> mpsc::UnboundedReceiver<TapReport> {
+        let (sender, receiver) = mpsc::unbounded_channel();
+        *self.lock() = Some(sender);
+        receiver
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Taken> {
-        // A tap that panicked mid-append leaves whole entries: the log stays usable.
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    /// Ends the subscription: its receiver gets what was already reported, then the end.
+    pub fn unsubscribe(&self) {
+        self.lock().take();
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<mpsc::UnboundedSender<TapReport>>> {
+        // A tap that panicked while sending leaves the sender whole: the log stays usable.
+        self.subscriber.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn report(&self, reports: impl IntoIterator<Item = TapReport>) {
+        if let Some(subscriber) = self.lock().as_ref() {
+            for report in reports {
+                let _ = subscriber.send(report);
+            }
+        }
     }
 
     fn extend(&self, records: Vec<ProducedRecord>) {
         if !records.is_empty() {
-            self.lock().records.extend(records);
+            self.report(records.into_iter().map(TapReport::Record));
         }
-    }
-
-    fn undecodable(&self, why: String) {
-        self.lock().undecodable.push(why);
     }
 }
 
@@ -493,7 +504,7 @@ pub(super) fn spawn_tap(broker: i32, log: Arc<ProduceLog>) -> TapSender {
                 Err(TapStop::OtherClient(_)) => return,
                 Err(TapStop::Undecodable(why)) => {
                     tracing::debug!(broker, %why, "proxy: stopped decoding a producer's connection");
-                    log.undecodable(format!("broker {broker}: {why}"));
+                    log.report([TapReport::Undecodable(format!("broker {broker}: {why}"))]);
                     return;
                 }
             }
