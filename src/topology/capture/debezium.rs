@@ -307,14 +307,11 @@ impl<W: ConnectWorker> Capture for DebeziumCapture<'_, W> {
             .connector_status(&self.connector.name)
             .await
         {
-            Ok(Some(status)) => std::iter::once(&status.connector)
-                .chain(status.tasks.iter())
-                .find(|s| s.state == "FAILED")
-                .map(|s| {
-                    let trace = s.trace.as_deref().unwrap_or("no trace");
-                    let first = trace.lines().next().unwrap_or(trace);
-                    format!("Debezium task FAILED: {first}")
-                }),
+            Ok(Some(status)) => status.failed().map(|s| {
+                let trace = s.trace.as_deref().unwrap_or("no trace");
+                let first = trace.lines().next().unwrap_or(trace);
+                format!("Debezium task FAILED: {first}")
+            }),
             Ok(None) => Some("the connector is not registered".into()),
             Err(e) => Some(format!("its status cannot be read: {e}")),
         }

@@ -123,6 +123,15 @@ pub struct ConnectorStatus {
     pub tasks: Vec<WorkerState>,
 }
 
+impl ConnectorStatus {
+    /// The connector's state if it FAILED, else the first FAILED task's.
+    pub fn failed(&self) -> Option<&WorkerState> {
+        std::iter::once(&self.connector)
+            .chain(self.tasks.iter())
+            .find(|state| state.state == "FAILED")
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 pub struct WorkerState {
     pub state: String,
@@ -258,17 +267,7 @@ impl ConnectRest {
             let Some(status) = self.connector_status(name).await? else {
                 return Ok(Look::NotYet("unknown to the worker".into()));
             };
-            let failed = std::iter::once(&status.connector)
-                .chain(status.tasks.iter())
-                .find(|state| state.state == "FAILED");
-            if let Some(failed) = failed {
-                return Err(LocalError::ConnectorFailed {
-                    connector: name.to_owned(),
-                    state: failed.state.clone(),
-                    trace: failed.trace.clone().unwrap_or_default(),
-                    log: self.worker_log.clone(),
-                });
-            }
+            self.not_failed(name, &status)?;
             let running = status.connector.state == "RUNNING"
                 && !status.tasks.is_empty()
                 && status.tasks.iter().all(|task| task.state == "RUNNING");
@@ -376,6 +375,19 @@ impl ConnectRest {
         .await
     }
 
+    /// A FAILED connector or task in `status` as the error, with Connect's stack trace.
+    fn not_failed(&self, name: &str, status: &ConnectorStatus) -> Result<(), LocalError> {
+        match status.failed() {
+            Some(failed) => Err(LocalError::ConnectorFailed {
+                connector: name.to_owned(),
+                state: failed.state.clone(),
+                trace: failed.trace.clone().unwrap_or_default(),
+                log: self.worker_log.clone(),
+            }),
+            None => Ok(()),
+        }
+    }
+
     /// How long the worker's log is now: the mark [`ConnectRest::wait_until_streaming`] reads on from.
     pub fn log_mark(&self) -> u64 {
         std::fs::metadata(&self.worker_log)
@@ -401,17 +413,7 @@ impl ConnectRest {
             timeout,
             || async {
                 if let Some(status) = self.connector_status(name).await? {
-                    let failed = std::iter::once(&status.connector)
-                        .chain(status.tasks.iter())
-                        .find(|state| state.state == "FAILED");
-                    if let Some(failed) = failed {
-                        return Err(LocalError::ConnectorFailed {
-                            connector: name.to_owned(),
-                            state: failed.state.clone(),
-                            trace: failed.trace.clone().unwrap_or_default(),
-                            log: self.worker_log.clone(),
-                        });
-                    }
+                    self.not_failed(name, &status)?;
                 }
                 let log = read_from(&self.worker_log, mark);
                 Ok(if streaming_since_restart(&log) {
@@ -495,17 +497,19 @@ impl ConnectRest {
 }
 
 /// The worker's log from byte `mark` on (all of it when the file is shorter: a new worker wrote a new file); empty
-/// when it cannot be read.
+/// when it cannot be read. Only the part after `mark` is read: the log grows to megabytes and this runs every poll.
 fn read_from(path: &std::path::Path, mark: u64) -> String {
-    let Ok(bytes) = std::fs::read(path) else {
+    use std::io::{Read, Seek, SeekFrom};
+    let Ok(mut file) = std::fs::File::open(path) else {
         return String::new();
     };
-    let start = if (bytes.len() as u64) < mark {
-        0
-    } else {
-        mark as usize
-    };
-    String::from_utf8_lossy(&bytes[start..]).into_owned()
+    let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let start = if len < mark { 0 } else { mark };
+    let mut bytes = Vec::new();
+    if file.seek(SeekFrom::Start(start)).is_err() || file.read_to_end(&mut bytes).is_err() {
+        return String::new();
+    }
+    String::from_utf8_lossy(&bytes).into_owned()
 }
 
 /// Whether a worker log excerpt shows a task streaming after the last restart in it: Debezium's "Connected to
