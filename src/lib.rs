@@ -34,7 +34,7 @@
 //! Why the structure differs from the shared design: the design's `Topology::start(backend)` hands back
 //! endpoints and fault hooks; here a backend also answers the quiesce probe's cluster questions and hands the
 //! driver its capture as a separate plug with the source it reads, because what "delivered" means depends on
-//! the capture (the embedded producer's acknowledgements, or Connect's committed offsets plus a log observer),
+//! the capture (the embedded producer's acknowledgements, or Connect's committed offsets plus the consumers' reads),
 //! not on where the brokers run. The runner is its own module `run` (the design names its steps but no
 //! module): it is the one place that knows every part, so the parts only know the floor and the bytes on the
 //! wire. Planned modules (each lands with its issue, never as an empty placeholder): `sweep`.

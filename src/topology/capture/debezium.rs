@@ -3,10 +3,13 @@
 //! the Debezium records that carry that GTID).
 //!
 //! What differs from the embedded capture, and why:
-//! - The harness cannot see Debezium's produce requests; a `LogObserver` (a consumer of its own, never faulted)
-//!   reads every change topic from the start, and where it found each change stands in for the acknowledgement,
-//!   so a change the ETL never got is explained as the embedded capture explains it (retention took its offset,
-//!   …) rather than counted "never produced".
+//! - Debezium does not report its produce outcomes; the brokers' proxies on the local backend decode its task
+//!   producer's Produce requests and the brokers' answers (see [`ProducedRecord`]), and each record's answer is
+//!   the history's acknowledgement: acknowledged at its partition and offset (offset -1 with acks=0), or failed
+//!   with the broker's error, or failed without an answer when the connection closed first. Each record is
+//!   linked to its change as a consumer's read is (its Debezium JSON decoded, then resolved against the
+//!   commits), so a change the ETL never got is explained as on the embedded capture: acknowledged and then
+//!   truncated, deleted by retention, compacted, or never acknowledged.
 //! - The initial snapshot is recorded from the database as the connector starts on it: every row of every modeled
 //!   table after the baseline load, read in one pass before the connector is registered (the harness is the only
 //!   writer, and it writes nothing until the connector runs). The stream starts once the consumers read every
@@ -26,23 +29,25 @@
 //! | `restart` | the worker started again if it is down, then the connector resumed and its tasks restarted; a task that does not run again in its worker (Debezium 3.2.0 cannot restart a task in the JVM it failed in) gets the worker restarted |
 
 use std::collections::HashSet;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::{Capture, CaptureMark, Delivery};
 use crate::clock::Clock;
 use crate::history::{
-    BinlogPosition, ChangeOp, ChangeRecord, Commit, Consumed, History, ProduceOutcome, Produced,
-    Recorder,
+    BinlogPosition, ChangeOp, ChangeRecord, Commit, ConsumedChange, History, ProduceOutcome,
+    Produced, Recorder,
 };
 use crate::model::flat::RowImages;
-use crate::pipeline::sink::MemorySink;
-use crate::pipeline::Pipeline;
-use crate::run::{configure, RunError};
+use crate::pipeline::decode::{decode, Decoded};
+use crate::run::RunError;
 use crate::scenario::{FaultAction, Scenario};
 use crate::source::{MySqlSource, SourceError};
-use crate::topology::local::{ConnectRest, DebeziumConnector, LocalError};
+use crate::topology::local::{
+    ConnectRest, DebeziumConnector, LocalError, ProducedRecord, TapReport,
+};
 use crate::workload::Operation;
+use tokio::sync::mpsc::UnboundedReceiver;
+use tokio::task::JoinHandle;
 
 /// How long the Debezium connector may take to report RUNNING.
 const CONNECTOR_READY: Duration = Duration::from_secs(120);
@@ -50,8 +55,6 @@ const CONNECTOR_READY: Duration = Duration::from_secs(120);
 const CONNECTOR_BACK: Duration = Duration::from_secs(60);
 /// How long Debezium's initial snapshot may take to reach the consumers.
 const SNAPSHOT_READ: Duration = Duration::from_secs(120);
-/// How long the log observer may take, after the consumers quiesced, to read up to the same end offsets.
-const OBSERVER_CATCH_UP: Duration = Duration::from_secs(20);
 /// How often the capture's waits and quiesce look again.
 const POLL: Duration = Duration::from_millis(100);
 
@@ -74,6 +77,11 @@ pub trait ConnectWorker: Sync {
     async fn stop(&self);
     /// Starts the worker again (stopping it first if it still runs); waits until its REST API answers.
     async fn restart(&self) -> Result<(), LocalError>;
+    /// From now on, the records the worker's task producers send, each with the broker's answer, go to the
+    /// returned receiver.
+    async fn subscribe_produced(&self) -> UnboundedReceiver<TapReport>;
+    /// Ends that subscription: its receiver gets what was already reported, then the end.
+    async fn unsubscribe_produced(&self);
 }
 
 /// Debezium in a Connect worker, over MariaDB.
@@ -81,11 +89,11 @@ pub struct DebeziumCapture<'a, W: ConnectWorker> {
     worker: &'a W,
     source: MySqlSource,
     connector: DebeziumConnector,
-    bootstrap: String,
     clock: Clock,
     /// Rows of the initial snapshot, known once started.
     snapshot_rows: usize,
-    observer: Option<LogObserver>,
+    /// Digests what the proxies report of Debezium's sends, from the start until [`Capture::finish`].
+    sent: Option<JoinHandle<Digested>>,
     /// The last GTID set Connect reported as committed (kept when a later query fails).
     committed_gtids: std::sync::Mutex<String>,
 }
@@ -96,7 +104,6 @@ impl<'a, W: ConnectWorker> DebeziumCapture<'a, W> {
         worker: &'a W,
         connector: DebeziumConnector,
         database_url: &str,
-        bootstrap: String,
         recorder: &Recorder,
         clock: &Clock,
     ) -> Result<Self, RunError> {
@@ -105,10 +112,9 @@ impl<'a, W: ConnectWorker> DebeziumCapture<'a, W> {
             worker,
             source,
             connector,
-            bootstrap,
             clock: clock.clone(),
             snapshot_rows: 0,
-            observer: None,
+            sent: None,
             committed_gtids: std::sync::Mutex::new(String::new()),
         })
     }
@@ -126,6 +132,10 @@ impl<W: ConnectWorker> Capture for DebeziumCapture<'_, W> {
     }
 
     async fn start(&mut self, scenario: &Scenario, recorder: &Recorder) -> Result<(), RunError> {
+        // From before the connector starts (its snapshot's records count); a previous run's subscription ends.
+        let change_topics = scenario.topic_plans().into_iter().map(|t| t.name).collect();
+        let reports = self.worker.subscribe_produced().await;
+        self.sent = Some(tokio::spawn(digest_reports(reports, change_topics)));
         self.snapshot_rows = record_snapshot(&self.source, recorder, &self.clock).await?;
         tracing::info!(scenario = %scenario.name, "debezium: baseline recorded as the snapshot");
         self.worker
@@ -136,7 +146,6 @@ impl<W: ConnectWorker> Capture for DebeziumCapture<'_, W> {
     }
 
     async fn ready(&mut self, scenario: &Scenario, recorder: &Recorder) -> Result<(), RunError> {
-        self.observer = Some(LogObserver::start(scenario, &self.bootstrap, &self.clock).await?);
         // Debezium reports RUNNING before its snapshot has read anything: a commit made now could be read by the
         // snapshot as a row (`r`) instead of streamed as a change. Stream only once every row was delivered.
         wait_for_snapshot(recorder, self.snapshot_rows).await?;
@@ -312,16 +321,26 @@ impl<W: ConnectWorker> Capture for DebeziumCapture<'_, W> {
         Ok(self.source.final_images().await?)
     }
 
+    /// The records Debezium's task producer sent to the change topics, with the brokers' answers the proxies
+    /// saw, as the history's acknowledgements.
     async fn finish(
         self,
-        ends: &[(String, i32, i64)],
+        _ends: &[(String, i32, i64)],
         recorder: &Recorder,
     ) -> Option<Vec<Produced>> {
-        let observed = match self.observer {
-            Some(observer) => observer.finish(ends).await,
-            None => Vec::new(),
+        self.worker.unsubscribe_produced().await;
+        let digested = match self.sent {
+            Some(task) => task.await.unwrap_or_default(),
+            None => Digested::default(),
         };
-        Some(placements(&recorder.snapshot(), &observed))
+        if let Some(first) = digested.undecodable.first() {
+            tracing::warn!(
+                connections = digested.undecodable.len(),
+                %first,
+                "the proxies could not decode every Debezium connection: acknowledgements after that are missing"
+            );
+        }
+        Some(acknowledgements(&recorder.snapshot(), &digested.sent))
     }
 }
 
@@ -344,70 +363,81 @@ fn consumed_gtid(history: &History, gtid: &str) -> bool {
     })
 }
 
-/// The harness's own reader of what Debezium wrote: one consumer, never stalled or restarted by a fault, reading
-/// every change topic from its start into a recorder of its own. Where it read each change is where Kafka held
-/// it: the stand-in for the produce acknowledgements the embedded capture records (Debezium's are not visible to
-/// the harness), so the checkers can say why an ETL consumer never got a change — retention deleted its offset,
-/// or a truncation removed it — instead of "never produced".
-///
-/// Limits: it reads up to the high watermark, so a record truncated before it was read is never seen (counted
-/// never produced, as an unacknowledged write would be); a record retention deletes before it reads it is missed
-/// the same way (it is never stalled, so only under a retention shorter than its own lag); its "sent at" is when
-/// it read the record, not when Debezium wrote it.
-struct LogObserver {
-    pipeline: Pipeline,
-    recorder: Recorder,
+/// What the plug keeps of one record Debezium's task producer sent to a change topic: the change its Debezium
+/// JSON carries (decoded as a consumer's read is; `None` when it does not decode), and the broker's answer.
+#[derive(Debug, Clone, PartialEq)]
+struct Sent {
+    topic: String,
+    change: Option<ConsumedChange>,
+    tombstone: bool,
+    outcome: ProduceOutcome,
+    sent_at_ms: i64,
 }
 
-impl LogObserver {
-    async fn start(
-        scenario: &Scenario,
-        bootstrap: &str,
-        clock: &Clock,
-    ) -> Result<LogObserver, RunError> {
-        let mut config = configure::pipeline(scenario, bootstrap);
-        config.consumers = 1;
-        let recorder = Recorder::new(scenario.seed);
-        let pipeline = Pipeline::start(
-            config,
-            Arc::new(MemorySink::new()),
-            recorder.clone(),
-            clock.clone(),
-        )
-        .await?;
-        Ok(LogObserver { pipeline, recorder })
-    }
+/// What [`digest_reports`] kept.
+#[derive(Debug, Default)]
+struct Digested {
+    sent: Vec<Sent>,
+    /// Why a producer connection could not be decoded, one line each.
+    undecodable: Vec<String>,
+}
 
-    /// Lets it read up to `ends` (bounded by [`OBSERVER_CATCH_UP`]; what it has not read by then stays
-    /// unplaced), stops it, and returns what it read.
-    async fn finish(self, ends: &[(String, i32, i64)]) -> Vec<Consumed> {
-        let began = Instant::now();
-        while !ends.is_empty()
-            && !self.pipeline.caught_up(ends)
-            && began.elapsed() < OBSERVER_CATCH_UP
-        {
-            tokio::time::sleep(POLL).await;
+/// Reads the proxies' reports until the subscription ends, digesting each record as it comes (a few bytes kept
+/// per record, not its JSON): the records sent to `change_topics` (schema changes and heartbeats are left out, as
+/// the consumers never read them).
+async fn digest_reports(
+    mut reports: UnboundedReceiver<TapReport>,
+    change_topics: HashSet<String>,
+) -> Digested {
+    let mut digested = Digested::default();
+    while let Some(report) = reports.recv().await {
+        match report {
+            TapReport::Record(record) if change_topics.contains(&record.topic) => {
+                digested.sent.push(digest(&record));
+            }
+            TapReport::Record(_) => {}
+            TapReport::Undecodable(why) => digested.undecodable.push(why),
         }
-        self.pipeline.shutdown().await;
-        self.recorder.snapshot().consumed
+    }
+    digested
+}
+
+/// One sent record, its key and value decoded by the ETL's own decoder.
+fn digest(record: &ProducedRecord) -> Sent {
+    let offset = match record.outcome {
+        ProduceOutcome::Acked { offset, .. } => offset,
+        ProduceOutcome::Failed { .. } => -1,
+    };
+    let decoded = decode(
+        &record.topic,
+        record.partition,
+        offset,
+        record.key.as_deref(),
+        record.value.as_deref(),
+    );
+    Sent {
+        topic: record.topic.clone(),
+        change: match decoded {
+            Ok(Decoded::Change { change, .. }) => Some(change),
+            Ok(Decoded::Tombstone { .. }) | Err(_) => None,
+        },
+        tombstone: record.value.is_none(),
+        outcome: record.outcome.clone(),
+        sent_at_ms: record.sent_at_ms,
     }
 }
 
-/// What the observer read, as acknowledgements: each record at its partition and offset, with the change it
-/// carries (resolved like an ETL consumer's read).
-fn placements(history: &History, observed: &[Consumed]) -> Vec<Produced> {
+/// The sent records as the history records produce attempts: each linked to the change it carries (resolved
+/// against the commits like a consumer's read), with the broker's answer as its outcome.
+fn acknowledgements(history: &History, sent: &[Sent]) -> Vec<Produced> {
     let resolver = history.resolver();
-    observed
-        .iter()
-        .map(|c| Produced {
-            change: c.change.as_ref().and_then(|ch| resolver.resolve(ch)),
-            tombstone: c.change.is_none(),
-            topic: c.topic.clone(),
-            outcome: ProduceOutcome::Acked {
-                partition: c.partition,
-                offset: c.offset,
-            },
-            sent_at_ms: c.at_ms,
+    sent.iter()
+        .map(|s| Produced {
+            change: s.change.as_ref().and_then(|c| resolver.resolve(c)),
+            tombstone: s.tombstone,
+            topic: s.topic.clone(),
+            outcome: s.outcome.clone(),
+            sent_at_ms: s.sent_at_ms,
         })
         .collect()
 }
@@ -492,7 +522,104 @@ fn gtid_set_covers(set: &str, gtid: &str, slack: u64) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::gtid_set_covers;
+    use super::*;
+    use crate::history::ChangeId;
+
+    fn sent(topic: &str, value: Option<&str>, outcome: ProduceOutcome) -> ProducedRecord {
+        ProducedRecord {
+            broker: 1,
+            topic: topic.to_string(),
+            partition: 2,
+            key: Some(bytes::Bytes::from_static(br#"{"obs_id":7}"#)),
+            value: value.map(|v| bytes::Bytes::copy_from_slice(v.as_bytes())),
+            producer_id: -1,
+            producer_epoch: -1,
+            sequence: -1,
+            outcome,
+            sent_at_ms: 1_000,
+        }
+    }
+
+    #[tokio::test]
+    async fn each_sent_record_becomes_its_changes_produce_attempt() {
+        let recorder = Recorder::new(1);
+        recorder.commit(Commit {
+            txn: 5,
+            snapshot: false,
+            kind: None,
+            patient_id: None,
+            position: BinlogPosition {
+                file: "binlog.000001".into(),
+                pos: 100,
+            },
+            gtid: Some("0-1-5".into()),
+            server_id: 1,
+            committed_at_ms: 0,
+            changes: vec![ChangeRecord {
+                table: "obs",
+                key: 7,
+                op: ChangeOp::Delete,
+            }],
+        });
+        let topic = "dbserver1.openmrs.obs";
+        // The before image: every column of obs, null but its key.
+        let before: serde_json::Map<String, serde_json::Value> = crate::model::schema::table("obs")
+            .expect("obs is modeled")
+            .columns
+            .iter()
+            .map(|c| (c.name.to_string(), serde_json::Value::Null))
+            .chain([("obs_id".to_string(), serde_json::json!(7))])
+            .collect();
+        let delete = serde_json::json!({
+            "before": before,
+            "after": null,
+            "op": "d",
+            "source": {"ts_ms": 0, "snapshot": "false", "table": "obs", "file": "binlog.000001",
+                       "pos": 100, "row": 0, "gtid": "0-1-5"}
+        })
+        .to_string();
+        let delete = delete.as_str();
+        let acked = ProduceOutcome::Acked {
+            partition: 2,
+            offset: 41,
+        };
+        let failed = ProduceOutcome::Failed {
+            error: "NotLeaderOrFollower (error code 6) from broker 1".into(),
+        };
+        let (reports, receiver) = tokio::sync::mpsc::unbounded_channel();
+        for record in [
+            sent(topic, Some(delete), failed.clone()),
+            sent(topic, Some(delete), acked.clone()),
+            sent(topic, None, acked.clone()),
+            sent("dbserver1", Some("{}"), acked.clone()),
+        ] {
+            reports.send(TapReport::Record(record)).expect("send");
+        }
+        reports
+            .send(TapReport::Undecodable("broker 1: garbage".into()))
+            .expect("send");
+        drop(reports);
+        let topics: HashSet<String> = [topic.to_string()].into();
+        let digested = digest_reports(receiver, topics).await;
+        assert_eq!(digested.undecodable, ["broker 1: garbage"]);
+        let produced = acknowledgements(&recorder.snapshot(), &digested.sent);
+        let change = Some(ChangeId { txn: 5, index: 0 });
+        assert_eq!(
+            produced
+                .iter()
+                .map(|p| (p.change, p.tombstone, p.outcome.clone()))
+                .collect::<Vec<_>>(),
+            [
+                (change, false, failed),
+                (change, false, acked.clone()),
+                (None, true, acked)
+            ],
+            "the schema-change topic's record is left out"
+        );
+        assert!(produced
+            .iter()
+            .all(|p| p.sent_at_ms == 1_000 && p.topic == topic));
+    }
 
     #[test]
     fn gtid_sets_cover_by_domain_server_and_sequence() {

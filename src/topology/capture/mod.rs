@@ -4,7 +4,7 @@
 //! | plug | source | capture | acknowledgements |
 //! |---|---|---|---|
 //! | [`embedded::EmbeddedCapture`] | the in-memory OpenMRS database | the harness's Debezium-compatible capture ([`crate::cdc`]) | recorded by its producer |
-//! | [`debezium::DebeziumCapture`] | MariaDB | Debezium's MariaDB connector in a Kafka Connect worker | not visible: a log observer stands in |
+//! | [`debezium::DebeziumCapture`] | MariaDB | Debezium's MariaDB connector in a Kafka Connect worker | decoded by the local backend's broker proxies from Debezium's Produce requests and the answers |
 
 pub mod debezium;
 pub mod embedded;

@@ -37,7 +37,7 @@ use tokio::sync::Mutex;
 
 use super::{
     ClusterWatch, ConnectRest, ConnectorFlavour, DebeziumConnector, LocalError, LocalTopology,
-    LocalTopologyOptions,
+    LocalTopologyOptions, TapReport,
 };
 use crate::broker::{BrokerId, Isolation};
 use crate::clock::Clock;
@@ -206,7 +206,6 @@ impl Topology for LocalBackend {
             &self.topology,
             connector,
             &database_url,
-            endpoints.bootstrap_servers,
             recorder,
             &Clock::real(),
         )
@@ -363,5 +362,13 @@ impl ConnectWorker for Mutex<LocalTopology> {
 
     async fn restart(&self) -> Result<(), LocalError> {
         self.lock().await.restart_connect().await
+    }
+
+    async fn subscribe_produced(&self) -> tokio::sync::mpsc::UnboundedReceiver<TapReport> {
+        self.lock().await.subscribe_produced()
+    }
+
+    async fn unsubscribe_produced(&self) {
+        self.lock().await.unsubscribe_produced()
     }
 }

@@ -91,6 +91,7 @@ pub use process::ServiceProcess;
 pub use provision::{
     jvm_cache_dir, provision_jvm_components, JvmComponents, Provisioned, JVM_CACHE_ENV,
 };
+pub use proxy::{ProduceLog, ProducedRecord, TapReport, PRODUCER_CLIENT_PREFIX};
 pub(crate) use run_dir::RunDir;
 pub use standalone::{StandaloneKafka, StandaloneMariaDb};
 pub use watch::{
@@ -483,6 +484,18 @@ impl LocalTopology {
         let all: Vec<TopicPlan> = plans.iter().cloned().chain(side).collect();
         self.create_topics(&all, timeout).await?;
         Ok(plans)
+    }
+
+    /// From now on, what the brokers' proxies decode goes to the returned receiver (and no longer to an earlier
+    /// one): every record a Connect task's producer sends, with the broker's answer (acknowledged at an offset, or
+    /// the error), as the history records acknowledgements.
+    pub fn subscribe_produced(&self) -> tokio::sync::mpsc::UnboundedReceiver<TapReport> {
+        self.network.produced().subscribe()
+    }
+
+    /// Ends [`LocalTopology::subscribe_produced`]'s subscription: its receiver gets what was decoded, then the end.
+    pub fn unsubscribe_produced(&self) {
+        self.network.produced().unsubscribe()
     }
 
     /// The Connect worker's REST API.

@@ -27,11 +27,18 @@
 //! coordinator proxy is blocked whenever that broker is isolated, so its session expires. Blocks are re-evaluated
 //! on every change: open connections switch between held and flowing.
 //!
+//! A broker's Kafka proxy also taps every client connection (see `produce`): it decodes a Connect task
+//! producer's Produce requests and the broker's answers into [`ProduceLog`], the acknowledgements Debezium itself
+//! does not show. The tap reads copies of the chunks in a task of its own; forwarding never waits for it.
+//!
 //! Dropping a [`Proxy`] closes its listener and every connection through it.
+
+mod produce;
 
 use std::collections::BTreeMap;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -44,16 +51,19 @@ use tokio::time::Instant;
 
 use super::error::LocalError;
 use crate::broker::Isolation;
+use produce::{spawn_tap, TapSender};
+pub use produce::{ProduceLog, ProducedRecord, TapReport, PRODUCER_CLIENT_PREFIX};
 
 /// Bytes read at most at once from one side of a connection.
 const CHUNK: usize = 64 * 1024;
 /// Chunks read ahead of the writer per direction (what latency keeps in flight); then the reader waits.
 const QUEUED_CHUNKS: usize = 64;
 
-/// The network faults of the topology's brokers, shared by all their proxies.
+/// The network faults of the topology's brokers, shared by all their proxies, and the log their taps write.
 #[derive(Debug)]
 pub(crate) struct NetworkFaults {
     state: watch::Sender<NetworkState>,
+    produced: Arc<ProduceLog>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -74,7 +84,13 @@ impl NetworkFaults {
     pub(crate) fn new() -> Self {
         NetworkFaults {
             state: watch::Sender::new(NetworkState::default()),
+            produced: Arc::new(ProduceLog::default()),
         }
+    }
+
+    /// What the Kafka proxies' taps decoded of the Connect task producers' requests and their answers.
+    pub(crate) fn produced(&self) -> &ProduceLog {
+        &self.produced
     }
 
     /// Broker `id` now runs as process `pid` (at start and after every restart).
@@ -196,6 +212,7 @@ impl Proxy {
             target,
             link,
             faults.state.subscribe(),
+            faults.produced.clone(),
         ));
         Ok(Proxy { port, accept })
     }
@@ -217,6 +234,7 @@ async fn accept_loop(
     target: SocketAddr,
     link: Link,
     network: watch::Receiver<NetworkState>,
+    produced: Arc<ProduceLog>,
 ) {
     let proxy_port = listener.local_addr().map_or(0, |addr| addr.port());
     let mut connections = JoinSet::new();
@@ -224,7 +242,8 @@ async fn accept_loop(
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((client, from)) => {
-                    connections.spawn(serve(client, from.port(), proxy_port, target, link, network.clone()));
+                    let ends = Ends { client_port: from.port(), proxy_port, target };
+                    connections.spawn(serve(client, ends, link, network.clone(), produced.clone()));
                 }
                 Err(error) => {
                     // Out of file descriptors and the like: back off instead of spinning.
@@ -237,15 +256,28 @@ async fn accept_loop(
     }
 }
 
-/// One connection: find who opened it, wait until it may flow, open it upstream, forward both ways.
-async fn serve(
-    client: TcpStream,
+/// Where one connection runs: the client's port, the proxy's, and the server's address.
+#[derive(Debug, Clone, Copy)]
+struct Ends {
     client_port: u16,
     proxy_port: u16,
     target: SocketAddr,
+}
+
+/// One connection: find who opened it, wait until it may flow, open it upstream, forward both ways (a client's
+/// connection to a broker tapped into `produced`).
+async fn serve(
+    client: TcpStream,
+    ends: Ends,
     link: Link,
     network: watch::Receiver<NetworkState>,
+    produced: Arc<ProduceLog>,
 ) {
+    let Ends {
+        client_port,
+        proxy_port,
+        target,
+    } = ends;
     let peer = match link {
         Link::Broker(_) => {
             let candidates = network.borrow().broker_pids();
@@ -274,12 +306,22 @@ async fn serve(
     };
     let _ = client.set_nodelay(true);
     let _ = server.set_nodelay(true);
+    let tap = match (link, peer) {
+        (Link::Broker(id), Peer::Client) => Some(spawn_tap(id, produced)),
+        _ => None,
+    };
     let (client_read, client_write) = client.into_split();
     let (server_read, server_write) = server.into_split();
     // An error in either direction (a reset, a failed write) ends both; an end of stream ends only its own.
     let _ = tokio::try_join!(
-        forward(client_read, server_write, gate.clone(), Direction::Requests),
-        forward(server_read, client_write, gate, Direction::Answers),
+        forward(
+            client_read,
+            server_write,
+            gate.clone(),
+            Direction::Requests,
+            tap.clone()
+        ),
+        forward(server_read, client_write, gate, Direction::Answers, tap),
     );
 }
 
@@ -320,12 +362,18 @@ impl Gate {
 
 /// Copies `from` to `to` until the end of stream has been passed on (Ok) or either side fails (Err). Every
 /// event — a chunk, the end of stream, an error — waits for its due time and for the gate to open, in order.
+/// `tap` gets a copy of each request chunk as it is read and of each answer chunk once it is written.
 async fn forward(
     mut from: OwnedReadHalf,
     mut to: OwnedWriteHalf,
     mut gate: Gate,
     direction: Direction,
+    tap: Option<TapSender>,
 ) -> io::Result<()> {
+    let (request_tap, answer_tap) = match direction {
+        Direction::Requests => (tap, None),
+        Direction::Answers => (None, tap),
+    };
     let (queue, mut queued) = mpsc::channel::<(Instant, io::Result<Bytes>)>(QUEUED_CHUNKS);
     let reading_gate = gate.clone();
     let reader = async move {
@@ -336,6 +384,9 @@ async fn forward(
             let due = Instant::now() + reading_gate.delay(direction);
             let last = !matches!(read, Ok(n) if n > 0);
             let event = read.map(|_| buffer.split().freeze());
+            if let (Some(tap), Ok(chunk)) = (&request_tap, &event) {
+                tap.requests(chunk);
+            }
             if queue.send((due, event)).await.is_err() || last {
                 break;
             }
@@ -349,7 +400,12 @@ async fn forward(
             gate.opened().await?;
             match event {
                 Ok(chunk) if chunk.is_empty() => return to.shutdown().await,
-                Ok(chunk) => to.write_all(&chunk).await?,
+                Ok(chunk) => {
+                    to.write_all(&chunk).await?;
+                    if let Some(tap) = &answer_tap {
+                        tap.answers(&chunk);
+                    }
+                }
                 Err(error) => return Err(error),
             }
         }
