@@ -400,6 +400,7 @@ fn fuzz_faults(
             seed,
             faults,
             held,
+            unapplied,
             elapsed,
         } => {
             let per_second = f64::from(*number) / elapsed.as_secs_f64().max(1e-9);
@@ -413,10 +414,18 @@ fn fuzz_faults(
             } else {
                 format!("{per_second:.2} cases/s")
             };
-            eprintln!(
-                "case {number}/{cases}: seed {seed}, {faults} faults, {} ({rate})",
-                if *held { "held" } else { "FAILED" }
-            )
+            let verdict = if !unapplied.is_empty() {
+                format!(
+                    "INCOMPLETE, not judged: {} fault(s) not applied ({})",
+                    unapplied.len(),
+                    unapplied.join("; ")
+                )
+            } else if *held {
+                "held".to_string()
+            } else {
+                "FAILED".to_string()
+            };
+            eprintln!("case {number}/{cases}: seed {seed}, {faults} faults, {verdict} ({rate})")
         }
         fuzz_faults::Progress::Shrink {
             attempt,
@@ -436,8 +445,18 @@ fn fuzz_faults(
         report.cases_per_second(),
         report.cases_per_minute()
     );
+    if report.cases_incomplete > 0 {
+        println!(
+            "fuzz-faults: {} of {} cases incomplete (a backend could not apply a fault; not judged), e.g.:",
+            report.cases_incomplete, report.cases
+        );
+        for example in &report.incomplete_examples {
+            println!("  {example}");
+        }
+    }
     let Some(failure) = report.failure else {
-        println!("fuzz-faults: every case held: {rate}; campaign seed {seed}");
+        let judged = report.cases - report.cases_incomplete;
+        println!("fuzz-faults: every case held ({judged} judged): {rate}; campaign seed {seed}");
         return Ok(());
     };
     println!(

@@ -16,6 +16,8 @@ pub enum Progress {
         seed: u64,
         faults: usize,
         held: bool,
+        /// Faults a backend could not apply (the case then counts as incomplete, neither held nor failed).
+        unapplied: Vec<String>,
         /// Since the campaign started.
         elapsed: Duration,
     },
@@ -34,6 +36,9 @@ pub struct CaseVerdict {
     pub failed: Vec<String>,
     /// Faults the history says were injected.
     pub faults_injected: usize,
+    /// Faults a backend could not apply, as "<action> <target> on <backend>: <error>". A case with any did not
+    /// run the schedule it drew, so its verdicts prove nothing either way.
+    pub unapplied: Vec<String>,
 }
 
 impl CaseVerdict {
@@ -83,6 +88,10 @@ pub struct CampaignReport {
     pub cases: u32,
     /// Cases that injected no fault (every episode was dropped by the layout).
     pub cases_without_faults: u32,
+    /// Cases in which a backend could not apply a fault (counted in `cases`, judged neither way), with the first
+    /// few reasons.
+    pub cases_incomplete: u32,
+    pub incomplete_examples: Vec<String>,
     /// Wall time of the search (shrinking and the rerun not included).
     pub search_time: Duration,
     pub failure: Option<FoundFailure>,

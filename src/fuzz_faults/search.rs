@@ -58,6 +58,7 @@ pub fn search(
         Ok(CaseVerdict {
             failed,
             faults_injected: outcome.history.faults.len(),
+            unapplied: unapplied(&outcome.history, None),
         })
     };
     search_with(base, config, progress, &execute)
@@ -153,8 +154,29 @@ fn differential_verdict(diff: &crate::run::diff::Diff) -> CaseVerdict {
             .map(|(_, o)| o.history.faults.len())
             .min()
             .unwrap_or(0),
+        unapplied: diff
+            .runs
+            .iter()
+            .flat_map(|(backend, o)| unapplied(&o.history, Some(backend.name())))
+            .collect(),
     }
 }
+
+/// The faults of a run that its backend could not apply, with the reason.
+fn unapplied(history: &crate::history::History, backend: Option<&str>) -> Vec<String> {
+    history
+        .faults
+        .iter()
+        .filter_map(|f| {
+            let error = f.error.as_ref()?;
+            let on = backend.map(|b| format!(" on {b}")).unwrap_or_default();
+            Some(format!("{} {}{on}: {error}", f.action, f.target))
+        })
+        .collect()
+}
+
+/// How many reasons of incomplete cases a report keeps.
+const INCOMPLETE_EXAMPLES: usize = 5;
 
 /// The campaign over any executor of cases (the real runner, or a model in unit tests).
 pub(crate) fn search_with(
@@ -184,6 +206,8 @@ pub(crate) fn search_with(
     let started = Instant::now();
     let cases = Cell::new(0u32);
     let cases_without_faults = Cell::new(0u32);
+    let cases_incomplete = Cell::new(0u32);
+    let incomplete_examples: RefCell<Vec<String>> = RefCell::new(Vec::new());
     let search_time = Cell::new(None::<Duration>);
     let shrink_runs = Cell::new(0u32);
     let first_faults = Cell::new(0usize);
@@ -224,8 +248,13 @@ pub(crate) fn search_with(
             }
             return Ok(());
         }
+        let incomplete = !verdict.unapplied.is_empty();
         if shrinking {
             shrink_runs.set(shrink_runs.get() + 1);
+            if incomplete {
+                // A candidate whose schedule did not run as drawn is not a smaller failure.
+                return Ok(());
+            }
             (progress.borrow_mut())(&Progress::Shrink {
                 attempt: shrink_runs.get(),
                 faults: scenario.faults.len(),
@@ -236,15 +265,25 @@ pub(crate) fn search_with(
             if scenario.faults.is_empty() {
                 cases_without_faults.set(cases_without_faults.get() + 1);
             }
+            if incomplete {
+                cases_incomplete.set(cases_incomplete.get() + 1);
+                let mut examples = incomplete_examples.borrow_mut();
+                for reason in &verdict.unapplied {
+                    if examples.len() < INCOMPLETE_EXAMPLES {
+                        examples.push(format!("seed {}: {reason}", scenario.seed));
+                    }
+                }
+            }
             (progress.borrow_mut())(&Progress::Case {
                 number: cases.get(),
                 seed: scenario.seed,
                 faults: scenario.faults.len(),
                 held: verdict.held(),
+                unapplied: verdict.unapplied.clone(),
                 elapsed: started.elapsed(),
             });
         }
-        if verdict.held() {
+        if verdict.held() || incomplete {
             return Ok(());
         }
         if !shrinking {
@@ -265,6 +304,8 @@ pub(crate) fn search_with(
     let mut report = CampaignReport {
         cases: cases.get(),
         cases_without_faults: cases_without_faults.get(),
+        cases_incomplete: cases_incomplete.get(),
+        incomplete_examples: incomplete_examples.into_inner(),
         search_time,
         failure: None,
     };
@@ -319,6 +360,7 @@ mod tests {
         Ok(CaseVerdict {
             failed: if killed { vec!["lost".into()] } else { vec![] },
             faults_injected: scenario.faults.len(),
+            unapplied: vec![],
         })
     }
 
@@ -359,6 +401,7 @@ mod tests {
             Ok(CaseVerdict {
                 failed: vec![],
                 faults_injected: s.faults.len(),
+                unapplied: vec![],
             })
         };
         let report = search_with(
@@ -557,6 +600,57 @@ mod tests {
     }
 
     #[test]
+    fn a_case_with_a_fault_a_backend_could_not_apply_is_incomplete_neither_held_nor_failed() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = CampaignConfig::new(40, 5, dir.path());
+        config.max_shrink_runs = 200;
+        // Every case with a kill "fails", but a case whose kill could not be applied proves nothing: with every
+        // kill unapplied, the campaign finds no failure and counts those cases as incomplete.
+        let unapplied_kills = |s: &Scenario| -> Result<CaseVerdict, CampaignError> {
+            let kills: Vec<String> = s
+                .faults
+                .iter()
+                .filter(|f| f.action == FaultAction::Kill)
+                .map(|f| format!("kill {} on local: refused", f.target))
+                .collect();
+            Ok(CaseVerdict {
+                failed: if kills.is_empty() {
+                    vec![]
+                } else {
+                    vec!["lost".into()]
+                },
+                faults_injected: s.faults.len(),
+                unapplied: kills,
+            })
+        };
+        let mut incomplete_seen = 0;
+        let report = search_with(
+            &base(),
+            &config,
+            &mut |p| {
+                if let Progress::Case { unapplied, .. } = p {
+                    incomplete_seen += u32::from(!unapplied.is_empty());
+                }
+            },
+            &unapplied_kills,
+        )
+        .unwrap();
+        assert!(report.failure.is_none(), "{:#?}", report.failure);
+        assert_eq!(report.cases, 40);
+        assert!(
+            report.cases_incomplete > 0,
+            "a kill is drawn within 40 cases"
+        );
+        assert_eq!(report.cases_incomplete, incomplete_seen);
+        assert!(
+            report.incomplete_examples[0].contains("on local: refused"),
+            "{:?}",
+            report.incomplete_examples
+        );
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    #[test]
     fn faults_the_run_did_not_inject_stop_the_campaign() {
         let dir = tempfile::tempdir().unwrap();
         let config = CampaignConfig::new(5, 3, dir.path());
@@ -564,6 +658,7 @@ mod tests {
             Ok(CaseVerdict {
                 failed: vec![],
                 faults_injected: 0,
+                unapplied: vec![],
             })
         };
         let error = search_with(&base(), &config, &mut |_| {}, &not_injected).unwrap_err();
