@@ -33,13 +33,20 @@ fn drawn_fault_schedules_give_the_same_verdicts_on_embedded_and_local() {
             seed,
             faults,
             held,
+            unapplied,
             elapsed,
         } = p
         {
             faults_drawn += faults;
+            let verdict = if !unapplied.is_empty() {
+                format!("INCOMPLETE ({})", unapplied.join("; "))
+            } else if *held {
+                "held".to_string()
+            } else {
+                "FAILED".to_string()
+            };
             println!(
-                "case {number}/{cases}: seed {seed}, {faults} faults, {} ({:.1} s)",
-                if *held { "held" } else { "FAILED" },
+                "case {number}/{cases}: seed {seed}, {faults} faults, {verdict} ({:.1} s)",
                 elapsed.as_secs_f64()
             );
         }
@@ -63,6 +70,11 @@ fn drawn_fault_schedules_give_the_same_verdicts_on_embedded_and_local() {
         );
     }
     assert_eq!(report.cases, cases);
+    assert!(
+        report.cases_incomplete < report.cases,
+        "every case had a fault a backend could not apply ({:?}): the campaign judged nothing; reproduce: etl-harness fuzz-faults --backends embedded,local --cases {cases} --seed {seed}",
+        report.incomplete_examples
+    );
     assert!(
         faults_drawn > 0,
         "no case drew a fault: the campaign tested nothing"
