@@ -54,6 +54,13 @@ fn in_every_isr(answer: &ClusterMetadata, broker: i32) -> bool {
         .all(|p| !p.replicas.contains(&broker) || p.isr.contains(&broker))
 }
 
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_millis() as i64
+}
+
 fn repo_schema() -> String {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/openmrs-schema.sql");
     std::fs::read_to_string(&path)
@@ -176,8 +183,24 @@ async fn three_brokers_survive_faults(coordination: Coordination) {
         !led.is_empty(),
         "broker {victim} leads no partition: {created:?}"
     );
+    assert_eq!(
+        topology.registration_held_until(victim).expect("broker"),
+        None,
+        "a running broker holds no restart back"
+    );
     let killed_at = Instant::now();
+    let killed_ms = now_ms();
     topology.kill_broker(victim).expect("kill");
+    // A restart must wait for the session the dead process leaves behind: the nemesis moves it to this time.
+    let held = topology
+        .registration_held_until(victim)
+        .expect("broker")
+        .expect("a killed broker's registration is held");
+    let session_ms = session.as_millis() as i64;
+    assert!(
+        (killed_ms + session_ms..=now_ms() + session_ms).contains(&held),
+        "held until {held}, killed at {killed_ms}, session {session:?}"
+    );
     let (after_kill, failover) = common::wait_for_metadata(
         &topology,
         &names,
@@ -204,6 +227,14 @@ async fn three_brokers_survive_faults(coordination: Coordination) {
     );
     assert!(!after_kill.brokers.contains_key(&victim));
 
+    if let Some(wait) = held.checked_sub(now_ms()).filter(|ms| *ms > 0) {
+        tokio::time::sleep(Duration::from_millis(wait as u64)).await;
+    }
+    assert_eq!(
+        topology.registration_held_until(victim).expect("broker"),
+        None,
+        "nothing holds the restart back once the session is over"
+    );
     let port = topology.broker_port(victim).expect("port");
     topology
         .restart_broker(victim)

@@ -87,8 +87,8 @@ pub trait BrokerFaults {
     async fn restore_broker(&self, broker: BrokerId) -> Result<(), String>;
     /// When (clock ms) a restart of `broker` can first register: a killed broker's registration outlives its
     /// process until its session expires, and real brokers cannot start again before that. The nemesis moves a
-    /// restart due earlier to then. `None` (the default) when nothing holds it, or when the backend's restart
-    /// waits for it by itself (the local backend's does).
+    /// restart due earlier to then, so the schedule's other steps are not held up meanwhile. `None` (the default)
+    /// when nothing holds it.
     async fn registration_held_until(&self, _broker: BrokerId) -> Option<i64> {
         None
     }

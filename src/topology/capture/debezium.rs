@@ -43,7 +43,7 @@ use crate::run::RunError;
 use crate::scenario::{FaultAction, Scenario};
 use crate::source::{MySqlSource, SourceError};
 use crate::topology::local::{
-    ConnectRest, DebeziumConnector, LocalError, ProducedRecord, TapReport,
+    ConnectRest, ConnectorStatus, DebeziumConnector, LocalError, ProducedRecord, TapReport,
 };
 use crate::workload::Operation;
 use tokio::sync::mpsc::UnboundedReceiver;
@@ -117,6 +117,21 @@ impl<'a, W: ConnectWorker> DebeziumCapture<'a, W> {
             sent: None,
             committed_gtids: std::sync::Mutex::new(String::new()),
         })
+    }
+
+    /// The connector's status, or `None` when the Connect worker is not running.
+    async fn status(&self) -> Option<Result<Option<ConnectorStatus>, LocalError>> {
+        if !self.worker.running().await {
+            return None;
+        }
+        let rest = self.worker.rest().await;
+        Some(rest.connector_status(&self.connector.name).await)
+    }
+
+    /// Whether the connector is paused in a running worker, with no task failed (a resume then only resumes).
+    async fn paused(&self) -> bool {
+        matches!(self.status().await, Some(Ok(Some(status)))
+            if status.connector.state == "PAUSED" && status.failed().is_none())
     }
 }
 
@@ -256,6 +271,14 @@ impl<W: ConnectWorker> Capture for DebeziumCapture<'_, W> {
                 .pause_connector(name)
                 .await
                 .map_err(text),
+            // Connect's resume of a paused connector: its task goes on where it stopped, nothing is replayed.
+            FaultAction::Resume if self.paused().await => {
+                let rest = self.worker.rest().await;
+                rest.resume_connector(name).await.map_err(text)?;
+                rest.wait_until_running(name, CONNECTOR_BACK)
+                    .await
+                    .map_err(text)
+            }
             FaultAction::Restart | FaultAction::Resume => {
                 if self.worker.running().await {
                     let rest = self.worker.rest().await;
@@ -285,10 +308,12 @@ impl<W: ConnectWorker> Capture for DebeziumCapture<'_, W> {
                     .await
                     .map_err(text)?;
                 rest.resume_connector(name).await.map_err(text)?;
-                rest.wait_until_running(name, CONNECTOR_BACK)
+                // The new worker's status shows the old worker's FAILED until its task writes its own: the log
+                // decides first, then the status must say RUNNING.
+                rest.wait_until_streaming_after_worker_restart(name, mark, CONNECTOR_BACK)
                     .await
                     .map_err(text)?;
-                rest.wait_until_streaming(name, mark, CONNECTOR_BACK)
+                rest.wait_until_running(name, CONNECTOR_BACK)
                     .await
                     .map_err(text)
             }
@@ -297,16 +322,10 @@ impl<W: ConnectWorker> Capture for DebeziumCapture<'_, W> {
     }
 
     async fn failure(&self) -> Option<String> {
-        if !self.worker.running().await {
+        let Some(status) = self.status().await else {
             return Some("the Connect worker is not running".into());
-        }
-        match self
-            .worker
-            .rest()
-            .await
-            .connector_status(&self.connector.name)
-            .await
-        {
+        };
+        match status {
             Ok(Some(status)) => status.failed().map(|s| {
                 let trace = s.trace.as_deref().unwrap_or("no trace");
                 let first = trace.lines().next().unwrap_or(trace);

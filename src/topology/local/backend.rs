@@ -322,6 +322,11 @@ impl BrokerFaults for LocalBackend {
         result.map_err(|e| e.to_string())
     }
 
+    async fn registration_held_until(&self, b: BrokerId) -> Option<i64> {
+        let mut topology = self.topology.lock().await;
+        topology.registration_held_until(b.0).ok().flatten()
+    }
+
     async fn restore_broker(&self, b: BrokerId) -> Result<(), String> {
         let mut topology = self.topology.lock().await;
         if topology.broker_running(b.0).map_err(|e| e.to_string())? {

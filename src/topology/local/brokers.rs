@@ -74,6 +74,7 @@ pub(super) async fn start_brokers(
                 port,
             },
             proxies,
+            killed_at: None,
         });
     }
     for broker in &mut brokers {
@@ -118,6 +119,8 @@ pub(super) struct LocalBroker {
     pub(super) service: RestartableService,
     /// The topology's brokers have them (network faults); a standalone broker is reached directly.
     proxies: Option<BrokerProxies>,
+    /// When the harness last SIGKILLed it, until it is restarted: its registration outlives the process.
+    pub(super) killed_at: Option<std::time::SystemTime>,
 }
 
 /// The proxies of one broker; they outlive its processes, so a restarted broker is back behind the same ones.

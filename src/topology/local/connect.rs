@@ -407,13 +407,37 @@ impl ConnectRest {
         mark: u64,
         timeout: Duration,
     ) -> Result<(), LocalError> {
+        self.streaming_since(name, mark, timeout, true).await
+    }
+
+    /// [`ConnectRest::wait_until_streaming`] for a worker just restarted: its REST status first shows what the
+    /// status topic last held — the old worker's FAILED, with its trace — until the new worker's task writes its
+    /// own, so a FAILED state is not an error here; only the log after `mark` decides (or the timeout).
+    pub async fn wait_until_streaming_after_worker_restart(
+        &self,
+        name: &str,
+        mark: u64,
+        timeout: Duration,
+    ) -> Result<(), LocalError> {
+        self.streaming_since(name, mark, timeout, false).await
+    }
+
+    async fn streaming_since(
+        &self,
+        name: &str,
+        mark: u64,
+        timeout: Duration,
+        fail_fast: bool,
+    ) -> Result<(), LocalError> {
         self.poll_connector(
             name,
             "the restarted task streaming the binlog",
             timeout,
             || async {
-                if let Some(status) = self.connector_status(name).await? {
-                    self.not_failed(name, &status)?;
+                if fail_fast {
+                    if let Some(status) = self.connector_status(name).await? {
+                        self.not_failed(name, &status)?;
+                    }
                 }
                 let log = read_from(&self.worker_log, mark);
                 Ok(if streaming_since_restart(&log) {

@@ -1,7 +1,7 @@
 //! Faults on the topology's processes and network: brokers stopped, killed, paused, resumed, restarted, isolated,
 //! healed and slowed; the Connect worker killed, stopped and restarted; and everything put back as started.
 
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::restartable::{BROKER_STOP_GRACE, CONNECT_STOP_GRACE};
 use super::{connect, kafka, ConnectorFlavour, LocalError, LocalTopology};
@@ -18,8 +18,33 @@ impl LocalTopology {
     /// SIGKILL to broker `id`: its session lingers for [`LocalTopology::session_timeout`], then the controller
     /// moves its leaders.
     pub fn kill_broker(&mut self, id: i32) -> Result<(), LocalError> {
-        self.broker_mut(id)?.service.process.kill();
+        let broker = self.broker_mut(id)?;
+        broker.service.process.kill();
+        broker.killed_at = Some(SystemTime::now());
         Ok(())
+    }
+
+    /// When (ms since the Unix epoch) a new process of broker `id` can first register: the session of a broker
+    /// SIGKILLed at T (its last heartbeat was at T or before) has expired by T + [`LocalTopology::session_timeout`].
+    /// `None` when it runs, was not killed, or that time has passed. The nemesis moves a restart due earlier to
+    /// then, so the schedule's other steps run on time meanwhile ([`LocalTopology::restart_broker`] alone would
+    /// hold them up while it waits).
+    pub fn registration_held_until(&mut self, id: i32) -> Result<Option<i64>, LocalError> {
+        let session = self.session_timeout();
+        let broker = self.broker_mut(id)?;
+        if !broker.service.process.has_exited() {
+            return Ok(None);
+        }
+        let Some(until) = broker.killed_at.map(|at| at + session) else {
+            return Ok(None);
+        };
+        if SystemTime::now() >= until {
+            return Ok(None);
+        }
+        Ok(until
+            .duration_since(UNIX_EPOCH)
+            .ok()
+            .and_then(|d| i64::try_from(d.as_millis()).ok()))
     }
 
     /// SIGSTOP to broker `id`: it keeps its sockets but answers nothing until resumed.
@@ -60,6 +85,7 @@ impl LocalTopology {
             return Err(self.unknown_broker(id));
         };
         broker.service.respawn(BROKER_STOP_GRACE).await?;
+        broker.killed_at = None;
         self.network.set_pid(id, broker.service.process.pid());
         kafka::wait_for_broker(&mut broker.service.process, broker.service.port, timeout).await
     }

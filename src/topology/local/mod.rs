@@ -95,7 +95,8 @@ pub use proxy::{ProduceLog, ProducedRecord, TapReport, PRODUCER_CLIENT_PREFIX};
 pub(crate) use run_dir::RunDir;
 pub use standalone::{StandaloneKafka, StandaloneMariaDb};
 pub use watch::{
-    BootstrapOrder, ClusterWatch, WatchOptions, DEFAULT_INTERVAL as WATCH_DEFAULT_INTERVAL,
+    AckedEnds, BootstrapOrder, ClusterWatch, WatchOptions,
+    DEFAULT_INTERVAL as WATCH_DEFAULT_INTERVAL,
     DEFAULT_REQUEST_TIMEOUT as WATCH_DEFAULT_REQUEST_TIMEOUT,
 };
 
@@ -371,6 +372,10 @@ impl LocalTopology {
             .collect();
         let mut options = WatchOptions::new(self.bootstrap_list(), topics, logs, clock);
         options.controller_in_metadata = self.coordination == Coordination::Zookeeper;
+        let produced = self.network.produced_log();
+        options.acked_ends = Some(AckedEnds(std::sync::Arc::new(
+            move |broker, topic, partition| produced.take_acked_end(broker, topic, partition),
+        )));
         options
     }
 

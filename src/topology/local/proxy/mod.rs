@@ -93,6 +93,11 @@ impl NetworkFaults {
         &self.produced
     }
 
+    /// [`Network::produced`], shared.
+    pub(crate) fn produced_log(&self) -> Arc<ProduceLog> {
+        Arc::clone(&self.produced)
+    }
+
     /// Broker `id` now runs as process `pid` (at start and after every restart).
     pub(crate) fn set_pid(&self, id: i32, pid: u32) {
         self.update(id, |broker| broker.pid = Some(pid));

@@ -70,6 +70,9 @@ pub struct ProducedRecord {
 #[derive(Debug, Default)]
 pub struct ProduceLog {
     subscriber: Mutex<Option<mpsc::UnboundedSender<TapReport>>>,
+    /// (broker, topic, partition) → one past the highest offset that broker acknowledged since the replica's last
+    /// truncation taken by [`ProduceLog::take_acked_end`]: its log reached at least there.
+    acked_ends: Mutex<HashMap<(i32, String, i32), i64>>,
 }
 
 /// What a tap reports to the [`ProduceLog`]'s subscriber.
@@ -86,7 +89,15 @@ impl ProduceLog {
     pub fn subscribe(&self) -> mpsc::UnboundedReceiver<TapReport> {
         let (sender, receiver) = mpsc::unbounded_channel();
         *self.lock() = Some(sender);
+        lock(&self.acked_ends).clear();
         receiver
+    }
+
+    /// For a truncation of broker `broker`'s replica of `topic`-`partition`: one past the highest offset that
+    /// broker acknowledged there since the replica's previous truncation (what its log had reached at least), if
+    /// it acknowledged any; forgotten, so the next truncation counts only what is acknowledged after this one.
+    pub fn take_acked_end(&self, broker: i32, topic: &str, partition: i32) -> Option<i64> {
+        lock(&self.acked_ends).remove(&(broker, topic.to_string(), partition))
     }
 
     /// Ends the subscription: its receiver gets what was already reported, then the end.
@@ -95,8 +106,7 @@ impl ProduceLog {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Option<mpsc::UnboundedSender<TapReport>>> {
-        // A tap that panicked while sending leaves the sender whole: the log stays usable.
-        self.subscriber.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.subscriber)
     }
 
     fn report(&self, reports: impl IntoIterator<Item = TapReport>) {
@@ -108,10 +118,28 @@ impl ProduceLog {
     }
 
     fn extend(&self, records: Vec<ProducedRecord>) {
+        {
+            let mut ends = lock(&self.acked_ends);
+            for r in &records {
+                if let ProduceOutcome::Acked { partition, offset } = r.outcome {
+                    if offset >= 0 {
+                        let end = ends
+                            .entry((r.broker, r.topic.clone(), partition))
+                            .or_insert(0);
+                        *end = (*end).max(offset + 1);
+                    }
+                }
+            }
+        }
         if !records.is_empty() {
             self.report(records.into_iter().map(TapReport::Record));
         }
     }
+}
+
+/// A poisoned lock (a tap that panicked while holding it) leaves the data whole: the log stays usable.
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Why a connection's tap stopped decoding.

@@ -48,9 +48,11 @@
 //!     old end offset, so `end_offset` is the last end offset known for that replica: from the last poll's
 //!     ListOffsets, or from a later line of that broker: `Completed load of Log(… logEndOffset=<M>)` (a
 //!     restarted broker's log as recovered), `Truncating to <N> has no effect as the largest offset in the log is
-//!     <M>` (end M + 1), `Reset fetch offset for partition <tp> from <M> to …`. Records the replica appended
-//!     after the last poll and before a truncation without such a line are outside the range; with no end offset
-//!     known at all the range is empty (`end_offset == start_offset`), still counted as a truncation.
+//!     <M>` (end M + 1), `Reset fetch offset for partition <tp> from <M> to …`, or from what that broker
+//!     acknowledged to Debezium since the replica's last truncation ([`WatchOptions::acked_ends`]: its highest
+//!     acknowledged offset + 1, whichever is highest). Records the replica appended after the last poll and
+//!     before a truncation that none of these covers are outside the range; with no end offset known at all the
+//!     range is empty (`end_offset == start_offset`), still counted as a truncation.
 //!   - The reason: `OffsetOutOfRange` when the fetcher's line `Reset fetch offset for partition <tp> from <M> to
 //!     current leader's latest offset <N>` preceded it, `DivergingEpoch` otherwise (Kafka 3.9's fetcher truncates
 //!     after an OffsetsForLeaderEpoch answer or, lacking epochs, to its high watermark; both cut a tail the
@@ -105,6 +107,22 @@ pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(1);
 /// The brokers' addresses to ask, in order of preference, called before every poll.
 pub type BootstrapOrder = Arc<dyn Fn() -> Vec<String> + Send + Sync>;
 
+/// What acknowledgements prove of a replica's log, asked when `broker`'s replica of (`topic`, `partition`)
+/// truncates: one past the highest offset that broker acknowledged there since the replica's previous truncation,
+/// if any (and forgotten then). The local backend answers from the Produce answers its proxies decode
+/// ([`super::ProduceLog::take_acked_end`]).
+#[derive(Clone)]
+pub struct AckedEnds(pub Arc<AckedEndFn>);
+
+/// [`AckedEnds`]' function: (broker, topic, partition) → the acknowledged end, taken.
+pub type AckedEndFn = dyn Fn(i32, &str, i32) -> Option<i64> + Send + Sync;
+
+impl std::fmt::Debug for AckedEnds {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AckedEnds")
+    }
+}
+
 /// How to start a [`ClusterWatch`].
 #[derive(Clone)]
 pub struct WatchOptions {
@@ -123,6 +141,9 @@ pub struct WatchOptions {
     /// Whether Metadata's controller is the cluster's controller (ZooKeeper mode): a change emits
     /// `ControllerElected`. In KRaft mode brokers name a random live broker there, and nothing is emitted.
     pub controller_in_metadata: bool,
+    /// Where a truncation's end comes from when the records a replica appended since the last poll were
+    /// acknowledged: without it they are outside the truncation's range.
+    pub acked_ends: Option<AckedEnds>,
 }
 
 impl std::fmt::Debug for WatchOptions {
@@ -135,6 +156,7 @@ impl std::fmt::Debug for WatchOptions {
             .field("request_timeout", &self.request_timeout)
             .field("clock", &self.clock)
             .field("controller_in_metadata", &self.controller_in_metadata)
+            .field("acked_ends", &self.acked_ends)
             .finish()
     }
 }
@@ -155,6 +177,7 @@ impl WatchOptions {
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             clock,
             controller_in_metadata: true,
+            acked_ends: None,
         }
     }
 
@@ -194,7 +217,8 @@ impl ClusterWatch {
             state: WatchState::new(
                 options.topics.iter().cloned().collect(),
                 options.controller_in_metadata,
-            ),
+            )
+            .with_acked_ends(options.acked_ends.clone()),
             options,
             connections: HashMap::new(),
             tails,

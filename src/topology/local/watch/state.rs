@@ -8,6 +8,7 @@ use super::super::admin::ClusterMetadata;
 use super::broker_log::LogLine;
 use super::poll::BrokerAnswer;
 use super::views::{carry_over, diff_views, merge_views};
+use super::AckedEnds;
 use crate::history::{BrokerId, ClusterEventKind, DeletionReason, TruncationReason};
 
 /// What the watch knows between polls.
@@ -28,6 +29,8 @@ pub(super) struct WatchState {
     log_starts: BTreeMap<(String, i32), i64>,
     /// (topic, partition) → why its log start offset moved, from the last deletion line.
     deletions: BTreeMap<(String, i32), Deletion>,
+    /// What acknowledgements prove of a replica's end when it truncates.
+    acked_ends: Option<AckedEnds>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,6 +46,12 @@ impl WatchState {
             ignore_controller: !controller_in_metadata,
             ..WatchState::default()
         }
+    }
+
+    /// Truncations also span what the replica acknowledged since its last one ([`AckedEnds`]).
+    pub(super) fn with_acked_ends(mut self, acked_ends: Option<AckedEnds>) -> WatchState {
+        self.acked_ends = acked_ends;
+        self
     }
 
     /// The events of one poll: the broker log lines read (in file order, per broker), then the answers.
@@ -113,12 +122,17 @@ impl WatchState {
                 offset,
             } if self.topics.contains(topic) => {
                 let key = (broker, topic.clone(), *partition);
+                let acked = self
+                    .acked_ends
+                    .as_ref()
+                    .and_then(|ends| (ends.0)(broker, topic, *partition));
                 let end = self
                     .end_offsets
                     .get(&key)
                     .copied()
-                    .unwrap_or(*offset)
-                    .max(*offset);
+                    .into_iter()
+                    .chain(acked)
+                    .fold(*offset, i64::max);
                 let reason = self
                     .truncation_reasons
                     .remove(&key)
@@ -277,6 +291,48 @@ mod tests {
                 reason: TruncationReason::OffsetOutOfRange
             }]
         );
+    }
+
+    #[test]
+    fn a_truncation_spans_what_the_replica_acknowledged_after_the_last_poll() {
+        let acked = std::sync::Arc::new(std::sync::Mutex::new(vec![((2, 1), 103)]));
+        let taken = std::sync::Arc::clone(&acked);
+        let mut state = WatchState::new(["t".to_string()].into_iter().collect(), true)
+            .with_acked_ends(Some(AckedEnds(std::sync::Arc::new(
+                move |broker, topic, partition| {
+                    assert_eq!(topic, "t");
+                    let mut acked = taken.lock().expect("acked ends");
+                    let at = acked.iter().position(|(k, _)| *k == (broker, partition))?;
+                    Some(acked.remove(at).1)
+                },
+            ))));
+        let led_by_2 = view(&[1, 2, 3], 1, vec![partition(1, Some(2), 0, &[1, 2, 3])]);
+        // The last poll saw broker 2's replica end at 98; it acknowledged 98..=102 after it.
+        assert!(state
+            .observe(&[], &[answer(2, &led_by_2, &[(1, 0, 98)])])
+            .is_empty());
+        let truncate = |offset: i64| {
+            (
+                2,
+                parse_line(&format!("[2026-12-04 23:29:12,118] INFO [UnifiedLog partition=t-1, dir=/d/kafka-2] Truncating to offset {offset} (kafka.log.UnifiedLog)"))
+                    .expect("a line the watch reads"),
+            )
+        };
+        let truncated = |start_offset: i64, end_offset: i64| ClusterEventKind::Truncated {
+            topic: "t".into(),
+            partition: 1,
+            broker: BrokerId(2),
+            start_offset,
+            end_offset,
+            reason: TruncationReason::DivergingEpoch,
+        };
+        assert_eq!(
+            state.observe(&[truncate(98)], &[]),
+            vec![truncated(98, 103)]
+        );
+        // Nothing acknowledged since: the next truncation knows only its own offset.
+        assert_eq!(state.observe(&[truncate(98)], &[]), vec![truncated(98, 98)]);
+        assert!(acked.lock().expect("acked ends").is_empty());
     }
 
     #[test]

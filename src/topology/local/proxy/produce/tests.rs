@@ -347,6 +347,58 @@ fn acks_0_records_are_acknowledged_at_offset_minus_1_when_sent() {
 }
 
 #[test]
+fn a_replicas_acknowledged_end_is_taken_once_per_truncation() {
+    let record = |broker: i32, partition: i32, outcome: ProduceOutcome| ProducedRecord {
+        broker,
+        topic: TOPIC.into(),
+        partition,
+        key: None,
+        value: None,
+        producer_id: -1,
+        producer_epoch: -1,
+        sequence: -1,
+        outcome,
+        sent_at_ms: 0,
+    };
+    let at = |offset: i64| ProduceOutcome::Acked {
+        partition: 1,
+        offset,
+    };
+    let log = ProduceLog::default();
+    log.extend(vec![
+        record(2, 1, at(98)),
+        record(2, 1, at(102)),
+        record(2, 1, at(100)),
+        record(3, 1, at(120)),
+        record(2, 1, at(-1)),
+        record(
+            2,
+            1,
+            ProduceOutcome::Failed {
+                error: "NOT_LEADER_OR_FOLLOWER".into(),
+            },
+        ),
+    ]);
+    // Broker 2's log reached 103 (its highest acknowledged offset, 102, plus one); broker 3's is its own.
+    assert_eq!(log.take_acked_end(2, TOPIC, 1), Some(103));
+    assert_eq!(
+        log.take_acked_end(2, TOPIC, 1),
+        None,
+        "taken by the truncation"
+    );
+    assert_eq!(log.take_acked_end(2, TOPIC, 0), None);
+    log.extend(vec![record(2, 1, at(99))]);
+    assert_eq!(
+        log.take_acked_end(2, TOPIC, 1),
+        Some(100),
+        "acknowledged after it"
+    );
+    // A new run's subscription starts afresh.
+    let _reports = log.subscribe();
+    assert_eq!(log.take_acked_end(3, TOPIC, 1), None);
+}
+
+#[test]
 fn other_clients_and_garbage_stop_the_tap() {
     let mut tap = ConnectionTap::new(1);
     let request = produce_request(
