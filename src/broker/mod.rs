@@ -39,12 +39,14 @@
 //! # Not implemented (yet)
 //!
 //! - Follower fetching is internal, not over the wire (Fetch with a replica id is not served); no rack awareness,
-//!   no reassignment, no ZooKeeper-mode epoch bump on ISR shrink, rebalance ignores the 10 % imbalance threshold.
+//!   no reassignment, no ZooKeeper-mode epoch bump on ISR shrink.
 //! - Transactions (AddPartitionsToTxn, EndTxn, markers) and producer id expiration. Idempotent producers are
 //!   served (issue 6): per partition and producer the last 5 batches are remembered (`producer_state`), on
 //!   followers too, and rebuilt from the log after a truncation or a restart from disk.
-//! - Consumer groups (FindCoordinator, JoinGroup, OffsetCommit, …): consumers use explicit offsets. kcat's
-//!   `-C` with explicit partitions/offsets works; `-G` does not.
+//! - Consumer groups on the wire (FindCoordinator, JoinGroup, OffsetCommit, …): consumers use explicit offsets.
+//!   kcat's `-C` with explicit partitions/offsets works; `-G` does not. The classic group protocol itself
+//!   (states, generations, joins, syncs, fencing, sessions, static members, commits) is in [`group`], a state
+//!   machine on the cluster clock's time with no wire and no `__consumer_offsets` log yet (issue 19).
 //! - SASL/TLS, quotas, ACLs, AlterConfigs, CreatePartitions, fetch sessions, LogAppendTime.
 //! - Requests of an API or version not advertised close the connection (Kafka does the same), with a logged reason.
 //!
@@ -117,6 +119,7 @@ mod config;
 mod controller;
 mod disk;
 mod faults;
+pub mod group;
 mod log;
 mod producer_state;
 mod replication;

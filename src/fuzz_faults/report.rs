@@ -36,7 +36,7 @@ pub struct CaseVerdict {
     pub failed: Vec<String>,
     /// Faults the history says were injected.
     pub faults_injected: usize,
-    /// Faults a backend could not apply, as "<action> <target> on <backend>: <error>". A case with any did not
+    /// Faults a backend could not apply, as `<action> <target> on <backend>: <error>`. A case with any did not
     /// run the schedule it drew, so its verdicts prove nothing either way.
     pub unapplied: Vec<String>,
 }

@@ -15,7 +15,7 @@ use crate::scenario::Scenario;
 use crate::topology;
 
 /// Runs a campaign over `base` with the real runner: each case is a whole run on the campaign's backend, or on
-/// each of its backends ([`search_across`]).
+/// each of its backends (`search_across`).
 pub fn search(
     base: &Scenario,
     config: &CampaignConfig,
