@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{init_tracing, raw};
+use common::{advance_in_steps, init_tracing, raw};
 use openmrs_etl_harness::broker::{Cluster, NewTopic};
 use openmrs_etl_harness::clock::Clock;
 use openmrs_etl_harness::history::{BrokerId, ClusterEventKind};
@@ -29,10 +29,6 @@ async fn cluster() -> Cluster {
         .start()
         .await
         .unwrap()
-}
-
-async fn advance(cluster: &Cluster, total: Duration, step: Duration) {
-    common::advance_in_steps(cluster, total, step).await
 }
 
 fn isr_events(cluster: &Cluster) -> Vec<ClusterEventKind> {
@@ -72,7 +68,7 @@ async fn a_stalled_follower_leaves_the_isr_after_the_lag_time_and_rejoins_when_c
     cluster.pause(follower).unwrap();
     produce(&cluster, leader, &["a".into(), "b".into()]).await;
     // Lagging, but for less than replica.lag.time.max.ms: still in sync.
-    advance(&cluster, Duration::from_secs(20), Duration::from_secs(1)).await;
+    advance_in_steps(&cluster, Duration::from_secs(20), Duration::from_secs(1)).await;
     assert!(
         cluster.partition("obs", 0).unwrap().isr.contains(&follower),
         "left the ISR too early"
@@ -80,7 +76,7 @@ async fn a_stalled_follower_leaves_the_isr_after_the_lag_time_and_rejoins_when_c
     assert!(isr_events(&cluster).is_empty());
 
     // Past the lag time and the next check (the leader checks every replica.lag.time.max.ms / 2): out.
-    advance(&cluster, Duration::from_secs(30), Duration::from_secs(1)).await;
+    advance_in_steps(&cluster, Duration::from_secs(30), Duration::from_secs(1)).await;
     let view = cluster.partition("obs", 0).unwrap();
     assert!(!view.isr.contains(&follower), "still in the ISR: {view:?}");
     assert!(matches!(
@@ -92,7 +88,7 @@ async fn a_stalled_follower_leaves_the_isr_after_the_lag_time_and_rejoins_when_c
 
     cluster.resume(follower).unwrap();
     assert!(cluster.wait_for_replication(Duration::from_secs(10)).await);
-    advance(&cluster, Duration::from_secs(2), Duration::from_millis(500)).await;
+    advance_in_steps(&cluster, Duration::from_secs(2), Duration::from_millis(500)).await;
     let view = cluster.partition("obs", 0).unwrap();
     assert!(
         view.isr.contains(&follower),

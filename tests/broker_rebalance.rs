@@ -8,7 +8,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::init_tracing;
+use common::{advance_in_steps, init_tracing};
 use openmrs_etl_harness::broker::{Cluster, MetadataMode, NewTopic};
 use openmrs_etl_harness::clock::Clock;
 use openmrs_etl_harness::history::{BrokerId, ClusterEventKind, ElectionKind};
@@ -33,10 +33,6 @@ async fn cluster(mode: MetadataMode) -> Cluster {
         .start()
         .await
         .unwrap()
-}
-
-async fn advance(cluster: &Cluster, total: Duration, step: Duration) {
-    common::advance_in_steps(cluster, total, step).await
 }
 
 /// The clock times of the controller elections, and of the preferred elections that gave `broker` a leadership.
@@ -69,7 +65,7 @@ async fn kill_the_controller_and_bring_it_back(cluster: &Cluster) -> (BrokerId, 
         "each broker leads the partition it is preferred for"
     );
     cluster.kill(killed).await.unwrap();
-    advance(
+    advance_in_steps(
         cluster,
         SESSION + Duration::from_secs(3),
         Duration::from_millis(250),
@@ -96,7 +92,7 @@ async fn zookeeper_mode_gives_a_returning_broker_its_leaderships_back_5s_after_a
         elapsed < 5_000,
         "restarted before the check ({elapsed} ms after the failover)"
     );
-    advance(
+    advance_in_steps(
         &cluster,
         Duration::from_secs(10),
         Duration::from_millis(100),
@@ -124,7 +120,7 @@ async fn zookeeper_mode_gives_a_returning_broker_its_leaderships_back_5s_after_a
 async fn kraft_mode_waits_a_whole_imbalance_interval() {
     let cluster = cluster(MetadataMode::Kraft).await;
     let (killed, _) = kill_the_controller_and_bring_it_back(&cluster).await;
-    advance(
+    advance_in_steps(
         &cluster,
         Duration::from_secs(60),
         Duration::from_millis(250),
@@ -142,7 +138,7 @@ async fn kraft_mode_waits_a_whole_imbalance_interval() {
             .contains(&Some(killed)),
         "the restarted broker leads nothing yet"
     );
-    advance(&cluster, INTERVAL, Duration::from_secs(1)).await;
+    advance_in_steps(&cluster, INTERVAL, Duration::from_secs(1)).await;
     let (_, preferred) = timeline(&cluster, killed);
     assert_eq!(
         preferred.len(),
