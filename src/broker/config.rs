@@ -184,6 +184,12 @@ pub(crate) struct BrokerDefaults {
     pub topic: TopicConfig,
     /// Replication, controller and flush settings.
     pub replication: super::replication::ReplicationSettings,
+    /// The group coordinator's `group.*` settings.
+    pub group: super::group::GroupConfig,
+    /// `offsets.topic.num.partitions`.
+    pub offsets_topic_partitions: i32,
+    /// `offsets.topic.replication.factor` (capped at the number of brokers; see `coordinator`).
+    pub offsets_topic_replication_factor: i16,
 }
 
 impl Default for BrokerDefaults {
@@ -196,6 +202,9 @@ impl Default for BrokerDefaults {
             max_request_bytes: 104_857_600,
             topic: TopicConfig::default(),
             replication: Default::default(),
+            group: Default::default(),
+            offsets_topic_partitions: 50,
+            offsets_topic_replication_factor: 3,
         }
     }
 }
@@ -245,7 +254,71 @@ impl BrokerDefaults {
                 "replica.fetch.wait.max.ms",
                 self.replication.replica_fetch_wait_max_ms.to_string(),
             ),
+            (
+                "group.min.session.timeout.ms",
+                self.group.min_session_timeout_ms.to_string(),
+            ),
+            (
+                "group.max.session.timeout.ms",
+                self.group.max_session_timeout_ms.to_string(),
+            ),
+            (
+                "group.initial.rebalance.delay.ms",
+                self.group.initial_rebalance_delay_ms.to_string(),
+            ),
+            (
+                "offsets.topic.num.partitions",
+                self.offsets_topic_partitions.to_string(),
+            ),
+            (
+                "offsets.topic.replication.factor",
+                self.offsets_topic_replication_factor.to_string(),
+            ),
         ])
+    }
+
+    /// Sets a broker-level setting that is not a topic default (`group.*`, `offsets.topic.*`); `None` when `name`
+    /// is not one of them.
+    pub(crate) fn set_broker_setting(
+        &mut self,
+        name: &str,
+        value: &str,
+    ) -> Option<Result<(), ConfigError>> {
+        const NAMES: [&str; 5] = [
+            "group.min.session.timeout.ms",
+            "group.max.session.timeout.ms",
+            "group.initial.rebalance.delay.ms",
+            "offsets.topic.num.partitions",
+            "offsets.topic.replication.factor",
+        ];
+        if !NAMES.contains(&name) {
+            return None;
+        }
+        let invalid = |reason| ConfigError::Invalid {
+            name: name.to_string(),
+            value: value.to_string(),
+            reason,
+        };
+        let Ok(v) = value.trim().parse::<i32>() else {
+            return Some(Err(invalid("not an integer")));
+        };
+        let minimum = match name {
+            "offsets.topic.num.partitions" | "offsets.topic.replication.factor" => 1,
+            _ => 0,
+        };
+        if v < minimum {
+            return Some(Err(invalid("below the allowed minimum")));
+        }
+        match name {
+            "offsets.topic.num.partitions" => self.offsets_topic_partitions = v,
+            "offsets.topic.replication.factor" => {
+                self.offsets_topic_replication_factor = i16::try_from(v).unwrap_or(i16::MAX);
+            }
+            _ => {
+                super::coordinator::set_group_config(&mut self.group, name, v);
+            }
+        }
+        Some(Ok(()))
     }
 }
 

@@ -117,6 +117,7 @@ mod api;
 mod batch;
 mod config;
 mod controller;
+mod coordinator;
 mod disk;
 mod faults;
 pub mod group;
@@ -316,7 +317,10 @@ impl ClusterBuilder {
         }
         let mut defaults = self.defaults.clone();
         for (name, value) in &self.log_defaults {
-            defaults.topic.set(name, value)?;
+            match defaults.set_broker_setting(name, value) {
+                Some(result) => result?,
+                None => defaults.topic.set(name, value)?,
+            }
         }
         let mut listeners = Vec::with_capacity(self.brokers);
         let mut infos = Vec::with_capacity(self.brokers);
@@ -396,11 +400,18 @@ impl ClusterBuilder {
                 core.enforce_retention(now);
             }
         })?;
+        let weak: Weak<ClusterCore> = Arc::downgrade(&core);
+        let group_timer = clock.every(coordinator::TICK, move |now| {
+            if let Some(core) = weak.upgrade() {
+                core.coordinator.tick(&core, now);
+            }
+        })?;
         let replication = faults::ReplicationRuntime::start(&core)?;
         let cluster = Cluster {
             core,
             brokers,
             _retention_timer: retention_timer,
+            _group_timer: group_timer,
             replication,
         };
         for topic in self.topics.iter().filter(|t| !restored.contains(&t.name)) {
@@ -437,6 +448,7 @@ pub struct Cluster {
     core: Arc<ClusterCore>,
     brokers: Vec<RunningBroker>,
     _retention_timer: Timer,
+    _group_timer: Timer,
     replication: faults::ReplicationRuntime,
 }
 

@@ -63,8 +63,10 @@ async fn serve(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut connection = Connection::new(stream, broker.core.defaults.max_request_bytes);
+    // Kafka reports a member's host as the address with a leading '/' (Java's InetAddress.toString()).
+    let client_host = format!("/{}", peer.ip());
     let reason = tokio::select! {
-        reason = connection.serve(&broker) => reason,
+        reason = connection.serve(&broker, &client_host) => reason,
         _ = stopped(&mut shutdown) => None,
     };
     if let Some(reason) = reason {
@@ -93,7 +95,7 @@ impl Connection {
     }
 
     /// Serves requests until the peer hangs up (`None`) or something forces the connection closed (the reason).
-    async fn serve(&mut self, broker: &BrokerContext) -> Option<String> {
+    async fn serve(&mut self, broker: &BrokerContext, client_host: &str) -> Option<String> {
         loop {
             let frame = match self.read_frame().await {
                 Ok(Some(frame)) => frame,
@@ -101,7 +103,7 @@ impl Connection {
                 Err(error) => return Some(error.to_string()),
             };
             reachable(broker).await;
-            match api::handle(broker, frame).await {
+            match api::handle(broker, frame, client_host).await {
                 Ok(Some(response)) => {
                     let latency = reachable(broker).await;
                     if !latency.is_zero() {

@@ -205,4 +205,60 @@ pub enum ClusterEventKind {
         records_removed: u64,
         tombstones_removed: u64,
     },
+    /// A broker became the group coordinator of a `__consumer_offsets` partition and loaded its groups from the
+    /// log (it had become that partition's leader).
+    CoordinatorLoaded {
+        broker: BrokerId,
+        partition: i32,
+        leader_epoch: i32,
+        groups: usize,
+        offsets: usize,
+    },
+    /// A member joined a consumer group.
+    GroupMemberJoined {
+        group: String,
+        member: String,
+        client_id: String,
+    },
+    /// A member left a consumer group or was removed from it.
+    GroupMemberRemoved {
+        group: String,
+        member: String,
+        reason: MemberRemoval,
+    },
+    /// A consumer group began a rebalance (its members must rejoin); `generation` is the one ending.
+    GroupRebalanceStarted { group: String, generation: i32 },
+    /// A rebalance's join phase ended: a new generation with these members (in join order), its leader and
+    /// protocol (assignor).
+    GroupGenerationFormed {
+        group: String,
+        generation: i32,
+        protocol: Option<String>,
+        leader: Option<String>,
+        members: Vec<String>,
+    },
+    /// The leader's assignment arrived: the generation is Stable.
+    GroupStable { group: String, generation: i32 },
+    /// Offsets were committed (and replicated) for a group; `generation` -1 for a simple (non-member) commit.
+    OffsetsCommitted {
+        group: String,
+        generation: i32,
+        offsets: Vec<(String, i32, i64)>,
+    },
+    /// A consumer group and its offsets were deleted.
+    GroupDeleted { group: String },
+}
+
+/// Why a member left its consumer group.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum MemberRemoval {
+    /// LeaveGroup.
+    Left,
+    /// No heartbeat within its session timeout.
+    SessionExpired,
+    /// It did not rejoin before the rebalance deadline.
+    NotRejoined,
+    /// A static member's instance id was taken over by a new member id.
+    Replaced,
 }

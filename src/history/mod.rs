@@ -24,7 +24,7 @@ mod events;
 
 pub use events::{
     BrokerId, ClusterEvent, ClusterEventKind, DeletionReason, ElectionKind, FaultKind, FenceReason,
-    RollReason, TruncationReason,
+    MemberRemoval, RollReason, TruncationReason,
 };
 
 /// A transaction's place in the source binlog, as Debezium's `source` block reports it.

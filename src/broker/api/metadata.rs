@@ -112,5 +112,6 @@ fn describe(topic: &Topic, live: &[BrokerLiveness]) -> MetadataResponseTopic {
     MetadataResponseTopic::default()
         .with_name(Some(TopicName(str_bytes(topic.name.clone()))))
         .with_topic_id(topic.id)
+        .with_is_internal(topic.name == crate::broker::coordinator::OFFSETS_TOPIC)
         .with_partitions(partitions)
 }

@@ -13,19 +13,24 @@ mod delete_records;
 mod delete_topics;
 mod describe_configs;
 mod fetch;
+mod find_coordinator;
+mod group_admin;
+mod groups;
 mod init_producer_id;
 mod list_offsets;
 mod metadata;
+mod offsets;
 mod produce;
 #[cfg(test)]
 pub(crate) mod samples;
 mod shape;
 
 pub(crate) use context::BrokerContext;
+pub(crate) use produce::{append_on_leader, check as replication_check, Pending};
 
 /// APIs this cluster implements with the versions it advertises: the overlap of what `kafka-protocol` 0.18
 /// decodes, what Kafka 3.9 serves, and what the handlers implement.
-pub(crate) const SUPPORTED_APIS: [(ApiKey, i16, i16); 10] = [
+pub(crate) const SUPPORTED_APIS: [(ApiKey, i16, i16); 21] = [
     (ApiKey::Produce, 3, 11),
     (ApiKey::Fetch, 4, 17),
     (ApiKey::ListOffsets, 1, 9),
@@ -36,6 +41,17 @@ pub(crate) const SUPPORTED_APIS: [(ApiKey, i16, i16); 10] = [
     (ApiKey::DeleteRecords, 0, 2),
     (ApiKey::DescribeConfigs, 1, 4),
     (ApiKey::InitProducerId, 0, 5),
+    (ApiKey::FindCoordinator, 0, 6),
+    (ApiKey::JoinGroup, 0, 9),
+    (ApiKey::SyncGroup, 0, 5),
+    (ApiKey::Heartbeat, 0, 4),
+    (ApiKey::LeaveGroup, 0, 5),
+    (ApiKey::OffsetCommit, 2, 9),
+    (ApiKey::OffsetFetch, 1, 9),
+    (ApiKey::OffsetDelete, 0, 0),
+    (ApiKey::ListGroups, 0, 5),
+    (ApiKey::DescribeGroups, 0, 5),
+    (ApiKey::DeleteGroups, 0, 2),
 ];
 
 /// The advertised version range of `api_key`, if it is implemented.
@@ -91,6 +107,7 @@ pub(crate) enum Decoded {
         api: ApiKey,
         version: i16,
         correlation_id: i32,
+        client_id: String,
         body: Box<RequestKind>,
     },
     /// ApiVersions in a version we do not know: answered in v0 form (KIP-511).
@@ -135,23 +152,30 @@ pub(crate) fn decode(frame: Bytes) -> Result<Decoded, RequestError> {
         api,
         version,
         correlation_id: header.correlation_id,
+        client_id: header
+            .client_id
+            .as_ref()
+            .map(|c| c.to_string())
+            .unwrap_or_default(),
         body: Box::new(body),
     })
 }
 
-/// Handles one request frame (without its length prefix); returns the whole response frame, or `None` when the
-/// request gets no response (produce with acks=0).
+/// Handles one request frame (without its length prefix) from a client at `client_host`; returns the whole
+/// response frame, or `None` when the request gets no response (produce with acks=0).
 pub(crate) async fn handle(
     broker: &BrokerContext,
     frame: Bytes,
+    client_host: &str,
 ) -> Result<Option<Bytes>, RequestError> {
-    let (api, version, correlation_id, body) = match decode(frame)? {
+    let (api, version, correlation_id, client_id, body) = match decode(frame)? {
         Decoded::Request {
             api,
             version,
             correlation_id,
+            client_id,
             body,
-        } => (api, version, correlation_id, body),
+        } => (api, version, correlation_id, client_id, body),
         Decoded::UnknownApiVersionsVersion { correlation_id } => {
             let response = api_versions::unsupported_version();
             return encode(ApiKey::ApiVersions, 0, correlation_id, &response).map(Some);
@@ -198,6 +222,54 @@ pub(crate) async fn handle(
         RequestKind::InitProducerId(request) => {
             let response = init_producer_id::handle(broker, request);
             encode(ApiKey::InitProducerId, version, correlation_id, &response).map(Some)
+        }
+        RequestKind::FindCoordinator(request) => {
+            let response = find_coordinator::handle(broker, request, version);
+            encode(ApiKey::FindCoordinator, version, correlation_id, &response).map(Some)
+        }
+        RequestKind::JoinGroup(request) => {
+            let client = groups::Client {
+                id: &client_id,
+                host: client_host,
+            };
+            let response = groups::join(broker, request, version, client).await;
+            encode(ApiKey::JoinGroup, version, correlation_id, &response).map(Some)
+        }
+        RequestKind::SyncGroup(request) => {
+            let response = groups::sync(broker, request, version).await;
+            encode(ApiKey::SyncGroup, version, correlation_id, &response).map(Some)
+        }
+        RequestKind::Heartbeat(request) => {
+            let response = groups::heartbeat(broker, request);
+            encode(ApiKey::Heartbeat, version, correlation_id, &response).map(Some)
+        }
+        RequestKind::LeaveGroup(request) => {
+            let response = groups::leave(broker, request, version);
+            encode(ApiKey::LeaveGroup, version, correlation_id, &response).map(Some)
+        }
+        RequestKind::OffsetCommit(request) => {
+            let response = offsets::commit(broker, request).await;
+            encode(ApiKey::OffsetCommit, version, correlation_id, &response).map(Some)
+        }
+        RequestKind::OffsetFetch(request) => {
+            let response = offsets::fetch(broker, request, version);
+            encode(ApiKey::OffsetFetch, version, correlation_id, &response).map(Some)
+        }
+        RequestKind::OffsetDelete(request) => {
+            let response = offsets::delete(broker, request).await;
+            encode(ApiKey::OffsetDelete, version, correlation_id, &response).map(Some)
+        }
+        RequestKind::ListGroups(request) => {
+            let response = group_admin::list(broker, request);
+            encode(ApiKey::ListGroups, version, correlation_id, &response).map(Some)
+        }
+        RequestKind::DescribeGroups(request) => {
+            let response = group_admin::describe(broker, request);
+            encode(ApiKey::DescribeGroups, version, correlation_id, &response).map(Some)
+        }
+        RequestKind::DeleteGroups(request) => {
+            let response = group_admin::delete(broker, request);
+            encode(ApiKey::DeleteGroups, version, correlation_id, &response).map(Some)
         }
         // Only reached if SUPPORTED_APIS lists an API this match does not handle.
         _ => Err(RequestError::NotImplemented { api }),
@@ -339,7 +411,7 @@ mod tests {
             let broker = broker();
             runtime.block_on(async {
                 // A fetch that decodes may wait (bounded by its max_wait); waiting is fine, panicking is not.
-                let _ = tokio::time::timeout(std::time::Duration::from_millis(20), handle(&broker, Bytes::from(frame))).await;
+                let _ = tokio::time::timeout(std::time::Duration::from_millis(20), handle(&broker, Bytes::from(frame), "/127.0.0.1")).await;
             });
         }
     }

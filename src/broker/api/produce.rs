@@ -31,13 +31,13 @@ use crate::broker::BrokerId;
 use crate::history::ClusterEventKind;
 
 /// An acks=-1 append waiting for the high watermark: where its answer goes and the offset the HW must reach.
-struct Pending {
-    topic: usize,
-    index: usize,
-    partition: Arc<Partition>,
-    leader_epoch: i32,
-    required_offset: i64,
-    min_insync_replicas: i64,
+pub(crate) struct Pending {
+    pub topic: usize,
+    pub index: usize,
+    pub partition: Arc<Partition>,
+    pub leader_epoch: i32,
+    pub required_offset: i64,
+    pub min_insync_replicas: i64,
 }
 
 pub(super) async fn handle(
@@ -99,7 +99,7 @@ pub(super) async fn handle(
 
 /// `None` while still waiting; `Some(None)` when done; `Some(Some(error))` when done with an error.
 #[allow(clippy::option_option)]
-fn check(p: &Pending) -> Option<Option<(ResponseError, String)>> {
+pub(crate) fn check(p: &Pending) -> Option<Option<(ResponseError, String)>> {
     let state = p.partition.lock();
     if state.leader_epoch != p.leader_epoch {
         return Some(Some((
@@ -286,17 +286,17 @@ fn append(
 }
 
 /// A batch in the leader's log, just appended or found there as a duplicate.
-struct Appended {
-    base_offset: i64,
-    log_start_offset: i64,
+pub(crate) struct Appended {
+    pub base_offset: i64,
+    pub log_start_offset: i64,
     /// The high watermark acks=-1 waits for: past the batch.
-    required_offset: i64,
-    new: bool,
+    pub required_offset: i64,
+    pub new: bool,
 }
 
 /// The leader's append of one validated batch: producer state check (an idempotent producer's duplicate is
 /// answered with the original offsets and not appended again), append, producer state update.
-fn append_on_leader(
+pub(crate) fn append_on_leader(
     state: &mut PartitionState,
     leader: BrokerId,
     records: Bytes,

@@ -33,6 +33,19 @@ fn name(s: &str) -> TopicName {
     TopicName(StrBytes::from_string(s.to_string()))
 }
 
+fn group(s: &str) -> GroupId {
+    GroupId(StrBytes::from_string(s.to_string()))
+}
+
+/// A member id: empty (a first join) when the knobs' offset is negative.
+fn member(k: &Knobs, _v: i16) -> StrBytes {
+    if k.offset < 0 {
+        StrBytes::default()
+    } else {
+        StrBytes::from_string(format!("member-{}", k.offset % 3))
+    }
+}
+
 fn encoded<R: Encodable>(request: &R, version: i16) -> Bytes {
     let mut buf = BytesMut::new();
     request
@@ -164,6 +177,148 @@ pub(crate) fn body(api: ApiKey, v: i16, k: &Knobs) -> Bytes {
                 .with_transaction_timeout_ms(60_000)
                 .with_producer_id(ProducerId(if v >= 3 { k.offset } else { -1 }))
                 .with_producer_epoch(if v >= 3 { k.acks } else { -1 }),
+            v,
+        ),
+        ApiKey::FindCoordinator => encoded(
+            &FindCoordinatorRequest::default()
+                .with_key(if v <= 3 {
+                    StrBytes::from_static_str(k.topic)
+                } else {
+                    Default::default()
+                })
+                .with_key_type(if v >= 1 { k.resource_type } else { 0 })
+                .with_coordinator_keys(if v >= 4 {
+                    vec![StrBytes::from_static_str(k.topic)]
+                } else {
+                    Vec::new()
+                }),
+            v,
+        ),
+        ApiKey::JoinGroup => encoded(
+            &JoinGroupRequest::default()
+                .with_group_id(group(k.topic))
+                .with_session_timeout_ms(k.partition.saturating_mul(1000))
+                .with_rebalance_timeout_ms(if v >= 1 { 1_000 } else { -1 })
+                .with_member_id(member(k, v))
+                .with_group_instance_id(
+                    (v >= 5 && k.acks == 0).then(|| StrBytes::from_static_str("i")),
+                )
+                .with_protocol_type(StrBytes::from_static_str("consumer"))
+                .with_protocols(vec![join_group_request::JoinGroupRequestProtocol::default(
+                )
+                .with_name(StrBytes::from_static_str("range"))
+                .with_metadata(k.records.clone())])
+                .with_reason((v >= 8).then(|| StrBytes::from_static_str("sample"))),
+            v,
+        ),
+        ApiKey::SyncGroup => encoded(
+            &SyncGroupRequest::default()
+                .with_group_id(group(k.topic))
+                .with_generation_id(k.partition)
+                .with_member_id(member(k, v))
+                .with_protocol_type((v >= 5).then(|| StrBytes::from_static_str("consumer")))
+                .with_protocol_name((v >= 5).then(|| StrBytes::from_static_str("range")))
+                .with_assignments(vec![
+                    sync_group_request::SyncGroupRequestAssignment::default()
+                        .with_member_id(member(k, v))
+                        .with_assignment(k.records.clone()),
+                ]),
+            v,
+        ),
+        ApiKey::Heartbeat => encoded(
+            &HeartbeatRequest::default()
+                .with_group_id(group(k.topic))
+                .with_generation_id(k.partition)
+                .with_member_id(member(k, v)),
+            v,
+        ),
+        ApiKey::LeaveGroup => encoded(
+            &if v <= 2 {
+                LeaveGroupRequest::default()
+                    .with_group_id(group(k.topic))
+                    .with_member_id(member(k, v))
+            } else {
+                LeaveGroupRequest::default()
+                    .with_group_id(group(k.topic))
+                    .with_members(vec![leave_group_request::MemberIdentity::default()
+                        .with_member_id(member(k, v))
+                        .with_reason((v >= 5).then(|| StrBytes::from_static_str("sample")))])
+            },
+            v,
+        ),
+        ApiKey::OffsetCommit => encoded(
+            &OffsetCommitRequest::default()
+                .with_group_id(group(k.topic))
+                .with_generation_id_or_member_epoch(i32::from(k.acks))
+                .with_member_id(member(k, v))
+                .with_topics(vec![
+                    offset_commit_request::OffsetCommitRequestTopic::default()
+                        .with_name(name(k.topic))
+                        .with_partitions(vec![
+                            offset_commit_request::OffsetCommitRequestPartition::default()
+                                .with_partition_index(k.partition)
+                                .with_committed_offset(k.offset)
+                                .with_committed_metadata(Some(StrBytes::from_static_str("m"))),
+                        ]),
+                ]),
+            v,
+        ),
+        ApiKey::OffsetFetch => {
+            let request = if v <= 7 {
+                OffsetFetchRequest::default()
+                    .with_group_id(group(k.topic))
+                    .with_topics((k.partition != 0).then(|| {
+                        vec![offset_fetch_request::OffsetFetchRequestTopic::default()
+                            .with_name(name(k.topic))
+                            .with_partition_indexes(vec![k.partition])]
+                    }))
+            } else {
+                OffsetFetchRequest::default().with_groups(vec![
+                    offset_fetch_request::OffsetFetchRequestGroup::default()
+                        .with_group_id(group(k.topic))
+                        .with_member_epoch(-1)
+                        .with_topics((k.partition != 0).then(|| {
+                            vec![offset_fetch_request::OffsetFetchRequestTopics::default()
+                                .with_name(name(k.topic))
+                                .with_partition_indexes(vec![k.partition])]
+                        })),
+                ])
+            };
+            encoded(&request, v)
+        }
+        ApiKey::OffsetDelete => encoded(
+            &OffsetDeleteRequest::default()
+                .with_group_id(group(k.topic))
+                .with_topics(vec![
+                    offset_delete_request::OffsetDeleteRequestTopic::default()
+                        .with_name(name(k.topic))
+                        .with_partitions(vec![
+                            offset_delete_request::OffsetDeleteRequestPartition::default()
+                                .with_partition_index(k.partition),
+                        ]),
+                ]),
+            v,
+        ),
+        ApiKey::ListGroups => encoded(
+            &ListGroupsRequest::default()
+                .with_states_filter(if v >= 4 {
+                    vec![StrBytes::from_static_str("Stable")]
+                } else {
+                    Vec::new()
+                })
+                .with_types_filter(if v >= 5 {
+                    vec![StrBytes::from_static_str("classic")]
+                } else {
+                    Vec::new()
+                }),
+            v,
+        ),
+        ApiKey::DescribeGroups => encoded(
+            &DescribeGroupsRequest::default().with_groups(vec![group(k.topic)]),
+            v,
+        ),
+        ApiKey::DeleteGroups => encoded(
+            &DeleteGroupsRequest::default().with_groups_names(vec![group(k.topic)]),
             v,
         ),
         other => panic!("no sample request for {other:?}"),

@@ -142,6 +142,17 @@ pub(crate) fn check(api: ApiKey, version: i16, body: &[u8]) -> Result<(), ShapeE
         ApiKey::DeleteRecords => v >= 2,
         ApiKey::DescribeConfigs => v >= 4,
         ApiKey::InitProducerId => v >= 2,
+        ApiKey::FindCoordinator => v >= 3,
+        ApiKey::JoinGroup => v >= 6,
+        ApiKey::SyncGroup => v >= 4,
+        ApiKey::Heartbeat => v >= 4,
+        ApiKey::LeaveGroup => v >= 4,
+        ApiKey::OffsetCommit => v >= 8,
+        ApiKey::OffsetFetch => v >= 6,
+        ApiKey::OffsetDelete => false,
+        ApiKey::ListGroups => v >= 3,
+        ApiKey::DescribeGroups => v >= 5,
+        ApiKey::DeleteGroups => v >= 2,
         _ => return Ok(()),
     };
     let mut w = Walk {
@@ -160,6 +171,17 @@ pub(crate) fn check(api: ApiKey, version: i16, body: &[u8]) -> Result<(), ShapeE
         ApiKey::DeleteRecords => delete_records(&mut w),
         ApiKey::DescribeConfigs => describe_configs(&mut w, v),
         ApiKey::InitProducerId => init_producer_id(&mut w, v),
+        ApiKey::FindCoordinator => find_coordinator(&mut w, v),
+        ApiKey::JoinGroup => join_group(&mut w, v),
+        ApiKey::SyncGroup => sync_group(&mut w, v),
+        ApiKey::Heartbeat => heartbeat(&mut w, v),
+        ApiKey::LeaveGroup => leave_group(&mut w, v),
+        ApiKey::OffsetCommit => offset_commit(&mut w, v),
+        ApiKey::OffsetFetch => offset_fetch(&mut w, v),
+        ApiKey::OffsetDelete => offset_delete(&mut w),
+        ApiKey::ListGroups => list_groups(&mut w, v),
+        ApiKey::DescribeGroups => describe_groups(&mut w, v),
+        ApiKey::DeleteGroups => delete_groups(&mut w),
         _ => Ok(()),
     };
     result.map_err(|what| ShapeError {
@@ -369,6 +391,171 @@ fn describe_configs(w: &mut Walk, v: i16) -> Step {
     if v >= 3 {
         w.fixed(BOOL)?; // include_documentation
     }
+    w.tags()
+}
+
+fn find_coordinator(w: &mut Walk, v: i16) -> Step {
+    if v <= 3 {
+        w.string()?; // key
+    }
+    if v >= 1 {
+        w.fixed(INT8)?; // key_type
+    }
+    if v >= 4 {
+        w.array(|w| w.string())?; // coordinator_keys
+    }
+    w.tags()
+}
+
+fn join_group(w: &mut Walk, v: i16) -> Step {
+    w.string()?; // group_id
+    w.fixed(INT32)?; // session_timeout_ms
+    if v >= 1 {
+        w.fixed(INT32)?; // rebalance_timeout_ms
+    }
+    w.string()?; // member_id
+    if v >= 5 {
+        w.string()?; // group_instance_id
+    }
+    w.string()?; // protocol_type
+    w.array(|w| {
+        w.string()?; // name
+        w.bytes()?; // metadata
+        w.tags()
+    })?;
+    if v >= 8 {
+        w.string()?; // reason
+    }
+    w.tags()
+}
+
+fn sync_group(w: &mut Walk, v: i16) -> Step {
+    w.string()?; // group_id
+    w.fixed(INT32)?; // generation_id
+    w.string()?; // member_id
+    if v >= 3 {
+        w.string()?; // group_instance_id
+    }
+    if v >= 5 {
+        w.string()?; // protocol_type
+        w.string()?; // protocol_name
+    }
+    w.array(|w| {
+        w.string()?; // member_id
+        w.bytes()?; // assignment
+        w.tags()
+    })?;
+    w.tags()
+}
+
+fn heartbeat(w: &mut Walk, v: i16) -> Step {
+    w.string()?; // group_id
+    w.fixed(INT32)?; // generation_id
+    w.string()?; // member_id
+    if v >= 3 {
+        w.string()?; // group_instance_id
+    }
+    w.tags()
+}
+
+fn leave_group(w: &mut Walk, v: i16) -> Step {
+    w.string()?; // group_id
+    if v <= 2 {
+        w.string()?; // member_id
+    } else {
+        w.array(|w| {
+            w.string()?; // member_id
+            w.string()?; // group_instance_id
+            if v >= 5 {
+                w.string()?; // reason
+            }
+            w.tags()
+        })?;
+    }
+    w.tags()
+}
+
+fn offset_commit(w: &mut Walk, v: i16) -> Step {
+    w.string()?; // group_id
+    w.fixed(INT32)?; // generation_id_or_member_epoch (v1+)
+    w.string()?; // member_id (v1+)
+    if v >= 7 {
+        w.string()?; // group_instance_id
+    }
+    if (2..=4).contains(&v) {
+        w.fixed(INT64)?; // retention_time_ms
+    }
+    w.array(|w| {
+        w.string()?; // name
+        w.array(|w| {
+            w.fixed(INT32 + INT64)?; // partition_index, committed_offset
+            if v >= 6 {
+                w.fixed(INT32)?; // committed_leader_epoch
+            }
+            w.string()?; // committed_metadata
+            w.tags()
+        })?;
+        w.tags()
+    })?;
+    w.tags()
+}
+
+fn offset_fetch(w: &mut Walk, v: i16) -> Step {
+    let topics = |w: &mut Walk| {
+        w.array(|w| {
+            w.string()?; // name
+            w.array(|w| w.fixed(INT32))?; // partition_indexes
+            w.tags()
+        })
+    };
+    if v <= 7 {
+        w.string()?; // group_id
+        topics(w)?;
+    } else {
+        w.array(|w| {
+            w.string()?; // group_id
+            if v >= 9 {
+                w.string()?; // member_id
+                w.fixed(INT32)?; // member_epoch
+            }
+            topics(w)?;
+            w.tags()
+        })?;
+    }
+    if v >= 7 {
+        w.fixed(BOOL)?; // require_stable
+    }
+    w.tags()
+}
+
+fn offset_delete(w: &mut Walk) -> Step {
+    w.string()?; // group_id
+    w.array(|w| {
+        w.string()?; // name
+        w.array(|w| w.fixed(INT32)) // partition_index
+    })
+}
+
+fn list_groups(w: &mut Walk, v: i16) -> Step {
+    if v >= 4 {
+        w.array(|w| w.string())?; // states_filter
+    }
+    if v >= 5 {
+        w.array(|w| w.string())?; // types_filter
+    }
+    w.tags()
+}
+
+fn describe_groups(w: &mut Walk, v: i16) -> Step {
+    w.array(|w| w.string())?; // groups
+    if v >= 3 {
+        w.fixed(BOOL)?; // include_authorized_operations
+    }
+    w.tags()
+}
+
+fn delete_groups(w: &mut Walk) -> Step {
+    w.array(|w| w.string())?; // groups_names
     w.tags()
 }
 

@@ -29,12 +29,14 @@
 //!   Empty.
 
 mod join;
+mod load;
 mod members;
 mod offsets;
 #[cfg(test)]
 mod tests;
 mod types;
 
+pub use load::{GroupSnapshot, SnapshotMember};
 pub use types::*;
 
 use std::collections::BTreeMap;

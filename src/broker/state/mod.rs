@@ -124,6 +124,8 @@ pub(crate) struct ClusterCore {
     this: OnceLock<Weak<ClusterCore>>,
     /// ZooKeeper mode: the leader-imbalance check a newly elected controller runs 5 s after it took over.
     failover_rebalance: Mutex<Option<Timer>>,
+    /// The consumer groups, by `__consumer_offsets` partition.
+    pub coordinator: super::coordinator::Coordinator,
 }
 
 impl ClusterCore {
@@ -154,6 +156,7 @@ impl ClusterCore {
             next_producer_id: AtomicI64::new(0),
             this: OnceLock::new(),
             failover_rebalance: Mutex::new(None),
+            coordinator: Default::default(),
         }
     }
 
