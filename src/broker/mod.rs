@@ -130,6 +130,7 @@ mod state;
 /// A broker's id is part of the event vocabulary the history owns; the broker API names brokers by it.
 pub use crate::history::BrokerId;
 pub use config::{ConfigError, TopicConfig};
+pub use coordinator::{GroupSummary, MemberSummary, OffsetSummary};
 pub use disk::StorageError;
 pub use faults::{FaultError, PartitionView};
 pub use replication::{Isolation, MetadataMode};
@@ -506,6 +507,20 @@ impl Cluster {
     pub fn delete_topic(&self, name: &str) -> Result<(), ClusterError> {
         self.core.delete_topic(name)?;
         Ok(())
+    }
+
+    /// The broker coordinating consumer group `group`: the leader of its `__consumer_offsets` partition (`None`
+    /// before the first FindCoordinator created that topic, or while the partition has no leader).
+    pub fn group_coordinator(&self, group: &str) -> Option<BrokerId> {
+        let topic = self.core.topic(coordinator::OFFSETS_TOPIC)?;
+        let index = coordinator::partition_for(group, topic.partitions.len() as i32);
+        let leader = topic.partitions.get(index as usize)?.lock().leader;
+        leader
+    }
+
+    /// Every consumer group the coordinators hold now: members, assignments, committed offsets and lag.
+    pub fn groups(&self) -> Vec<GroupSummary> {
+        self.core.coordinator.summaries(&self.core)
     }
 
     /// The leader of each partition of `topic`, in partition order; `None` if the topic does not exist.

@@ -32,9 +32,13 @@ pub struct UpArgs {
     /// A topic to create at start; repeat for more.
     #[arg(long = "topic", value_name = "NAME")]
     pub topics: Vec<String>,
-    /// A broker-wide topic config default, e.g. retention.ms=60000; repeat for more.
+    /// A broker-wide default, e.g. retention.ms=60000 or group.initial.rebalance.delay.ms=0; repeat for more.
     #[arg(long = "log-default", value_name = "NAME=VALUE")]
     pub log_defaults: Vec<String>,
+    /// Print the consumer groups (state, generation, members and their partitions, committed offsets, lag) every
+    /// SECONDS when they changed, and once more at stop.
+    #[arg(long, value_name = "SECONDS")]
+    pub describe_groups: Option<u64>,
 }
 
 /// The services `up` starts.
@@ -96,10 +100,99 @@ pub async fn serve(args: UpArgs) -> anyhow::Result<()> {
         cluster.broker_ids().len(),
         cluster.controller()
     );
-    interrupted.await;
+    match args.describe_groups {
+        Some(seconds) => {
+            let every = std::time::Duration::from_secs(seconds.max(1));
+            let mut shown = String::new();
+            tokio::pin!(interrupted);
+            loop {
+                tokio::select! {
+                    _ = &mut interrupted => break,
+                    _ = tokio::time::sleep(every) => {
+                        let text = format_groups(&cluster.groups());
+                        if text != shown {
+                            print!("{text}");
+                            shown = text;
+                        }
+                    }
+                }
+            }
+            print!("{}", format_groups(&cluster.groups()));
+        }
+        None => interrupted.await,
+    }
     println!("stopping");
     cluster.shutdown().await;
     Ok(())
+}
+
+/// The consumer groups as `--describe-groups` prints them.
+pub fn format_groups(groups: &[crate::broker::GroupSummary]) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    if groups.is_empty() {
+        out.push_str("groups: none\n");
+        return out;
+    }
+    for g in groups {
+        let _ = writeln!(
+            out,
+            "group {}: {} generation {} protocol {}/{} coordinator {}",
+            g.group,
+            g.state,
+            g.generation,
+            if g.protocol_type.is_empty() {
+                "-"
+            } else {
+                &g.protocol_type
+            },
+            if g.protocol.is_empty() {
+                "-"
+            } else {
+                &g.protocol
+            },
+            g.coordinator
+        );
+        for m in &g.members {
+            let assignment: Vec<String> = m
+                .assignment
+                .iter()
+                .map(|(topic, partitions)| {
+                    let list: Vec<String> = partitions.iter().map(i32::to_string).collect();
+                    format!("{topic}[{}]", list.join(","))
+                })
+                .collect();
+            let _ = writeln!(
+                out,
+                "  member {} client {} host {}{}: {}",
+                m.member_id,
+                m.client_id,
+                m.client_host,
+                m.instance_id
+                    .as_ref()
+                    .map(|i| format!(" instance {i}"))
+                    .unwrap_or_default(),
+                if assignment.is_empty() {
+                    "-".to_string()
+                } else {
+                    assignment.join(" ")
+                }
+            );
+        }
+        for o in &g.offsets {
+            let or_dash = |v: Option<i64>| v.map_or("-".to_string(), |v| v.to_string());
+            let _ = writeln!(
+                out,
+                "  offset {}-{}: committed {} high watermark {} lag {}",
+                o.topic,
+                o.partition,
+                o.committed,
+                or_dash(o.high_watermark),
+                or_dash(o.lag)
+            );
+        }
+    }
+    out
 }
 
 async fn serve_local(args: UpArgs) -> anyhow::Result<()> {
@@ -108,6 +201,7 @@ async fn serve_local(args: UpArgs) -> anyhow::Result<()> {
         ("--topic", !args.topics.is_empty()),
         ("--log-default", !args.log_defaults.is_empty()),
         ("--partitions", args.partitions != 1),
+        ("--describe-groups", args.describe_groups.is_some()),
     ];
     if let Some((flag, _)) = embedded_only.iter().find(|(_, given)| *given) {
         anyhow::bail!(

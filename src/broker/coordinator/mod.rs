@@ -22,6 +22,7 @@
 //! Every membership change, rebalance, commit and coordinator load goes into the cluster event log.
 
 mod records;
+mod summary;
 mod write;
 
 use std::collections::{BTreeMap, HashMap};
@@ -40,6 +41,7 @@ use super::BrokerId;
 use crate::history::{ClusterEventKind, MemberRemoval};
 
 pub(crate) use records::{partition_for, OFFSETS_TOPIC};
+pub use summary::{GroupSummary, MemberSummary, OffsetSummary};
 pub(crate) use write::Written;
 
 use records::OffsetsRecord;

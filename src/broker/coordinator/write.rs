@@ -140,7 +140,9 @@ fn encode(records: &[OffsetsRecord], now: i64) -> Bytes {
                 producer_epoch: -1,
                 timestamp_type: TimestampType::Creation,
                 offset: i as i64,
-                sequence: -1,
+                // The encoder starts a new batch wherever offset - sequence changes: this keeps every record in one
+                // batch with base sequence -1, as Kafka's own (non-idempotent) coordinator writes have.
+                sequence: i as i32 - 1,
                 timestamp: now,
                 key: Some(key),
                 value,
@@ -246,5 +248,31 @@ pub(super) fn load(
         groups,
         joins: HashMap::new(),
         syncs: HashMap::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A commit of several partitions is one batch holding every record (a coordinator write is atomic).
+    #[test]
+    fn a_write_is_one_batch_with_every_record() {
+        let records: Vec<OffsetsRecord> = (0..6)
+            .map(|p| OffsetsRecord::Offset {
+                group: "g".into(),
+                topic: "t".into(),
+                partition: p,
+                value: None,
+            })
+            .collect();
+        let data = encode(&records, 5);
+        let (header, len) = batch::parse_header(&data).unwrap();
+        assert_eq!(len, data.len(), "one batch");
+        assert_eq!(header.records_count, 6);
+        assert_eq!(header.last_offset_delta, 5);
+        assert_eq!(header.producer_id, -1);
+        let set = RecordBatchDecoder::decode(&mut data.clone()).unwrap();
+        assert_eq!(set.records.len(), 6);
     }
 }

@@ -1,9 +1,10 @@
 //! Provisioning the JVM components like container images: the Maven manifests in `fixtures/jvm/` pin Kafka,
 //! ZooKeeper, Kafka Connect and Debezium; on first use `mvn dependency:copy-dependencies` copies their jars into a
-//! cache directory keyed by the manifests' hash, and later runs reuse it.
+//! cache directory keyed by the manifests' hash, and later runs reuse it. The `tools` manifest adds Kafka's
+//! command-line tools and the Java clients, which tests use as real group clients.
 //!
 //! Cache: `$ETL_HARNESS_JVM_CACHE`, else `$XDG_CACHE_HOME/openmrs-etl-harness/jvm`, else
-//! `~/.cache/openmrs-etl-harness/jvm`. Inside it, `<hash>/` holds `kafka/`, `connect/` and `plugins/debezium/`
+//! `~/.cache/openmrs-etl-harness/jvm`. Inside it, `<hash>/` holds `kafka/`, `connect/`, `tools/` and `plugins/debezium/`
 //! and a `.complete` marker written last. Maven's own repository (`~/.m2`) is used as usual.
 
 use std::fs;
@@ -20,7 +21,7 @@ use super::prerequisites;
 pub const JVM_CACHE_ENV: &str = "ETL_HARNESS_JVM_CACHE";
 
 /// The manifests, compiled in so an installed binary provisions the same versions as the repository.
-const MANIFESTS: [(&str, &str); 4] = [
+const MANIFESTS: [(&str, &str); 5] = [
     ("pom.xml", include_str!("../../../fixtures/jvm/pom.xml")),
     (
         "kafka/pom.xml",
@@ -33,6 +34,10 @@ const MANIFESTS: [(&str, &str); 4] = [
     (
         "debezium/pom.xml",
         include_str!("../../../fixtures/jvm/debezium/pom.xml"),
+    ),
+    (
+        "tools/pom.xml",
+        include_str!("../../../fixtures/jvm/tools/pom.xml"),
     ),
 ];
 
@@ -55,6 +60,12 @@ impl JvmComponents {
     /// Jars of the Kafka Connect worker.
     pub fn connect_libs(&self) -> PathBuf {
         self.root.join("connect")
+    }
+
+    /// Kafka's command-line tools (`ConsumerGroupCommand`) and the Java clients, for tests running real group
+    /// clients.
+    pub fn tools_libs(&self) -> PathBuf {
+        self.root.join("tools")
     }
 
     /// The worker's `plugin.path`: one subdirectory per plugin (`debezium/`).
