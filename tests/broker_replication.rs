@@ -520,3 +520,74 @@ async fn kcat_sees_the_new_leader_after_a_kill() {
     }
     cluster.shutdown().await;
 }
+
+/// OffsetForLeaderEpoch (KIP-320), as the Java consumer asks it to validate its position after a leader change:
+/// the end of each epoch on the new leader, and the current-epoch fencing.
+#[tokio::test]
+async fn offset_for_leader_epoch_tells_where_each_epoch_ended() {
+    use kafka_protocol::error::ResponseError;
+    use kafka_protocol::messages::offset_for_leader_epoch_request::{
+        OffsetForLeaderPartition, OffsetForLeaderTopic,
+    };
+    use kafka_protocol::messages::{
+        BrokerId as WireBrokerId, OffsetForLeaderEpochRequest, TopicName,
+    };
+    use kafka_protocol::protocol::StrBytes;
+
+    let cluster = cluster_with(NewTopic::new("epochs", 1).replication_factor(3)).await;
+    let client = client(&cluster.bootstrap_servers()).await;
+    let pc = partition(&client, "epochs", 0).await;
+    let produce = |n: usize| {
+        let records = (0..n)
+            .map(|i| record("k", &format!("v{i}"), 1_000))
+            .collect();
+        pc.produce(records, Compression::NoCompression)
+    };
+    bounded("produce in epoch 0", produce(5)).await.unwrap();
+    let first = cluster.partition("epochs", 0).unwrap();
+    assert!(cluster.wait_for_replication(Duration::from_secs(10)).await);
+    cluster.kill(first.leader.unwrap()).await.unwrap();
+    advance(&cluster, SESSION).await;
+    let view = cluster.partition("epochs", 0).unwrap();
+    assert!(view.leader_epoch > first.leader_epoch, "{view:?}");
+    bounded("produce in the new epoch", produce(3))
+        .await
+        .unwrap();
+
+    let ask = |current: i32, epoch: i32| {
+        OffsetForLeaderEpochRequest::default()
+            .with_replica_id(WireBrokerId(-1))
+            .with_topics(vec![OffsetForLeaderTopic::default()
+                .with_topic(TopicName(StrBytes::from_static_str("epochs")))
+                .with_partitions(vec![OffsetForLeaderPartition::default()
+                    .with_partition(0)
+                    .with_current_leader_epoch(current)
+                    .with_leader_epoch(epoch)])])
+    };
+    let mut stream = tokio::net::TcpStream::connect(addr(&cluster, view.leader.unwrap()))
+        .await
+        .unwrap();
+    let answer = |r: kafka_protocol::messages::OffsetForLeaderEpochResponse| {
+        let p = &r.topics[0].partitions[0];
+        (p.error_code, p.leader_epoch, p.end_offset)
+    };
+    let old =
+        answer(common::call(&mut stream, &ask(view.leader_epoch, first.leader_epoch), 4).await);
+    assert_eq!(
+        old,
+        (0, first.leader_epoch, 5),
+        "epoch {} ended at 5",
+        first.leader_epoch
+    );
+    let now = answer(common::call(&mut stream, &ask(-1, view.leader_epoch), 4).await);
+    assert_eq!(
+        now,
+        (0, view.leader_epoch, 8),
+        "the current epoch ends at the log end"
+    );
+    let fenced = answer(common::call(&mut stream, &ask(first.leader_epoch, 0), 4).await);
+    assert_eq!(fenced.0, ResponseError::FencedLeaderEpoch.code());
+    let unknown = answer(common::call(&mut stream, &ask(view.leader_epoch + 1, 0), 4).await);
+    assert_eq!(unknown.0, ResponseError::UnknownLeaderEpoch.code());
+    cluster.shutdown().await;
+}

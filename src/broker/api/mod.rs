@@ -19,6 +19,7 @@ mod groups;
 mod init_producer_id;
 mod list_offsets;
 mod metadata;
+mod offset_for_leader_epoch;
 mod offsets;
 mod produce;
 #[cfg(test)]
@@ -30,7 +31,7 @@ pub(crate) use produce::{append_on_leader, check as replication_check, Pending};
 
 /// APIs this cluster implements with the versions it advertises: the overlap of what `kafka-protocol` 0.18
 /// decodes, what Kafka 3.9 serves, and what the handlers implement.
-pub(crate) const SUPPORTED_APIS: [(ApiKey, i16, i16); 21] = [
+pub(crate) const SUPPORTED_APIS: [(ApiKey, i16, i16); 22] = [
     (ApiKey::Produce, 3, 11),
     (ApiKey::Fetch, 4, 17),
     (ApiKey::ListOffsets, 1, 9),
@@ -52,6 +53,7 @@ pub(crate) const SUPPORTED_APIS: [(ApiKey, i16, i16); 21] = [
     (ApiKey::ListGroups, 0, 5),
     (ApiKey::DescribeGroups, 0, 5),
     (ApiKey::DeleteGroups, 0, 2),
+    (ApiKey::OffsetForLeaderEpoch, 2, 4),
 ];
 
 /// The advertised version range of `api_key`, if it is implemented.
@@ -266,6 +268,16 @@ pub(crate) async fn handle(
         RequestKind::DescribeGroups(request) => {
             let response = group_admin::describe(broker, request);
             encode(ApiKey::DescribeGroups, version, correlation_id, &response).map(Some)
+        }
+        RequestKind::OffsetForLeaderEpoch(request) => {
+            let response = offset_for_leader_epoch::handle(broker, request);
+            encode(
+                ApiKey::OffsetForLeaderEpoch,
+                version,
+                correlation_id,
+                &response,
+            )
+            .map(Some)
         }
         RequestKind::DeleteGroups(request) => {
             let response = group_admin::delete(broker, request);

@@ -321,6 +321,21 @@ pub(crate) fn body(api: ApiKey, v: i16, k: &Knobs) -> Bytes {
             &DeleteGroupsRequest::default().with_groups_names(vec![group(k.topic)]),
             v,
         ),
+        ApiKey::OffsetForLeaderEpoch => encoded(
+            &OffsetForLeaderEpochRequest::default()
+                .with_replica_id(BrokerId(-1))
+                .with_topics(vec![
+                    offset_for_leader_epoch_request::OffsetForLeaderTopic::default()
+                        .with_topic(name(k.topic))
+                        .with_partitions(vec![
+                            offset_for_leader_epoch_request::OffsetForLeaderPartition::default()
+                                .with_partition(k.partition)
+                                .with_current_leader_epoch(i32::from(k.acks))
+                                .with_leader_epoch(k.offset as i32),
+                        ]),
+                ]),
+            v,
+        ),
         other => panic!("no sample request for {other:?}"),
     }
 }

@@ -153,6 +153,7 @@ pub(crate) fn check(api: ApiKey, version: i16, body: &[u8]) -> Result<(), ShapeE
         ApiKey::ListGroups => v >= 3,
         ApiKey::DescribeGroups => v >= 5,
         ApiKey::DeleteGroups => v >= 2,
+        ApiKey::OffsetForLeaderEpoch => v >= 4,
         _ => return Ok(()),
     };
     let mut w = Walk {
@@ -182,6 +183,7 @@ pub(crate) fn check(api: ApiKey, version: i16, body: &[u8]) -> Result<(), ShapeE
         ApiKey::ListGroups => list_groups(&mut w, v),
         ApiKey::DescribeGroups => describe_groups(&mut w, v),
         ApiKey::DeleteGroups => delete_groups(&mut w),
+        ApiKey::OffsetForLeaderEpoch => offset_for_leader_epoch(&mut w, v),
         _ => Ok(()),
     };
     result.map_err(|what| ShapeError {
@@ -551,6 +553,21 @@ fn describe_groups(w: &mut Walk, v: i16) -> Step {
     if v >= 3 {
         w.fixed(BOOL)?; // include_authorized_operations
     }
+    w.tags()
+}
+
+fn offset_for_leader_epoch(w: &mut Walk, v: i16) -> Step {
+    if v >= 3 {
+        w.fixed(INT32)?; // replica_id
+    }
+    w.array(|w| {
+        w.string()?; // topic
+        w.array(|w| {
+            w.fixed(INT32 + INT32 + INT32)?; // partition, current_leader_epoch, leader_epoch
+            w.tags()
+        })?;
+        w.tags()
+    })?;
     w.tags()
 }
 
