@@ -20,7 +20,7 @@
 //! | parts | [`workload`] | the schema fixture, reference data and the seeded generator of clinical operations |
 //! | parts | [`source`] | where operations are committed: the in-memory OpenMRS database with a binlog, or MariaDB |
 //! | parts | [`client`] | the harness's own Kafka client side: the Java-semantics producer (config, accumulator, sender, idempotence), murmur2 partitioning, wire helpers; takes its own config types |
-//! | parts | [`broker`] | the embedded Kafka cluster: N brokers on the real wire protocol, logs with segments, retention, compaction, replication with ISR, controller, elections, truncation, faults, optional disk; `broker::group`, Kafka's classic consumer-group protocol as a state machine (not yet on the wire) |
+//! | parts | [`broker`] | the embedded Kafka cluster: N brokers on the real wire protocol, logs with segments, retention, compaction, replication with ISR, controller, elections, truncation, faults, optional disk; consumer groups: `broker::group` (Kafka's classic protocol as a state machine) and `broker::coordinator` (placement on `__consumer_offsets`, its records, reload on leader change) |
 //! | parts | [`cdc`] | the embedded Debezium-compatible capture: Debezium 3.2's JsonConverter bytes, snapshot, schema topics, produced through the harness producer |
 //! | parts | [`pipeline`] | the ETL: consumers at explicit offsets, the Debezium decoder, the sinks (memory, MySQL) |
 //! | parts | [`check`] | one checker per file over the history and final states: lost (by cause), duplicates, reorders, offset gaps, phantoms, retention loss, final state, liveness |

@@ -234,7 +234,7 @@ async fn kafka_python_consumers_split_a_topic_and_a_third_resumes_at_their_commi
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_coordinators_broker_killed_the_group_resumes_from_its_commits_on_the_new_one() {
+async fn the_coordinators_broker_killed_while_a_consumer_runs_it_resumes_on_the_new_one() {
     let Some(python) = kafka_python() else { return };
     let cluster = cluster(3, 0).await;
     let topic = "obs";
@@ -243,13 +243,21 @@ async fn the_coordinators_broker_killed_the_group_resumes_from_its_commits_on_th
         .expect("topic");
     let first = produce(&cluster, topic, 6, 40, "first").await;
     let bootstrap = cluster.bootstrap_servers();
-    let a = report(
-        python_consumer(&python, &bootstrap, "failover", topic, 3_000),
-        "consumer a",
-    )
-    .await;
-    assert_eq!(values(&a).into_iter().collect::<BTreeSet<_>>(), first);
-
+    // Idle for 15 s before it gives up: long enough to ride out the failover.
+    let a = python_consumer(&python, &bootstrap, "failover", topic, 15_000);
+    let committed_everywhere = |cluster: &Cluster, offset: i64| {
+        cluster.groups().iter().any(|g| {
+            g.group == "failover"
+                && g.offsets.len() == 6
+                && g.offsets.iter().all(|o| o.committed == offset)
+        })
+    };
+    let mut waited = 0;
+    while !committed_everywhere(&cluster, 40) {
+        assert!(waited < 600, "a committed the first records within 60 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        waited += 1;
+    }
     let old = cluster
         .group_coordinator("failover")
         .expect("a coordinator");
@@ -266,14 +274,23 @@ async fn the_coordinators_broker_killed_the_group_resumes_from_its_commits_on_th
     }
     let new = new.expect("the offsets partition got a new leader within 20 s");
     let second = produce(&cluster, topic, 6, 10, "second").await;
+    let a = report(a, "consumer a").await;
+    // One member, its group reloaded Stable by the new coordinator: no rebalance, every record exactly once.
+    let mut expected = first.clone();
+    expected.extend(second.iter().cloned());
+    assert_eq!(values(&a).into_iter().collect::<BTreeSet<_>>(), expected);
+    assert_eq!(a.records.len(), expected.len(), "nothing read twice");
+    assert!(committed_everywhere(&cluster, 50), "{:?}", cluster.groups());
+
+    // Nothing committed was lost: a new member starts exactly at a's commits.
+    let third = produce(&cluster, topic, 6, 5, "third").await;
     let b = report(
         python_consumer(&python, &bootstrap, "failover", topic, 3_000),
         "consumer b",
     )
     .await;
-    // Nothing committed was lost: b starts exactly at a's commits.
-    assert_eq!(values(&b).into_iter().collect::<BTreeSet<_>>(), second);
-    assert_eq!(b.records.len(), second.len());
+    assert_eq!(values(&b).into_iter().collect::<BTreeSet<_>>(), third);
+    assert_eq!(b.records.len(), third.len());
     let loaded = cluster.events().into_iter().find_map(|e| match e.kind {
         ClusterEventKind::CoordinatorLoaded {
             broker, offsets, ..

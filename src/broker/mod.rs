@@ -27,6 +27,11 @@
 //! | DeleteRecords (21) | 0–2 | |
 //! | DescribeConfigs (32) | 1–4 | TOPIC and BROKER resources |
 //! | InitProducerId (22) | 0–5 | idempotent producers only: a new producer id, epoch 0; transactional ids get INVALID_REQUEST |
+//! | OffsetForLeaderEpoch (23) | 2–4 | KIP-320 position validation: an epoch's end offset on the leader; FENCED/UNKNOWN_LEADER_EPOCH |
+//! | FindCoordinator (10) | 0–6 | group keys (batched from v4); a transaction key answers COORDINATOR_NOT_AVAILABLE |
+//! | JoinGroup (11), SyncGroup (14), Heartbeat (12), LeaveGroup (13) | 0–9, 0–5, 0–4, 0–5 | the classic protocol ([`group`]): MEMBER_ID_REQUIRED (v4+), static members, batched leaves (v3+) |
+//! | OffsetCommit (8), OffsetFetch (9), OffsetDelete (47) | 2–9, 1–9, 0 | fenced by generation; several groups per fetch (v8+) |
+//! | ListGroups (16), DescribeGroups (15), DeleteGroups (42) | 0–5, 0–5, 0–2 | what admin tools and ConsumerGroupCommand ask |
 //!
 //! These are the overlap of what `kafka-protocol` 0.18 decodes (its lowest ListOffsets, CreateTopics, DeleteTopics
 //! and DescribeConfigs versions are above Kafka's), what Kafka 3.9 documents, and what is implemented here. They
@@ -43,12 +48,24 @@
 //! - Transactions (AddPartitionsToTxn, EndTxn, markers) and producer id expiration. Idempotent producers are
 //!   served (issue 6): per partition and producer the last 5 batches are remembered (`producer_state`), on
 //!   followers too, and rebuilt from the log after a truncation or a restart from disk.
-//! - Consumer groups on the wire (FindCoordinator, JoinGroup, OffsetCommit, …): consumers use explicit offsets.
-//!   kcat's `-C` with explicit partitions/offsets works; `-G` does not. The classic group protocol itself
-//!   (states, generations, joins, syncs, fencing, sessions, static members, commits) is in [`group`], a state
-//!   machine on the cluster clock's time with no wire and no `__consumer_offsets` log yet (issue 19).
+//! - KIP-848's ConsumerGroupHeartbeat (a preview in Kafka 3.9, not for production there): groups speak the classic
+//!   protocol only, which every client tested here uses by default.
 //! - SASL/TLS, quotas, ACLs, AlterConfigs, CreatePartitions, fetch sessions, LogAppendTime.
 //! - Requests of an API or version not advertised close the connection (Kafka does the same), with a logged reason.
+//!
+//! # Consumer groups
+//!
+//! Kafka 3.9's classic group coordinator: the protocol's semantics are the state machine in [`group`]; where a
+//! group lives, how its offsets and metadata are written to `__consumer_offsets` (Kafka's record formats, acks=all)
+//! and reloaded by a partition's new leader, and the tick on the cluster clock are in `coordinator`. Broker
+//! settings by Kafka's names through [`ClusterBuilder::log_default`]: `group.initial.rebalance.delay.ms` (3000),
+//! `group.min.session.timeout.ms` (6000), `group.max.session.timeout.ms` (1800000), `offsets.topic.num.partitions`
+//! (50), `offsets.topic.replication.factor` (3, capped at the broker count). [`Cluster::groups`] describes every
+//! group (members, assignments, committed offsets, lag), [`Cluster::group_coordinator`] finds a group's
+//! coordinator, and the event log records joins, removals (left, session expired, not rejoined, replaced),
+//! rebalances, generations, commits and coordinator loads. Sessions are timed on the cluster clock: with a
+//! virtual clock, clients outside the process would be expired as virtual time runs, so `etl-harness up` always
+//! runs on the real clock and a JoinGroup on a virtual-clock cluster is logged as a warning.
 //!
 //! # Replication and faults
 //!

@@ -87,6 +87,8 @@ struct Shard {
 #[derive(Default)]
 pub(crate) struct Coordinator {
     shards: Mutex<BTreeMap<i32, Shard>>,
+    /// Whether the virtual-clock warning was given.
+    warned_virtual: std::sync::atomic::AtomicBool,
 }
 
 /// What a group looked like before an operation, to tell what the operation changed.
@@ -231,6 +233,17 @@ impl Coordinator {
         request: JoinRequest,
     ) -> Result<JoinWait, ResponseError> {
         let now = core.clock.now_ms();
+        if core.clock.is_virtual()
+            && !self
+                .warned_virtual
+                .swap(true, std::sync::atomic::Ordering::Relaxed)
+        {
+            tracing::warn!(
+                group = group_id,
+                "a consumer joined a cluster on a virtual clock: sessions and rebalance timeouts run on virtual time, \
+                 so a client heartbeating in real time is expired as soon as the clock is advanced past its session"
+            );
+        }
         self.with_shard(core, broker, group_id, |shard, events| {
             let index = shard_index(core, group_id);
             let config = core.defaults.group;

@@ -1,7 +1,8 @@
 //! Kafka 3.9's classic consumer-group protocol, as the group coordinator runs it: one [`Group`]'s membership,
-//! generations, rebalances and committed offsets, with no wire and no log. The coordinator API handlers (to come)
-//! decode a request, call the matching method with the cluster clock's time, and answer; answers a rebalance holds
-//! back (JoinGroup until the join phase ends, SyncGroup until the leader's assignment arrives) come out of
+//! generations, rebalances and committed offsets, with no wire and no log. The coordinator API handlers
+//! (`api::groups`, `api::offsets`, `api::group_admin`, through `coordinator`) decode a request, call the matching
+//! method with the cluster clock's time, and answer; answers a rebalance holds back (JoinGroup until the join phase
+//! ends, SyncGroup until the leader's assignment arrives) come out of
 //! [`Group::tick`] and of the call that completes them, as [`Completion`]s.
 //!
 //! What follows Kafka's `GroupCoordinator` / `GroupMetadata` (classic protocol):
