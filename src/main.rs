@@ -129,7 +129,7 @@ enum Command {
         /// Campaign seed: the same seed draws the same schedules (default: drawn and printed).
         #[arg(long)]
         seed: Option<u64>,
-        /// Base scenario (its faults and [expect] are replaced by each case's); default: the built-in safe one.
+        /// Base scenario (its faults and `[expect]` are replaced by each case's); default: the built-in safe one.
         #[arg(long)]
         scenario: Option<PathBuf>,
         /// Where the shrunk failing scenario is written.

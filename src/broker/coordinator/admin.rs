@@ -3,7 +3,7 @@
 use kafka_protocol::error::ResponseError;
 
 use super::records::{OffsetsRecord, OFFSETS_TOPIC};
-use super::{shard_index, write, Coordinator, GroupView, Shard, Written};
+use super::{shard_index, write, Coordinator, GroupView, Written};
 use crate::broker::group::{Group, GroupState};
 use crate::broker::state::ClusterCore;
 use crate::broker::BrokerId;
@@ -21,48 +21,13 @@ impl Coordinator {
             if !leads {
                 continue;
             }
-            // Any group id that maps to this partition finds its shard; the shard lists all of its groups.
-            let shard_groups = self.with_partition(core, broker, partition.index, |shard| {
+            // Loads the shard if this broker has not served it since it became the leader.
+            let shard_groups = self.with_partition(core, broker, partition.index, |shard, _| {
                 shard.groups.values().map(view).collect::<Vec<_>>()
             });
             views.extend(shard_groups.unwrap_or_default());
         }
         views
-    }
-
-    fn with_partition<R>(
-        &self,
-        core: &ClusterCore,
-        broker: BrokerId,
-        index: i32,
-        op: impl FnOnce(&Shard) -> R,
-    ) -> Result<R, ResponseError> {
-        let topic = core
-            .topic(OFFSETS_TOPIC)
-            .ok_or(ResponseError::NotCoordinator)?;
-        let partition = topic
-            .partitions
-            .get(index as usize)
-            .ok_or(ResponseError::NotCoordinator)?;
-        let mut shards = self.lock();
-        let mut events = Vec::new();
-        {
-            let state = partition.lock();
-            if state.leader != Some(broker) {
-                return Err(ResponseError::NotCoordinator);
-            }
-            let fresh = shards
-                .get(&index)
-                .is_some_and(|s| s.broker == broker && s.leader_epoch == state.leader_epoch);
-            if !fresh {
-                let shard = write::load(core, broker, index, &state, &mut events);
-                shards.insert(index, shard);
-            }
-        }
-        let result = op(&shards[&index]);
-        drop(shards);
-        core.record(events);
-        Ok(result)
     }
 
     /// DescribeGroups of one group: an unknown group is reported Dead, as Kafka does.

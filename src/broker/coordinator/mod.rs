@@ -146,8 +146,7 @@ impl Coordinator {
             .ok_or(ResponseError::CoordinatorNotAvailable)
     }
 
-    /// Runs `op` on the shard of `group` on `broker`, (re)loading it from the log when the partition's leadership
-    /// moved since it was loaded; NOT_COORDINATOR when `broker` does not lead the partition.
+    /// Runs `op` on the shard of `group` on `broker` (see [`Coordinator::with_partition`]).
     fn with_shard<R>(
         &self,
         core: &ClusterCore,
@@ -159,10 +158,28 @@ impl Coordinator {
             .topic(OFFSETS_TOPIC)
             .ok_or(ResponseError::NotCoordinator)?;
         let index = partition_for(group, topic.partitions.len() as i32);
-        let partition = &topic.partitions[index as usize];
+        self.with_partition(core, broker, index, op)
+    }
+
+    /// Runs `op` on the shard of `__consumer_offsets` partition `index` on `broker`, (re)loading it from the log
+    /// when the partition's leadership moved since it was loaded; NOT_COORDINATOR when `broker` does not lead it.
+    fn with_partition<R>(
+        &self,
+        core: &ClusterCore,
+        broker: BrokerId,
+        index: i32,
+        op: impl FnOnce(&mut Shard, &mut Vec<ClusterEventKind>) -> R,
+    ) -> Result<R, ResponseError> {
+        let topic = core
+            .topic(OFFSETS_TOPIC)
+            .ok_or(ResponseError::NotCoordinator)?;
+        let partition = topic
+            .partitions
+            .get(usize::try_from(index).map_err(|_| ResponseError::NotCoordinator)?)
+            .ok_or(ResponseError::NotCoordinator)?;
         let mut shards = self.lock();
         let mut events = Vec::new();
-        let epoch = {
+        {
             let state = partition.lock();
             if state.leader != Some(broker) {
                 return Err(ResponseError::NotCoordinator);
@@ -174,10 +191,8 @@ impl Coordinator {
                 let shard = write::load(core, broker, index, &state, &mut events);
                 shards.insert(index, shard);
             }
-            state.leader_epoch
-        };
-        let shard = shards.get_mut(&index).expect("inserted above");
-        debug_assert_eq!(shard.leader_epoch, epoch);
+        }
+        let shard = shards.get_mut(&index).expect("loaded above");
         let result = op(shard, &mut events);
         drop(shards);
         core.record(events);
