@@ -63,3 +63,137 @@ async fn up_prints_where_the_cluster_is_serves_it_and_stops_on_ctrl_c() {
     let exit = bounded("up stops", child.wait()).await.unwrap();
     assert!(exit.success(), "up exits cleanly on Ctrl-C: {exit}");
 }
+
+/// `up --describe-groups`: a kcat balanced consumer joins, reads and leaves; `up` prints the group with its member
+/// and partitions while it is there, then its committed offsets and lag once it left.
+#[tokio::test]
+async fn up_describes_the_consumer_groups_when_they_change() {
+    let Some(kcat) = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join("kcat"))
+            .find(|c| c.is_file())
+    }) else {
+        if std::env::var("ETL_HARNESS_REQUIRE_REAL").as_deref() == Ok("1") {
+            panic!("kcat is not on PATH but ETL_HARNESS_REQUIRE_REAL=1 requires it");
+        }
+        println!("skipped: kcat is not on PATH (apt-get install kcat)");
+        return;
+    };
+    let mut child = Command::new(env!("CARGO_BIN_EXE_etl-harness"))
+        .args([
+            "up",
+            "--brokers",
+            "1",
+            "--partitions",
+            "3",
+            "--topic",
+            "visits",
+        ])
+        .args(["--log-default", "group.initial.rebalance.delay.ms=0"])
+        .args(["--describe-groups", "1"])
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("etl-harness starts");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout piped")).lines();
+    let mut bootstrap = String::new();
+    loop {
+        let line = bounded("up output", lines.next_line())
+            .await
+            .unwrap()
+            .expect("up prints a ready line");
+        if let Some(servers) = line.strip_prefix("bootstrap servers: ") {
+            bootstrap = servers.to_string();
+        }
+        if line.starts_with("ready") {
+            break;
+        }
+    }
+    let printed = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let sink = printed.clone();
+    tokio::spawn(async move {
+        while let Ok(Some(line)) = lines.next_line().await {
+            sink.lock().unwrap().push(line);
+        }
+    });
+    let mut producer = Command::new(&kcat)
+        .args(["-P", "-b", &bootstrap, "-t", "visits", "-K:"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("kcat -P");
+    {
+        use tokio::io::AsyncWriteExt;
+        let mut stdin = producer.stdin.take().unwrap();
+        stdin.write_all(b"a:1\nb:2\nc:3\nd:4\n").await.unwrap();
+    }
+    assert!(bounded("kcat -P", producer.wait()).await.unwrap().success());
+    let mut consumer = Command::new(&kcat)
+        .args([
+            "-G",
+            "watched",
+            "-b",
+            &bootstrap,
+            "-X",
+            "auto.offset.reset=earliest",
+            "visits",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("kcat -G");
+    let wait_for = |what: &'static str, predicate: fn(&[String]) -> bool| {
+        let printed = printed.clone();
+        async move {
+            for _ in 0..200 {
+                if predicate(&printed.lock().unwrap()) {
+                    return;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            panic!(
+                "{what}: not printed within 20 s: {:?}",
+                printed.lock().unwrap()
+            );
+        }
+    };
+    wait_for("a Stable group with its member's partitions", |lines| {
+        lines
+            .iter()
+            .any(|l| l.starts_with("group watched: Stable generation 1 protocol consumer/range"))
+            && lines
+                .iter()
+                .any(|l| l.trim_start().starts_with("member ") && l.ends_with("visits[0,1,2]"))
+    })
+    .await;
+    // kcat commits what it read when it closes on SIGINT.
+    let pid = consumer.id().expect("running").to_string();
+    Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .await
+        .unwrap();
+    bounded("kcat -G stops", consumer.wait()).await.unwrap();
+    wait_for(
+        "the emptied group with its committed offsets and lag",
+        |lines| {
+            lines.iter().any(|l| l.starts_with("group watched: Empty"))
+                && lines
+                    .iter()
+                    .filter(|l| {
+                        l.trim_start().starts_with("offset visits-") && l.ends_with("lag 0")
+                    })
+                    .count()
+                    >= 1
+        },
+    )
+    .await;
+    let pid = child.id().expect("running").to_string();
+    Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .await
+        .unwrap();
+    let exit = bounded("up stops", child.wait()).await.unwrap();
+    assert!(exit.success(), "up exits cleanly on Ctrl-C: {exit}");
+}
