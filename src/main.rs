@@ -65,7 +65,8 @@ enum Command {
     /// Run a scenario end to end (workload → source → capture → Kafka → ETL → sink), check it, print the report.
     #[command(
         after_help = "Examples:\n  etl-harness run scenarios/quickstart.toml\n  \
-                            etl-harness run scenarios/quickstart.toml --seed 7 --report out.json\n\n\
+                            etl-harness run scenarios/quickstart.toml --seed 7 --report out.json\n  \
+                            etl-harness run scenarios/broker-kill.toml --backend local\n\n\
                             Exit codes: 0 every expectation held, 1 an expectation failed (the seed and the command\n\
                             that reproduces it are printed), 2 the scenario or the topology could not be run."
     )]
@@ -75,6 +76,10 @@ enum Command {
         /// Override the scenario's seed.
         #[arg(long)]
         seed: Option<u64>,
+        /// Run on this backend instead of the file's `[topology] backend`; it must be one the scenario lists in
+        /// `backends` (embedded, local, containers, external).
+        #[arg(long)]
+        backend: Option<String>,
         /// Also write the whole report as JSON here (and, when the run fails, the resolved scenario beside it).
         #[arg(long)]
         report: Option<PathBuf>,
@@ -194,9 +199,10 @@ fn main() -> ExitCode {
         Command::Run {
             file,
             seed,
+            backend,
             report,
             no_progress,
-        } => run(file, seed, report, !no_progress),
+        } => run(file, seed, backend, report, !no_progress),
         Command::Diff {
             file,
             backends,
@@ -211,9 +217,8 @@ fn main() -> ExitCode {
             max_shrink_runs,
             backends,
         } => fuzz_faults(cases, seed, scenario, out, mix, max_shrink_runs, backends),
-        Command::Up(args) => {
-            up::run(args).map_err(|e| Failure::Setup(format!("etl-harness up: {e:#}")))
-        }
+        Command::Up(args) => up::run(args)
+            .map_err(|e| Failure::Setup(format!("etl-harness up: {}", error_chain(&e)))),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -223,6 +228,20 @@ fn main() -> ExitCode {
         }
         Err(Failure::Expectation) => ExitCode::from(1),
     }
+}
+
+/// An error and its causes, each said once: a cause whose message the one before it already carries (an error that
+/// formats its source into its own message) is left out.
+fn error_chain(error: &anyhow::Error) -> String {
+    let mut said: Vec<String> = Vec::new();
+    for cause in error.chain() {
+        let message = cause.to_string();
+        if said.last().is_some_and(|last| last.contains(&message)) {
+            continue;
+        }
+        said.push(message);
+    }
+    said.join(": ")
 }
 
 /// `--backends embedded,local` as backends; an unknown name is an error naming the known ones.
@@ -292,6 +311,7 @@ fn diff(file: PathBuf, backends: Vec<String>, seed: Option<u64>) -> Result<(), F
 fn run(
     file: PathBuf,
     seed: Option<u64>,
+    backend: Option<String>,
     report_path: Option<PathBuf>,
     progress: bool,
 ) -> Result<(), Failure> {
@@ -299,8 +319,29 @@ fn run(
     if let Some(seed) = seed {
         scenario.seed = seed;
     }
+    let mut backend_flag = String::new();
+    if let Some(name) = backend {
+        let chosen = parse_backends(std::slice::from_ref(&name))
+            .map_err(|_| {
+                Failure::Setup(format!(
+                    "--backend: unknown backend `{name}` (embedded, local, containers, external)"
+                ))
+            })?
+            .remove(0);
+        if !scenario.backends.contains(&chosen) {
+            let listed: Vec<&str> = scenario.backends.iter().map(|b| b.name()).collect();
+            return Err(Failure::Setup(format!(
+                "{}: --backend {name}: the scenario lists only {} in `backends`; its expectations are not claimed \
+                 to hold on {name}",
+                file.display(),
+                listed.join(", ")
+            )));
+        }
+        scenario.topology.backend = chosen;
+        backend_flag = format!(" --backend {name}");
+    }
     let reproduce = format!(
-        "etl-harness run {} --seed {}",
+        "etl-harness run {}{backend_flag} --seed {}",
         file.display(),
         scenario.seed
     );

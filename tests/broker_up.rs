@@ -197,3 +197,123 @@ async fn up_describes_the_consumer_groups_when_they_change() {
     let exit = bounded("up stops", child.wait()).await.unwrap();
     assert!(exit.success(), "up exits cleanly on Ctrl-C: {exit}");
 }
+
+/// `up --replication-factor 3`: the --topic topics and auto-created ones have three replicas, all in sync, as kcat
+/// lists them; broker-level defaults go through --log-default (auto-creation makes 2 partitions here).
+#[tokio::test]
+async fn up_makes_replicated_topics_kcat_sees_in_sync() {
+    let Some(kcat) = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join("kcat"))
+            .find(|c| c.is_file())
+    }) else {
+        if std::env::var("ETL_HARNESS_REQUIRE_REAL").as_deref() == Ok("1") {
+            panic!("kcat is not on PATH but ETL_HARNESS_REQUIRE_REAL=1 requires it");
+        }
+        println!("skipped: kcat is not on PATH (apt-get install kcat)");
+        return;
+    };
+    let mut child = Command::new(env!("CARGO_BIN_EXE_etl-harness"))
+        .args([
+            "up",
+            "--brokers",
+            "3",
+            "--replication-factor",
+            "3",
+            "--topic",
+            "obs",
+        ])
+        .args(["--log-default", "num.partitions=2"])
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("etl-harness starts");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout piped")).lines();
+    let mut bootstrap = String::new();
+    loop {
+        let line = bounded("up output", lines.next_line())
+            .await
+            .unwrap()
+            .expect("up prints a ready line");
+        if let Some(servers) = line.strip_prefix("bootstrap servers: ") {
+            bootstrap = servers.to_string();
+        }
+        if line.starts_with("ready") {
+            break;
+        }
+    }
+    // Auto-creation through a produce to a topic that does not exist yet.
+    let mut producer = Command::new(&kcat)
+        .args(["-P", "-b", &bootstrap, "-t", "auto"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("kcat -P");
+    {
+        use tokio::io::AsyncWriteExt;
+        let mut stdin = producer.stdin.take().unwrap();
+        stdin.write_all(b"x\n").await.unwrap();
+    }
+    assert!(bounded("kcat -P", producer.wait()).await.unwrap().success());
+    let listed = bounded(
+        "kcat -L",
+        Command::new(&kcat).args(["-L", "-b", &bootstrap]).output(),
+    )
+    .await
+    .unwrap();
+    let text = String::from_utf8_lossy(&listed.stdout).into_owned();
+    for (topic, partitions) in [("obs", 1), ("auto", 2)] {
+        let block: Vec<&str> = text
+            .split("  topic ")
+            .find(|b| b.starts_with(&format!("\"{topic}\"")))
+            .unwrap_or_else(|| panic!("{topic} listed: {text}"))
+            .lines()
+            .filter(|l| l.contains("replicas:"))
+            .collect();
+        assert_eq!(block.len(), partitions, "{topic}: {text}");
+        for line in block {
+            let list = |key: &str| -> usize {
+                line.split(key)
+                    .nth(1)
+                    .unwrap()
+                    .split(|c: char| c == ' ' || c == ')')
+                    .find(|s| !s.is_empty())
+                    .unwrap()
+                    .split(',')
+                    .filter(|id| !id.is_empty())
+                    .count()
+            };
+            assert_eq!(list("replicas: "), 3, "{topic}: {line}");
+            assert_eq!(list("isrs: "), 3, "{topic}: {line}");
+        }
+    }
+    let pid = child.id().expect("running").to_string();
+    Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .await
+        .unwrap();
+    assert!(bounded("up stops", child.wait()).await.unwrap().success());
+}
+
+/// A bad broker default is refused before anything starts, exit 2, with its reason said once.
+#[test]
+fn a_bad_broker_default_is_said_once() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_etl-harness"))
+        .args([
+            "up",
+            "--brokers",
+            "1",
+            "--log-default",
+            "default.replication.factor=3",
+        ])
+        .output()
+        .expect("etl-harness runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert_eq!(
+        stderr.matches("larger than the number of brokers").count(),
+        1,
+        "{stderr}"
+    );
+    assert!(stderr.contains("default.replication.factor"), "{stderr}");
+}

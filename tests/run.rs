@@ -152,3 +152,43 @@ fn unavailable_backend_exits_2() {
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("containers"), "{stderr}");
 }
+
+/// `--backend` overrides the file's `[topology] backend` (as `--seed` overrides its seed), among the backends the
+/// scenario lists; one it does not list, or an unknown name, is exit 2 with the reason.
+#[test]
+fn the_backend_flag_overrides_the_file_within_its_list() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("either.toml");
+    let text = small_scenario(4, "")
+        .replacen(
+            "seed = 4\n",
+            "seed = 4\nbackends = [\"containers\", \"embedded\"]\n",
+            1,
+        )
+        .replacen("[topology]\n", "[topology]\nbackend = \"containers\"\n", 1);
+    std::fs::write(&path, text).unwrap();
+    let out = harness()
+        .arg("run")
+        .arg(&path)
+        .args(["--backend", "embedded", "--no-progress"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("lost"));
+
+    for (backend, expected) in [
+        ("local", "lists only containers, embedded"),
+        ("kafka", "unknown backend `kafka`"),
+    ] {
+        let out = harness()
+            .arg("run")
+            .arg(&path)
+            .args(["--backend", backend])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{stderr}");
+        assert!(stderr.contains(expected), "{backend}: {stderr}");
+    }
+}

@@ -53,7 +53,7 @@ pub enum ConfigError {
     #[error("unknown or unsupported topic config '{name}' (supported: {})", TopicConfig::NAMES.join(", "))]
     Unknown { name: String },
     /// The value does not parse or is out of range.
-    #[error("invalid value '{value}' for topic config '{name}': {reason}")]
+    #[error("invalid value '{value}' for config '{name}': {reason}")]
     Invalid {
         name: String,
         value: String,
@@ -277,14 +277,17 @@ impl BrokerDefaults {
         ])
     }
 
-    /// Sets a broker-level setting that is not a topic default (`group.*`, `offsets.topic.*`); `None` when `name`
-    /// is not one of them.
+    /// Sets a broker-level setting that is not a topic default (`num.partitions`, `default.replication.factor`,
+    /// `auto.create.topics.enable`, `group.*`, `offsets.topic.*`); `None` when `name` is not one of them.
     pub(crate) fn set_broker_setting(
         &mut self,
         name: &str,
         value: &str,
     ) -> Option<Result<(), ConfigError>> {
-        const NAMES: [&str; 5] = [
+        const NAMES: [&str; 8] = [
+            "num.partitions",
+            "default.replication.factor",
+            "auto.create.topics.enable",
             "group.min.session.timeout.ms",
             "group.max.session.timeout.ms",
             "group.initial.rebalance.delay.ms",
@@ -299,17 +302,37 @@ impl BrokerDefaults {
             value: value.to_string(),
             reason,
         };
+        if name == "auto.create.topics.enable" {
+            return Some(match value.trim() {
+                "true" => {
+                    self.auto_create_topics = true;
+                    Ok(())
+                }
+                "false" => {
+                    self.auto_create_topics = false;
+                    Ok(())
+                }
+                _ => Err(invalid("expected true or false")),
+            });
+        }
         let Ok(v) = value.trim().parse::<i32>() else {
             return Some(Err(invalid("not an integer")));
         };
         let minimum = match name {
-            "offsets.topic.num.partitions" | "offsets.topic.replication.factor" => 1,
+            "offsets.topic.num.partitions"
+            | "offsets.topic.replication.factor"
+            | "num.partitions"
+            | "default.replication.factor" => 1,
             _ => 0,
         };
         if v < minimum {
             return Some(Err(invalid("below the allowed minimum")));
         }
         match name {
+            "num.partitions" => self.num_partitions = v,
+            "default.replication.factor" => {
+                self.default_replication_factor = i16::try_from(v).unwrap_or(i16::MAX);
+            }
             "offsets.topic.num.partitions" => self.offsets_topic_partitions = v,
             "offsets.topic.replication.factor" => {
                 self.offsets_topic_replication_factor = i16::try_from(v).unwrap_or(i16::MAX);

@@ -340,6 +340,13 @@ impl ClusterBuilder {
                 None => defaults.topic.set(name, value)?,
             }
         }
+        if defaults.default_replication_factor as usize > self.brokers {
+            return Err(ClusterError::Config(ConfigError::Invalid {
+                name: "default.replication.factor".to_string(),
+                value: defaults.default_replication_factor.to_string(),
+                reason: "larger than the number of brokers",
+            }));
+        }
         let mut listeners = Vec::with_capacity(self.brokers);
         let mut infos = Vec::with_capacity(self.brokers);
         for n in 0..self.brokers {

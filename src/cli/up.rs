@@ -26,13 +26,19 @@ pub struct UpArgs {
     /// Partitions of the --topic topics and of auto-created topics (num.partitions).
     #[arg(long, default_value_t = 1)]
     pub partitions: i32,
+    /// Replication factor of the --topic topics and of auto-created topics (default.replication.factor); at most
+    /// the number of brokers.
+    #[arg(long, value_name = "N")]
+    pub replication_factor: Option<i16>,
     /// Broker N listens on PORT_BASE + N - 1 (default: ephemeral ports).
     #[arg(long, value_name = "PORT_BASE")]
     pub port_base: Option<u16>,
     /// A topic to create at start; repeat for more.
     #[arg(long = "topic", value_name = "NAME")]
     pub topics: Vec<String>,
-    /// A broker-wide default, e.g. retention.ms=60000 or group.initial.rebalance.delay.ms=0; repeat for more.
+    /// A broker-wide default: a topic default (retention.ms=60000, segment.bytes, ...) or a broker setting
+    /// (default.replication.factor, num.partitions, auto.create.topics.enable, group.initial.rebalance.delay.ms,
+    /// group.min/max.session.timeout.ms, offsets.topic.num.partitions, offsets.topic.replication.factor); repeat.
     #[arg(long = "log-default", value_name = "NAME=VALUE")]
     pub log_defaults: Vec<String>,
     /// Print the consumer groups (state, generation, members and their partitions, committed offsets, lag) every
@@ -69,10 +75,19 @@ pub async fn serve(args: UpArgs) -> anyhow::Result<()> {
             "--scenario needs --backend local (the embedded `up` takes --topic and --partitions)"
         );
     }
+    let brokers = args.brokers.unwrap_or(3);
+    if let Some(rf) = args.replication_factor {
+        if rf < 1 || rf as usize > brokers {
+            anyhow::bail!(
+                "--replication-factor {rf} needs between 1 and {brokers} brokers (--brokers {brokers})"
+            );
+        }
+    }
     let mut builder = Cluster::builder();
-    builder
-        .brokers(args.brokers.unwrap_or(3))
-        .num_partitions(args.partitions);
+    builder.brokers(brokers).num_partitions(args.partitions);
+    if let Some(rf) = args.replication_factor {
+        builder.default_replication_factor(rf);
+    }
     if let Some(port_base) = args.port_base {
         builder.port_base(port_base);
     }
@@ -83,7 +98,11 @@ pub async fn serve(args: UpArgs) -> anyhow::Result<()> {
         builder.log_default(name, value);
     }
     for topic in &args.topics {
-        builder.topic(NewTopic::new(topic.clone(), args.partitions));
+        let mut spec = NewTopic::new(topic.clone(), args.partitions);
+        if let Some(rf) = args.replication_factor {
+            spec = spec.replication_factor(rf);
+        }
+        builder.topic(spec);
     }
     let cluster = builder
         .start()
@@ -93,7 +112,11 @@ pub async fn serve(args: UpArgs) -> anyhow::Result<()> {
     let interrupted = interrupt()?;
     println!("bootstrap servers: {}", cluster.bootstrap_servers());
     for topic in &args.topics {
-        println!("topic {topic}: {} partitions", args.partitions);
+        println!(
+            "topic {topic}: {} partitions, replication factor {}",
+            args.partitions,
+            args.replication_factor.unwrap_or(1)
+        );
     }
     println!(
         "ready: {} brokers, controller {} (Ctrl-C to stop)",
@@ -201,6 +224,7 @@ async fn serve_local(args: UpArgs) -> anyhow::Result<()> {
         ("--topic", !args.topics.is_empty()),
         ("--log-default", !args.log_defaults.is_empty()),
         ("--partitions", args.partitions != 1),
+        ("--replication-factor", args.replication_factor.is_some()),
         ("--describe-groups", args.describe_groups.is_some()),
     ];
     if let Some((flag, _)) = embedded_only.iter().find(|(_, given)| *given) {
