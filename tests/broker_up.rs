@@ -275,7 +275,7 @@ async fn up_makes_replicated_topics_kcat_sees_in_sync() {
                 line.split(key)
                     .nth(1)
                     .unwrap()
-                    .split(|c: char| c == ' ' || c == ')')
+                    .split([' ', ')'])
                     .find(|s| !s.is_empty())
                     .unwrap()
                     .split(',')
