@@ -1,4 +1,4 @@
-//! Embedded cluster benchmarks (numbers go in the README, never into test assertions).
+//! Embedded cluster benchmarks (numbers go in docs/benchmarks.md, never into test assertions).
 //!
 //! Run: `cargo bench --bench broker` (release profile). Measures:
 //! 1. `Cluster::start` until a 6-partition topic has leaders on 3 brokers;

@@ -1,4 +1,4 @@
-//! End to end on the embedded default (numbers go in the README, never into test assertions).
+//! End to end on the embedded default (numbers go in docs/benchmarks.md, never into test assertions).
 //!
 //! Run: `cargo bench --bench end_to_end` (both), or `-- quickstart` / `-- million`.
 //! - quickstart: `scenarios/quickstart.toml` as shipped, 3 runs, wall time of each (start of the cluster to the

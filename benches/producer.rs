@@ -1,4 +1,4 @@
-//! Harness producer vs rskafka throughput (numbers go in the README, never into test assertions).
+//! Harness producer vs rskafka throughput (numbers go in docs/benchmarks.md, never into test assertions).
 //!
 //! Run: `cargo bench --bench producer`. Same embedded cluster (1 broker), same data: 200,000 records of 1 KiB
 //! values and 16-byte keys to 6 partitions, acks=all, no compression. rskafka: one task per partition, 900

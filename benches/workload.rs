@@ -1,7 +1,7 @@
 //! Generator throughput on one core: obs rows per second of the in-memory stream (target: >= 1,000,000/s),
 //! for an obs-heavy mix and for the default mix, plus the cost of rendering JSON lines.
 //!
-//! Run: `cargo bench --bench workload` (numbers are reported in the README, never asserted).
+//! Run: `cargo bench --bench workload` (numbers are reported in docs/benchmarks.md, never asserted).
 
 use std::hint::black_box;
 use std::time::Instant;

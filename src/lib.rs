@@ -57,6 +57,7 @@
 //! Every random choice derives from the scenario seed through [`rng::SeededRng`], which uses only
 //! integer arithmetic and IEEE `+ - * /` on ChaCha8 output: the same seed gives the same bytes on every
 //! machine (guarded by an insta snapshot of the first operations).
+#![deny(rustdoc::broken_intra_doc_links)]
 
 pub mod broker;
 pub mod cdc;

@@ -1,7 +1,7 @@
 //! The embedded Kafka cluster: N brokers in this process, each with its own TCP listener on 127.0.0.1, speaking
 //! Kafka's wire protocol (decoded and encoded by the `kafka-protocol` crate), so any Kafka client — rskafka,
-//! kcat/librdkafka, the Java client — is a valid peer. Behaviour follows Kafka 3.9 (see
-//! `shared/reference/kafka-semantics.md`); time comes from one [`Clock`], real or virtual.
+//! kcat/librdkafka, the Java client — is a valid peer. Behaviour follows Kafka 3.9 (its documentation and
+//! sources); time comes from one [`Clock`], real or virtual.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {

@@ -1,7 +1,6 @@
 //! Producer state of one replica of a partition: for every producer id, its current ProducerEpoch and the last
 //! [`BATCHES_TO_RETAIN`] batches it wrote (first and last sequence, first and last offset). Kafka 3.9's rules
-//! (ProducerStateManager, ProducerStateEntry, ProducerAppendInfo; see `shared/reference/kafka-semantics.md`,
-//! "Idempotent producer"):
+//! (ProducerStateManager, ProducerStateEntry, ProducerAppendInfo):
 //!
 //! - A batch whose ProducerEpoch and sequence range equal one of the retained batches is a duplicate: the leader
 //!   answers it with the original base offset and does not append it again.

@@ -1,5 +1,5 @@
 //! The flat encounter table: the ETL's output, one row per encounter keyed (patient_id, encounter_id), in the
-//! shape openmrs-elt's `flat_obs_orders` gave it (see `../shared/reference/openmrs.md`).
+//! shape openmrs-elt's `flat_obs_orders` gave it.
 //!
 //! It is a pure function of row images ([`RowImages`]): the streaming sink derives it from the latest image of
 //! each row it has consumed, and the oracle derives it from the source's final state. Equal inputs give equal

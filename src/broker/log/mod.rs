@@ -1,7 +1,7 @@
 //! One partition replica's log: segments of stored record batches, the log start offset, the log end offset and
 //! the high watermark, and what happens to them — append (with segment rolling), reads up to the high watermark,
-//! time and size retention, DeleteRecords and compaction. Kafka 3.9's rules, summarised in
-//! `shared/reference/kafka-semantics.md` ("Retention and segments").
+//! time and size retention, DeleteRecords and compaction, by Kafka 3.9's rules (its `UnifiedLog` and
+//! `LogCleaner`, and the topic configs' documentation).
 //!
 //! Batches are `Bytes` shared with fetch responses: a read clones handles, it does not copy record data (except to
 //! concatenate several batches into one response). Every change that removes data reports a [`ClusterEventKind`].

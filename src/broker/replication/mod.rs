@@ -1,7 +1,6 @@
 //! Replication inside a partition: followers copy their leader's log asynchronously, the leader tracks how far
 //! each follower got, the ISR shrinks and grows, the high watermark follows the ISR, and a follower whose log
-//! diverged truncates. Kafka 3.9's rules (Partition.scala, ReplicaFetcherThread; see
-//! `shared/reference/kafka-semantics.md`, "ISR", "High watermark", "Leader election"):
+//! diverged truncates. Kafka 3.9's rules (Partition.scala, ReplicaFetcherThread):
 //!
 //! - One replica fetcher task per cluster runs rounds in real time: in each round every follower that can reach
 //!   its leader copies what the leader has beyond its own log end offset (up to `replica.fetch.max.bytes`). It
