@@ -29,7 +29,7 @@
 //! | backends | [`topology`] | the `Topology` contract and its backends (`embedded`: the in-process cluster; `local`: MariaDB, ZooKeeper or KRaft, Kafka, Connect as processes), and the capture as a plug (`capture::embedded`, `capture::debezium`); the one place a backend is chosen |
 //! | driver | [`run`] | one driver for every backend: drive, pace (virtual clock), quiesce, judge; `Session` keeps a topology for several runs; `configure` maps a scenario to each component's config; `diff` compares verdicts across backends |
 //! | driver | [`fuzz_faults`] | property campaigns over fault schedules (`etl-harness fuzz-faults`): seeded schedules, shrinking, the minimal failing case written as a scenario; with several backends each case runs on every one through the diff and differing verdicts fail it |
-//! | edge | [`cli`] | CLI commands that are more than a call into the library (`etl-harness up`) |
+//! | edge | [`cli`] | CLI commands that are more than a call into the library: `etl-harness up` (a cluster or the local stack to point clients at), `etl-harness test` (a suite runner with JUnit XML) |
 //!
 //! Why the structure differs from the shared design: the design's `Topology::start(backend)` hands back
 //! endpoints and fault hooks; here a backend also answers the quiesce probe's cluster questions and hands the

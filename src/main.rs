@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use openmrs_etl_harness::cli::test::TestArgs;
 use openmrs_etl_harness::cli::up::{self, UpArgs};
 use openmrs_etl_harness::fuzz_faults;
 use openmrs_etl_harness::run::RunOptions;
@@ -111,6 +112,15 @@ enum Command {
                             etl-harness up --backend local --brokers 3 --scenario scenarios/broker-kill.toml\n  \
                             kcat -b <bootstrap servers printed by up> -L")]
     Up(UpArgs),
+    /// Run a suite of scenarios (files or directories; default scenarios/) as CI would: a line per scenario, a
+    /// summary, and optionally a JUnit XML report.
+    #[command(after_help = "Examples:\n  etl-harness test\n  \
+                            etl-harness test scenarios/ --junit target/junit.xml\n  \
+                            etl-harness test scenarios/broker-kill.toml scenarios/retention.toml --jobs 1\n  \
+                            etl-harness test --filter kill --backends\n\n\
+                            Exit codes: 0 every scenario passed, 1 an expectation failed or backends disagreed,\n\
+                            2 a scenario could not be loaded or run.")]
+    Test(TestArgs),
     /// Property campaign over fault schedules: run seeded schedules until one loses, reorders or diverges, then
     /// shrink it and write it as a scenario file.
     #[command(
@@ -217,6 +227,9 @@ fn main() -> ExitCode {
             max_shrink_runs,
             backends,
         } => fuzz_faults(cases, seed, scenario, out, mix, max_shrink_runs, backends),
+        Command::Test(args) => {
+            return ExitCode::from(openmrs_etl_harness::cli::test::run(args));
+        }
         Command::Up(args) => up::run(args)
             .map_err(|e| Failure::Setup(format!("etl-harness up: {}", error_chain(&e)))),
     };

@@ -1,5 +1,6 @@
 //! The command line's own commands: code that serves people at a terminal and may use every backend, so that no
 //! backend module has to import another (`etl-harness up` starts either the embedded cluster or the local
-//! topology).
+//! topology; `etl-harness test` runs scenarios on whichever backends they name).
 
+pub mod test;
 pub mod up;
