@@ -8,6 +8,57 @@ use common::{bounded, client};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
 
+/// kcat, or `None` (after saying why) when the test may be skipped.
+fn kcat() -> Option<std::path::PathBuf> {
+    let found = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join("kcat"))
+            .find(|c| c.is_file())
+    });
+    if found.is_none() {
+        if std::env::var("ETL_HARNESS_REQUIRE_REAL").as_deref() == Ok("1") {
+            panic!("kcat is not on PATH but ETL_HARNESS_REQUIRE_REAL=1 requires it");
+        }
+        println!("skipped: kcat is not on PATH (apt-get install kcat)");
+    }
+    found
+}
+
+/// Reads `up`'s output until its ready line; returns the rest of its output and the bootstrap servers it printed.
+async fn until_ready(
+    child: &mut tokio::process::Child,
+) -> (
+    tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
+    String,
+) {
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout piped")).lines();
+    let mut bootstrap = String::new();
+    loop {
+        let line = bounded("up output", lines.next_line())
+            .await
+            .unwrap()
+            .expect("up prints a ready line");
+        if let Some(servers) = line.strip_prefix("bootstrap servers: ") {
+            bootstrap = servers.to_string();
+        }
+        if line.starts_with("ready") {
+            return (lines, bootstrap);
+        }
+    }
+}
+
+/// Ctrl-C (SIGINT) to `up`, which must exit cleanly.
+async fn ctrl_c(mut child: tokio::process::Child) {
+    let pid = child.id().expect("running").to_string();
+    Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .await
+        .unwrap();
+    let exit = bounded("up stops", child.wait()).await.unwrap();
+    assert!(exit.success(), "up exits cleanly on Ctrl-C: {exit}");
+}
+
 #[tokio::test]
 async fn up_prints_where_the_cluster_is_serves_it_and_stops_on_ctrl_c() {
     let mut child = Command::new(env!("CARGO_BIN_EXE_etl-harness"))
@@ -53,32 +104,14 @@ async fn up_prints_where_the_cluster_is_serves_it_and_stops_on_ctrl_c() {
         assert_eq!(topic.partitions.len(), 6);
     }
 
-    let pid = child.id().expect("running").to_string();
-    let status = Command::new("kill")
-        .args(["-INT", &pid])
-        .status()
-        .await
-        .expect("kill runs");
-    assert!(status.success());
-    let exit = bounded("up stops", child.wait()).await.unwrap();
-    assert!(exit.success(), "up exits cleanly on Ctrl-C: {exit}");
+    ctrl_c(child).await;
 }
 
 /// `up --describe-groups`: a kcat balanced consumer joins, reads and leaves; `up` prints the group with its member
 /// and partitions while it is there, then its committed offsets and lag once it left.
 #[tokio::test]
 async fn up_describes_the_consumer_groups_when_they_change() {
-    let Some(kcat) = std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|dir| dir.join("kcat"))
-            .find(|c| c.is_file())
-    }) else {
-        if std::env::var("ETL_HARNESS_REQUIRE_REAL").as_deref() == Ok("1") {
-            panic!("kcat is not on PATH but ETL_HARNESS_REQUIRE_REAL=1 requires it");
-        }
-        println!("skipped: kcat is not on PATH (apt-get install kcat)");
-        return;
-    };
+    let Some(kcat) = kcat() else { return };
     let mut child = Command::new(env!("CARGO_BIN_EXE_etl-harness"))
         .args([
             "up",
@@ -95,20 +128,7 @@ async fn up_describes_the_consumer_groups_when_they_change() {
         .kill_on_drop(true)
         .spawn()
         .expect("etl-harness starts");
-    let mut lines = BufReader::new(child.stdout.take().expect("stdout piped")).lines();
-    let mut bootstrap = String::new();
-    loop {
-        let line = bounded("up output", lines.next_line())
-            .await
-            .unwrap()
-            .expect("up prints a ready line");
-        if let Some(servers) = line.strip_prefix("bootstrap servers: ") {
-            bootstrap = servers.to_string();
-        }
-        if line.starts_with("ready") {
-            break;
-        }
-    }
+    let (mut lines, bootstrap) = until_ready(&mut child).await;
     let printed = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
     let sink = printed.clone();
     tokio::spawn(async move {
@@ -188,31 +208,14 @@ async fn up_describes_the_consumer_groups_when_they_change() {
         },
     )
     .await;
-    let pid = child.id().expect("running").to_string();
-    Command::new("kill")
-        .args(["-INT", &pid])
-        .status()
-        .await
-        .unwrap();
-    let exit = bounded("up stops", child.wait()).await.unwrap();
-    assert!(exit.success(), "up exits cleanly on Ctrl-C: {exit}");
+    ctrl_c(child).await;
 }
 
 /// `up --replication-factor 3`: the --topic topics and auto-created ones have three replicas, all in sync, as kcat
 /// lists them; broker-level defaults go through --log-default (auto-creation makes 2 partitions here).
 #[tokio::test]
 async fn up_makes_replicated_topics_kcat_sees_in_sync() {
-    let Some(kcat) = std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|dir| dir.join("kcat"))
-            .find(|c| c.is_file())
-    }) else {
-        if std::env::var("ETL_HARNESS_REQUIRE_REAL").as_deref() == Ok("1") {
-            panic!("kcat is not on PATH but ETL_HARNESS_REQUIRE_REAL=1 requires it");
-        }
-        println!("skipped: kcat is not on PATH (apt-get install kcat)");
-        return;
-    };
+    let Some(kcat) = kcat() else { return };
     let mut child = Command::new(env!("CARGO_BIN_EXE_etl-harness"))
         .args([
             "up",
@@ -228,20 +231,7 @@ async fn up_makes_replicated_topics_kcat_sees_in_sync() {
         .kill_on_drop(true)
         .spawn()
         .expect("etl-harness starts");
-    let mut lines = BufReader::new(child.stdout.take().expect("stdout piped")).lines();
-    let mut bootstrap = String::new();
-    loop {
-        let line = bounded("up output", lines.next_line())
-            .await
-            .unwrap()
-            .expect("up prints a ready line");
-        if let Some(servers) = line.strip_prefix("bootstrap servers: ") {
-            bootstrap = servers.to_string();
-        }
-        if line.starts_with("ready") {
-            break;
-        }
-    }
+    let (_lines, bootstrap) = until_ready(&mut child).await;
     // Auto-creation through a produce to a topic that does not exist yet.
     let mut producer = Command::new(&kcat)
         .args(["-P", "-b", &bootstrap, "-t", "auto"])
@@ -286,13 +276,7 @@ async fn up_makes_replicated_topics_kcat_sees_in_sync() {
             assert_eq!(list("isrs: "), 3, "{topic}: {line}");
         }
     }
-    let pid = child.id().expect("running").to_string();
-    Command::new("kill")
-        .args(["-INT", &pid])
-        .status()
-        .await
-        .unwrap();
-    assert!(bounded("up stops", child.wait()).await.unwrap().success());
+    ctrl_c(child).await;
 }
 
 /// A bad broker default is refused before anything starts, exit 2, with its reason said once.

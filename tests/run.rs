@@ -1,6 +1,8 @@
 //! End to end on the embedded default: `etl-harness run` on the shipped quickstart scenario and on small
 //! variants, through the library (for the report) and through the binary (for exit codes and messages).
 
+mod common;
+
 use std::path::Path;
 use std::process::Command;
 
@@ -55,32 +57,7 @@ async fn stable_text_is_the_same_for_the_same_seed() {
 
 /// A small real-time scenario: a few hundred operations, fast.
 fn small_scenario(seed: u64, extra: &str) -> String {
-    format!(
-        r#"name = "small"
-seed = {seed}
-
-[topology]
-brokers = 3
-
-[topics]
-partitions = 2
-replication_factor = 3
-min_insync_replicas = 2
-
-[producer]
-acks = "all"
-linger = "2ms"
-
-[workload]
-patients = 30
-operations = 300
-rate = 3000
-
-[pipeline]
-consumers = 2
-
-{extra}"#
-    )
+    common::small_scenario("small", seed, extra)
 }
 
 fn harness() -> Command {

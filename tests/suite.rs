@@ -1,35 +1,13 @@
 //! `etl-harness test`: a suite of scenarios with a line each, a summary, exit 0/1/2, and a JUnit XML report that
 //! parses, with one testcase per scenario and a failure carrying the seed and the command to reproduce it.
 
+mod common;
+
 use std::path::Path;
 use std::process::Command;
 
 fn scenario(name: &str, seed: u64, expect: &str) -> String {
-    format!(
-        r#"name = "{name}"
-seed = {seed}
-
-[topology]
-brokers = 3
-
-[topics]
-partitions = 2
-replication_factor = 3
-min_insync_replicas = 2
-
-[producer]
-acks = "all"
-linger = "2ms"
-
-[workload]
-patients = 30
-operations = 300
-rate = 3000
-
-[pipeline]
-consumers = 2
-{expect}"#
-    )
+    common::small_scenario(name, seed, expect)
 }
 
 fn harness() -> Command {

@@ -427,3 +427,34 @@ pub fn shipped_scenarios(
         .filter(|(_, scenario)| scenario.backends.contains(&backend))
         .collect()
 }
+
+/// A small scenario that runs in well under a second on the embedded backend: 3 brokers, RF 3, min ISR 2,
+/// acks=all, 300 operations, 2 consumers; `extra` is appended (an `[expect]` table, faults).
+pub fn small_scenario(name: &str, seed: u64, extra: &str) -> String {
+    format!(
+        r#"name = "{name}"
+seed = {seed}
+
+[topology]
+brokers = 3
+
+[topics]
+partitions = 2
+replication_factor = 3
+min_insync_replicas = 2
+
+[producer]
+acks = "all"
+linger = "2ms"
+
+[workload]
+patients = 30
+operations = 300
+rate = 3000
+
+[pipeline]
+consumers = 2
+
+{extra}"#
+    )
+}
