@@ -52,21 +52,6 @@ fn kafka_python() -> Option<PathBuf> {
     None
 }
 
-fn kcat() -> Option<PathBuf> {
-    let found = std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|dir| dir.join("kcat"))
-            .find(|c| c.is_file())
-    });
-    if found.is_none() {
-        if std::env::var("ETL_HARNESS_REQUIRE_REAL").as_deref() == Ok("1") {
-            panic!("kcat is not on PATH but ETL_HARNESS_REQUIRE_REAL=1 requires it");
-        }
-        println!("skipped: kcat is not on PATH (apt-get install kcat)");
-    }
-    found
-}
-
 async fn cluster(brokers: usize, initial_delay_ms: u32) -> Cluster {
     init_tracing();
     let mut builder = Cluster::builder();
@@ -305,7 +290,7 @@ async fn the_coordinators_broker_killed_while_a_consumer_runs_it_resumes_on_the_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kcat_balanced_consumers_read_every_record_and_resume_at_their_commits() {
-    let Some(kcat) = kcat() else { return };
+    let Some(kcat) = common::kcat() else { return };
     let cluster = cluster(3, 3_000).await;
     let topic = "encounters";
     cluster

@@ -8,22 +8,6 @@ use common::{bounded, client};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
 
-/// kcat, or `None` (after saying why) when the test may be skipped.
-fn kcat() -> Option<std::path::PathBuf> {
-    let found = std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|dir| dir.join("kcat"))
-            .find(|c| c.is_file())
-    });
-    if found.is_none() {
-        if std::env::var("ETL_HARNESS_REQUIRE_REAL").as_deref() == Ok("1") {
-            panic!("kcat is not on PATH but ETL_HARNESS_REQUIRE_REAL=1 requires it");
-        }
-        println!("skipped: kcat is not on PATH (apt-get install kcat)");
-    }
-    found
-}
-
 /// Reads `up`'s output until its ready line; returns the rest of its output and the bootstrap servers it printed.
 async fn until_ready(
     child: &mut tokio::process::Child,
@@ -111,7 +95,7 @@ async fn up_prints_where_the_cluster_is_serves_it_and_stops_on_ctrl_c() {
 /// and partitions while it is there, then its committed offsets and lag once it left.
 #[tokio::test]
 async fn up_describes_the_consumer_groups_when_they_change() {
-    let Some(kcat) = kcat() else { return };
+    let Some(kcat) = common::kcat() else { return };
     let mut child = Command::new(env!("CARGO_BIN_EXE_etl-harness"))
         .args([
             "up",
@@ -215,7 +199,7 @@ async fn up_describes_the_consumer_groups_when_they_change() {
 /// lists them; broker-level defaults go through --log-default (auto-creation makes 2 partitions here).
 #[tokio::test]
 async fn up_makes_replicated_topics_kcat_sees_in_sync() {
-    let Some(kcat) = kcat() else { return };
+    let Some(kcat) = common::kcat() else { return };
     let mut child = Command::new(env!("CARGO_BIN_EXE_etl-harness"))
         .args([
             "up",

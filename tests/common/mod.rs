@@ -458,3 +458,20 @@ consumers = 2
 {extra}"#
     )
 }
+
+/// kcat, or `None` (after saying why) when the test may be skipped; with ETL_HARNESS_REQUIRE_REAL=1 a missing kcat
+/// fails the test.
+pub fn kcat() -> Option<std::path::PathBuf> {
+    let found = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join("kcat"))
+            .find(|c| c.is_file())
+    });
+    if found.is_none() {
+        if std::env::var("ETL_HARNESS_REQUIRE_REAL").as_deref() == Ok("1") {
+            panic!("kcat is not on PATH but ETL_HARNESS_REQUIRE_REAL=1 requires it (apt-get install kcat)");
+        }
+        println!("skipped: kcat is not on PATH (apt-get install kcat)");
+    }
+    found
+}
