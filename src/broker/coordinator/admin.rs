@@ -3,7 +3,7 @@
 use kafka_protocol::error::ResponseError;
 
 use super::records::{OffsetsRecord, OFFSETS_TOPIC};
-use super::{shard_index, write, Coordinator, GroupView, Written};
+use super::{write, Coordinator, GroupView, Written};
 use crate::broker::group::{Group, GroupState};
 use crate::broker::state::ClusterCore;
 use crate::broker::BrokerId;
@@ -56,7 +56,6 @@ impl Coordinator {
         group_id: &str,
     ) -> Result<(), ResponseError> {
         self.with_shard(core, broker, group_id, |shard, events| {
-            let index = shard_index(core, group_id);
             let group = shard
                 .groups
                 .get_mut(group_id)
@@ -78,7 +77,7 @@ impl Coordinator {
                 value: None,
             });
             // The group is gone from the cache whether or not the tombstones replicate, as in Kafka.
-            if let Err(error) = write::append(core, broker, index, &records) {
+            if let Err(error) = write::append(core, broker, shard.index, &records) {
                 tracing::debug!(%error, group = group_id, "group tombstones not written");
             }
             events.push(ClusterEventKind::GroupDeleted {
@@ -97,7 +96,6 @@ impl Coordinator {
         partitions: &[(String, i32)],
     ) -> Result<Result<Written, ResponseError>, ResponseError> {
         self.with_shard(core, broker, group_id, |shard, _| {
-            let index = shard_index(core, group_id);
             let group = shard
                 .groups
                 .get_mut(group_id)
@@ -114,7 +112,7 @@ impl Coordinator {
                     value: None,
                 })
                 .collect();
-            Ok(write::append(core, broker, index, &records))
+            Ok(write::append(core, broker, shard.index, &records))
         })?
     }
 }

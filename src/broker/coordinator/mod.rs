@@ -77,6 +77,8 @@ pub(crate) struct GroupView {
 
 /// The groups of one `__consumer_offsets` partition, as loaded by one leader in one leader epoch.
 struct Shard {
+    /// Its `__consumer_offsets` partition.
+    index: i32,
     broker: BrokerId,
     leader_epoch: i32,
     groups: BTreeMap<String, Group>,
@@ -218,7 +220,7 @@ impl Coordinator {
             let state = partition.lock();
             state.leader == Some(shard.broker) && state.leader_epoch == shard.leader_epoch
         });
-        for (index, shard) in shards.iter_mut() {
+        for shard in shards.values_mut() {
             let ids: Vec<String> = shard.groups.keys().cloned().collect();
             for id in ids {
                 let Some(group) = shard.groups.get_mut(&id) else {
@@ -234,7 +236,7 @@ impl Coordinator {
                 } else {
                     MemberRemoval::SessionExpired
                 };
-                shard.after(core, *index, &id, before, done, reason, now, &mut events);
+                shard.after(core, &id, before, done, reason, now, &mut events);
             }
         }
         drop(shards);
@@ -261,7 +263,6 @@ impl Coordinator {
             );
         }
         self.with_shard(core, broker, group_id, |shard, events| {
-            let index = shard_index(core, group_id);
             let config = core.defaults.group;
             let group = shard
                 .groups
@@ -291,7 +292,6 @@ impl Coordinator {
             };
             shard.after(
                 core,
-                index,
                 group_id,
                 before,
                 done,
@@ -314,7 +314,6 @@ impl Coordinator {
     ) -> Result<SyncWait, ResponseError> {
         let now = core.clock.now_ms();
         self.with_shard(core, broker, group_id, |shard, events| {
-            let index = shard_index(core, group_id);
             let Some(group) = shard.groups.get_mut(group_id) else {
                 return SyncWait::Done(Err(ResponseError::UnknownMemberId));
             };
@@ -332,7 +331,6 @@ impl Coordinator {
             };
             shard.after(
                 core,
-                index,
                 group_id,
                 before,
                 done,
@@ -371,7 +369,6 @@ impl Coordinator {
     ) -> Result<Vec<Result<(), ResponseError>>, ResponseError> {
         let now = core.clock.now_ms();
         self.with_shard(core, broker, group_id, |shard, events| {
-            let index = shard_index(core, group_id);
             let Some(group) = shard.groups.get_mut(group_id) else {
                 return leaving
                     .iter()
@@ -382,7 +379,6 @@ impl Coordinator {
             let (results, done) = group.leave(now, leaving);
             shard.after(
                 core,
-                index,
                 group_id,
                 before,
                 done,
@@ -407,7 +403,6 @@ impl Coordinator {
     ) -> Result<Written, ResponseError> {
         let now = core.clock.now_ms();
         self.with_shard(core, broker, group_id, |shard, _| {
-            let index = shard_index(core, group_id);
             let config = core.defaults.group;
             let group = match shard.groups.get_mut(group_id) {
                 Some(group) => group,
@@ -429,7 +424,7 @@ impl Coordinator {
                     value: Some(value),
                 })
                 .collect::<Vec<_>>();
-            write::append(core, broker, index, &records)
+            write::append(core, broker, shard.index, &records)
         })?
     }
 
@@ -464,13 +459,6 @@ impl Coordinator {
     }
 }
 
-fn shard_index(core: &ClusterCore, group: &str) -> i32 {
-    let partitions = core
-        .topic(OFFSETS_TOPIC)
-        .map_or(1, |t| t.partitions.len() as i32);
-    partition_for(group, partitions)
-}
-
 impl Shard {
     /// After an operation on group `id`: deliver the held answers it completed, record what changed, and store
     /// the group's metadata when it became Stable or Empty.
@@ -478,7 +466,6 @@ impl Shard {
     fn after(
         &mut self,
         core: &ClusterCore,
-        index: i32,
         id: &str,
         before: Before,
         done: Vec<Completion>,
@@ -558,7 +545,7 @@ impl Shard {
                 group: id.to_string(),
                 value: Some(group.snapshot(now)),
             };
-            if let Err(error) = write::append(core, self.broker, index, &[record]) {
+            if let Err(error) = write::append(core, self.broker, self.index, &[record]) {
                 tracing::debug!(%error, group = id, "group metadata not written");
             }
         }

@@ -243,6 +243,7 @@ pub(super) fn load(
         offsets: offset_count,
     });
     Shard {
+        index,
         broker,
         leader_epoch: state.leader_epoch,
         groups,
