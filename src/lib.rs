@@ -5,6 +5,19 @@
 //! topology up, drives it with seeded clinical workloads, injects faults, and checks what came out against
 //! what went in.
 //!
+//! ## From a team's Rust tests
+//!
+//! The documented API is small: build or load a [`scenario::Scenario`] ([`scenario::ScenarioBuilder`] sets the
+//! same fields a file does and checks them the same way), run it with [`live::Harness`] on any backend it lists,
+//! and read the [`report::Report`] (`stable_text()` for `insta` snapshots, `assert_passed()` for a failure that
+//! prints the seed and the command to reproduce). [`live::Harness::start`] gives a [`live::LiveRun`] while the
+//! run goes on: the bootstrap servers and database URL for the test's own clients, and fault verbs recorded in
+//! the history like the scenario's. [`broker`] is the embedded Kafka cluster on its own, for tests that only need
+//! a Kafka. `examples/team-tests` is a crate that uses only this API, and `cargo test` runs it.
+//!
+//! The modules marked hidden (the capture, the clients, the pipeline, the topology backends, …) are public for
+//! the CLI, the benches and the project's own tests; they change without notice.
+//!
 //! ## Architecture as the code has it
 //!
 //! The vocabulary is Jepsen's. `docs/architecture.md` has the data flow, the floors and what never imports
@@ -28,6 +41,7 @@
 //! | parts | [`nemesis`] | runs `[[faults]]` at their times, resolving roles when they fire, through a `FaultHost` |
 //! | backends | [`topology`] | the `Topology` contract and its backends (`embedded`: the in-process cluster; `local`: MariaDB, ZooKeeper or KRaft, Kafka, Connect as processes), and the capture as a plug (`capture::embedded`, `capture::debezium`); the one place a backend is chosen |
 //! | driver | [`run`] | one driver for every backend: drive, pace (virtual clock), quiesce, judge; `Session` keeps a topology for several runs; `configure` maps a scenario to each component's config; `diff` compares verdicts across backends |
+//! | driver | [`live`] | the library API: [`live::Harness`] runs a scenario on a thread and runtime of its own (any test flavour works, a blocking client in the test holds nothing up); [`live::LiveRun`] hands out the endpoints and sends fault verbs to the run's nemesis, which fires and records them as it does the file's faults |
 //! | driver | [`fuzz_faults`] | property campaigns over fault schedules (`etl-harness fuzz-faults`): seeded schedules, shrinking, the minimal failing case written as a scenario; with several backends each case runs on every one through the diff and differing verdicts fail it |
 //! | edge | [`cli`] | CLI commands that are more than a call into the library: `etl-harness up` (a cluster or the local stack to point clients at), `etl-harness test` (a suite runner with JUnit XML) |
 //!
@@ -59,21 +73,37 @@
 //! machine (guarded by an insta snapshot of the first operations).
 #![deny(rustdoc::broken_intra_doc_links)]
 
+// The documented API: what a team's tests rely on.
 pub mod broker;
-pub mod cdc;
 pub mod check;
-pub mod cli;
-pub mod client;
-pub mod clock;
-pub mod fuzz_faults;
 pub mod history;
-pub mod model;
-pub mod nemesis;
-pub mod pipeline;
+pub mod live;
 pub mod report;
-pub mod rng;
 pub mod run;
 pub mod scenario;
+
+// The parts behind it: public for the CLI, the benches and the project's own tests, not an API to rely on.
+#[doc(hidden)]
+pub mod cdc;
+#[doc(hidden)]
+pub mod cli;
+#[doc(hidden)]
+pub mod client;
+#[doc(hidden)]
+pub mod clock;
+#[doc(hidden)]
+pub mod fuzz_faults;
+#[doc(hidden)]
+pub mod model;
+#[doc(hidden)]
+pub mod nemesis;
+#[doc(hidden)]
+pub mod pipeline;
+#[doc(hidden)]
+pub mod rng;
+#[doc(hidden)]
 pub mod source;
+#[doc(hidden)]
 pub mod topology;
+#[doc(hidden)]
 pub mod workload;

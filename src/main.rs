@@ -362,15 +362,8 @@ fn run(
         scenario_path: file.display().to_string(),
         progress,
     };
-    // Deterministic mode runs every task on this one thread, so their interleaving does not depend on cores.
-    let runtime = if scenario.topology.deterministic {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-    } else {
-        tokio::runtime::Runtime::new()
-    }
-    .map_err(|e| Failure::Setup(format!("cannot start the async runtime: {e}")))?;
+    let runtime = openmrs_etl_harness::run::runtime(&scenario)
+        .map_err(|e| Failure::Setup(format!("cannot start the async runtime: {e}")))?;
     let outcome = runtime
         .block_on(openmrs_etl_harness::run::run(&scenario, &options))
         .map_err(|e| {

@@ -85,25 +85,13 @@ fn scenario_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, String> {
     Ok(files)
 }
 
-fn runtime(scenario: &Scenario) -> std::io::Result<tokio::runtime::Runtime> {
-    if scenario.topology.deterministic {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-    } else {
-        tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()
-    }
-}
-
 /// Runs one scenario file (on its own backend, or with `compare` on every backend it lists).
 fn run_one(file: &Path, scenario: &Scenario, compare: bool) -> Outcome {
     let options = RunOptions {
         scenario_path: file.display().to_string(),
         progress: false,
     };
-    let runtime = match runtime(scenario) {
+    let runtime = match crate::run::runtime(scenario) {
         Ok(r) => r,
         Err(e) => {
             return Outcome::Error {

@@ -205,6 +205,8 @@ pub struct FaultRecord {
 pub enum FaultPhase {
     /// A `[[faults]]` entry at its `at`.
     Scheduled,
+    /// A fault asked for through a live run's handle ([`crate::live::LiveRun`]), when it was asked.
+    Live,
     /// The end of a fault's `duration`: the restart, heal or resume it implies.
     Undone,
     /// After the stream: a disturbance the schedule left in place, undone so the pipeline can quiesce.
@@ -218,6 +220,7 @@ impl FaultPhase {
     pub fn name(self) -> &'static str {
         match self {
             FaultPhase::Scheduled => "scheduled",
+            FaultPhase::Live => "live",
             FaultPhase::Undone => "undone",
             FaultPhase::AfterStream => "after stream",
             FaultPhase::Recovery => "recovery",

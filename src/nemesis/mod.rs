@@ -35,7 +35,7 @@
 
 use std::time::Duration;
 
-use tokio::sync::Mutex;
+use tokio::sync::{mpsc, oneshot, Mutex};
 
 use crate::broker::BrokerId;
 use crate::clock::Clock;
@@ -43,6 +43,7 @@ use crate::history::{FaultPhase, FaultRecord, Recorder};
 use crate::pipeline::Pipeline;
 use crate::rng::SeededRng;
 use crate::scenario::{Backend, Fault, FaultAction, FaultTarget, Scenario};
+use resolve::Resolved;
 
 /// How long a stall on a virtual clock holds the consumer in real time at most: it normally ends earlier, by a
 /// restart at the stall's virtual end.
@@ -108,6 +109,15 @@ pub(crate) trait FaultHost: BrokerFaults {
     async fn capture_failure(&self) -> Option<String>;
 }
 
+/// A fault asked for while a run is live (the fault verbs of [`crate::live::LiveRun`]): it fires when it
+/// arrives, and from then on is one of the schedule's — recorded (phase `live`, its index after the file's
+/// faults), undone after its `duration`, and by `restore` if still in place. The reply names what the target
+/// resolved to, or why nothing was done.
+pub(crate) struct LiveFault {
+    pub(crate) fault: Fault,
+    pub(crate) reply: oneshot::Sender<Result<Vec<String>, String>>,
+}
+
 /// Something a fault left in place, and how to undo it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Undo {
@@ -171,24 +181,6 @@ struct Step {
     kind: StepKind,
 }
 
-/// What a target named when its fault fired.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Resolved {
-    Broker(BrokerId),
-    Connector,
-    Consumer(u32),
-}
-
-impl Resolved {
-    fn name(self) -> String {
-        match self {
-            Resolved::Broker(b) => format!("broker {}", b.0),
-            Resolved::Connector => "the connector".into(),
-            Resolved::Consumer(n) => format!("consumer {n}"),
-        }
-    }
-}
-
 /// Runs one scenario's fault schedule. See the module docs.
 pub(crate) struct Nemesis {
     faults: Vec<Fault>,
@@ -203,6 +195,8 @@ pub(crate) struct Nemesis {
     /// While a step moved to when its broker could register is applied: the time it ran at (ms from the start
     /// of the stream), noted in what the history records it resolved to.
     late: Option<u64>,
+    /// Faults asked for while the run is live; the schedule is not done until the sender is gone.
+    live: Option<mpsc::UnboundedReceiver<LiveFault>>,
 }
 
 impl Nemesis {
@@ -238,6 +232,7 @@ impl Nemesis {
             recorder,
             virtual_clock: scenario.topology.clock == crate::scenario::ClockMode::Virtual,
             late: None,
+            live: None,
         };
         nemesis.sort();
         Ok(nemesis)
@@ -252,12 +247,58 @@ impl Nemesis {
         self.steps.first().map(|s| s.due_ms)
     }
 
-    /// Real clock: applies every step at its time from `start` (the stream's start), until none is left.
+    /// Takes faults asked for while the run is live from `faults` too (real clock only), until its sender is
+    /// dropped.
+    pub(crate) fn take_live(&mut self, faults: mpsc::UnboundedReceiver<LiveFault>) {
+        self.live = Some(faults);
+    }
+
+    /// Real clock: applies every step at its time from `start` (the stream's start), and each live fault when it
+    /// is asked for, until no step is left and no live fault can come.
     pub(crate) async fn run(&mut self, start: tokio::time::Instant, t: &impl FaultHost) {
-        while let Some(due) = self.next_due() {
-            tokio::time::sleep_until(start + Duration::from_millis(due)).await;
-            self.apply_next(t).await;
+        loop {
+            let due = self.next_due();
+            let Some(mut live) = self.live.take() else {
+                let Some(due) = due else { return };
+                tokio::time::sleep_until(start + Duration::from_millis(due)).await;
+                self.apply_next(t).await;
+                continue;
+            };
+            let step = async {
+                match due {
+                    Some(due) => tokio::time::sleep_until(start + Duration::from_millis(due)).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                () = step => {
+                    self.live = Some(live);
+                    self.apply_next(t).await;
+                }
+                asked = live.recv() => {
+                    if let Some(asked) = asked {
+                        self.live = Some(live);
+                        let result = self.fire_live(asked.fault, t).await;
+                        // The asker may have stopped waiting: the fault is recorded either way.
+                        let _ = asked.reply.send(result);
+                    }
+                }
+            }
         }
+    }
+
+    /// A live fault, now (the asker checked it against the scenario and the backend): fired, recorded and
+    /// tracked as a scheduled one.
+    async fn fire_live(
+        &mut self,
+        mut fault: Fault,
+        t: &impl FaultHost,
+    ) -> Result<Vec<String>, String> {
+        let due_ms = u64::try_from(t.clock().now_ms() - t.stream_start_ms()).unwrap_or(0);
+        fault.at = crate::scenario::Millis(due_ms);
+        self.faults.push(fault);
+        let index = self.faults.len() - 1;
+        self.fire(index, due_ms, FaultPhase::Live, t).await
     }
 
     /// Virtual clock: applies every step due at or before `until_ms` (from the stream's start), moving the clock
@@ -300,7 +341,12 @@ impl Nemesis {
         }
         self.late = (step.due_ms != step.scheduled_ms).then_some(step.due_ms);
         match step.kind {
-            StepKind::Fire(i) => self.fire(i, step.scheduled_ms, t).await,
+            StepKind::Fire(i) => {
+                // Recorded either way; a scheduled fault has no one to answer.
+                let _ = self
+                    .fire(i, step.scheduled_ms, FaultPhase::Scheduled, t)
+                    .await;
+            }
             StepKind::Undo { fault, undo } => {
                 // An explicit restart/heal/resume may have undone it already.
                 if let Some(pos) = self.outstanding.iter().position(|(u, _)| *u == undo) {
@@ -341,24 +387,34 @@ impl Nemesis {
         t.registration_held_until(broker).await
     }
 
-    async fn fire(&mut self, index: usize, due_ms: u64, t: &impl FaultHost) {
+    /// Fires fault `index`: resolves its target, performs the action on each broker it resolved to, records
+    /// each step. Returns what the target resolved to, or the first reason something was not done.
+    async fn fire(
+        &mut self,
+        index: usize,
+        due_ms: u64,
+        phase: FaultPhase,
+        t: &impl FaultHost,
+    ) -> Result<Vec<String>, String> {
         let fault = self.faults[index].clone();
         let resolved_all = match self.resolve(&fault.target, t).await {
             Ok(all) => all,
             Err(why) => {
+                let error = "the target resolved to nothing, so nothing was done";
                 self.record(FaultRecord {
                     at_ms: t.clock().now_ms(),
                     action: fault.action.name().to_string(),
                     target: fault.target.to_string(),
-                    resolved: why,
+                    resolved: why.clone(),
                     due_ms,
                     fault: Some(index),
-                    phase: FaultPhase::Scheduled,
-                    error: Some("the target resolved to nothing, so nothing was done".into()),
+                    phase,
+                    error: Some(error.into()),
                 });
-                return;
+                return Err(format!("{why}: {error}"));
             }
         };
+        let mut outcome = Ok(Vec::new());
         for target in resolved_all {
             let result = self.perform(fault.action, target, &fault, t).await;
             let resolved = match (fault.action, fault.latency) {
@@ -366,6 +422,11 @@ impl Nemesis {
                 _ => self.noted(target.name()),
             };
             let ok = result.is_ok();
+            match (&mut outcome, &result) {
+                (Ok(names), Ok(())) => names.push(resolved.clone()),
+                (Ok(_), Err(e)) => outcome = Err(format!("{resolved}: {e}")),
+                (Err(_), _) => {}
+            }
             self.record(FaultRecord {
                 at_ms: t.clock().now_ms(),
                 action: fault.action.name().to_string(),
@@ -373,7 +434,7 @@ impl Nemesis {
                 resolved,
                 due_ms,
                 fault: Some(index),
-                phase: FaultPhase::Scheduled,
+                phase,
                 error: result.err(),
             });
             if ok {
@@ -385,6 +446,7 @@ impl Nemesis {
                 );
             }
         }
+        outcome
     }
 
     /// Notes what `a` on `target` left in place (and schedules its undo when the fault has a duration), or
@@ -520,64 +582,6 @@ impl Nemesis {
         });
     }
 
-    /// The targets a fault lands on now.
-    async fn resolve(
-        &mut self,
-        target: &FaultTarget,
-        t: &impl FaultHost,
-    ) -> Result<Vec<Resolved>, String> {
-        let broker = Resolved::Broker;
-        match target {
-            FaultTarget::Broker(id) => Ok(vec![broker(BrokerId(*id as i32))]),
-            FaultTarget::Controller => Ok(vec![broker(t.controller().await?)]),
-            FaultTarget::Connector => Ok(vec![Resolved::Connector]),
-            FaultTarget::Consumer(n) => Ok(vec![Resolved::Consumer(*n)]),
-            FaultTarget::LeaderOf { topic, partition }
-            | FaultTarget::FollowerOf { topic, partition }
-            | FaultTarget::FollowersOf { topic, partition } => {
-                let (leader, isr) = t.partition_roles(topic, *partition as i32).await?;
-                let followers: Vec<BrokerId> = {
-                    let mut f: Vec<BrokerId> =
-                        isr.iter().copied().filter(|b| Some(*b) != leader).collect();
-                    f.sort();
-                    f
-                };
-                match target {
-                    FaultTarget::LeaderOf { .. } => match leader {
-                        Some(l) => Ok(vec![broker(l)]),
-                        None => Err(format!("{topic} partition {partition} has no leader")),
-                    },
-                    FaultTarget::FollowersOf { .. } if followers.is_empty() => Err(format!(
-                        "{topic} partition {partition} has no in-sync follower"
-                    )),
-                    FaultTarget::FollowersOf { .. } => {
-                        Ok(followers.into_iter().map(broker).collect())
-                    }
-                    _ => {
-                        if followers.is_empty() {
-                            return Err(format!(
-                                "{topic} partition {partition} has no in-sync follower"
-                            ));
-                        }
-                        // Prefer a follower the nemesis has not disturbed yet, so "a follower" twice means two.
-                        let disturbed = |b: &BrokerId| {
-                            self.outstanding.iter().any(|(u, _)| {
-                                matches!(u, Undo::RestartBroker(x) | Undo::Heal(x) | Undo::ResumeBroker(x) | Undo::ClearLatency(x) if x == b)
-                            })
-                        };
-                        let fresh: Vec<BrokerId> = followers
-                            .iter()
-                            .copied()
-                            .filter(|b| !disturbed(b))
-                            .collect();
-                        let pool = if fresh.is_empty() { followers } else { fresh };
-                        Ok(vec![broker(*self.rng.pick(&pool))])
-                    }
-                }
-            }
-        }
-    }
-
     async fn perform(
         &mut self,
         action: FaultAction,
@@ -671,5 +675,6 @@ fn supported(
     }
 }
 
+mod resolve;
 #[cfg(test)]
 mod tests;

@@ -75,7 +75,7 @@ pub struct Verdict {
 pub struct FaultEntry {
     /// When it was due, ms from the start of the stream.
     pub due_ms: u64,
-    /// `scheduled`, `undone`, `after stream` or `recovery` (see [`FaultPhase`]).
+    /// `scheduled`, `live`, `undone`, `after stream` or `recovery` (see [`FaultPhase`]).
     pub phase: &'static str,
     /// The `[[faults]]` entry (0-based), when it comes from one.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -91,6 +91,10 @@ pub struct FaultEntry {
     /// decides): only those go into the stable text.
     #[serde(skip)]
     pub(crate) scheduled: bool,
+    /// Whether a live run's handle asked for it (or it undoes one that was): its time is when the test asked,
+    /// which the stable text leaves out.
+    #[serde(skip)]
+    pub(crate) live: bool,
 }
 
 /// The verdicts, metrics and findings of one run.
@@ -116,10 +120,17 @@ impl Report {
             shell_word(&info.path),
             info.seed
         );
+        let live: Vec<usize> = history
+            .faults
+            .iter()
+            .filter(|f| f.phase == FaultPhase::Live)
+            .filter_map(|f| f.fault)
+            .collect();
         let faults = history
             .faults
             .iter()
             .map(|f| FaultEntry {
+                live: f.fault.is_some_and(|i| live.contains(&i)),
                 due_ms: f.due_ms,
                 phase: f.phase.name(),
                 fault: f.fault,
@@ -127,7 +138,10 @@ impl Report {
                 target: f.target.clone(),
                 resolved: f.resolved.clone(),
                 error: f.error.clone(),
-                scheduled: matches!(f.phase, FaultPhase::Scheduled | FaultPhase::Undone),
+                scheduled: matches!(
+                    f.phase,
+                    FaultPhase::Scheduled | FaultPhase::Live | FaultPhase::Undone
+                ),
             })
             .collect();
         Report {
@@ -232,7 +246,7 @@ fn verdicts(expect: &Expect, a: &Analysis) -> Vec<Verdict> {
 }
 
 /// Quotes a path for the reproduce command when the shell would split or expand it.
-fn shell_word(s: &str) -> String {
+pub(crate) fn shell_word(s: &str) -> String {
     let plain = !s.is_empty()
         && s.chars()
             .all(|c| c.is_ascii_alphanumeric() || "/._-+:=,@".contains(c));

@@ -27,14 +27,13 @@ pub(super) fn stable_text(r: &Report) -> String {
     if !scheduled.is_empty() {
         out.push_str("faults:\n");
         for f in scheduled {
-            let _ = write!(
-                out,
-                "  {}  {:<9} {} {}",
-                seconds(f.due_ms),
-                f.phase,
-                f.action,
-                f.target
-            );
+            // A live fault's time is when the test asked for it: timing, unless the run is exact.
+            let at = if f.live && !exact {
+                "(live)".to_string()
+            } else {
+                seconds(f.due_ms)
+            };
+            let _ = write!(out, "  {}  {:<9} {} {}", at, f.phase, f.action, f.target);
             if exact {
                 let _ = write!(out, " -> {}", f.resolved);
             }

@@ -10,6 +10,7 @@ use super::host::Host;
 use super::{configure, judge, pace, quiesce, RunError, RunOptions, RunOutcome};
 use crate::check::FinalStates;
 use crate::history::Recorder;
+use crate::live::{LiveLink, Ready, StreamState};
 use crate::model::flat::{self, FlatTable};
 use crate::nemesis::Nemesis;
 use crate::pipeline::sink::{MemorySink, MySqlSink, Sink as _, DEFAULT_SINK_SCHEMA};
@@ -27,6 +28,7 @@ pub(crate) async fn drive<T: Topology>(
     scenario: &Scenario,
     options: &RunOptions,
     wall: Instant,
+    live: Option<LiveLink>,
 ) -> Result<RunOutcome, RunError> {
     // The scenario as it runs here: a reused topology renames topics, and fault targets follow.
     let scenario = &topology.prepare(scenario).await?;
@@ -35,6 +37,14 @@ pub(crate) async fn drive<T: Topology>(
     let recorder = Recorder::new(scenario.seed);
     let mut nemesis = Nemesis::new(scenario, T::supports, recorder.clone())?;
     let clock = topology.clock();
+    // A live run: its faults join the nemesis; its holder hears when the stream starts and ends.
+    let mut live = live.map(|link| {
+        nemesis.take_live(link.faults);
+        (Some(link.ready), link.stream)
+    });
+    if live.is_some() && clock.is_virtual() {
+        return Err(RunError::LiveNeedsRealClock);
+    }
     let endpoints = topology.endpoints().await;
 
     let t: &T = topology;
@@ -75,6 +85,13 @@ pub(crate) async fn drive<T: Topology>(
     };
     capture.ready(scenario, &recorder).await?;
     phase("capture ready");
+    if let Some(ready) = live.as_mut().and_then(|(ready, _)| ready.take()) {
+        // The holder may have gone: the run goes on and ends as any other.
+        let _ = ready.send(Ready {
+            endpoints: endpoints.clone(),
+            scenario: scenario.clone(),
+        });
+    }
 
     // The nemesis and the driver share the consumers (each holds the lock only while acting).
     let pipeline = Mutex::new(pipeline);
@@ -97,10 +114,49 @@ pub(crate) async fn drive<T: Topology>(
         .await
     } else {
         let started = tokio::time::Instant::now();
-        let (streamed, ()) = tokio::join!(
-            stream_real(generator, capture.source(), started, &bar),
-            nemesis.run(started, &host)
-        );
+        let stream = async {
+            let streamed = stream_real(generator, capture.source(), started, &bar).await;
+            if let Some((_, state)) = &live {
+                state.send_replace(match &streamed {
+                    Ok(()) => StreamState::Done,
+                    Err(e) => StreamState::Failed(e.to_string()),
+                });
+            }
+            streamed
+        };
+        // A live run's holder may wait for every commit to be in Kafka: watched once the stream is done, for as
+        // long as the holder's faults go on (a connector it killed delays it; its end ends the watch).
+        let in_kafka = async {
+            let Some((_, state)) = &live else {
+                return std::future::pending().await;
+            };
+            let mut seen = state.subscribe();
+            if seen.wait_for(|s| *s != StreamState::Running).await.is_ok()
+                && *seen.borrow() == StreamState::Done
+            {
+                loop {
+                    let delivery = capture.delivery(&recorder).await;
+                    if delivery.in_kafka {
+                        state.send_replace(match delivery.failed {
+                            Some(why) => StreamState::Failed(format!(
+                                "the capture failed and stopped: {why}"
+                            )),
+                            None => StreamState::InKafka,
+                        });
+                        break;
+                    }
+                    tokio::time::sleep(capture.poll_interval()).await;
+                }
+            }
+            std::future::pending().await
+        };
+        let faults = async {
+            tokio::select! {
+                () = nemesis.run(started, &host) => {}
+                () = in_kafka => {}
+            }
+        };
+        let (streamed, ()) = tokio::join!(stream, faults);
         streamed
     };
     bar.finish_and_clear();

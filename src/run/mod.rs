@@ -78,6 +78,12 @@ pub enum RunError {
     Local(#[from] crate::topology::local::LocalError),
     #[error("local run: {0}")]
     LocalRun(String),
+    #[error("a live run needs a real clock (`[topology] clock = \"real\"`, not deterministic): a test's own clients cannot follow a virtual clock")]
+    LiveNeedsRealClock,
+    #[error("the run's thread ended without an outcome: {0}")]
+    Thread(String),
+    #[error("scenario file: {0}")]
+    ScenarioFile(String),
     #[error("scenario `{scenario}` does not list `{backend}` in its `backends`: its expectations are not claimed to hold there")]
     NotListed {
         scenario: String,
@@ -92,6 +98,38 @@ pub struct RunOutcome {
     pub analysis: Analysis,
     /// The sink's flat table and the batch recomputation it was compared with.
     pub finals: FinalStates,
+}
+
+impl RunOutcome {
+    /// Panics unless every expectation held, with the report, the seed and the command that reproduces the run
+    /// (what a test wants on failure).
+    #[track_caller]
+    pub fn assert_passed(&self) {
+        if !self.report.passed() {
+            panic!(
+                "scenario `{}` failed its expectations\n{}\nseed {}; reproduce with: {}",
+                self.report.info.scenario,
+                self.report.terminal(),
+                self.report.info.seed,
+                self.report.reproduce
+            );
+        }
+    }
+}
+
+/// The async runtime a run of `scenario` needs: deterministic mode runs every task on one thread, so their
+/// interleaving does not depend on the cores (a rerun from the seed is the same run); other runs get a
+/// multi-threaded one.
+pub fn runtime(scenario: &Scenario) -> std::io::Result<tokio::runtime::Runtime> {
+    if scenario.topology.deterministic {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+    }
 }
 
 /// Runs `scenario` on its backend (a topology started for it and stopped afterwards) and judges it.

@@ -9,6 +9,7 @@
 use std::time::Instant;
 
 use super::{drive, RunError, RunOptions, RunOutcome};
+use crate::live::LiveLink;
 use crate::nemesis::Nemesis;
 use crate::scenario::Scenario;
 use crate::topology::Topology;
@@ -36,7 +37,7 @@ impl<T: Topology> Session<T> {
         scenario: &Scenario,
         options: &RunOptions,
     ) -> Result<RunOutcome, RunError> {
-        self.run_from(scenario, options, Instant::now()).await
+        self.run_from(scenario, options, Instant::now(), None).await
     }
 
     pub(crate) async fn run_from(
@@ -44,6 +45,7 @@ impl<T: Topology> Session<T> {
         scenario: &Scenario,
         options: &RunOptions,
         wall: Instant,
+        live: Option<LiveLink>,
     ) -> Result<RunOutcome, RunError> {
         // Before anything changes: a fault this backend cannot perform is an error, not a no-op.
         Nemesis::check(scenario, T::supports)?;
@@ -58,7 +60,7 @@ impl<T: Topology> Session<T> {
                 .shutdown()
                 .await;
         }
-        let result = drive(&mut self.topology, scenario, options, wall).await;
+        let result = drive(&mut self.topology, scenario, options, wall, live).await;
         if result.is_err() {
             if let Some(hint) = self.topology.failure_hint().await {
                 eprintln!("[etl-harness] {hint}");

@@ -9,6 +9,7 @@
 //!
 //! Fault targets are parsed here but resolved only when a fault fires (see [`target`]).
 
+mod builder;
 mod expect;
 mod location;
 pub mod target;
@@ -24,9 +25,11 @@ use serde::{Deserialize, Serialize, Serializer};
 
 use crate::model::schema;
 use crate::workload::{Mix, WorkloadSpec};
+pub use builder::ScenarioBuilder;
 pub use expect::{Count, CountVar, Expect, FinalState, Relation};
 pub use target::FaultTarget;
 pub use units::{Bytes, Millis};
+pub(crate) use validate::fault_problems;
 
 /// A scenario error with its place in the file.
 #[derive(Debug, Clone, PartialEq, Eq)]

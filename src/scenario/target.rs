@@ -41,6 +41,30 @@ pub enum FaultTarget {
 }
 
 impl FaultTarget {
+    /// The broker leading `topic` partition `partition` when the fault fires.
+    pub fn leader_of(topic: &str, partition: u32) -> FaultTarget {
+        FaultTarget::LeaderOf {
+            topic: topic.to_owned(),
+            partition,
+        }
+    }
+
+    /// One in-sync follower of `topic` partition `partition` when the fault fires (chosen with the seed).
+    pub fn follower_of(topic: &str, partition: u32) -> FaultTarget {
+        FaultTarget::FollowerOf {
+            topic: topic.to_owned(),
+            partition,
+        }
+    }
+
+    /// Every in-sync follower of `topic` partition `partition` when the fault fires.
+    pub fn followers_of(topic: &str, partition: u32) -> FaultTarget {
+        FaultTarget::FollowersOf {
+            topic: topic.to_owned(),
+            partition,
+        }
+    }
+
     /// Whether the target is a broker (directly or by role).
     pub fn is_broker(&self) -> bool {
         matches!(
@@ -152,6 +176,15 @@ impl<'de> Deserialize<'de> for FaultTarget {
 impl Serialize for FaultTarget {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.collect_str(self)
+    }
+}
+
+impl std::str::FromStr for FaultTarget {
+    type Err = String;
+
+    /// The forms a scenario file takes (`"leader of dbserver1.openmrs.obs partition 0"`, `"broker 2"`, …).
+    fn from_str(text: &str) -> Result<FaultTarget, String> {
+        parse_target(text)
     }
 }
 

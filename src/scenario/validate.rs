@@ -35,12 +35,7 @@ pub(super) fn check(s: &Scenario, doc: &Located) -> Vec<ScenarioError> {
             ),
         );
     }
-    let off_embedded: Vec<&str> = s
-        .backends
-        .iter()
-        .filter(|b| **b != Backend::Embedded)
-        .map(|b| b.name())
-        .collect();
+    let off_embedded = off_embedded(s);
     if s.topology.clock == ClockMode::Virtual && !off_embedded.is_empty() {
         err(
             &[Key("topology"), Key("clock")],
@@ -298,138 +293,13 @@ pub(super) fn check(s: &Scenario, doc: &Located) -> Vec<ScenarioError> {
 
     // Faults: targets must exist, times must fall inside the run, actions must fit target and backends.
     let run = w.run_length();
-    let topics = s.topic_plans();
     for (i, f) in s.faults.iter().enumerate() {
         let at = |key: &'static str| [Key("faults"), Index(i), Key(key)];
         if f.at >= run {
             err(&at("at"), format!("expected a time inside the run (before {run}: {} operations at {}/s), found {}", w.operation_count(), w.rate, f.at));
         }
-        match &f.target {
-            FaultTarget::Broker(id) if *id == 0 || *id > brokers => {
-                err(
-                    &at("target"),
-                    format!("expected a broker id between 1 and {brokers}, found {id}"),
-                );
-            }
-            FaultTarget::Consumer(n) if *n == 0 || *n > s.pipeline.consumers => {
-                err(
-                    &at("target"),
-                    format!(
-                        "expected a consumer between 1 and {} (pipeline.consumers), found {n}",
-                        s.pipeline.consumers
-                    ),
-                );
-            }
-            FaultTarget::LeaderOf { topic, partition }
-            | FaultTarget::FollowerOf { topic, partition }
-            | FaultTarget::FollowersOf { topic, partition } => {
-                match topics.iter().find(|t| &t.name == topic) {
-                    None => err(
-                        &at("target"),
-                        format!(
-                            "expected a change topic such as \"{}\", found \"{topic}\"",
-                            s.topic_name("obs")
-                        ),
-                    ),
-                    Some(t) if *partition >= t.settings.partitions => err(
-                        &at("target"),
-                        format!(
-                            "{topic} has partitions 0..{}, found partition {partition}",
-                            t.settings.partitions
-                        ),
-                    ),
-                    Some(t)
-                        if matches!(
-                            f.target,
-                            FaultTarget::FollowerOf { .. } | FaultTarget::FollowersOf { .. }
-                        ) && t.settings.replication_factor < 2 =>
-                    {
-                        err(
-                            &at("target"),
-                            format!(
-                                "{topic} has replication_factor {}, so it has no followers",
-                                t.settings.replication_factor
-                            ),
-                        )
-                    }
-                    Some(_) => {}
-                }
-            }
-            _ => {}
-        }
-        let allowed: &[FaultAction] = if f.target.is_broker() {
-            &[
-                FaultAction::Stop,
-                FaultAction::Kill,
-                FaultAction::Crash,
-                FaultAction::Restart,
-                FaultAction::Isolate,
-                FaultAction::Heal,
-                FaultAction::Pause,
-                FaultAction::Resume,
-                FaultAction::Latency,
-            ]
-        } else if f.target == FaultTarget::Connector {
-            &[
-                FaultAction::Stop,
-                FaultAction::Kill,
-                FaultAction::Restart,
-                FaultAction::Pause,
-                FaultAction::Resume,
-            ]
-        } else {
-            &[
-                FaultAction::Kill,
-                FaultAction::Restart,
-                FaultAction::Stall,
-                FaultAction::Pause,
-                FaultAction::Resume,
-            ]
-        };
-        if !allowed.contains(&f.action) {
-            let names: Vec<&str> = allowed.iter().map(|a| a.name()).collect();
-            err(
-                &at("action"),
-                format!(
-                    "{} cannot be applied to {}; expected one of {}",
-                    f.action.name(),
-                    f.target,
-                    names.join(", ")
-                ),
-            );
-        }
-        if f.action == FaultAction::Crash && !off_embedded.is_empty() {
-            err(
-                &at("action"),
-                format!("crash (losing the unflushed log) exists only on the embedded backend, but `backends` also lists {}", off_embedded.join(", ")),
-            );
-        }
-        if f.action == FaultAction::Latency && f.latency.is_none() {
-            err(
-                &at("latency"),
-                "the latency action needs `latency`, e.g. latency = \"200ms\"".into(),
-            );
-        }
-        if f.action == FaultAction::Stall && f.duration.is_none() {
-            err(
-                &at("duration"),
-                "the stall action needs `duration`, e.g. duration = \"30s\"".into(),
-            );
-        }
-        // `duration` undoes the fault after D; restart, heal and resume undo something themselves.
-        if f.duration.is_some()
-            && matches!(
-                f.action,
-                FaultAction::Restart | FaultAction::Heal | FaultAction::Resume
-            )
-        {
-            err(
-                &at("duration"),
-                format!(
-                    "{} has nothing to undo, so it takes no duration; duration belongs on the fault it ends (e.g. kill with duration = \"2s\" restarts after 2 s)",
-                    f.action.name()
-                ),
-            );
+        for (key, message) in fault_problems(s, f) {
+            err(&at(key), message);
         }
         if let Some(d) = f.duration {
             if f.at.0.saturating_add(d.0) > run.0 {
@@ -444,6 +314,152 @@ pub(super) fn check(s: &Scenario, doc: &Located) -> Vec<ScenarioError> {
         }
     }
     errors
+}
+
+/// What is wrong with fault `f` in scenario `s`, key by key, apart from its timing (the file's `at` and the end
+/// of the run; a fault asked for while a run is live fires now): its target exists, its action fits the target
+/// and the backends, and the keys the action needs or refuses.
+pub(crate) fn fault_problems(s: &Scenario, f: &super::Fault) -> Vec<(&'static str, String)> {
+    let mut problems = Vec::new();
+    let mut err = |key: &'static str, message: String| problems.push((key, message));
+    let brokers = s.topology.brokers;
+    let topics = s.topic_plans();
+    let off_embedded = off_embedded(s);
+    match &f.target {
+        FaultTarget::Broker(id) if *id == 0 || *id > brokers => {
+            err(
+                "target",
+                format!("expected a broker id between 1 and {brokers}, found {id}"),
+            );
+        }
+        FaultTarget::Consumer(n) if *n == 0 || *n > s.pipeline.consumers => {
+            err(
+                "target",
+                format!(
+                    "expected a consumer between 1 and {} (pipeline.consumers), found {n}",
+                    s.pipeline.consumers
+                ),
+            );
+        }
+        FaultTarget::LeaderOf { topic, partition }
+        | FaultTarget::FollowerOf { topic, partition }
+        | FaultTarget::FollowersOf { topic, partition } => {
+            match topics.iter().find(|t| &t.name == topic) {
+                None => err(
+                    "target",
+                    format!(
+                        "expected a change topic such as \"{}\", found \"{topic}\"",
+                        s.topic_name("obs")
+                    ),
+                ),
+                Some(t) if *partition >= t.settings.partitions => err(
+                    "target",
+                    format!(
+                        "{topic} has partitions 0..{}, found partition {partition}",
+                        t.settings.partitions
+                    ),
+                ),
+                Some(t)
+                    if matches!(
+                        f.target,
+                        FaultTarget::FollowerOf { .. } | FaultTarget::FollowersOf { .. }
+                    ) && t.settings.replication_factor < 2 =>
+                {
+                    err(
+                        "target",
+                        format!(
+                            "{topic} has replication_factor {}, so it has no followers",
+                            t.settings.replication_factor
+                        ),
+                    )
+                }
+                Some(_) => {}
+            }
+        }
+        _ => {}
+    }
+    let allowed: &[FaultAction] = if f.target.is_broker() {
+        &[
+            FaultAction::Stop,
+            FaultAction::Kill,
+            FaultAction::Crash,
+            FaultAction::Restart,
+            FaultAction::Isolate,
+            FaultAction::Heal,
+            FaultAction::Pause,
+            FaultAction::Resume,
+            FaultAction::Latency,
+        ]
+    } else if f.target == FaultTarget::Connector {
+        &[
+            FaultAction::Stop,
+            FaultAction::Kill,
+            FaultAction::Restart,
+            FaultAction::Pause,
+            FaultAction::Resume,
+        ]
+    } else {
+        &[
+            FaultAction::Kill,
+            FaultAction::Restart,
+            FaultAction::Stall,
+            FaultAction::Pause,
+            FaultAction::Resume,
+        ]
+    };
+    if !allowed.contains(&f.action) {
+        let names: Vec<&str> = allowed.iter().map(|a| a.name()).collect();
+        err(
+            "action",
+            format!(
+                "{} cannot be applied to {}; expected one of {}",
+                f.action.name(),
+                f.target,
+                names.join(", ")
+            ),
+        );
+    }
+    if f.action == FaultAction::Crash && !off_embedded.is_empty() {
+        err("action",
+            format!("crash (losing the unflushed log) exists only on the embedded backend, but `backends` also lists {}", off_embedded.join(", ")),
+        );
+    }
+    if f.action == FaultAction::Latency && f.latency.is_none() {
+        err(
+            "latency",
+            "the latency action needs `latency`, e.g. latency = \"200ms\"".into(),
+        );
+    }
+    if f.action == FaultAction::Stall && f.duration.is_none() {
+        err(
+            "duration",
+            "the stall action needs `duration`, e.g. duration = \"30s\"".into(),
+        );
+    }
+    // `duration` undoes the fault after D; restart, heal and resume undo something themselves.
+    if f.duration.is_some()
+        && matches!(
+            f.action,
+            FaultAction::Restart | FaultAction::Heal | FaultAction::Resume
+        )
+    {
+        err("duration",
+            format!(
+                "{} has nothing to undo, so it takes no duration; duration belongs on the fault it ends (e.g. kill with duration = \"2s\" restarts after 2 s)",
+                f.action.name()
+            ),
+        );
+    }
+    problems
+}
+
+/// The backends `s` lists besides embedded.
+fn off_embedded(s: &Scenario) -> Vec<&'static str> {
+    s.backends
+        .iter()
+        .filter(|b| **b != Backend::Embedded)
+        .map(|b| b.name())
+        .collect()
 }
 
 fn acks_name(a: Acks) -> String {

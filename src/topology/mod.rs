@@ -13,7 +13,7 @@
 //! | `embedded` | [`embedded`] | the in-process cluster ([`crate::broker`]), the in-memory source, the embedded capture |
 //! | `local` | [`local`] | MariaDB, ZooKeeper or a KRaft controller, Kafka 3.9 brokers, Connect + Debezium as processes |
 //!
-//! This module's functions (`run_once`, `run_in`, [`fault_support`], [`in_process`]) are the one place a
+//! This module's functions (`run_once`, `run_live`, `run_in`, [`fault_support`], [`in_process`]) are the one place a
 //! backend is chosen. Adding a backend means a new module here implementing [`Topology`] and one arm in each.
 
 pub mod capture;
@@ -22,6 +22,7 @@ pub mod local;
 
 use crate::clock::Clock;
 use crate::history::{ClusterEvent, Recorder};
+use crate::live::LiveLink;
 use crate::nemesis::BrokerFaults;
 use crate::run::{RunError, RunOptions, RunOutcome, Session};
 use crate::scenario::{Backend, Fault, Scenario};
@@ -107,8 +108,24 @@ pub(crate) async fn run_once(
     options: &RunOptions,
 ) -> Result<RunOutcome, RunError> {
     match scenario.topology.backend {
-        Backend::Embedded => once::<embedded::EmbeddedTopology>(scenario, options).await,
-        Backend::Local => once::<local::LocalBackend>(scenario, options).await,
+        Backend::Embedded => once::<embedded::EmbeddedTopology>(scenario, options, None).await,
+        Backend::Local => once::<local::LocalBackend>(scenario, options, None).await,
+        other => Err(RunError::BackendUnavailable(other.name())),
+    }
+}
+
+/// [`run_once`], live: the run's endpoints go out through `link` when the stream starts, and faults asked for
+/// through it fire while the run goes on (see [`crate::live`]).
+pub(crate) async fn run_live(
+    scenario: &Scenario,
+    options: &RunOptions,
+    link: LiveLink,
+) -> Result<RunOutcome, RunError> {
+    match scenario.topology.backend {
+        Backend::Embedded => {
+            once::<embedded::EmbeddedTopology>(scenario, options, Some(link)).await
+        }
+        Backend::Local => once::<local::LocalBackend>(scenario, options, Some(link)).await,
         other => Err(RunError::BackendUnavailable(other.name())),
     }
 }
@@ -154,12 +171,13 @@ pub fn fault_support(backend: Backend) -> Option<fn(&Fault) -> bool> {
 async fn once<T: Topology>(
     scenario: &Scenario,
     options: &RunOptions,
+    live: Option<LiveLink>,
 ) -> Result<RunOutcome, RunError> {
     let wall = std::time::Instant::now();
     // Before anything starts: a fault the backend cannot perform is an error, not a no-op.
     crate::nemesis::Nemesis::check(scenario, T::supports)?;
     let mut session = Session::new(T::start(scenario).await?);
-    let result = session.run_from(scenario, options, wall).await;
+    let result = session.run_from(scenario, options, wall, live).await;
     session.shutdown().await;
     result
 }
