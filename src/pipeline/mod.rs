@@ -22,6 +22,7 @@
 //! data the history does not explain.
 
 pub mod decode;
+mod failures;
 pub mod sink;
 
 use std::collections::BTreeMap;
@@ -397,6 +398,7 @@ async fn read_partition(
         .copied()
         .unwrap_or(0);
     let mut client: Option<PartitionClient> = None;
+    let mut failures = failures::FailureStreak::default();
     loop {
         let until = *lock(&stall);
         if let Some(until) = until {
@@ -411,7 +413,7 @@ async fn read_partition(
             {
                 Ok(pc) => client.insert(pc),
                 Err(e) => {
-                    tracing::warn!(consumer, topic, partition, error = %e, "no partition client yet");
+                    failures.failed("no partition client yet", consumer, &topic, partition, &e);
                     tokio::time::sleep(RETRY_PAUSE).await;
                     continue;
                 }
@@ -422,6 +424,7 @@ async fn read_partition(
             .await
         {
             Ok((records, _high_watermark)) => {
+                failures.succeeded(consumer, &topic, partition);
                 // A stall that began while the fetch was out holds from the moment it began: what the fetch
                 // brought is dropped, not applied, and read again when the stall ends.
                 if lock(&stall).is_some_and(|until| until > tokio::time::Instant::now()) {
@@ -444,7 +447,7 @@ async fn read_partition(
                 None => tokio::time::sleep(RETRY_PAUSE).await,
             },
             Err(e) => {
-                tracing::warn!(consumer, topic, partition, offset, error = %e, "fetch failed; retrying");
+                failures.failed("fetch failed", consumer, &topic, partition, &e);
                 tokio::time::sleep(RETRY_PAUSE).await;
             }
         }
