@@ -29,6 +29,14 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
+enum ImagesAction {
+    /// Build the images whose inputs changed (each tag is a hash of its inputs).
+    Build,
+    /// The images this machine's inputs name, and whether each is built.
+    List,
+}
+
+#[derive(Subcommand)]
 enum Command {
     /// Parse and check a scenario file, then print it resolved with every default.
     #[command(
@@ -122,6 +130,19 @@ enum Command {
                             Exit codes: 0 every scenario passed, 1 an expectation failed or backends disagreed,\n\
                             2 a scenario could not be loaded or run.")]
     Test(TestArgs),
+    /// The container images the containers backend runs, built on this machine (no registry needed): a Debian
+    /// base from the machine's apt sources, MariaDB, and Java with the pinned Kafka, Connect and Debezium jars.
+    #[command(
+        after_help = "Examples:\n  etl-harness images build\n  etl-harness images list\n\n\
+                            The daemon is the one testcontainers finds (DOCKER_HOST, then Docker's sockets); it must\n\
+                            speak Docker API 1.53 (podman's service does: see docs/backends.md)."
+    )]
+    Images {
+        #[command(subcommand)]
+        action: ImagesAction,
+    },
+    /// Remove the containers a killed harness left behind (those of a harness still running are kept).
+    Down,
     /// Property campaign over fault schedules: run seeded schedules until one loses, reorders or diverges, then
     /// shrink it and write it as a scenario file.
     #[command(
@@ -233,6 +254,13 @@ fn main() -> ExitCode {
         Command::Test(args) => {
             return ExitCode::from(openmrs_etl_harness::cli::test::run(args));
         }
+        Command::Images { action } => match action {
+            ImagesAction::Build => openmrs_etl_harness::cli::containers::build_images(),
+            ImagesAction::List => openmrs_etl_harness::cli::containers::list_images(),
+        }
+        .map_err(|e| Failure::Setup(format!("etl-harness images: {e}"))),
+        Command::Down => openmrs_etl_harness::cli::containers::down()
+            .map_err(|e| Failure::Setup(format!("etl-harness down: {e}"))),
         Command::Up(args) => up::run(args)
             .map_err(|e| Failure::Setup(format!("etl-harness up: {}", error_chain(&e)))),
     };

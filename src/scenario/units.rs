@@ -115,7 +115,7 @@ impl fmt::Display for Millis {
         }
         let (unit, factor) = DURATION_UNITS
             .iter()
-            .find(|(_, d)| self.0 % d == 0)
+            .find(|(_, d)| self.0.is_multiple_of(*d))
             .copied()
             .unwrap_or(("ms", 1));
         write!(f, "{}{unit}", self.0 / factor)

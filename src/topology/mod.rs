@@ -13,10 +13,14 @@
 //! | `embedded` | [`embedded`] | the in-process cluster ([`crate::broker`]), the in-memory source, the embedded capture |
 //! | `local` | [`local`] | MariaDB, ZooKeeper or a KRaft controller, Kafka 3.9 brokers, Connect + Debezium as processes |
 //!
+//! [`containers`] holds the containers backend's foundations (the daemon check, locally built images, the sweep
+//! of leftovers); it does not implement [`Topology`] yet, so `containers` runs no scenario.
+//!
 //! This module's functions (`run_once`, `run_live`, `run_in`, [`fault_support`], [`in_process`]) are the one place a
 //! backend is chosen. Adding a backend means a new module here implementing [`Topology`] and one arm in each.
 
 pub mod capture;
+pub mod containers;
 pub mod embedded;
 pub mod local;
 

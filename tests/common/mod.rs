@@ -475,3 +475,19 @@ pub fn kcat() -> Option<std::path::PathBuf> {
     }
     found
 }
+
+/// The container daemon, when one answers at the Docker API testcontainers 0.28 speaks. Without one, tests print
+/// "skipped: no container daemon" and return, unless `ETL_HARNESS_REQUIRE_REAL=1` (CI) makes that a failure.
+pub async fn container_daemon() -> Option<openmrs_etl_harness::topology::containers::daemon::Daemon>
+{
+    match openmrs_etl_harness::topology::containers::daemon::connect().await {
+        Ok(daemon) => Some(daemon),
+        Err(e) => {
+            if std::env::var("ETL_HARNESS_REQUIRE_REAL").is_ok_and(|v| v == "1") {
+                panic!("ETL_HARNESS_REQUIRE_REAL=1 requires a container daemon: {e}");
+            }
+            println!("skipped: no container daemon ({e})");
+            None
+        }
+    }
+}
