@@ -9,11 +9,17 @@ mod common;
 
 use std::process::Command;
 
+use openmrs_etl_harness::run::diff::diff;
+use openmrs_etl_harness::run::RunOptions;
+use openmrs_etl_harness::scenario::Backend;
 use openmrs_etl_harness::topology::containers::{images, labels};
 use openmrs_etl_harness::topology::local::{jvm_cache_dir, provision_jvm_components};
 use testcontainers::core::{ExecCommand, WaitFor};
 use testcontainers::runners::AsyncRunner;
 use testcontainers::{ContainerRequest, GenericImage, ImageExt};
+
+/// The tests here run one at a time: a test's check of what it left must not see another's containers.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// A host-network container of `image` that sleeps, labelled as owned by `owner`.
 fn sleeper(image: &images::ImageRef, owner: String) -> ContainerRequest<GenericImage> {
@@ -42,6 +48,7 @@ async fn output_of(image: &images::ImageRef, command: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_images_run_the_local_backends_versions_under_testcontainers() {
+    let _one = ONE_AT_A_TIME.lock().await;
     let Some(daemon) = common::container_daemon().await else {
         return;
     };
@@ -98,6 +105,7 @@ async fn the_images_run_the_local_backends_versions_under_testcontainers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_harnesss_leftover_is_swept_and_a_running_ones_kept() {
+    let _one = ONE_AT_A_TIME.lock().await;
     let Some(daemon) = common::container_daemon().await else {
         return;
     };
@@ -155,6 +163,67 @@ async fn a_dead_harnesss_leftover_is_swept_and_a_running_ones_kept() {
         "{swept:?}"
     );
     alive.rm().await.unwrap();
+}
+
+/// Every shipped scenario that lists `containers` (the directory decides, not a list here) passes there, gives
+/// the same verdict for every invariant on every backend it lists (`etl-harness diff --backends <its list>`), and
+/// leaves no container of this process behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_shipped_scenario_listing_containers_passes_and_agrees_on_every_backend_it_lists() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let Some(daemon) = common::container_daemon().await else {
+        return;
+    };
+    common::init_tracing();
+    let shipped = common::shipped_scenarios(Backend::Containers);
+    assert!(!shipped.is_empty(), "no shipped scenario lists containers");
+    let mut failures = Vec::new();
+    for (path, scenario) in &shipped {
+        let options = RunOptions {
+            scenario_path: path.clone(),
+            progress: false,
+        };
+        let reproduce = format!(
+            "etl-harness diff {path} --backends {} --seed {}",
+            scenario
+                .backends
+                .iter()
+                .map(|b| b.name())
+                .collect::<Vec<_>>()
+                .join(","),
+            scenario.seed
+        );
+        match diff(scenario, &options, &scenario.backends).await {
+            Err(e) => failures.push(format!("{path}: {e}; reproduce with: {reproduce}")),
+            Ok(d) => {
+                for (backend, outcome) in &d.runs {
+                    if !outcome.report.passed() {
+                        failures.push(format!(
+                            "{path} failed on {}:\n{}\nreproduce with: {reproduce}",
+                            backend.name(),
+                            outcome.report.terminal()
+                        ));
+                    }
+                }
+                if !d.agree() {
+                    failures.push(format!(
+                        "{path}: the backends disagree on {}:\n{}reproduce with: {reproduce}",
+                        d.disagreements().join(", "),
+                        d.table()
+                    ));
+                }
+            }
+        }
+    }
+    let swept = labels::sweep(&daemon).await.unwrap();
+    let ours: Vec<&String> = swept
+        .kept
+        .iter()
+        .filter(|(_, owner)| *owner == labels::owner_value())
+        .map(|(name, _)| name)
+        .collect();
+    assert!(ours.is_empty(), "containers left behind: {ours:?}");
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }
 
 #[test]

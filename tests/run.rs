@@ -119,15 +119,15 @@ fn bad_scenario_exits_2_with_its_location() {
 #[test]
 fn unavailable_backend_exits_2() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("containers.toml");
+    let path = dir.path().join("external.toml");
     let text = small_scenario(1, "")
-        .replacen("seed = 1\n", "seed = 1\nbackends = [\"containers\"]\n", 1)
-        .replacen("[topology]\n", "[topology]\nbackend = \"containers\"\n", 1);
+        .replacen("seed = 1\n", "seed = 1\nbackends = [\"external\"]\n", 1)
+        .replacen("[topology]\n", "[topology]\nbackend = \"external\"\n", 1);
     std::fs::write(&path, text).unwrap();
     let out = harness().arg("run").arg(&path).output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
-    assert!(stderr.contains("containers"), "{stderr}");
+    assert!(stderr.contains("external"), "{stderr}");
 }
 
 /// `--backend` overrides the file's `[topology] backend` (as `--seed` overrides its seed), among the backends the

@@ -52,8 +52,13 @@ fn a_backend_that_cannot_inject_faults_is_refused_at_start() {
         text.contains("faults[0]") && text.contains("local") && text.contains("crash"),
         "{text}"
     );
+    // The containers backend takes the local backend's faults: a kill, but no crash.
     s.topology.backend = Backend::Containers;
+    assert!(Nemesis::new(&s, can(&s), Recorder::new(1)).is_err());
     s.faults[0].action = FaultAction::Kill;
+    assert!(Nemesis::new(&s, can(&s), Recorder::new(1)).is_ok());
+    // The external backend runs no scenario yet: every fault is refused.
+    s.topology.backend = Backend::External;
     assert!(Nemesis::new(&s, can(&s), Recorder::new(1)).is_err());
     // Without faults there is nothing to refuse.
     s.faults.clear();

@@ -58,7 +58,7 @@ pub struct RunOptions {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum RunError {
-    #[error("backend `{0}` cannot run scenarios yet: the embedded and local backends run them today; set [topology] backend = \"embedded\" or \"local\"")]
+    #[error("backend `{0}` cannot run scenarios yet: the embedded, local and containers backends run them today")]
     BackendUnavailable(&'static str),
     #[error("embedded cluster: {0}")]
     Cluster(#[from] ClusterError),

@@ -12,9 +12,7 @@
 //! |---|---|---|
 //! | `embedded` | [`embedded`] | the in-process cluster ([`crate::broker`]), the in-memory source, the embedded capture |
 //! | `local` | [`local`] | MariaDB, ZooKeeper or a KRaft controller, Kafka 3.9 brokers, Connect + Debezium as processes |
-//!
-//! [`containers`] holds the containers backend's foundations (the daemon check, locally built images, the sweep
-//! of leftovers); it does not implement [`Topology`] yet, so `containers` runs no scenario.
+//! | `containers` | [`local`] with [`containers`] | the same services as `local`, each in a container (testcontainers), from images built on this machine |
 //!
 //! This module's functions (`run_once`, `run_live`, `run_in`, [`fault_support`], [`in_process`]) are the one place a
 //! backend is chosen. Adding a backend means a new module here implementing [`Topology`] and one arm in each.
@@ -113,7 +111,10 @@ pub(crate) async fn run_once(
 ) -> Result<RunOutcome, RunError> {
     match scenario.topology.backend {
         Backend::Embedded => once::<embedded::EmbeddedTopology>(scenario, options, None).await,
-        Backend::Local => once::<local::LocalBackend>(scenario, options, None).await,
+        // The containers backend is the local backend's topology with its services in containers.
+        Backend::Local | Backend::Containers => {
+            once::<local::LocalBackend>(scenario, options, None).await
+        }
         other => Err(RunError::BackendUnavailable(other.name())),
     }
 }
@@ -129,7 +130,9 @@ pub(crate) async fn run_live(
         Backend::Embedded => {
             once::<embedded::EmbeddedTopology>(scenario, options, Some(link)).await
         }
-        Backend::Local => once::<local::LocalBackend>(scenario, options, Some(link)).await,
+        Backend::Local | Backend::Containers => {
+            once::<local::LocalBackend>(scenario, options, Some(link)).await
+        }
         other => Err(RunError::BackendUnavailable(other.name())),
     }
 }
@@ -167,7 +170,7 @@ pub fn runs_in_local_session(backend: Backend) -> bool {
 pub fn fault_support(backend: Backend) -> Option<fn(&Fault) -> bool> {
     match backend {
         Backend::Embedded => Some(embedded::EmbeddedTopology::supports),
-        Backend::Local => Some(local::LocalBackend::supports),
+        Backend::Local | Backend::Containers => Some(local::LocalBackend::supports),
         _ => None,
     }
 }

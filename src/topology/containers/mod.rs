@@ -4,9 +4,10 @@
 //! Debezium jars, tagged by what went into them), and the labels every container carries ([`labels`]: what a
 //! killed harness left is swept at the next start and by `etl-harness down`).
 //!
-//! Running scenarios in containers is not wired into the run driver yet: `backend = "containers"` is refused
-//! with `RunError::BackendUnavailable` until it is.
+//! The backend itself is the local backend's topology ([`crate::topology::local`]) with its services launched
+//! through [`bridge`] instead of as processes: the same commands and configs, so the two cannot drift apart.
 
+pub mod bridge;
 pub mod daemon;
 pub mod images;
 pub mod labels;

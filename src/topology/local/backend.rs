@@ -45,7 +45,7 @@ use crate::history::{ClusterEvent, Recorder};
 use crate::nemesis::BrokerFaults;
 use crate::pipeline::sink::DEFAULT_SINK_SCHEMA;
 use crate::run::{RunError, Session};
-use crate::scenario::{Coordination, Fault, FaultAction, Scenario};
+use crate::scenario::{Backend, Coordination, Fault, FaultAction, Scenario};
 use crate::topology::capture::debezium::{ConnectWorker, DebeziumCapture};
 use crate::topology::{Endpoints, Topology};
 use crate::workload::reference;
@@ -59,6 +59,8 @@ pub struct LocalBackend {
     topology: Mutex<LocalTopology>,
     brokers: u32,
     coordination: Coordination,
+    /// Whether the services run in containers (the containers backend).
+    in_containers: bool,
     runs: u32,
     /// The connector of the run in progress (or the last one), deleted before the next run.
     connector: Option<DebeziumConnector>,
@@ -77,13 +79,58 @@ impl LocalBackend {
         brokers: u32,
         coordination: Coordination,
     ) -> Result<LocalBackend, RunError> {
+        Self::start_options(brokers, coordination, None).await
+    }
+
+    /// The same topology with every service in a container (the containers backend): the daemon is checked,
+    /// containers a killed harness left are swept, the images built if their inputs changed.
+    pub async fn start_in_containers(
+        brokers: u32,
+        coordination: Coordination,
+    ) -> Result<LocalBackend, RunError> {
+        use crate::topology::containers::{daemon, images, labels};
+        let failed = |e: String| RunError::Local(LocalError::Containers(e));
+        let daemon = daemon::connect().await.map_err(|e| failed(e.to_string()))?;
+        let swept = labels::sweep(&daemon).await.map_err(failed)?;
+        if !swept.removed.is_empty() {
+            eprintln!(
+                "[etl-harness] removed {} container(s) a killed harness left: {}",
+                swept.removed.len(),
+                swept.removed.join(", ")
+            );
+        }
+        let jvm =
+            tokio::task::spawn_blocking(
+                || super::provision_jvm_components(&super::jvm_cache_dir()),
+            )
+            .await
+            .map_err(|e| failed(format!("resolving the JVM jars: {e}")))??
+            .components;
+        let images = images::ensure(&daemon, &jvm, &mut |line| {
+            if !line.ends_with(": present") {
+                eprintln!("[etl-harness] image {line}");
+            }
+        })
+        .await
+        .map_err(|e| failed(e.to_string()))?;
+        Self::start_options(brokers, coordination, Some(images)).await
+    }
+
+    async fn start_options(
+        brokers: u32,
+        coordination: Coordination,
+        containers: Option<crate::topology::containers::images::Images>,
+    ) -> Result<LocalBackend, RunError> {
         let mut options = LocalTopologyOptions::new(reference::schema_fixture_sql());
         options.brokers = brokers;
         options.coordination = coordination;
+        let in_containers = containers.is_some();
+        options.containers = containers;
         Ok(LocalBackend {
             topology: Mutex::new(LocalTopology::start(&options).await?),
             brokers,
             coordination,
+            in_containers,
             runs: 0,
             connector: None,
             watch: None,
@@ -139,12 +186,20 @@ impl Topology for LocalBackend {
     }
 
     async fn start(scenario: &Scenario) -> Result<Self, RunError> {
-        LocalBackend::start_with(scenario.topology.brokers, scenario.topology.coordination).await
+        let (brokers, coordination) = (scenario.topology.brokers, scenario.topology.coordination);
+        if scenario.topology.backend == Backend::Containers {
+            LocalBackend::start_in_containers(brokers, coordination).await
+        } else {
+            LocalBackend::start_with(brokers, coordination).await
+        }
     }
 
     fn fits(&self, scenario: &Scenario) -> bool {
-        (scenario.topology.brokers, scenario.topology.coordination)
-            == (self.brokers, self.coordination)
+        (
+            scenario.topology.brokers,
+            scenario.topology.coordination,
+            scenario.topology.backend == Backend::Containers,
+        ) == (self.brokers, self.coordination, self.in_containers)
     }
 
     async fn prepare(&mut self, scenario: &Scenario) -> Result<Scenario, RunError> {

@@ -7,6 +7,10 @@ use std::time::Duration;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum LocalError {
+    /// The containers backend could not get its daemon or images.
+    #[error("containers: {0}")]
+    Containers(String),
+
     /// A program the local topology runs is not installed.
     #[error("{program} not found on PATH ({purpose}); install it with: {install}")]
     MissingProgram {

@@ -167,9 +167,11 @@ mod tests {
     fn cluster_ids_are_kafka_uuids_and_differ_per_run() {
         let a = cluster_id(&RunDir {
             root: "/tmp/runs/run-1".into(),
+            images: None,
         });
         let b = cluster_id(&RunDir {
             root: "/tmp/runs/run-2".into(),
+            images: None,
         });
         assert_eq!(a.len(), 22, "{a}");
         assert!(a
@@ -179,6 +181,7 @@ mod tests {
         for n in 0..2000 {
             let id = cluster_id(&RunDir {
                 root: format!("/tmp/runs/run-{n}").into(),
+                images: None,
             });
             assert!(id.starts_with(|c: char| c.is_ascii_alphabetic()), "{id}");
         }

@@ -11,7 +11,7 @@ use mysql_async::prelude::Queryable;
 
 use super::error::LocalError;
 use super::process::{wait_until_ready, ServiceCommand, ServiceProcess};
-use super::{prerequisites, RunDir};
+use super::RunDir;
 
 /// The binlog server id of the MariaDB source (Debezium's `database.server.id` must differ from it).
 pub const SOURCE_SERVER_ID: u32 = 1;
@@ -53,8 +53,8 @@ pub(crate) async fn start_mariadb(
     run: &RunDir,
     settings: &MariaDbSettings<'_>,
 ) -> Result<(ServiceProcess, MariaDbEndpoint), LocalError> {
-    let mariadbd = prerequisites::require("mariadbd")?;
-    let install_db = prerequisites::require("mariadb-install-db")?;
+    let mariadbd = run.program("mariadbd")?;
+    let install_db = run.program("mariadb-install-db")?;
     let datadir = run.data_dir("mariadb")?;
     let binlog_dir = run.data_dir("mariadb-binlog")?;
     let tmp_dir = run.data_dir("mariadb-tmp")?;
@@ -77,6 +77,7 @@ pub(crate) async fn start_mariadb(
         ],
         working_dir: run.root.clone(),
         log: run.log_path("mariadb"),
+        launch: run.launch_mariadb(),
     })?;
     let endpoint = MariaDbEndpoint {
         port: settings.port,
@@ -153,42 +154,25 @@ async fn install_data_dir(
     install_db: &Path,
     option_file: &Path,
 ) -> Result<(), LocalError> {
-    let log_path = run.log_path("mariadb-install-db");
-    let log =
-        std::fs::File::create(&log_path).map_err(|e| LocalError::io("creating", &log_path, e))?;
-    let log_err = log
-        .try_clone()
-        .map_err(|e| LocalError::io("opening", &log_path, e))?;
-    let status = tokio::process::Command::new(install_db)
-        .arg(format!("--defaults-file={}", option_file.display()))
-        .args([
-            "--user=root",
-            "--auth-root-authentication-method=normal",
-            "--skip-test-db",
-        ])
-        .stdin(std::process::Stdio::null())
-        .stdout(log)
-        .stderr(log_err)
-        .kill_on_drop(true)
-        .status()
+    let mut tool = ServiceProcess::spawn(&ServiceCommand {
+        name: "mariadb-install-db".into(),
+        program: install_db.to_path_buf(),
+        args: vec![
+            format!("--defaults-file={}", option_file.display()).into(),
+            "--user=root".into(),
+            "--auth-root-authentication-method=normal".into(),
+            "--skip-test-db".into(),
+        ],
+        working_dir: run.root.clone(),
+        log: run.log_path("mariadb-install-db"),
+        launch: run.launch_mariadb(),
+    })?;
+    tool.wait_for_success("creating the MariaDB data directory", INSTALL_DB_TIMEOUT)
         .await
-        .map_err(|e| LocalError::Spawn {
-            service: "mariadb-install-db".into(),
-            program: install_db.display().to_string(),
-            log: log_path.clone(),
-            source: e,
-        })?;
-    if status.success() {
-        Ok(())
-    } else {
-        Err(LocalError::Exited {
-            service: "mariadb-install-db".into(),
-            status: status.to_string(),
-            stage: "creating the MariaDB data directory".into(),
-            log: log_path,
-        })
-    }
 }
+
+/// How long `mariadb-install-db` may take (it writes the system tables; a few seconds here).
+const INSTALL_DB_TIMEOUT: Duration = Duration::from_secs(120);
 
 async fn load_schema_and_users(
     process: &ServiceProcess,

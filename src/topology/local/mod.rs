@@ -124,6 +124,8 @@ pub struct LocalTopologyOptions {
     pub coordinator_heap: String,
     pub kafka_heap: String,
     pub connect_heap: String,
+    /// Run every service in a container of these images (the containers backend) instead of as a process.
+    pub containers: Option<crate::topology::containers::images::Images>,
 }
 
 impl LocalTopologyOptions {
@@ -149,6 +151,7 @@ impl LocalTopologyOptions {
             coordinator_heap: "128m".into(),
             kafka_heap: "384m".into(),
             connect_heap: "512m".into(),
+            containers: None,
         }
     }
 }
@@ -212,10 +215,13 @@ impl LocalTopology {
     /// run directory (printed to stderr) keeps the logs.
     pub async fn start(options: &LocalTopologyOptions) -> Result<Self, LocalError> {
         let started = Instant::now();
-        for program in ["mariadbd", "mariadb-install-db", "java"] {
-            prerequisites::require(program)?;
+        if options.containers.is_none() {
+            for program in ["mariadbd", "mariadb-install-db", "java"] {
+                prerequisites::require(program)?;
+            }
         }
-        let run = RunDir::create(&options.runs_dir)?;
+        let mut run = RunDir::create(&options.runs_dir)?;
+        run.images = options.containers.clone();
         eprintln!(
             "[etl-harness] local topology run directory: {}",
             run.root.display()
@@ -231,7 +237,13 @@ impl LocalTopology {
             })??;
         timings.provision = phase.elapsed();
         timings.provision_resolved = provisioned.resolved;
-        let jvm = provisioned.components;
+        // In containers the jars are the JVM image's copy of the same cache entry.
+        let jvm = match options.containers {
+            Some(_) => JvmComponents {
+                root: crate::topology::containers::images::JVM_ROOT.into(),
+            },
+            None => provisioned.components,
+        };
 
         let phase = Instant::now();
         let (mariadb, mariadb_endpoint) = start_source_database(&run, options).await?;

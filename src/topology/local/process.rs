@@ -18,6 +18,8 @@ use std::sync::{mpsc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use super::error::LocalError;
+use crate::topology::containers::bridge::{self, ContainerSpec};
+use crate::topology::containers::images::ImageRef;
 
 /// How to start one service.
 #[derive(Debug, Clone)]
@@ -29,15 +31,48 @@ pub(crate) struct ServiceCommand {
     pub working_dir: PathBuf,
     /// stdout and stderr of the process are appended here.
     pub log: PathBuf,
+    /// Where it runs.
+    pub launch: Launch,
 }
 
-/// A running service process; its process group is killed when this is dropped.
+/// Where a service runs: a process of this machine, or a container (the containers backend: the same command,
+/// its program looked up on the image's PATH, with host networking and the run directory mounted at its path).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) enum Launch {
+    #[default]
+    Host,
+    Container {
+        image: ImageRef,
+        /// Host directories mounted at the same path.
+        binds: Vec<PathBuf>,
+    },
+}
+
+/// A running service: a process group of this machine (killed when this is dropped), or a container (killed and
+/// removed when this is dropped).
 #[derive(Debug)]
 pub struct ServiceProcess {
     name: String,
     log: PathBuf,
-    child: Child,
+    runner: Runner,
     exit_status: Option<ExitStatus>,
+}
+
+#[derive(Debug)]
+enum Runner {
+    Host(Child),
+    Container(String),
+}
+
+/// A container's exit code as a process exit status (128 + n: killed by signal n).
+fn container_exit(code: i64) -> ExitStatus {
+    use std::os::unix::process::ExitStatusExt;
+    let code = i32::try_from(code).unwrap_or(255);
+    if (129..=159).contains(&code) {
+        ExitStatus::from_raw(code - 128)
+    } else {
+        ExitStatus::from_raw((code & 0xff) << 8)
+    }
 }
 
 impl ServiceProcess {
@@ -48,6 +83,32 @@ impl ServiceProcess {
             log: spec.log.clone(),
             source,
         };
+        if let Launch::Container { image, binds } = &spec.launch {
+            let program = spec
+                .program
+                .file_name()
+                .unwrap_or(spec.program.as_os_str())
+                .to_string_lossy()
+                .into_owned();
+            let mut cmd = vec![program];
+            cmd.extend(spec.args.iter().map(|a| a.to_string_lossy().into_owned()));
+            open_log(&spec.log).map_err(spawn_error)?;
+            let id = bridge::start(ContainerSpec {
+                name: spec.name.clone(),
+                image: image.clone(),
+                cmd,
+                working_dir: spec.working_dir.display().to_string(),
+                binds: binds.clone(),
+                log: spec.log.clone(),
+            })
+            .map_err(|e| spawn_error(io::Error::other(e)))?;
+            return Ok(ServiceProcess {
+                name: spec.name.clone(),
+                log: spec.log.clone(),
+                runner: Runner::Container(id),
+                exit_status: None,
+            });
+        }
         let log = open_log(&spec.log).map_err(spawn_error)?;
         let log_err = log.try_clone().map_err(spawn_error)?;
         let mut command = Command::new(&spec.program);
@@ -84,7 +145,7 @@ impl ServiceProcess {
         Ok(ServiceProcess {
             name: spec.name.clone(),
             log: spec.log.clone(),
-            child,
+            runner: Runner::Host(child),
             exit_status: None,
         })
     }
@@ -99,9 +160,13 @@ impl ServiceProcess {
         &self.log
     }
 
-    /// Process id (also the process group id).
+    /// Process id (also the process group id); for a container, its main process's pid on this machine (0 when
+    /// it does not run).
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        match &self.runner {
+            Runner::Host(child) => child.id(),
+            Runner::Container(id) => bridge::state(id).ok().and_then(|s| s.pid).unwrap_or(0),
+        }
     }
 
     /// Resident set size from /proc, if the process is alive.
@@ -125,8 +190,25 @@ impl ServiceProcess {
         Ok(())
     }
 
-    /// Sends a signal to the whole process group (SIGSTOP/SIGCONT for pauses, SIGTERM/SIGKILL for stops).
+    /// Sends a signal to the whole process group (SIGSTOP/SIGCONT for pauses, SIGTERM/SIGKILL for stops). A
+    /// container is paused and resumed with the cgroup freezer instead, and other signals go to its main process.
     pub fn signal(&self, signal: libc::c_int) {
+        if let Runner::Container(id) = &self.runner {
+            if self.exit_status.is_none() {
+                let result = match signal {
+                    libc::SIGSTOP => bridge::pause(id, true),
+                    libc::SIGCONT => bridge::pause(id, false),
+                    libc::SIGTERM => bridge::kill(id, "SIGTERM"),
+                    libc::SIGKILL => bridge::kill(id, "SIGKILL"),
+                    libc::SIGINT => bridge::kill(id, "SIGINT"),
+                    other => Err(format!("signal {other} is not sent to containers")),
+                };
+                if let Err(e) = result {
+                    tracing::debug!(service = %self.name, signal, error = %e, "container signal");
+                }
+            }
+            return;
+        }
         if self.exit_status.is_none() {
             // SAFETY: killpg has no memory-safety preconditions; a stale group id only yields ESRCH.
             unsafe {
@@ -152,14 +234,28 @@ impl ServiceProcess {
         self.kill();
     }
 
-    /// SIGKILL to the process group, then reap.
+    /// SIGKILL to the process group, then reap (a container: thawed if frozen, killed, waited for).
     pub fn kill(&mut self) {
         if self.poll_exit().is_some() {
             return;
         }
+        if let Runner::Container(id) = &self.runner {
+            let id = id.clone();
+            if bridge::state(&id).is_ok_and(|s| s.paused) {
+                let _ = bridge::pause(&id, false);
+            }
+            let _ = bridge::kill(&id, "SIGKILL");
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while self.poll_exit().is_none() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            return;
+        }
         self.signal(libc::SIGKILL);
-        if let Ok(status) = self.child.wait() {
-            self.exit_status = Some(status);
+        if let Runner::Host(child) = &mut self.runner {
+            if let Ok(status) = child.wait() {
+                self.exit_status = Some(status);
+            }
         }
     }
 
@@ -203,8 +299,24 @@ impl ServiceProcess {
     }
 
     fn poll_exit(&mut self) -> Option<ExitStatus> {
+        if let Runner::Container(id) = &self.runner {
+            if self.exit_status.is_none() {
+                match bridge::state(id) {
+                    Ok(state) if !state.running => {
+                        self.exit_status = Some(container_exit(state.exit_code.unwrap_or(255)));
+                    }
+                    Ok(_) => {}
+                    // Gone from the daemon: it does not run any more.
+                    Err(_) => self.exit_status = Some(container_exit(255)),
+                }
+            }
+            return self.exit_status;
+        }
+        let Runner::Host(child) = &mut self.runner else {
+            return self.exit_status;
+        };
         if self.exit_status.is_none() {
-            if let Ok(Some(status)) = self.child.try_wait() {
+            if let Ok(Some(status)) = child.try_wait() {
                 self.exit_status = Some(status);
                 // Children of the service (if any) are in its group; make sure they go too.
                 // SAFETY: see `signal`.
@@ -220,6 +332,11 @@ impl ServiceProcess {
 impl Drop for ServiceProcess {
     fn drop(&mut self) {
         self.kill();
+        if let Runner::Container(id) = &self.runner {
+            if let Err(e) = bridge::remove(id) {
+                tracing::warn!(service = %self.name, error = %e, "removing the service's container");
+            }
+        }
     }
 }
 
@@ -311,6 +428,7 @@ mod tests {
             args: vec!["-c".into(), "sleep 600 & sleep 600".into()],
             working_dir: dir.to_path_buf(),
             log: dir.join("sleeper.log"),
+            launch: Launch::Host,
         }
     }
 

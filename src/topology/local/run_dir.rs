@@ -5,7 +5,9 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use super::process::Launch;
 use super::LocalError;
+use crate::topology::containers::images::{ImageRef, Images};
 
 /// Run directories kept under the runs directory; older ones are removed when a new run starts, so failed runs
 /// (which keep their data) cannot fill the disk.
@@ -15,6 +17,8 @@ const KEPT_RUNS: usize = 20;
 #[derive(Debug)]
 pub(crate) struct RunDir {
     pub root: PathBuf,
+    /// The containers the services run in (the containers backend), or `None`: processes of this machine.
+    pub images: Option<Images>,
 }
 
 impl RunDir {
@@ -35,7 +39,36 @@ impl RunDir {
             let dir = root.join(sub);
             std::fs::create_dir_all(&dir).map_err(|e| LocalError::io("creating", &dir, e))?;
         }
-        Ok(RunDir { root })
+        Ok(RunDir { root, images: None })
+    }
+
+    /// Where a JVM service runs.
+    pub(crate) fn launch_jvm(&self) -> Launch {
+        self.launch(|images| images.jvm.clone())
+    }
+
+    /// Where MariaDB and its tools run.
+    pub(crate) fn launch_mariadb(&self) -> Launch {
+        self.launch(|images| images.mariadb.clone())
+    }
+
+    fn launch(&self, image: impl Fn(&Images) -> ImageRef) -> Launch {
+        match &self.images {
+            None => Launch::Host,
+            Some(images) => Launch::Container {
+                image: image(images),
+                binds: vec![self.root.clone()],
+            },
+        }
+    }
+
+    /// A program the services run: the path on this machine (checked), or, in containers, its name on the
+    /// image's PATH.
+    pub(crate) fn program(&self, name: &'static str) -> Result<PathBuf, LocalError> {
+        match self.images {
+            None => super::prerequisites::require(name),
+            Some(_) => Ok(PathBuf::from(name)),
+        }
     }
 
     pub fn conf_path(&self, file_name: &str) -> PathBuf {
