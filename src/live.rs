@@ -366,36 +366,31 @@ struct Started {
 impl Started {
     async fn finish(mut self) -> Result<RunOutcome, RunError> {
         let outcome = match self.done.take() {
-            Some(done) => done.await,
-            None => return Err(RunError::Thread("the outcome was already taken".into())),
+            Some(done) => done.await.ok(),
+            None => None,
         };
-        self.end(outcome)
+        // The thread ends right after sending the outcome.
+        let thread = self.thread.take().map(|t| t.join());
+        settle(outcome, thread)
     }
 
+    /// [`finish`](Started::finish) without an async runtime: the thread is joined first, then its outcome read.
     fn join(&mut self) -> Result<RunOutcome, RunError> {
-        let panicked = self.thread.take().map(|t| t.join());
-        let outcome = match self.done.take() {
-            Some(mut done) => done.try_recv().map_err(|_| ()),
-            None => Err(()),
-        };
-        match (outcome, panicked) {
-            (Ok(outcome), _) => outcome,
-            (Err(()), Some(Err(panic))) => Err(RunError::Thread(panic_text(panic.as_ref()))),
-            (Err(()), _) => Err(RunError::Thread("the run ended without an outcome".into())),
-        }
+        let thread = self.thread.take().map(|t| t.join());
+        let outcome = self.done.take().and_then(|mut done| done.try_recv().ok());
+        settle(outcome, thread)
     }
+}
 
-    /// The outcome once the thread sent it (the thread ends right after, so it is joined), or why none came.
-    fn end(
-        &mut self,
-        outcome: Result<Result<RunOutcome, RunError>, oneshot::error::RecvError>,
-    ) -> Result<RunOutcome, RunError> {
-        let panicked = self.thread.take().map(|t| t.join());
-        match (outcome, panicked) {
-            (Ok(outcome), _) => outcome,
-            (Err(_), Some(Err(panic))) => Err(RunError::Thread(panic_text(panic.as_ref()))),
-            (Err(_), _) => Err(RunError::Thread("the run ended without an outcome".into())),
-        }
+/// The run's outcome, or why none came (the thread panicked, or ended without one).
+fn settle(
+    outcome: Option<Result<RunOutcome, RunError>>,
+    thread: Option<std::thread::Result<()>>,
+) -> Result<RunOutcome, RunError> {
+    match (outcome, thread) {
+        (Some(outcome), _) => outcome,
+        (None, Some(Err(panic))) => Err(RunError::Thread(panic_text(panic.as_ref()))),
+        (None, _) => Err(RunError::Thread("the run ended without an outcome".into())),
     }
 }
 

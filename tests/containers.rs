@@ -13,7 +13,7 @@ use openmrs_etl_harness::run::diff::diff;
 use openmrs_etl_harness::run::RunOptions;
 use openmrs_etl_harness::scenario::Backend;
 use openmrs_etl_harness::topology::containers::{images, labels};
-use openmrs_etl_harness::topology::local::{jvm_cache_dir, provision_jvm_components};
+use openmrs_etl_harness::topology::local::default_jvm_components;
 use testcontainers::core::{ExecCommand, WaitFor};
 use testcontainers::runners::AsyncRunner;
 use testcontainers::{ContainerRequest, GenericImage, ImageExt};
@@ -52,11 +52,9 @@ async fn the_images_run_the_local_backends_versions_under_testcontainers() {
     let Some(daemon) = common::container_daemon().await else {
         return;
     };
-    let jvm = tokio::task::spawn_blocking(|| provision_jvm_components(&jvm_cache_dir()))
+    let jvm = default_jvm_components()
         .await
-        .unwrap()
-        .expect("the JVM jars resolve")
-        .components;
+        .expect("the JVM jars resolve");
     let mut said = Vec::new();
     let built = images::ensure(&daemon, &jvm, &mut |line| said.push(line))
         .await
@@ -109,26 +107,17 @@ async fn a_dead_harnesss_leftover_is_swept_and_a_running_ones_kept() {
     let Some(daemon) = common::container_daemon().await else {
         return;
     };
-    let jvm = tokio::task::spawn_blocking(|| provision_jvm_components(&jvm_cache_dir()))
+    let jvm = default_jvm_components()
         .await
-        .unwrap()
-        .unwrap()
-        .components;
+        .expect("the JVM jars resolve");
     let built = images::ensure(&daemon, &jvm, &mut |_| {}).await.unwrap();
-    let start = |owner: String, purpose: &'static str| {
-        GenericImage::new(built.mariadb.repo.as_str(), built.mariadb.tag.as_str())
-            .with_wait_for(WaitFor::Nothing)
-            .with_cmd(["sleep", "600"])
-            .with_label(labels::OWNER, owner)
-            .with_label(labels::PURPOSE, purpose)
-            .with_host_config_modifier(|hc| hc.network_mode = Some("host".into()))
-            .start()
-    };
     // A pid above Linux's pid_max: no process owns it.
-    let dead = start("4194305:1".into(), "left by a killed harness")
+    let dead = sleeper(&built.mariadb, "4194305:1".into())
+        .start()
         .await
         .unwrap();
-    let alive = start(labels::owner_value(), "ours, still running")
+    let alive = sleeper(&built.mariadb, labels::owner_value())
+        .start()
         .await
         .unwrap();
     let dead_id = dead.id().to_owned();

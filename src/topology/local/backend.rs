@@ -99,13 +99,7 @@ impl LocalBackend {
                 swept.removed.join(", ")
             );
         }
-        let jvm =
-            tokio::task::spawn_blocking(
-                || super::provision_jvm_components(&super::jvm_cache_dir()),
-            )
-            .await
-            .map_err(|e| failed(format!("resolving the JVM jars: {e}")))??
-            .components;
+        let jvm = super::default_jvm_components().await?;
         let images = images::ensure(&daemon, &jvm, &mut |line| {
             if !line.ends_with(": present") {
                 eprintln!("[etl-harness] image {line}");

@@ -89,7 +89,8 @@ pub use kraft::CONTROLLER_NODE_ID;
 pub use mariadb::{MariaDbEndpoint, DEBEZIUM_PASSWORD, DEBEZIUM_USER, SOURCE_SERVER_ID};
 pub use process::ServiceProcess;
 pub use provision::{
-    jvm_cache_dir, provision_jvm_components, JvmComponents, Provisioned, JVM_CACHE_ENV,
+    default_jvm_components, jvm_cache_dir, provision_jvm_components, JvmComponents, Provisioned,
+    JVM_CACHE_ENV,
 };
 pub use proxy::{ProduceLog, ProducedRecord, TapReport, PRODUCER_CLIENT_PREFIX};
 pub(crate) use run_dir::RunDir;

@@ -123,6 +123,15 @@ pub fn manifest_hash() -> String {
         .collect()
 }
 
+/// The JVM components of the default cache ([`jvm_cache_dir`]), resolved on a blocking thread (Maven may run for
+/// minutes on a cold cache).
+pub async fn default_jvm_components() -> Result<JvmComponents, LocalError> {
+    tokio::task::spawn_blocking(|| provision_jvm_components(&jvm_cache_dir()))
+        .await
+        .map_err(|e| LocalError::io("provisioning", jvm_cache_dir(), std::io::Error::other(e)))?
+        .map(|provisioned| provisioned.components)
+}
+
 /// Returns the JVM components, resolving them with Maven into `cache_dir` unless a complete entry exists.
 /// Blocking (Maven may run for minutes on a cold cache); prints progress to stderr.
 pub fn provision_jvm_components(cache_dir: &Path) -> Result<Provisioned, LocalError> {
