@@ -34,6 +34,9 @@ enum ImagesAction {
     Build,
     /// The images this machine's inputs name, and whether each is built.
     List,
+    /// The directory of the pinned Debezium plugin (resolved through Maven like the local backend's jars): what
+    /// the containers backend mounts into an image not built here, and what docker/docker-compose.yml mounts.
+    Plugins,
 }
 
 #[derive(Subcommand)]
@@ -96,6 +99,11 @@ enum Command {
         /// No progress bar (it is drawn only on a terminal anyway).
         #[arg(long)]
         no_progress: bool,
+        /// With the containers backend: run this image instead of the one built here, as `[topology.images]`
+        /// says (`mariadb=docker.io/library/mariadb:10.11`, `jvm=docker.io/apache/kafka:3.9.1`,
+        /// `jvm_libs=/path/in/image`). Repeatable.
+        #[arg(long = "image", value_name = "ROLE=IMAGE")]
+        images: Vec<String>,
     },
     /// Run one scenario on several backends (same seed and workload) and compare their verdicts.
     #[command(
@@ -133,7 +141,8 @@ enum Command {
     /// The container images the containers backend runs, built on this machine (no registry needed): a Debian
     /// base from the machine's apt sources, MariaDB, and Java with the pinned Kafka, Connect and Debezium jars.
     #[command(
-        after_help = "Examples:\n  etl-harness images build\n  etl-harness images list\n\n\
+        after_help = "Examples:\n  etl-harness images build\n  etl-harness images list\n  \
+                            DEBEZIUM_PLUGINS=$(etl-harness images plugins) docker compose -f docker/docker-compose.yml up -d\n\n\
                             The daemon is the one testcontainers finds (DOCKER_HOST, then Docker's sockets); it must\n\
                             speak Docker API 1.53 (podman's service does: see docs/backends.md)."
     )]
@@ -236,7 +245,8 @@ fn main() -> ExitCode {
             backend,
             report,
             no_progress,
-        } => run(file, seed, backend, report, !no_progress),
+            images,
+        } => run(file, seed, backend, &images, report, !no_progress),
         Command::Diff {
             file,
             backends,
@@ -257,6 +267,7 @@ fn main() -> ExitCode {
         Command::Images { action } => match action {
             ImagesAction::Build => openmrs_etl_harness::cli::containers::build_images(),
             ImagesAction::List => openmrs_etl_harness::cli::containers::list_images(),
+            ImagesAction::Plugins => openmrs_etl_harness::cli::containers::plugin_dir(),
         }
         .map_err(|e| Failure::Setup(format!("etl-harness images: {e}"))),
         Command::Down => openmrs_etl_harness::cli::containers::down()
@@ -352,10 +363,50 @@ fn diff(file: PathBuf, backends: Vec<String>, seed: Option<u64>) -> Result<(), F
     }
 }
 
+/// Applies `--image ROLE=IMAGE` flags to `[topology.images]`; returns them as the reproduce command repeats them.
+fn choose_images(
+    scenario: &mut Scenario,
+    flags: &[String],
+    backend: Option<&str>,
+) -> Result<String, Failure> {
+    if flags.is_empty() {
+        return Ok(String::new());
+    }
+    if backend != Some("containers") {
+        return Err(Failure::Setup(
+            "--image: images are for the containers backend; add --backend containers".into(),
+        ));
+    }
+    let mut repeated = String::new();
+    for flag in flags {
+        let (role, value) = flag.split_once('=').ok_or_else(|| {
+            Failure::Setup(format!(
+                "--image {flag}: expected ROLE=IMAGE (roles: mariadb, jvm, jvm_libs)"
+            ))
+        })?;
+        let slot = match role {
+            "mariadb" => &mut scenario.topology.images.mariadb,
+            "jvm" => &mut scenario.topology.images.jvm,
+            "jvm_libs" => &mut scenario.topology.images.jvm_libs,
+            _ => {
+                return Err(Failure::Setup(format!(
+                    "--image {flag}: unknown role `{role}` (mariadb, jvm, jvm_libs)"
+                )))
+            }
+        };
+        *slot = Some(value.to_owned());
+        repeated.push_str(&format!(" --image {role}={value}"));
+    }
+    openmrs_etl_harness::topology::containers::registry::Chosen::resolve(&scenario.topology.images)
+        .map_err(|e| Failure::Setup(format!("--image: {e}")))?;
+    Ok(repeated)
+}
+
 fn run(
     file: PathBuf,
     seed: Option<u64>,
     backend: Option<String>,
+    images: &[String],
     report_path: Option<PathBuf>,
     progress: bool,
 ) -> Result<(), Failure> {
@@ -363,6 +414,7 @@ fn run(
     if let Some(seed) = seed {
         scenario.seed = seed;
     }
+    let image_flags = choose_images(&mut scenario, images, backend.as_deref())?;
     let mut backend_flag = String::new();
     if let Some(name) = backend {
         let chosen = parse_backends(std::slice::from_ref(&name))
@@ -385,7 +437,7 @@ fn run(
         backend_flag = format!(" --backend {name}");
     }
     let reproduce = format!(
-        "etl-harness run {}{backend_flag} --seed {}",
+        "etl-harness run {}{backend_flag}{image_flags} --seed {}",
         file.display(),
         scenario.seed
     );

@@ -36,6 +36,15 @@ pub fn build_images() -> Result<(), String> {
     })
 }
 
+/// `etl-harness images plugins`: the pinned Debezium plugin's directory (its parent is Connect's `plugin.path`).
+pub fn plugin_dir() -> Result<(), String> {
+    let runtime = tokio::runtime::Runtime::new()
+        .map_err(|e| format!("cannot start the async runtime: {e}"))?;
+    let jvm = runtime.block_on(jvm())?;
+    println!("{}", jvm.plugin_path().display());
+    Ok(())
+}
+
 /// `etl-harness images list`: the images this machine's inputs name, and whether each is built.
 pub fn list_images() -> Result<(), String> {
     with_daemon(|daemon| async move {

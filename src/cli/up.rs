@@ -54,6 +54,8 @@ pub enum UpBackend {
     Embedded,
     /// The real services as local processes (needs mariadbd, java and mvn).
     Local,
+    /// The same services, each in a container (the containers backend: a daemon speaking Docker API 1.53).
+    Containers,
 }
 
 /// Runs `up` on a runtime of its own; for callers that are not async. From async code, use [`serve`].
@@ -67,12 +69,12 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
 
 /// Starts the cluster, prints where it is, serves until Ctrl-C.
 pub async fn serve(args: UpArgs) -> anyhow::Result<()> {
-    if args.backend == UpBackend::Local {
+    if args.backend != UpBackend::Embedded {
         return serve_local(args).await;
     }
     if args.scenario.is_some() {
         anyhow::bail!(
-            "--scenario needs --backend local (the embedded `up` takes --topic and --partitions)"
+            "--scenario needs --backend local or containers (the embedded `up` takes --topic and --partitions)"
         );
     }
     let brokers = args.brokers.unwrap_or(3);
@@ -229,7 +231,7 @@ async fn serve_local(args: UpArgs) -> anyhow::Result<()> {
     ];
     if let Some((flag, _)) = embedded_only.iter().find(|(_, given)| *given) {
         anyhow::bail!(
-            "{flag} is for the embedded backend; with --backend local, topics and their settings come from --scenario"
+            "{flag} is for the embedded backend; with --backend local or containers, topics and their settings come from --scenario"
         );
     }
     let brokers = args
@@ -237,7 +239,14 @@ async fn serve_local(args: UpArgs) -> anyhow::Result<()> {
         .map(|n| u32::try_from(n).context("--brokers is too large"))
         .transpose()?;
     let interrupted = interrupt()?;
-    local::serve(brokers, args.scenario.as_deref(), interrupted).await
+    let in_containers = args.backend == UpBackend::Containers;
+    local::serve(
+        brokers,
+        args.scenario.as_deref(),
+        in_containers,
+        interrupted,
+    )
+    .await
 }
 
 /// A future that completes on Ctrl-C (SIGINT); the handler is installed before this returns.

@@ -10,7 +10,7 @@ use super::draw::{case_strategy, Draw};
 use super::failure_file::write_failure;
 use super::layout::FaultSpace;
 use super::{CampaignConfig, CampaignError, CampaignReport, CaseVerdict, FoundFailure, Progress};
-use crate::run::{LocalSession, RunOptions};
+use crate::run::RunOptions;
 use crate::scenario::Scenario;
 use crate::topology;
 
@@ -93,20 +93,18 @@ fn search_across(
         seed: base.seed,
         error: Box::new(error),
     };
-    let session = if config
+    let session = match config
         .backends
         .iter()
-        .any(|b| topology::runs_in_local_session(*b))
+        .find(|b| topology::runs_in_local_session(**b))
     {
-        let session = runtime
-            .block_on(LocalSession::start(
-                base.topology.brokers,
-                base.topology.coordination,
-            ))
-            .map_err(run_error)?;
-        Some(RefCell::new(session))
-    } else {
-        None
+        Some(backend) => {
+            let session = runtime
+                .block_on(topology::start_session(*backend, base))
+                .map_err(run_error)?;
+            Some(RefCell::new(session))
+        }
+        None => None,
     };
     let execute = |scenario: &Scenario| -> Result<CaseVerdict, CampaignError> {
         let options = RunOptions {

@@ -11,6 +11,7 @@
 
 mod builder;
 mod expect;
+mod images;
 mod location;
 pub mod target;
 pub mod units;
@@ -27,6 +28,7 @@ use crate::model::schema;
 use crate::workload::{Mix, WorkloadSpec};
 pub use builder::ScenarioBuilder;
 pub use expect::{Count, CountVar, Expect, FinalState, Relation};
+pub use images::ImageChoices;
 pub use target::FaultTarget;
 pub use units::{Bytes, Millis};
 pub(crate) use validate::fault_problems;
@@ -113,6 +115,9 @@ pub struct Topology {
     pub clock: ClockMode,
     /// Deterministic mode (embedded, virtual clock): the same seed gives the same exact counts.
     pub deterministic: bool,
+    /// `[topology.images]`: images the containers backend runs instead of those it builds on this machine.
+    #[serde(skip_serializing_if = "ImageChoices::is_empty")]
+    pub images: ImageChoices,
 }
 
 impl Default for Topology {
@@ -123,6 +128,7 @@ impl Default for Topology {
             coordination: Coordination::Zookeeper,
             clock: ClockMode::Real,
             deterministic: false,
+            images: ImageChoices::default(),
         }
     }
 }

@@ -61,6 +61,24 @@ pub(super) fn check(s: &Scenario, doc: &Located) -> Vec<ScenarioError> {
         );
     }
 
+    if !s.topology.images.is_empty() {
+        if !s.backends.contains(&Backend::Containers) {
+            err(
+                &[Key("topology"), Key("images")],
+                "images are for the containers backend, which `backends` does not list".into(),
+            );
+        }
+        if let Err(e) = crate::topology::containers::registry::Chosen::resolve(&s.topology.images) {
+            // The message starts with the key it is about (`topology.images.jvm: …`).
+            let (key, message) = e.split_once(": ").unwrap_or(("", e.as_str()));
+            let field = key.strip_prefix("topology.images.").unwrap_or("jvm");
+            err(
+                &[Key("topology"), Key("images"), Key(field)],
+                message.to_owned(),
+            );
+        }
+    }
+
     if s.pipeline.sink == super::Sink::Mysql && s.backends.contains(&Backend::Embedded) {
         err(
             &[Key("pipeline"), Key("sink")],

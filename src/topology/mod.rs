@@ -137,15 +137,17 @@ pub(crate) async fn run_live(
     }
 }
 
-/// Runs `scenario` on its backend: on `local`'s session when the backend is `local` and one is given (the
-/// topology kept across scenarios), else on a topology started for it.
+/// Runs `scenario` on its backend: on `local`'s session when the backend is `local` or `containers` and one is
+/// given (the topology kept across scenarios), else on a topology started for it.
 pub(crate) async fn run_in(
     scenario: &Scenario,
     options: &RunOptions,
     local: Option<&mut local::LocalSession>,
 ) -> Result<RunOutcome, RunError> {
     match (scenario.topology.backend, local) {
-        (Backend::Local, Some(session)) => session.run(scenario, options).await,
+        (backend, Some(session)) if runs_in_local_session(backend) => {
+            session.run(scenario, options).await
+        }
         _ => run_once(scenario, options).await,
     }
 }
@@ -161,9 +163,24 @@ pub fn default_backend() -> Backend {
     Backend::Embedded
 }
 
-/// Whether runs on `backend` can share one [`local::LocalSession`] (one topology kept across runs).
+/// Whether runs on `backend` can share one [`local::LocalSession`] (one topology kept across runs; a scenario
+/// on the other of the two backends gets a new topology, as one with another broker count does).
 pub fn runs_in_local_session(backend: Backend) -> bool {
-    backend == Backend::Local
+    matches!(backend, Backend::Local | Backend::Containers)
+}
+
+/// A session on a new topology for runs on `backend` (local or containers) shaped like `scenario`.
+pub async fn start_session(
+    backend: Backend,
+    scenario: &Scenario,
+) -> Result<local::LocalSession, RunError> {
+    let (brokers, coordination) = (scenario.topology.brokers, scenario.topology.coordination);
+    if backend == Backend::Containers {
+        local::LocalSession::start_in_containers(brokers, coordination, &scenario.topology.images)
+            .await
+    } else {
+        local::LocalSession::start(brokers, coordination).await
+    }
 }
 
 /// Which faults `backend` can perform (`None`: the backend cannot run scenarios yet).

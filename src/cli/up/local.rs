@@ -1,4 +1,4 @@
-//! `etl-harness up --backend local`: the real topology kept running for people and their tools. Starts every
+//! `etl-harness up --backend local` (or `containers`): the real topology kept running for people and their tools. Starts every
 //! service, creates the scenario's change topics, registers the Debezium connector with the scenario's producer
 //! settings, prints the endpoints and waits for Ctrl-C, then stops everything.
 
@@ -22,6 +22,7 @@ const SETUP_TIMEOUT: Duration = Duration::from_secs(120);
 pub async fn serve(
     brokers: Option<u32>,
     scenario: Option<&Path>,
+    in_containers: bool,
     stop: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let scenario = match scenario {
@@ -35,6 +36,15 @@ pub async fn serve(
     options.database = scenario.topics.database.clone();
     options.brokers = brokers.unwrap_or(scenario.topology.brokers).max(1);
     options.coordination = scenario.topology.coordination;
+    if in_containers {
+        // Ctrl-C is `up`'s to handle: it stops every service, which removes their containers.
+        crate::topology::containers::bridge::caller_handles_interrupts();
+        options.containers = Some(
+            crate::topology::local::container_images(&scenario.topology.images)
+                .await
+                .context("cannot prepare the containers")?,
+        );
+    }
 
     tokio::pin!(stop);
     let (topology, plans, connector) = tokio::select! {
@@ -70,7 +80,8 @@ pub async fn serve(
     }
     println!("run directory: {}", topology.run_dir().display());
     println!(
-        "ready: local topology, {} brokers, {controller}, connector {} running (Ctrl-C to stop)",
+        "ready: {} topology, {} brokers, {controller}, connector {} running (Ctrl-C to stop)",
+        if in_containers { "containers" } else { "local" },
         topology.broker_ids().len(),
         connector.name
     );

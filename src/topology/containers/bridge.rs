@@ -34,6 +34,8 @@ pub struct ContainerSpec {
     pub working_dir: String,
     /// Host directories bind-mounted read-write at the same path.
     pub binds: Vec<PathBuf>,
+    /// Host directories bind-mounted read-only at the same path.
+    pub read_only: Vec<PathBuf>,
     /// Where stdout and stderr are appended.
     pub log: PathBuf,
 }
@@ -116,7 +118,20 @@ fn serve(mut jobs: tokio::sync::mpsc::UnboundedReceiver<Job>) {
     };
     runtime.block_on(async move {
         let mut containers: HashMap<String, ContainerAsync<GenericImage>> = HashMap::new();
-        while let Some(job) = jobs.recv().await {
+        let mut interrupted = Interrupts::install();
+        loop {
+            let job = tokio::select! {
+                job = jobs.recv() => match job {
+                    Some(job) => job,
+                    None => break,
+                },
+                signal = interrupted.next() => {
+                    if !CALLER_HANDLES_INTERRUPTS.load(std::sync::atomic::Ordering::SeqCst) {
+                        remove_all_and_exit(&mut containers, signal).await;
+                    }
+                    continue;
+                }
+            };
             match job {
                 Job::Start(spec, reply) => {
                     let result = launch(&spec).await.map(|c| {
@@ -152,10 +167,84 @@ fn serve(mut jobs: tokio::sync::mpsc::UnboundedReceiver<Job>) {
     });
 }
 
+/// Set when the caller stops its services itself on Ctrl-C (`etl-harness up`): the container thread then leaves
+/// the signals alone.
+static CALLER_HANDLES_INTERRUPTS: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
+
+/// The caller stops its services on Ctrl-C and SIGTERM (removing their containers): the container thread does
+/// not exit the process on them.
+pub fn caller_handles_interrupts() {
+    CALLER_HANDLES_INTERRUPTS.store(true, std::sync::atomic::Ordering::SeqCst);
+}
+
+/// Ctrl-C (SIGINT) and SIGTERM, listened for from the first container on: the process is about to die without
+/// unwinding, and its containers would outlive it (the services a plain process runs die with the harness through
+/// their parent-death signal; a container's process belongs to the daemon).
+struct Interrupts {
+    int: Option<tokio::signal::unix::Signal>,
+    term: Option<tokio::signal::unix::Signal>,
+}
+
+impl Interrupts {
+    fn install() -> Self {
+        use tokio::signal::unix::{signal, SignalKind};
+        Interrupts {
+            int: signal(SignalKind::interrupt()).ok(),
+            term: signal(SignalKind::terminate()).ok(),
+        }
+    }
+
+    /// The next signal's number (a listener that could not be installed never fires).
+    async fn next(&mut self) -> i32 {
+        async fn on(signal: &mut Option<tokio::signal::unix::Signal>) {
+            match signal {
+                Some(s) => {
+                    s.recv().await;
+                }
+                None => std::future::pending().await,
+            }
+        }
+        tokio::select! {
+            () = on(&mut self.int) => libc::SIGINT,
+            () = on(&mut self.term) => libc::SIGTERM,
+        }
+    }
+}
+
+/// Removes every container of this process, then exits as the signal would have (128 + its number).
+async fn remove_all_and_exit(
+    containers: &mut HashMap<String, ContainerAsync<GenericImage>>,
+    signal: i32,
+) {
+    let name = if signal == libc::SIGINT {
+        "Ctrl-C"
+    } else {
+        "SIGTERM"
+    };
+    eprintln!(
+        "[etl-harness] {name}: removing {} container(s) before exiting",
+        containers.len()
+    );
+    for (id, container) in containers.drain() {
+        if let Err(e) = container.rm().await {
+            eprintln!("[etl-harness] removing container {id}: {e}");
+        }
+    }
+    std::process::exit(128 + signal);
+}
+
 async fn launch(spec: &ContainerSpec) -> Result<ContainerAsync<GenericImage>, String> {
+    let Some((program, args)) = spec.cmd.split_first() else {
+        return Err(format!("the {} container has no command", spec.name));
+    };
+    // The program is the entrypoint and the user root, whatever the image says: a registry image's entrypoint
+    // script and unprivileged user are for running it alone, not for the harness's command on its run directory.
     let mut request = GenericImage::new(spec.image.repo.as_str(), spec.image.tag.as_str())
         .with_wait_for(WaitFor::Nothing)
-        .with_cmd(spec.cmd.clone())
+        .with_entrypoint(program)
+        .with_cmd(args.to_vec())
+        .with_user("0:0")
         .with_working_dir(spec.working_dir.clone())
         .with_label(labels::OWNER, labels::owner_value())
         .with_label(labels::PURPOSE, spec.name.clone())
@@ -163,6 +252,13 @@ async fn launch(spec: &ContainerSpec) -> Result<ContainerAsync<GenericImage>, St
     for dir in &spec.binds {
         let path = dir.display().to_string();
         request = request.with_mount(Mount::bind_mount(path.clone(), path));
+    }
+    for dir in &spec.read_only {
+        let path = dir.display().to_string();
+        request = request.with_mount(
+            Mount::bind_mount(path.clone(), path)
+                .with_access_mode(testcontainers::core::AccessMode::ReadOnly),
+        );
     }
     let container = request.start().await.map_err(|e| {
         format!(

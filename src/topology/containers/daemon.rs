@@ -22,6 +22,11 @@ pub struct Daemon {
 }
 
 impl Daemon {
+    /// The Docker API client (bollard's, as testcontainers re-exports it).
+    pub fn docker(&self) -> &Docker {
+        &self.docker
+    }
+
     /// Whether `image` exists in the daemon's store.
     pub async fn has_image(&self, image: &super::images::ImageRef) -> bool {
         self.docker.inspect_image(&image.to_string()).await.is_ok()

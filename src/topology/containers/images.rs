@@ -27,7 +27,7 @@ use tokio_stream::StreamExt;
 
 use super::daemon::Daemon;
 use super::labels;
-use crate::topology::local::JvmComponents;
+use crate::topology::local::{JarLayout, JvmComponents};
 
 /// Bumped whenever a recipe below changes in a way its inputs do not show.
 const RECIPE_VERSION: &str = "1";
@@ -56,6 +56,11 @@ impl fmt::Display for ImageRef {
 pub struct Images {
     pub mariadb: ImageRef,
     pub jvm: ImageRef,
+    /// Where the JVM services find their jars: inside the image, except the Debezium plugin of an image not
+    /// built here, which is the JVM cache's copy mounted read-only.
+    pub jars: JarLayout,
+    /// Host directories the JVM containers mount read-only at the same path.
+    pub jvm_mounts: Vec<PathBuf>,
 }
 
 /// Why an image could not be built.
@@ -64,6 +69,14 @@ pub struct Images {
 pub enum ImageError {
     #[error("building {image}: {why}")]
     Build { image: String, why: String },
+    #[error("{0}")]
+    Choice(String),
+    #[error("pulling {image} (topology.images.{role}): {why}")]
+    Pull {
+        image: String,
+        role: &'static str,
+        why: String,
+    },
     #[error("the base image is built with debootstrap from this machine's apt sources, and {0}")]
     NoAptSources(String),
 }
@@ -202,6 +215,7 @@ pub fn planned(jvm: &JvmComponents) -> Result<(ImageRef, Images), ImageError> {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
+    let root = Path::new(JVM_ROOT);
     let images = Images {
         mariadb: ImageRef {
             repo: "localhost/openmrs-etl-harness-mariadb".into(),
@@ -211,6 +225,12 @@ pub fn planned(jvm: &JvmComponents) -> Result<(ImageRef, Images), ImageError> {
             repo: "localhost/openmrs-etl-harness-jvm".into(),
             tag: short_hash(&[RECIPE_VERSION, &base.tag, &jvm_recipe(), &manifest]),
         },
+        jars: JarLayout {
+            kafka: root.join("kafka"),
+            connect: root.join("connect"),
+            plugins: root.join("plugins"),
+        },
+        jvm_mounts: Vec::new(),
     };
     Ok((base, images))
 }
@@ -222,12 +242,26 @@ pub async fn ensure(
     jvm: &JvmComponents,
     say: &mut dyn FnMut(String),
 ) -> Result<Images, ImageError> {
+    ensure_some(daemon, jvm, [true, true], say).await
+}
+
+/// [`ensure`] for the images `wanted` marks (MariaDB, JVM); all of them are named in the answer.
+pub(super) async fn ensure_some(
+    daemon: &Daemon,
+    jvm: &JvmComponents,
+    wanted: [bool; 2],
+    say: &mut dyn FnMut(String),
+) -> Result<Images, ImageError> {
     let (base, images) = planned(jvm)?;
     let mut base_ready = daemon.has_image(&base).await;
-    for (image, recipe, mount) in [
+    let recipes = [
         (&images.mariadb, MARIADB_RECIPE.to_owned(), None),
         (&images.jvm, jvm_recipe(), Some(jvm.root.as_path())),
-    ] {
+    ];
+    for ((image, recipe, mount), wanted) in recipes.into_iter().zip(wanted) {
+        if !wanted {
+            continue;
+        }
         if daemon.has_image(image).await {
             say(format!("{image}: present"));
             continue;

@@ -55,8 +55,25 @@ pub struct Swept {
     pub kept: Vec<(String, String)>,
 }
 
-/// Removes every container labelled with an [`OWNER`] that is no longer running.
-pub async fn sweep(daemon: &Daemon) -> Result<Swept, String> {
+/// A container with the harness's [`OWNER`] label.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ours {
+    pub id: String,
+    /// Its name as the daemon lists it (`/jovial_feistel`).
+    pub name: String,
+    /// Its [`OWNER`] value.
+    pub owner: String,
+}
+
+impl Ours {
+    /// Whether the harness process `pid` started it.
+    pub fn owned_by(&self, pid: u32) -> bool {
+        self.owner.split(':').next() == Some(pid.to_string().as_str())
+    }
+}
+
+/// Every container (running or not) that carries [`OWNER`].
+pub async fn list(daemon: &Daemon) -> Result<Vec<Ours>, String> {
     let mut filters = HashMap::new();
     filters.insert("label".to_string(), vec![OWNER.to_string()]);
     let options = ListContainersOptionsBuilder::new()
@@ -68,17 +85,27 @@ pub async fn sweep(daemon: &Daemon) -> Result<Swept, String> {
         .list_containers(Some(options))
         .await
         .map_err(|e| format!("listing the harness's containers: {e}"))?;
+    Ok(containers
+        .into_iter()
+        .filter_map(|c| {
+            let id = c.id?;
+            let name = c
+                .names
+                .and_then(|n| n.first().cloned())
+                .unwrap_or_else(|| id.clone());
+            let owner = c
+                .labels
+                .and_then(|l| l.get(OWNER).cloned())
+                .unwrap_or_default();
+            Some(Ours { id, name, owner })
+        })
+        .collect())
+}
+
+/// Removes every container labelled with an [`OWNER`] that is no longer running.
+pub async fn sweep(daemon: &Daemon) -> Result<Swept, String> {
     let mut swept = Swept::default();
-    for c in containers {
-        let Some(id) = c.id else { continue };
-        let name = c
-            .names
-            .and_then(|n| n.first().cloned())
-            .unwrap_or_else(|| id.clone());
-        let owner = c
-            .labels
-            .and_then(|l| l.get(OWNER).cloned())
-            .unwrap_or_default();
+    for Ours { id, name, owner } in list(daemon).await? {
         if owner_alive(&owner) {
             swept.kept.push((name, owner));
             continue;

@@ -6,8 +6,12 @@
 //!
 //! The backend itself is the local backend's topology ([`crate::topology::local`]) with its services launched
 //! through [`bridge`] instead of as processes: the same commands and configs, so the two cannot drift apart.
+//! `docker/docker-compose.yml` is held to the same configurations and to the registry images by the `compose` tests.
 
 pub mod bridge;
+#[cfg(test)]
+mod compose;
 pub mod daemon;
 pub mod images;
 pub mod labels;
+pub mod registry;

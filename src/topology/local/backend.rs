@@ -45,7 +45,7 @@ use crate::history::{ClusterEvent, Recorder};
 use crate::nemesis::BrokerFaults;
 use crate::pipeline::sink::DEFAULT_SINK_SCHEMA;
 use crate::run::{RunError, Session};
-use crate::scenario::{Backend, Coordination, Fault, FaultAction, Scenario};
+use crate::scenario::{Backend, Coordination, Fault, FaultAction, ImageChoices, Scenario};
 use crate::topology::capture::debezium::{ConnectWorker, DebeziumCapture};
 use crate::topology::{Endpoints, Topology};
 use crate::workload::reference;
@@ -59,8 +59,9 @@ pub struct LocalBackend {
     topology: Mutex<LocalTopology>,
     brokers: u32,
     coordination: Coordination,
-    /// Whether the services run in containers (the containers backend).
-    in_containers: bool,
+    /// Whether the services run in containers (the containers backend), and the images `[topology.images]`
+    /// chose for them.
+    containers: Option<ImageChoices>,
     runs: u32,
     /// The connector of the run in progress (or the last one), deleted before the next run.
     connector: Option<DebeziumConnector>,
@@ -87,27 +88,12 @@ impl LocalBackend {
     pub async fn start_in_containers(
         brokers: u32,
         coordination: Coordination,
+        choices: &ImageChoices,
     ) -> Result<LocalBackend, RunError> {
-        use crate::topology::containers::{daemon, images, labels};
-        let failed = |e: String| RunError::Local(LocalError::Containers(e));
-        let daemon = daemon::connect().await.map_err(|e| failed(e.to_string()))?;
-        let swept = labels::sweep(&daemon).await.map_err(failed)?;
-        if !swept.removed.is_empty() {
-            eprintln!(
-                "[etl-harness] removed {} container(s) a killed harness left: {}",
-                swept.removed.len(),
-                swept.removed.join(", ")
-            );
-        }
-        let jvm = super::default_jvm_components().await?;
-        let images = images::ensure(&daemon, &jvm, &mut |line| {
-            if !line.ends_with(": present") {
-                eprintln!("[etl-harness] image {line}");
-            }
-        })
-        .await
-        .map_err(|e| failed(e.to_string()))?;
-        Self::start_options(brokers, coordination, Some(images)).await
+        let images = container_images(choices).await?;
+        let mut backend = Self::start_options(brokers, coordination, Some(images)).await?;
+        backend.containers = Some(choices.clone());
+        Ok(backend)
     }
 
     async fn start_options(
@@ -118,13 +104,12 @@ impl LocalBackend {
         let mut options = LocalTopologyOptions::new(reference::schema_fixture_sql());
         options.brokers = brokers;
         options.coordination = coordination;
-        let in_containers = containers.is_some();
         options.containers = containers;
         Ok(LocalBackend {
             topology: Mutex::new(LocalTopology::start(&options).await?),
             brokers,
             coordination,
-            in_containers,
+            containers: None,
             runs: 0,
             connector: None,
             watch: None,
@@ -153,11 +138,48 @@ impl LocalBackend {
     }
 }
 
+/// What a containers start does before any service: the daemon checked, containers a killed harness left swept,
+/// the images `choices` names pulled and the others built if their inputs changed.
+pub async fn container_images(
+    choices: &ImageChoices,
+) -> Result<crate::topology::containers::images::Images, RunError> {
+    use crate::topology::containers::{daemon, labels, registry};
+    let failed = |e: String| RunError::Local(LocalError::Containers(e));
+    let daemon = daemon::connect().await.map_err(|e| failed(e.to_string()))?;
+    let swept = labels::sweep(&daemon).await.map_err(failed)?;
+    if !swept.removed.is_empty() {
+        eprintln!(
+            "[etl-harness] removed {} container(s) a killed harness left: {}",
+            swept.removed.len(),
+            swept.removed.join(", ")
+        );
+    }
+    let jvm = super::default_jvm_components().await?;
+    registry::for_run(&daemon, &jvm, choices, &mut |line| {
+        if !line.ends_with(": present") {
+            eprintln!("[etl-harness] image {line}");
+        }
+    })
+    .await
+    .map_err(|e| failed(e.to_string()))
+}
+
 impl Session<LocalBackend> {
     /// Starts a session on a local topology of `brokers` Kafka brokers and `coordination`.
     pub async fn start(brokers: u32, coordination: Coordination) -> Result<LocalSession, RunError> {
         Ok(Session::new(
             LocalBackend::start_with(brokers, coordination).await?,
+        ))
+    }
+
+    /// The same session with every service in a container (the containers backend).
+    pub async fn start_in_containers(
+        brokers: u32,
+        coordination: Coordination,
+        choices: &ImageChoices,
+    ) -> Result<LocalSession, RunError> {
+        Ok(Session::new(
+            LocalBackend::start_in_containers(brokers, coordination, choices).await?,
         ))
     }
 
@@ -182,18 +204,21 @@ impl Topology for LocalBackend {
     async fn start(scenario: &Scenario) -> Result<Self, RunError> {
         let (brokers, coordination) = (scenario.topology.brokers, scenario.topology.coordination);
         if scenario.topology.backend == Backend::Containers {
-            LocalBackend::start_in_containers(brokers, coordination).await
+            LocalBackend::start_in_containers(brokers, coordination, &scenario.topology.images)
+                .await
         } else {
             LocalBackend::start_with(brokers, coordination).await
         }
     }
 
     fn fits(&self, scenario: &Scenario) -> bool {
+        let containers =
+            (scenario.topology.backend == Backend::Containers).then_some(&scenario.topology.images);
         (
             scenario.topology.brokers,
             scenario.topology.coordination,
-            scenario.topology.backend == Backend::Containers,
-        ) == (self.brokers, self.coordination, self.in_containers)
+            containers,
+        ) == (self.brokers, self.coordination, self.containers.as_ref())
     }
 
     async fn prepare(&mut self, scenario: &Scenario) -> Result<Scenario, RunError> {

@@ -30,41 +30,10 @@ pub(crate) fn worker_command(
     jvm: &JvmComponents,
     settings: &WorkerSettings<'_>,
 ) -> Result<ServiceCommand, LocalError> {
-    let replication = settings.internal_replication.to_string();
-    let listener = format!("http://127.0.0.1:{}", settings.port);
     let config = write_properties(
         run,
         "connect-distributed.properties",
-        &[
-            ("bootstrap.servers", settings.bootstrap_servers.to_owned()),
-            ("group.id", CONNECT_GROUP_ID.into()),
-            (
-                "key.converter",
-                "org.apache.kafka.connect.json.JsonConverter".into(),
-            ),
-            (
-                "value.converter",
-                "org.apache.kafka.connect.json.JsonConverter".into(),
-            ),
-            ("key.converter.schemas.enable", "true".into()),
-            ("value.converter.schemas.enable", "true".into()),
-            ("config.storage.topic", "connect-configs".into()),
-            ("offset.storage.topic", "connect-offsets".into()),
-            ("status.storage.topic", "connect-status".into()),
-            ("config.storage.replication.factor", replication.clone()),
-            ("offset.storage.replication.factor", replication.clone()),
-            ("status.storage.replication.factor", replication),
-            ("offset.storage.partitions", "1".into()),
-            ("status.storage.partitions", "1".into()),
-            // Short, so a killed worker replays little and tests see committed source offsets quickly.
-            ("offset.flush.interval.ms", "1000".into()),
-            ("listeners", listener),
-            ("rest.advertised.host.name", "127.0.0.1".into()),
-            ("rest.advertised.port", settings.port.to_string()),
-            ("plugin.path", jvm.plugin_path().display().to_string()),
-            ("plugin.discovery", "only_scan".into()),
-            ("connector.client.config.override.policy", "All".into()),
-        ],
+        &worker_properties(settings, &jvm.plugin_path()),
     )?;
     let connect_libs = jvm.connect_libs();
     java_command(
@@ -82,6 +51,45 @@ pub(crate) fn worker_command(
             ],
         },
     )
+}
+
+/// The worker's configuration (also what docker/docker-compose.yml's worker is held to).
+pub(crate) fn worker_properties(
+    settings: &WorkerSettings<'_>,
+    plugin_path: &std::path::Path,
+) -> Vec<(&'static str, String)> {
+    let replication = settings.internal_replication.to_string();
+    let listener = format!("http://127.0.0.1:{}", settings.port);
+    vec![
+        ("bootstrap.servers", settings.bootstrap_servers.to_owned()),
+        ("group.id", CONNECT_GROUP_ID.into()),
+        (
+            "key.converter",
+            "org.apache.kafka.connect.json.JsonConverter".into(),
+        ),
+        (
+            "value.converter",
+            "org.apache.kafka.connect.json.JsonConverter".into(),
+        ),
+        ("key.converter.schemas.enable", "true".into()),
+        ("value.converter.schemas.enable", "true".into()),
+        ("config.storage.topic", "connect-configs".into()),
+        ("offset.storage.topic", "connect-offsets".into()),
+        ("status.storage.topic", "connect-status".into()),
+        ("config.storage.replication.factor", replication.clone()),
+        ("offset.storage.replication.factor", replication.clone()),
+        ("status.storage.replication.factor", replication),
+        ("offset.storage.partitions", "1".into()),
+        ("status.storage.partitions", "1".into()),
+        // Short, so a killed worker replays little and tests see committed source offsets quickly.
+        ("offset.flush.interval.ms", "1000".into()),
+        ("listeners", listener),
+        ("rest.advertised.host.name", "127.0.0.1".into()),
+        ("rest.advertised.port", settings.port.to_string()),
+        ("plugin.path", plugin_path.display().to_string()),
+        ("plugin.discovery", "only_scan".into()),
+        ("connector.client.config.override.policy", "All".into()),
+    ]
 }
 
 /// Waits until the worker on `port` lists `plugin` (a connector class) in its REST API.

@@ -80,6 +80,27 @@ pub(crate) fn broker_command(
 ) -> Result<ServiceCommand, LocalError> {
     let name = broker_name(settings.broker_id);
     let log_dir = run.data_dir(&name)?;
+    let properties = broker_properties(settings, &log_dir);
+    let config = write_properties(run, &format!("{name}.properties"), &properties)?;
+    kafka_jar_command(
+        run,
+        jvm,
+        &name,
+        settings.max_heap,
+        "kafka.Kafka",
+        vec![config.into_os_string()],
+        &[
+            ("kafka.request.logger", "WARN"),
+            ("state.change.logger", "WARN"),
+        ],
+    )
+}
+
+/// The broker's configuration (also what docker/docker-compose.yml's brokers are held to).
+pub(crate) fn broker_properties(
+    settings: &BrokerSettings<'_>,
+    log_dir: &std::path::Path,
+) -> Vec<(&'static str, String)> {
     let listener = format!("PLAINTEXT://127.0.0.1:{}", settings.port);
     let advertised = format!("PLAINTEXT://127.0.0.1:{}", settings.advertised_port);
     let replication = default_replication_factor(settings.cluster_size);
@@ -145,19 +166,7 @@ pub(crate) fn broker_command(
         ("num.recovery.threads.per.data.dir", "1".into()),
         ("num.replica.fetchers", "1".into()),
     ]);
-    let config = write_properties(run, &format!("{name}.properties"), &properties)?;
-    kafka_jar_command(
-        run,
-        jvm,
-        &name,
-        settings.max_heap,
-        "kafka.Kafka",
-        vec![config.into_os_string()],
-        &[
-            ("kafka.request.logger", "WARN"),
-            ("state.change.logger", "WARN"),
-        ],
-    )
+    properties
 }
 
 /// Where [`broker_command`] writes broker `broker_id`'s config.

@@ -51,14 +51,14 @@
 mod admin;
 mod backend;
 mod brokers;
-mod connect;
-mod debezium;
+pub(crate) mod connect;
+pub(crate) mod debezium;
 mod error;
 mod faults;
 mod java;
-mod kafka;
+pub(crate) mod kafka;
 mod kraft;
-mod mariadb;
+pub(crate) mod mariadb;
 pub mod prerequisites;
 pub mod process;
 pub mod provision;
@@ -68,7 +68,7 @@ mod run_dir;
 mod side_topics;
 mod standalone;
 mod watch;
-mod zookeeper;
+pub(crate) mod zookeeper;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -80,7 +80,7 @@ use restartable::{RestartableService, BROKER_STOP_GRACE, CONNECT_STOP_GRACE};
 use side_topics::side_topic_plans;
 
 pub use admin::{ClusterMetadata, PartitionMetadata};
-pub use backend::{LocalBackend, LocalSession};
+pub use backend::{container_images, LocalBackend, LocalSession};
 pub use connect::{ConnectRest, ConnectorStatus, WorkerState, CONNECT_GROUP_ID};
 pub use debezium::{producer_configs, ConnectorFlavour, DebeziumConnector};
 pub use error::LocalError;
@@ -89,8 +89,8 @@ pub use kraft::CONTROLLER_NODE_ID;
 pub use mariadb::{MariaDbEndpoint, DEBEZIUM_PASSWORD, DEBEZIUM_USER, SOURCE_SERVER_ID};
 pub use process::ServiceProcess;
 pub use provision::{
-    default_jvm_components, jvm_cache_dir, provision_jvm_components, JvmComponents, Provisioned,
-    JVM_CACHE_ENV,
+    default_jvm_components, jvm_cache_dir, provision_jvm_components, JarLayout, JvmComponents,
+    Provisioned, JVM_CACHE_ENV,
 };
 pub use proxy::{ProduceLog, ProducedRecord, TapReport, PRODUCER_CLIENT_PREFIX};
 pub(crate) use run_dir::RunDir;
@@ -239,9 +239,10 @@ impl LocalTopology {
         timings.provision = phase.elapsed();
         timings.provision_resolved = provisioned.resolved;
         // In containers the jars are the JVM image's copy of the same cache entry.
-        let jvm = match options.containers {
-            Some(_) => JvmComponents {
-                root: crate::topology::containers::images::JVM_ROOT.into(),
+        let jvm = match &options.containers {
+            Some(images) => JvmComponents {
+                layout: Some(images.jars.clone()),
+                ..provisioned.components
             },
             None => provisioned.components,
         };

@@ -43,8 +43,10 @@ pub(crate) enum Launch {
     Host,
     Container {
         image: ImageRef,
-        /// Host directories mounted at the same path.
+        /// Host directories mounted read-write at the same path.
         binds: Vec<PathBuf>,
+        /// Host directories mounted read-only at the same path.
+        read_only: Vec<PathBuf>,
     },
 }
 
@@ -83,7 +85,12 @@ impl ServiceProcess {
             log: spec.log.clone(),
             source,
         };
-        if let Launch::Container { image, binds } = &spec.launch {
+        if let Launch::Container {
+            image,
+            binds,
+            read_only,
+        } = &spec.launch
+        {
             let program = spec
                 .program
                 .file_name()
@@ -99,6 +106,7 @@ impl ServiceProcess {
                 cmd,
                 working_dir: spec.working_dir.display().to_string(),
                 binds: binds.clone(),
+                read_only: read_only.clone(),
                 log: spec.log.clone(),
             })
             .map_err(|e| spawn_error(io::Error::other(e)))?;
@@ -307,7 +315,15 @@ impl ServiceProcess {
                     }
                     Ok(_) => {}
                     // Gone from the daemon: it does not run any more.
-                    Err(_) => self.exit_status = Some(container_exit(255)),
+                    Err(e) if e.contains("No such container") || e.contains("404") => {
+                        self.exit_status = Some(container_exit(255));
+                    }
+                    // Anything else is asked again at the next poll: podman answers a container between its
+                    // exit and its cleanup with a state ("stopped") the Docker API does not have, which the
+                    // client cannot decode.
+                    Err(e) => {
+                        tracing::debug!(service = %self.name, error = %e, "container state unreadable; asking again");
+                    }
                 }
             }
             return self.exit_status;

@@ -49,17 +49,41 @@ const PROGRESS_INTERVAL: Duration = Duration::from_secs(10);
 pub struct JvmComponents {
     /// `<cache>/<hash>`.
     pub root: PathBuf,
+    /// Where the services find the jars when that is not `root`'s layout (inside a container image).
+    pub layout: Option<JarLayout>,
+}
+
+/// Directories of jars as the JVM services see them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JarLayout {
+    /// The broker's, ZooKeeper's and the KRaft controller's classpath.
+    pub kafka: PathBuf,
+    /// The Connect worker's classpath.
+    pub connect: PathBuf,
+    /// The worker's `plugin.path`.
+    pub plugins: PathBuf,
 }
 
 impl JvmComponents {
+    /// The jars of a JVM cache entry, where it is.
+    pub fn at(root: PathBuf) -> JvmComponents {
+        JvmComponents { root, layout: None }
+    }
+
     /// Jars of the Kafka broker and ZooKeeper (one classpath serves both).
     pub fn kafka_libs(&self) -> PathBuf {
-        self.root.join("kafka")
+        match &self.layout {
+            Some(layout) => layout.kafka.clone(),
+            None => self.root.join("kafka"),
+        }
     }
 
     /// Jars of the Kafka Connect worker.
     pub fn connect_libs(&self) -> PathBuf {
-        self.root.join("connect")
+        match &self.layout {
+            Some(layout) => layout.connect.clone(),
+            None => self.root.join("connect"),
+        }
     }
 
     /// Kafka's command-line tools (`ConsumerGroupCommand`) and the Java clients, for tests running real group
@@ -70,7 +94,10 @@ impl JvmComponents {
 
     /// The worker's `plugin.path`: one subdirectory per plugin (`debezium/`).
     pub fn plugin_path(&self) -> PathBuf {
-        self.root.join("plugins")
+        match &self.layout {
+            Some(layout) => layout.plugins.clone(),
+            None => self.root.join("plugins"),
+        }
     }
 
     /// The Debezium version pinned by the manifest (e.g. `3.2.0.Final`).
@@ -140,7 +167,7 @@ pub fn provision_jvm_components(cache_dir: &Path) -> Result<Provisioned, LocalEr
     let root = cache_dir.join(&hash);
     if is_complete(&root, &hash) {
         return Ok(Provisioned {
-            components: JvmComponents { root },
+            components: JvmComponents::at(root),
             resolved: false,
             elapsed: started.elapsed(),
         });
@@ -186,7 +213,7 @@ pub fn provision_jvm_components(cache_dir: &Path) -> Result<Provisioned, LocalEr
         started.elapsed().as_secs_f64()
     );
     Ok(Provisioned {
-        components: JvmComponents { root },
+        components: JvmComponents::at(root),
         resolved: true,
         elapsed: started.elapsed(),
     })

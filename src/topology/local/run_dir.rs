@@ -44,21 +44,27 @@ impl RunDir {
 
     /// Where a JVM service runs.
     pub(crate) fn launch_jvm(&self) -> Launch {
-        self.launch(|images| images.jvm.clone())
+        self.launch(|images| (images.jvm.clone(), images.jvm_mounts.clone()))
     }
 
     /// Where MariaDB and its tools run.
     pub(crate) fn launch_mariadb(&self) -> Launch {
-        self.launch(|images| images.mariadb.clone())
+        self.launch(|images| (images.mariadb.clone(), Vec::new()))
     }
 
-    fn launch(&self, image: impl Fn(&Images) -> ImageRef) -> Launch {
+    /// A process of this machine, or a container of the image `pick` chooses (with the host directories it
+    /// mounts read-only) and the run directory.
+    fn launch(&self, pick: impl Fn(&Images) -> (ImageRef, Vec<PathBuf>)) -> Launch {
         match &self.images {
             None => Launch::Host,
-            Some(images) => Launch::Container {
-                image: image(images),
-                binds: vec![self.root.clone()],
-            },
+            Some(images) => {
+                let (image, read_only) = pick(images);
+                Launch::Container {
+                    image,
+                    binds: vec![self.root.clone()],
+                    read_only,
+                }
+            }
         }
     }
 

@@ -22,15 +22,7 @@ pub(crate) async fn start_zookeeper(
     let config = write_properties(
         run,
         "zookeeper.properties",
-        &[
-            ("dataDir", data_dir.display().to_string()),
-            ("clientPort", port.to_string()),
-            ("clientPortAddress", "127.0.0.1".into()),
-            ("maxClientCnxns", "0".into()),
-            ("tickTime", "2000".into()),
-            ("admin.enableServer", "false".into()),
-            ("4lw.commands.whitelist", "ruok,srvr".into()),
-        ],
+        &zookeeper_properties(&data_dir, port),
     )?;
     let command = kafka_jar_command(
         run,
@@ -71,4 +63,20 @@ async fn are_you_ok(addr: SocketAddr) -> Result<(), String> {
     } else {
         Err(format!("answered {:?}", String::from_utf8_lossy(&answer)))
     }
+}
+
+/// ZooKeeper's configuration (also what docker/docker-compose.yml's ZooKeeper is held to).
+pub(crate) fn zookeeper_properties(
+    data_dir: &std::path::Path,
+    port: u16,
+) -> Vec<(&'static str, String)> {
+    vec![
+        ("dataDir", data_dir.display().to_string()),
+        ("clientPort", port.to_string()),
+        ("clientPortAddress", "127.0.0.1".into()),
+        ("maxClientCnxns", "0".into()),
+        ("tickTime", "2000".into()),
+        ("admin.enableServer", "false".into()),
+        ("4lw.commands.whitelist", "ruok,srvr".into()),
+    ]
 }
