@@ -758,17 +758,13 @@ final_state = "equal"
 fn deterministic(name: &str, seed: u64) -> Scenario {
     let path = format!("scenarios/{name}.toml");
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-    let text = text
-        .replace(
-            "backends = [\"embedded\", \"local\"]",
-            "backends = [\"embedded\"]",
-        )
-        .replace("clock = \"virtual\"\n", "")
-        .replacen(
-            "[topology]\n",
-            "[topology]\nclock = \"virtual\"\ndeterministic = true\n",
-            1,
-        );
+    // Whatever backends the file lists, deterministic mode is embedded only.
+    let text = common::with_backends(&text, &["embedded"]);
+    let text = text.replace("clock = \"virtual\"\n", "").replacen(
+        "[topology]\n",
+        "[topology]\nclock = \"virtual\"\ndeterministic = true\n",
+        1,
+    );
     let mut scenario = Scenario::parse(&text, &path).unwrap_or_else(|e| panic!("{path}: {e}"));
     scenario.seed = seed;
     scenario

@@ -202,11 +202,7 @@ async fn scenario_agrees(
 async fn quickstart_with_the_mysql_sink_passes(session: &mut LocalSession) -> Result<(), String> {
     let path = QUICKSTART;
     let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
-    let text = text
-        .replace(
-            "backends = [\"embedded\", \"local\"]",
-            "backends = [\"local\"]",
-        )
+    let text = common::with_backends(&text, &["local"])
         .replace("backend = \"embedded\"", "backend = \"local\"")
         .replace("sink = \"memory\"", "sink = \"mysql\"")
         // The sink is what this run is about, not the volume (run 1 streamed the full 5,000 operations).

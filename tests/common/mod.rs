@@ -491,3 +491,22 @@ pub async fn container_daemon() -> Option<openmrs_etl_harness::topology::contain
         }
     }
 }
+
+/// Scenario text with its `backends = …` line replaced by `backends = [<list>]` (`list`: `"embedded"`, …), whatever
+/// backends the shipped file lists.
+pub fn with_backends(text: &str, list: &[&str]) -> String {
+    let listed = list
+        .iter()
+        .map(|b| format!("\"{b}\""))
+        .collect::<Vec<_>>()
+        .join(", ");
+    text.lines()
+        .map(|line| {
+            if line.starts_with("backends = ") {
+                format!("backends = [{listed}]\n")
+            } else {
+                format!("{line}\n")
+            }
+        })
+        .collect()
+}

@@ -197,6 +197,12 @@ fn jvm_recipe() -> String {
 
 /// The names the images of this machine's inputs have (built or not).
 pub fn planned(jvm: &JvmComponents) -> Result<(ImageRef, Images), ImageError> {
+    let (_, base, images) = plan(jvm)?;
+    Ok((base, images))
+}
+
+/// [`planned`], with the apt sources the base's tag was computed from: a build uses exactly those.
+fn plan(jvm: &JvmComponents) -> Result<(AptSources, ImageRef, Images), ImageError> {
     let apt = apt_sources()?;
     let sources: Vec<&str> = apt.files.iter().map(|(_, t)| t.as_str()).collect();
     let mut base_inputs = vec![
@@ -232,7 +238,7 @@ pub fn planned(jvm: &JvmComponents) -> Result<(ImageRef, Images), ImageError> {
         },
         jvm_mounts: Vec::new(),
     };
-    Ok((base, images))
+    Ok((apt, base, images))
 }
 
 /// Builds whichever of the images is missing; `say` hears one line per image (present, or built and how long it
@@ -252,7 +258,7 @@ pub(super) async fn ensure_some(
     wanted: [bool; 2],
     say: &mut dyn FnMut(String),
 ) -> Result<Images, ImageError> {
-    let (base, images) = planned(jvm)?;
+    let (apt, base, images) = plan(jvm)?;
     let mut base_ready = daemon.has_image(&base).await;
     let recipes = [
         (&images.mariadb, MARIADB_RECIPE.to_owned(), None),
@@ -268,7 +274,7 @@ pub(super) async fn ensure_some(
         }
         if !base_ready {
             let started = Instant::now();
-            build_base(daemon, &base).await?;
+            build_base(daemon, &apt, &base).await?;
             say(format!(
                 "{base}: built in {:.1} s",
                 started.elapsed().as_secs_f64()
@@ -286,8 +292,7 @@ pub(super) async fn ensure_some(
 }
 
 /// debootstrap into a scratch directory, the machine's apt sources copied in, imported as `base`.
-async fn build_base(daemon: &Daemon, base: &ImageRef) -> Result<(), ImageError> {
-    let apt = apt_sources()?;
+async fn build_base(daemon: &Daemon, apt: &AptSources, base: &ImageRef) -> Result<(), ImageError> {
     let scratch = tempfile::Builder::new()
         .prefix("etl-harness-base-")
         .tempdir_in(
