@@ -386,11 +386,8 @@ async fn a_distribution_layout_image(
         "mkdir -p /opt/kafka/libs && cp -n {root}/kafka/*.jar {root}/connect/*.jar /opt/kafka/libs/ && rm -rf {root}",
         root = images::JVM_ROOT
     );
-    let container = GenericImage::new(jvm.repo.as_str(), jvm.tag.as_str())
-        .with_wait_for(WaitFor::Nothing)
+    let container = sleeper(jvm, labels::owner_value())
         .with_cmd(["sh", "-c", recipe.as_str()])
-        .with_label(labels::OWNER, labels::owner_value())
-        .with_label(labels::PURPOSE, "tests/containers.rs layout image")
         .start()
         .await
         .expect("starting the layout build");

@@ -69,13 +69,7 @@ pub(super) fn check(s: &Scenario, doc: &Located) -> Vec<ScenarioError> {
             );
         }
         if let Err(e) = crate::topology::containers::registry::Chosen::resolve(&s.topology.images) {
-            // The message starts with the key it is about (`topology.images.jvm: …`).
-            let (key, message) = e.split_once(": ").unwrap_or(("", e.as_str()));
-            let field = key.strip_prefix("topology.images.").unwrap_or("jvm");
-            err(
-                &[Key("topology"), Key("images"), Key(field)],
-                message.to_owned(),
-            );
+            err(&[Key("topology"), Key("images"), Key(e.key)], e.message);
         }
     }
 

@@ -1,5 +1,5 @@
 //! `docker/docker-compose.yml` and the files it mounts, held to the harness: the registry images
-//! ([`registry::REGISTRY_MARIADB`], [`images::registry_jvm`]) with the pinned Kafka version, the local backend's
+//! ([`registry::REGISTRY_MARIADB`], [`registry::registry_jvm`]) with the pinned Kafka version, the local backend's
 //! ZooKeeper, broker and Connect configurations (the same functions write both), and the connector
 //! registration the harness makes. The compose topology is the harness's default one at fixed ports: ZooKeeper
 //! on 2181, brokers 1–3 on 9092–9094, Connect on 8083, MariaDB on 3306.
@@ -13,6 +13,7 @@ use super::registry;
 use crate::scenario::Producer;
 use crate::topology::local::connect::{worker_properties, WorkerSettings};
 use crate::topology::local::debezium::{ConnectorFlavour, DebeziumConnector};
+use crate::topology::local::java::properties_text;
 use crate::topology::local::kafka::{broker_properties, BrokerSettings, Coordinator};
 use crate::topology::local::mariadb::MariaDbEndpoint;
 use crate::topology::local::zookeeper::zookeeper_properties;
@@ -26,13 +27,12 @@ const MARIADB_PORT: u16 = 3306;
 const PLUGIN_MOUNT: &str = "/opt/debezium-plugins";
 
 fn properties_file(what: &str, properties: &[(&str, String)]) -> String {
-    let mut text = format!(
-        "# {what}, as the harness's local backend configures it (written by src/topology/containers/compose.rs).\n"
-    );
-    for (key, value) in properties {
-        text.push_str(&format!("{key}={value}\n"));
-    }
-    text
+    properties_text(
+        &format!(
+            "{what}, as the harness's local backend configures it (written by src/topology/containers/compose.rs)."
+        ),
+        properties,
+    )
 }
 
 fn bootstrap_servers() -> String {

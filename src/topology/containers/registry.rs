@@ -72,6 +72,21 @@ pub fn known_jvm_libs(image: &ImageRef) -> Option<&'static str> {
         .map(|(_, libs)| *libs)
 }
 
+/// Why `[topology.images]` cannot be used: the key (`mariadb`, `jvm`, `jvm_libs`) and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("topology.images.{key}: {message}")]
+pub struct ChoiceError {
+    pub key: &'static str,
+    pub message: String,
+}
+
+fn refuse(key: &'static str, message: impl Into<String>) -> ChoiceError {
+    ChoiceError {
+        key,
+        message: message.into(),
+    }
+}
+
 /// Images named in `[topology.images]`, resolved: the image and, for the JVM one, where its jars are.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Chosen {
@@ -81,41 +96,44 @@ pub struct Chosen {
 
 impl Chosen {
     /// Checks `[topology.images]`; an error names the key.
-    pub fn resolve(choices: &ImageChoices) -> Result<Chosen, String> {
+    pub fn resolve(choices: &ImageChoices) -> Result<Chosen, ChoiceError> {
         let mariadb = choices
             .mariadb
             .as_deref()
             .map(ImageRef::parse)
             .transpose()
-            .map_err(|e| format!("topology.images.mariadb: {e}"))?;
+            .map_err(|e| refuse("mariadb", e))?;
         let jvm = match choices.jvm.as_deref() {
             None if choices.jvm_libs.is_some() => {
-                return Err(
-                    "topology.images.jvm_libs: says where the `jvm` image keeps Kafka's jars, but no `jvm` image is named"
-                        .into(),
-                )
+                return Err(refuse(
+                    "jvm_libs",
+                    "says where the `jvm` image keeps Kafka's jars, but no `jvm` image is named",
+                ))
             }
             None => None,
             Some(text) => {
-                let image =
-                    ImageRef::parse(text).map_err(|e| format!("topology.images.jvm: {e}"))?;
+                let image = ImageRef::parse(text).map_err(|e| refuse("jvm", e))?;
                 let libs = match (choices.jvm_libs.as_deref(), known_jvm_libs(&image)) {
                     (Some(libs), _) if !libs.starts_with('/') => {
-                        return Err(format!(
-                            "topology.images.jvm_libs: expected an absolute path inside the image, found {libs:?}"
+                        return Err(refuse(
+                            "jvm_libs",
+                            format!("expected an absolute path inside the image, found {libs:?}"),
                         ))
                     }
                     (Some(libs), _) => PathBuf::from(libs),
                     (None, Some(libs)) => PathBuf::from(libs),
                     (None, None) => {
-                        return Err(format!(
-                            "topology.images.jvm: the harness does not know where `{image}` keeps Kafka's jars (it knows {}); \
-                             say so with `jvm_libs = \"/path/to/kafka/libs\"`",
-                            KNOWN_JVM_IMAGES
-                                .iter()
-                                .map(|(path, libs)| format!("{path} at {libs}"))
-                                .collect::<Vec<_>>()
-                                .join(", ")
+                        return Err(refuse(
+                            "jvm",
+                            format!(
+                                "the harness does not know where `{image}` keeps Kafka's jars (it knows {}); \
+                                 say so with `jvm_libs = \"/path/to/kafka/libs\"`",
+                                KNOWN_JVM_IMAGES
+                                    .iter()
+                                    .map(|(path, libs)| format!("{path} at {libs}"))
+                                    .collect::<Vec<_>>()
+                                    .join(", ")
+                            ),
                         ))
                     }
                 };
@@ -134,7 +152,7 @@ pub async fn for_run(
     choices: &ImageChoices,
     say: &mut dyn FnMut(String),
 ) -> Result<Images, ImageError> {
-    let chosen = Chosen::resolve(choices).map_err(ImageError::Choice)?;
+    let chosen = Chosen::resolve(choices).map_err(|e| ImageError::Choice(e.to_string()))?;
     let mut images = ensure_some(
         daemon,
         jvm,
@@ -232,16 +250,19 @@ mod tests {
         assert_eq!(chosen.mariadb.unwrap().tag, "10.11");
         let custom = Chosen::resolve(&choices(Some("team/kafka:1"), Some("/kafka/libs"))).unwrap();
         assert_eq!(custom.jvm.unwrap().1, PathBuf::from("/kafka/libs"));
-        let unknown =
-            Chosen::resolve(&choices(Some("quay.io/debezium/connect:3.2"), None)).unwrap_err();
+        let unknown = Chosen::resolve(&choices(Some("quay.io/debezium/connect:3.2"), None))
+            .unwrap_err()
+            .to_string();
         assert!(
             unknown.contains("topology.images.jvm") && unknown.contains("jvm_libs"),
             "{unknown}"
         );
         let relative = Chosen::resolve(&choices(Some("team/kafka:1"), Some("libs"))).unwrap_err();
-        assert!(relative.contains("absolute"), "{relative}");
+        assert_eq!(relative.key, "jvm_libs");
+        assert!(relative.message.contains("absolute"), "{relative}");
         let orphan = Chosen::resolve(&choices(None, Some("/libs"))).unwrap_err();
-        assert!(orphan.contains("no `jvm` image"), "{orphan}");
+        assert_eq!(orphan.key, "jvm_libs");
+        assert!(orphan.message.contains("no `jvm` image"), "{orphan}");
         assert_eq!(
             Chosen::resolve(&ImageChoices::default()).unwrap(),
             Chosen::default()

@@ -55,7 +55,7 @@ pub(crate) mod connect;
 pub(crate) mod debezium;
 mod error;
 mod faults;
-mod java;
+pub(crate) mod java;
 pub(crate) mod kafka;
 mod kraft;
 pub(crate) mod mariadb;
