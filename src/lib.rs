@@ -28,17 +28,17 @@
 //! | neutral | [`clock`] | one clock for the cluster, generator and capture: real, or virtual with timers that fire as it advances |
 //! | neutral | [`rng`] | the seeded RNG every random choice derives from |
 //! | neutral | [`model`] | the OpenMRS tables (real columns and MySQL types), row values, operation kinds, and the flat-encounter specification with row images — what the pipeline builds and the checkers' oracle recomputes |
-//! | neutral | [`history`] | what a run recorded: commits, produce outcomes, consumed records, retention gaps, faults, and the cluster-event vocabulary (leaders, ISRs, truncations, deletions); maps consumed records back to source changes |
+//! | neutral | [`history`] | what a run recorded: commits, produce outcomes, consumed records, retention gaps, faults, a consumer group's assignments and commits, and the cluster-event vocabulary (leaders, ISRs, truncations, deletions); maps consumed records back to source changes |
 //! | language | [`scenario`] | the test plan: one TOML file, parsed with located errors, defaults, cross-field checks |
 //! | parts | [`workload`] | the schema fixture, reference data and the seeded generator of clinical operations |
 //! | parts | [`source`] | where operations are committed: the in-memory OpenMRS database with a binlog, or MariaDB |
 //! | parts | [`client`] | the harness's own Kafka client side: the Java-semantics producer (config, accumulator, sender, idempotence), murmur2 partitioning, wire helpers; takes its own config types |
 //! | parts | [`broker`] | the embedded Kafka cluster: N brokers on the real wire protocol, logs with segments, retention, compaction, replication with ISR, controller, elections, truncation, faults, optional disk; consumer groups: `broker::group` (Kafka's classic protocol as a state machine) and `broker::coordinator` (placement on `__consumer_offsets`, its records, reload on leader change) |
 //! | parts | [`cdc`] | the embedded Debezium-compatible capture: Debezium 3.2's JsonConverter bytes, snapshot, schema topics, produced through the harness producer |
-//! | parts | [`pipeline`] | the ETL: consumers at explicit offsets, the Debezium decoder, the sinks (memory, MySQL) |
+//! | parts | [`pipeline`] | the ETL: consumers at explicit offsets, or members of one consumer group through librdkafka (`rdkafka`) with a commit policy and the consumer events event-triggered faults wait for; the Debezium decoder, the sinks (memory, MySQL) |
 //! | parts | [`check`] | one checker per file over the history and final states: lost (by cause), duplicates, reorders, offset gaps, phantoms, retention loss, final state, liveness |
 //! | parts | [`report`] | verdicts against `[expect]`, metrics; terminal, JSON and stable text |
-//! | parts | [`nemesis`] | runs `[[faults]]` at their times, resolving roles when they fire, through a `FaultHost` |
+//! | parts | [`nemesis`] | runs `[[faults]]` at their times (or at a consumer event, `after = "consumer 1 commits"`, while the consumer waits), resolving roles when they fire, through a `FaultHost` |
 //! | backends | [`topology`] | the `Topology` contract and its backends (`embedded`: the in-process cluster; `local`: MariaDB, ZooKeeper or KRaft, Kafka, Connect as processes; `containers`: the local backend's services each in a container through testcontainers, from images built on this machine or named from a registry by `[topology.images]`, with `docker/docker-compose.yml` held to the same configurations), and the capture as a plug (`capture::embedded`, `capture::debezium`); the one place a backend is chosen |
 //! | driver | [`run`] | one driver for every backend: drive, pace (virtual clock), quiesce, judge; `Session` keeps a topology for several runs; `configure` maps a scenario to each component's config; `diff` compares verdicts across backends |
 //! | driver | [`live`] | the library API: [`live::Harness`] runs a scenario on a thread and runtime of its own (any test flavour works, a blocking client in the test holds nothing up); [`live::LiveRun`] hands out the endpoints and sends fault verbs to the run's nemesis, which fires and records them as it does the file's faults |

@@ -206,6 +206,7 @@ fn drawn_schedules_are_valid_scenarios_within_the_safe_rules() {
                 FaultTarget::FollowerOf { .. } => "follower",
                 FaultTarget::FollowersOf { .. } => "followers",
                 FaultTarget::Controller => "controller",
+                FaultTarget::Coordinator => "coordinator",
                 FaultTarget::Connector => "connector",
                 FaultTarget::Consumer(_) => "consumer",
             });

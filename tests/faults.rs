@@ -16,6 +16,8 @@ use openmrs_etl_harness::run::{run, RunOptions, RunOutcome};
 use openmrs_etl_harness::scenario::{Backend, Scenario};
 
 mod common;
+#[path = "faults/group.rs"]
+mod group;
 
 const OBS: &str = "dbserver1.openmrs.obs";
 
@@ -85,6 +87,9 @@ fn extra_checks(name: &str) -> Option<fn(&RunOutcome)> {
         "kraft-leader-isolated" => kraft_isolated_leader_checks,
         "controlled-shutdown" => shutdown_checks,
         "retention" | "retention-realtime" => retention_checks,
+        "group-commit-before-write" => group::commit_before_write_checks,
+        "group-slow-consumer" => group::slow_consumer_checks,
+        "group-static-member" => group::static_member_checks,
         _ => return None,
     })
 }

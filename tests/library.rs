@@ -135,7 +135,7 @@ async fn live_fault_verbs_act_now_are_checked_first_and_are_in_the_report() {
     let text = outcome.report.stable_text();
     assert!(
         text.contains(&format!(
-            "(live)  live      kill leader of {obs} partition 0"
+            "(timing)  live      kill leader of {obs} partition 0"
         )),
         "{text}"
     );

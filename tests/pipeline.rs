@@ -1072,6 +1072,7 @@ fn config(cluster: &Cluster, consumers: u32, partitions: i32) -> PipelineConfig 
             .map(|t| (Changes::topic(t), partitions))
             .collect(),
         bootstrap: cluster.bootstrap_servers(),
+        group: None,
     }
 }
 
@@ -1112,6 +1113,7 @@ fn assignment_deals_sorted_partitions_round_robin() {
         consumers: 2,
         topics: vec![("b".into(), 3), ("a".into(), 2)],
         bootstrap: String::new(),
+        group: None,
     };
     let a = config.assignment();
     assert_eq!(
@@ -1262,6 +1264,7 @@ async fn a_dead_cluster_is_an_error_not_a_hang() {
                 consumers: 1,
                 topics: vec![("t".into(), 1)],
                 bootstrap: addr.to_string(),
+                group: None,
             },
             Arc::new(MemorySink::new()),
             Recorder::new(0),

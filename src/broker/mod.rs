@@ -256,6 +256,20 @@ impl ClusterBuilder {
         self
     }
 
+    /// `group.initial.rebalance.delay.ms`: how long a new group's coordinator waits for more members before its
+    /// first rebalance (default 3 s, Kafka's).
+    pub fn group_initial_rebalance_delay(&mut self, delay: Duration) -> &mut Self {
+        self.defaults.group.initial_rebalance_delay_ms =
+            i32::try_from(delay.as_millis()).unwrap_or(i32::MAX);
+        self
+    }
+
+    /// `offsets.topic.num.partitions` (default 50, Kafka's).
+    pub fn offsets_topic_partitions(&mut self, partitions: i32) -> &mut Self {
+        self.defaults.offsets_topic_partitions = partitions.max(1);
+        self
+    }
+
     /// `socket.request.max.bytes`: a larger request frame closes its connection (default 100 MiB).
     pub fn max_request_bytes(&mut self, bytes: usize) -> &mut Self {
         self.defaults.max_request_bytes = bytes;

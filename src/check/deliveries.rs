@@ -124,12 +124,20 @@ impl Deliveries {
                 if delivered[d] == 2 {
                     duplicates.changes += 1;
                 }
+                let first = &history.consumed[first_at[d] as usize];
+                let cause = super::duplicates::cause(history, first, c);
+                match cause {
+                    Some((true, _)) => duplicates.after_rebalance += 1,
+                    Some((false, _)) => duplicates.replayed += 1,
+                    None => {}
+                }
                 if duplicates.examples.len() < EXAMPLES {
                     if let Some(change) = change_ref(history, source, id) {
                         duplicates.examples.push(Duplicate {
                             change,
-                            first: delivery(&history.consumed[first_at[d] as usize]),
+                            first: delivery(first),
                             again: delivery(c),
+                            cause: cause.map(|(_, why)| why),
                         });
                     }
                 }

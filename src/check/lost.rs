@@ -9,7 +9,7 @@ use super::deliveries::Deliveries;
 use super::events::EventRanges;
 use super::index::{Placement, SourceIndex, TopicPartitions};
 use super::{change_ref, ChangeRef, EXAMPLES};
-use crate::history::{History, ProduceOutcome};
+use crate::history::{GroupEventKind, History, ProduceOutcome};
 
 /// Where the cluster acknowledged a record.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -31,6 +31,9 @@ pub enum LossCause {
     Retention,
     /// Acknowledged below a compaction point and superseded by a later change of its row.
     Compacted,
+    /// Read by a group consumer whose acknowledged commit passed it before it was written, and never written:
+    /// the commit went ahead of its write (at most once), so no member read it again.
+    CommittedBeforeWritten,
     /// Acknowledged, still in the log as far as the event log tells, never read.
     Unexplained,
 }
@@ -55,10 +58,33 @@ pub struct LostChanges {
     pub truncated_acked: u64,
     pub retention: u64,
     pub compacted: u64,
+    /// Consumer groups only: passed by an acknowledged commit, never written.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub committed_before_written: u64,
     pub unexplained: u64,
     /// The first few of each cause, most severe cause first (unexplained, never produced, truncated, retention,
     /// compacted).
     pub examples: Vec<LostChange>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// The highest offset an acknowledged group commit reached on each partition.
+pub(super) fn committed(history: &History) -> std::collections::HashMap<(&str, i32), i64> {
+    let mut out = std::collections::HashMap::new();
+    for e in &history.group {
+        if let GroupEventKind::Committed { offsets, .. } = &e.kind {
+            for o in offsets {
+                let at = out
+                    .entry((o.topic.as_str(), o.partition))
+                    .or_insert(o.offset);
+                *at = (*at).max(o.offset);
+            }
+        }
+    }
+    out
 }
 
 pub(super) struct Lost {
@@ -79,6 +105,13 @@ pub(super) fn lost_changes(
     let mut retention = Vec::new();
     // Examples per cause, so the most severe can be shown first whatever order the losses came in.
     let mut by_cause: BTreeMap<u8, Vec<LostChange>> = BTreeMap::new();
+    let committed = committed(history);
+    let passed = |p: &Placement| {
+        let (topic, partition) = tps.name(p.tp);
+        committed
+            .get(&(topic, partition))
+            .is_some_and(|c| *c > p.offset)
+    };
     for (d, (id, _, ch)) in history.changes().enumerate() {
         if deliveries.delivered.get(d).copied().unwrap_or(0) > 0 {
             continue;
@@ -100,6 +133,8 @@ pub(super) fn lost_changes(
             .any(|p| events.compacted(p) && superseded(p))
         {
             LossCause::Compacted
+        } else if placements.iter().any(|p| passed(p)) {
+            LossCause::CommittedBeforeWritten
         } else {
             LossCause::Unexplained
         };
@@ -110,6 +145,7 @@ pub(super) fn lost_changes(
             LossCause::TruncatedAcked => (&mut summary.truncated_acked, 2),
             LossCause::Retention => (&mut summary.retention, 3),
             LossCause::Compacted => (&mut summary.compacted, 4),
+            LossCause::CommittedBeforeWritten => (&mut summary.committed_before_written, 5),
         };
         *counter += 1;
         let examples = by_cause.entry(severity).or_default();

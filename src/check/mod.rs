@@ -51,6 +51,7 @@ mod deliveries;
 mod duplicates;
 mod events;
 mod final_state;
+mod group;
 mod index;
 mod liveness;
 mod lost;
@@ -72,6 +73,7 @@ pub use duplicates::{Duplicate, Duplicates};
 pub use events::ClusterCounts;
 use events::EventRanges;
 pub use final_state::{FieldDiff, FinalStateDiff, RowDiff, RowDiffKind};
+pub use group::GroupCounts;
 use index::{SourceIndex, TopicPartitions};
 pub use liveness::Liveness;
 use lost::lost_changes;
@@ -109,6 +111,9 @@ pub struct Analysis {
     pub final_state: FinalStateDiff,
     pub liveness: Liveness,
     pub cluster: ClusterCounts,
+    /// What the consumer group did (group mode only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub group: Option<GroupCounts>,
     /// End-to-end latency of first deliveries (consumed − committed), ms; the report reads its percentiles.
     #[serde(skip)]
     pub(crate) latency_ms: Option<hdrhistogram::Histogram<u64>>,
@@ -155,6 +160,7 @@ pub fn all(history: &History, finals: &FinalStates, liveness: &Liveness) -> Anal
         final_state: final_state::diff(&finals.sink, &finals.oracle),
         liveness: liveness.clone(),
         cluster: events.counts,
+        group: group::counts(history),
         latency_ms: deliveries.latency_ms,
     }
 }
@@ -165,6 +171,7 @@ impl Analysis {
         match var {
             crate::scenario::CountVar::TruncatedAcked => self.lost.truncated_acked,
             crate::scenario::CountVar::RetentionLost => self.retention_loss.count,
+            crate::scenario::CountVar::CommittedBeforeWritten => self.lost.committed_before_written,
         }
     }
 }

@@ -26,7 +26,15 @@ pub struct OffsetGaps {
     pub deleted: u64,
     /// Unread offsets below a compaction point.
     pub compacted: u64,
+    /// Consumer groups: unread offsets an acknowledged commit passed (read, never written: the lost checker
+    /// blames the commit).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub committed_past: u64,
     pub examples: Vec<GapRange>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// Step 6: unread offsets nothing explains.
@@ -38,6 +46,7 @@ pub(super) fn offset_gaps(
 ) -> OffsetGaps {
     let mut gaps = OffsetGaps::default();
     let empty = Vec::new();
+    let committed = super::lost::committed(history);
     let mut ends = history.end_offsets.clone();
     ends.sort();
     ends.dedup();
@@ -47,6 +56,10 @@ pub(super) fn offset_gaps(
         let deleted = tp.and_then(|tp| events.deleted.get(&tp));
         let compacted_below = tp
             .and_then(|tp| events.compacted_below.get(&tp))
+            .copied()
+            .unwrap_or(0);
+        let committed_below = committed
+            .get(&(topic.as_str(), *partition))
             .copied()
             .unwrap_or(0);
         let mut next = 0i64;
@@ -69,13 +82,15 @@ pub(super) fn offset_gaps(
                     let (gs, ge) = (at, ds);
                     let compacted_end = compacted_below.clamp(gs, ge);
                     gaps.compacted += (compacted_end - gs) as u64;
-                    if compacted_end < ge {
-                        gaps.count += (ge - compacted_end) as u64;
+                    let committed_end = committed_below.clamp(compacted_end, ge);
+                    gaps.committed_past += (committed_end - compacted_end) as u64;
+                    if committed_end < ge {
+                        gaps.count += (ge - committed_end) as u64;
                         if gaps.examples.len() < EXAMPLES {
                             gaps.examples.push(GapRange {
                                 topic: topic.clone(),
                                 partition: *partition,
-                                start: compacted_end,
+                                start: committed_end,
                                 end: ge,
                             });
                         }

@@ -150,6 +150,7 @@ impl FaultSpace {
                 target,
                 duration: None,
                 latency: None,
+                after: None,
             };
             let mut lane_end = Some(end);
             if let Act::UnreplicatedLeaderKill { .. } = e.act {

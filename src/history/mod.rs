@@ -21,11 +21,13 @@ use std::sync::{Arc, Mutex};
 use crate::model::OpKind;
 
 mod events;
+mod group;
 
 pub use events::{
     BrokerId, ClusterEvent, ClusterEventKind, DeletionReason, ElectionKind, FaultKind, FenceReason,
     MemberRemoval, RollReason, TruncationReason,
 };
+pub use group::{CommittedOffset, GroupEvent, GroupEventKind};
 
 /// A transaction's place in the source binlog, as Debezium's `source` block reports it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -207,6 +209,8 @@ pub enum FaultPhase {
     Scheduled,
     /// A fault asked for through a live run's handle ([`crate::live::LiveRun`]), when it was asked.
     Live,
+    /// A `[[faults]]` entry with `after`, when its consumer event came (timing decides when).
+    Event,
     /// The end of a fault's `duration`: the restart, heal or resume it implies.
     Undone,
     /// After the stream: a disturbance the schedule left in place, undone so the pipeline can quiesce.
@@ -221,6 +225,7 @@ impl FaultPhase {
         match self {
             FaultPhase::Scheduled => "scheduled",
             FaultPhase::Live => "live",
+            FaultPhase::Event => "on event",
             FaultPhase::Undone => "undone",
             FaultPhase::AfterStream => "after stream",
             FaultPhase::Recovery => "recovery",
@@ -238,6 +243,8 @@ pub struct History {
     pub consumed: Vec<Consumed>,
     pub retention_gaps: Vec<RetentionGap>,
     pub faults: Vec<FaultRecord>,
+    /// What the consumer group's members saw and committed (group mode only).
+    pub group: Vec<GroupEvent>,
     /// The cluster's event log at the end of the run (empty for backends that cannot tell).
     pub cluster_events: Vec<ClusterEvent>,
     /// Log end offset of every partition of the change topics at quiescence: `(topic, partition) → end`.
@@ -383,6 +390,15 @@ impl Recorder {
 
     pub fn retention_gap(&self, gap: RetentionGap) {
         self.with(|h| h.retention_gaps.push(gap));
+    }
+
+    pub fn group(&self, event: GroupEvent) {
+        self.with(|h| h.group.push(event));
+    }
+
+    /// The group events so far.
+    pub fn snapshot_group(&self) -> Vec<GroupEvent> {
+        self.with(|h| h.group.clone())
     }
 
     pub fn fault(&self, fault: FaultRecord) {

@@ -12,7 +12,11 @@
 //! |---|---|---|
 //! | a broker (by id or role) | `stop` `kill` `crash` `restart` `isolate` `heal` `pause` `resume` `latency` | the [`Cluster`](crate::broker::Cluster) fault verbs; `isolate` cuts the broker off from everyone |
 //! | the connector | `stop` `kill` `restart` `pause` `resume` | [`Capture`](crate::cdc::Capture): `pause` is a clean stop at a transaction boundary, `resume` a restart from the last acknowledged position (what pausing a Connect task amounts to) |
-//! | consumer N | `kill` `restart` `stall` `pause` `resume` | [`Pipeline`]: `pause`/`resume` stop the consumer and start it again from the offsets in the sink; `stall` holds its fetches for `duration` |
+//! | consumer N | `kill` `restart` `stall` `pause` `resume` | [`Pipeline`]: `pause`/`resume` stop the consumer and start it again from the offsets in the sink; `stall` holds its fetches for `duration`; in group mode `kill` destroys the client without leaving the group |
+//!
+//! A fault with `after = "consumer N commits"` (or `writes`) is armed on the pipeline when its `at` comes and fires
+//! when that consumer event does: the member hands over a [`Gate`] and waits until the fault is done and the gate
+//! dropped. Armed faults that never fire by the end of the stream are recorded as such by `Nemesis::restore`.
 //!
 //! With a real clock `Nemesis::run` sleeps until each step is due, concurrently with the stream. With a
 //! virtual clock the stream loop owns time: it calls `Nemesis::advance_to` before each commit, which moves the
@@ -40,7 +44,7 @@ use tokio::sync::{mpsc, oneshot, Mutex};
 use crate::broker::BrokerId;
 use crate::clock::Clock;
 use crate::history::{FaultPhase, FaultRecord, Recorder};
-use crate::pipeline::Pipeline;
+use crate::pipeline::{Gate, Pipeline};
 use crate::rng::SeededRng;
 use crate::scenario::{Backend, Fault, FaultAction, FaultTarget, Scenario};
 use resolve::Resolved;
@@ -77,6 +81,8 @@ pub trait BrokerFaults {
     ) -> Result<(Option<BrokerId>, Vec<BrokerId>), String>;
     /// The active controller.
     async fn controller(&self) -> Result<BrokerId, String>;
+    /// The broker coordinating consumer group `group` now (FindCoordinator).
+    async fn group_coordinator(&self, group: &str) -> Result<BrokerId, String>;
     /// Applies a broker fault (`latency` is used by [`FaultAction::Latency`] only).
     async fn broker_fault(
         &self,
@@ -197,6 +203,13 @@ pub(crate) struct Nemesis {
     late: Option<u64>,
     /// Faults asked for while the run is live; the schedule is not done until the sender is gone.
     live: Option<mpsc::UnboundedReceiver<LiveFault>>,
+    /// Event faults (`after = "consumer N commits"`) armed on the pipeline, by index, not fired yet.
+    armed: Vec<usize>,
+    /// Where members hand over the events armed faults wait for.
+    events_tx: mpsc::UnboundedSender<(usize, Gate)>,
+    events: Option<mpsc::UnboundedReceiver<(usize, Gate)>>,
+    /// While an event fault fires: the event, noted in what the history records it resolved to.
+    event_note: Option<String>,
 }
 
 impl Nemesis {
@@ -223,6 +236,7 @@ impl Nemesis {
                 kind: StepKind::Fire(i),
             })
             .collect();
+        let (events_tx, events) = mpsc::unbounded_channel();
         let mut nemesis = Nemesis {
             faults: scenario.faults.clone(),
             steps,
@@ -233,6 +247,10 @@ impl Nemesis {
             virtual_clock: scenario.topology.clock == crate::scenario::ClockMode::Virtual,
             late: None,
             live: None,
+            armed: Vec::new(),
+            events_tx,
+            events: Some(events),
+            event_note: None,
         };
         nemesis.sort();
         Ok(nemesis)
@@ -251,40 +269,6 @@ impl Nemesis {
     /// dropped.
     pub(crate) fn take_live(&mut self, faults: mpsc::UnboundedReceiver<LiveFault>) {
         self.live = Some(faults);
-    }
-
-    /// Real clock: applies every step at its time from `start` (the stream's start), and each live fault when it
-    /// is asked for, until no step is left and no live fault can come.
-    pub(crate) async fn run(&mut self, start: tokio::time::Instant, t: &impl FaultHost) {
-        loop {
-            let due = self.next_due();
-            let Some(mut live) = self.live.take() else {
-                let Some(due) = due else { return };
-                tokio::time::sleep_until(start + Duration::from_millis(due)).await;
-                self.apply_next(t).await;
-                continue;
-            };
-            let step = async {
-                match due {
-                    Some(due) => tokio::time::sleep_until(start + Duration::from_millis(due)).await,
-                    None => std::future::pending().await,
-                }
-            };
-            tokio::select! {
-                () = step => {
-                    self.live = Some(live);
-                    self.apply_next(t).await;
-                }
-                asked = live.recv() => {
-                    if let Some(asked) = asked {
-                        self.live = Some(live);
-                        let result = self.fire_live(asked.fault, t).await;
-                        // The asker may have stopped waiting: the fault is recorded either way.
-                        let _ = asked.reply.send(result);
-                    }
-                }
-            }
-        }
     }
 
     /// A live fault, now (the asker checked it against the scenario and the backend): fired, recorded and
@@ -341,6 +325,9 @@ impl Nemesis {
         }
         self.late = (step.due_ms != step.scheduled_ms).then_some(step.due_ms);
         match step.kind {
+            StepKind::Fire(i) if self.faults[i].after.is_some() => {
+                self.arm(i, step.scheduled_ms, t).await;
+            }
             StepKind::Fire(i) => {
                 // Recorded either way; a scheduled fault has no one to answer.
                 let _ = self
@@ -361,6 +348,9 @@ impl Nemesis {
 
     /// `resolved`, with when a late step really ran.
     fn noted(&self, resolved: String) -> String {
+        if let Some(event) = &self.event_note {
+            return format!("{resolved} ({event})");
+        }
         match self.late {
             Some(ms) => format!(
                 "{resolved} (at +{}.{:03}s, once its old registration had expired)",
@@ -508,6 +498,7 @@ impl Nemesis {
     /// After the schedule: undoes what is still in place, then restarts a capture that failed on its own.
     pub(crate) async fn restore(&mut self, t: &impl FaultHost) {
         let due_ms = u64::try_from(t.clock().now_ms() - t.stream_start_ms()).unwrap_or(0);
+        self.disarm(due_ms, t).await;
         for (undo, fault) in std::mem::take(&mut self.outstanding) {
             if let Undo::RestartBroker(b) = undo {
                 wait_for_registration(b, t).await;
@@ -675,6 +666,7 @@ fn supported(
     }
 }
 
+mod realtime;
 mod resolve;
 #[cfg(test)]
 mod tests;

@@ -34,6 +34,15 @@ impl Nemesis {
         match target {
             FaultTarget::Broker(id) => Ok(vec![broker(BrokerId(*id as i32))]),
             FaultTarget::Controller => Ok(vec![broker(t.controller().await?)]),
+            FaultTarget::Coordinator => {
+                let group = t
+                    .pipeline()
+                    .lock()
+                    .await
+                    .group_id()
+                    .ok_or("the pipeline has no consumer group")?;
+                Ok(vec![broker(t.group_coordinator(&group).await?)])
+            }
             FaultTarget::Connector => Ok(vec![Resolved::Connector]),
             FaultTarget::Consumer(n) => Ok(vec![Resolved::Consumer(*n)]),
             FaultTarget::LeaderOf { topic, partition }

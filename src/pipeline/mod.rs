@@ -4,11 +4,13 @@
 //! - [`decode`](mod@decode): Debezium JSON records (MySQL and MariaDB connectors) back into typed row images.
 //! - [`flat`](crate::model::flat): the flat encounter table as a pure function of row images, lives in the model.
 //! - [`sink`]: [`MemorySink`] keeps images by source position, the flat table incrementally, and the offsets.
-//! - [`Pipeline`]: C consumers reading with rskafka at explicit offsets taken from the sink.
+//! - [`Pipeline`]: C consumers reading with rskafka at explicit offsets taken from the sink (manual assignment),
+//!   or C members of one consumer group through librdkafka (`group`: group mode, commit policies, event faults;
+//!   `docs/consumer-groups.md`).
 //!
-//! ## Consumers
+//! ## Consumers (manual assignment)
 //!
-//! There are no consumer groups (rskafka has none, and a rebalance would only blur what a fault did). The
+//! Without `assignment = "group"` there is no consumer group (a rebalance would only blur what a fault did). The
 //! partitions of all change topics are sorted by (topic, partition) and dealt round-robin: consumer `n`
 //! (1-based, as scenario targets name them) reads every C-th entry starting at `n - 1`. Dealing over the whole
 //! list, rather than Kafka's per-topic ranges, keeps consumers even when topics have fewer partitions than there
@@ -17,28 +19,32 @@
 //!
 //! Each assigned partition is read by its own task inside the consumer's task, from the offset the sink stored
 //! (never Earliest/Latest, which would skip silently). A fetch that finds its offset deleted by retention
-//! records a [`RetentionGap`] and continues at the log start. Every record read, tombstones included, is
+//! records a [`RetentionGap`](crate::history::RetentionGap) and continues at the log start. Every record read, tombstones included, is
 //! recorded as [`Consumed`] before it is applied, so a kill between the two shows as a redelivery, never as
 //! data the history does not explain.
 
 pub mod decode;
 mod failures;
+mod group;
+mod manual;
+mod member_client;
 pub mod sink;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rskafka::client::error::{Error as ClientError, ProtocolError};
+use rskafka::client::error::Error as ClientError;
 use rskafka::client::partition::{OffsetAt, PartitionClient, UnknownTopicHandling};
 use rskafka::client::{Client, ClientBuilder};
 use rskafka::BackoffConfig;
 use tokio::task::{JoinHandle, JoinSet};
 
 use crate::clock::Clock;
-use crate::history::{Consumed, Recorder, RetentionGap};
+use crate::history::{Consumed, Recorder};
 
 pub use decode::{decode, DecodeError, DecodeProblem, Decoded};
+pub use group::{Gate, GroupConfig};
 pub use sink::{Batch, MemorySink, MySqlSink, Sink, SinkError, SinkRecord};
 
 /// Most bytes one fetch asks for (Kafka still returns a whole first batch when it is larger).
@@ -46,7 +52,7 @@ const FETCH_MAX_BYTES: i32 = 4 << 20;
 /// How long the broker may hold a fetch that finds nothing new.
 const FETCH_MAX_WAIT_MS: i32 = 100;
 /// Pause after an error before the next attempt.
-const RETRY_PAUSE: Duration = Duration::from_millis(100);
+pub(crate) const RETRY_PAUSE: Duration = Duration::from_millis(100);
 /// Every rskafka request gives up after this long, so a dead cluster returns control to the consumer loop
 /// instead of hanging it.
 const REQUEST_DEADLINE: Duration = Duration::from_secs(5);
@@ -59,6 +65,8 @@ pub struct PipelineConfig {
     pub topics: Vec<(String, i32)>,
     /// Comma-separated `host:port` list.
     pub bootstrap: String,
+    /// Group mode: one consumer group through librdkafka instead of the fixed assignment.
+    pub group: Option<GroupConfig>,
 }
 
 impl PipelineConfig {
@@ -107,10 +115,16 @@ pub enum PipelineError {
     },
     #[error("there is no consumer {consumer}: consumers are numbered 1..={consumers}")]
     NoSuchConsumer { consumer: u32, consumers: u32 },
+    #[error("consumer events exist in group mode only ([pipeline] assignment = \"group\")")]
+    EventsNeedGroup,
+    #[error("group consumer {consumer}: {message}")]
+    GroupClient { consumer: u32, message: String },
+    #[error("the consumer group did not form within {waited:?}: consumers {missing:?} never got an assignment")]
+    GroupNotFormed { waited: Duration, missing: Vec<u32> },
 }
 
 /// What every consumer task shares.
-struct Shared {
+pub(crate) struct Shared {
     client: Client,
     sink: Arc<dyn Sink>,
     recorder: Recorder,
@@ -119,8 +133,11 @@ struct Shared {
 }
 
 struct ConsumerSlot {
+    /// Manual mode: the partitions it reads (group mode: empty, the coordinator decides).
     partitions: Vec<(String, i32)>,
     task: Option<JoinHandle<()>>,
+    /// Group mode: the running member.
+    member: Option<group::Member>,
     /// Fetches wait until this instant (a stall fault).
     stalled_until: Arc<Mutex<Option<tokio::time::Instant>>>,
 }
@@ -128,6 +145,8 @@ struct ConsumerSlot {
 /// The running ETL consumers.
 pub struct Pipeline {
     shared: Arc<Shared>,
+    /// Group mode: what the members share.
+    group: Option<Arc<group::GroupShared>>,
     consumers: Vec<ConsumerSlot>,
     /// Partition clients for [`Pipeline::end_offsets`], made on first use.
     offset_clients: tokio::sync::Mutex<BTreeMap<(String, i32), Arc<PartitionClient>>>,
@@ -145,9 +164,12 @@ impl Pipeline {
         if config.consumers == 0 {
             return Err(PipelineError::NoConsumers);
         }
-        let assignment = config.assignment();
+        let mut assignment = config.assignment();
         let partitions = assignment.iter().map(Vec::len).sum();
-        if config.consumers as usize > partitions {
+        if config.group.is_some() {
+            // The coordinator assigns; more members than partitions is allowed (the spares stand by).
+            assignment = vec![Vec::new(); config.consumers as usize];
+        } else if config.consumers as usize > partitions {
             return Err(PipelineError::MoreConsumersThanPartitions {
                 consumers: config.consumers,
                 partitions,
@@ -182,21 +204,39 @@ impl Pipeline {
             clock,
             decode_errors: Mutex::new(Vec::new()),
         });
+        let group = config.group.clone().map(|g| {
+            Arc::new(group::GroupShared {
+                config: g,
+                topics: config.topics.iter().map(|(t, _)| t.clone()).collect(),
+                bootstrap: config.bootstrap.clone(),
+                committed: Mutex::new(BTreeMap::new()),
+                assigned: Mutex::new(BTreeMap::new()),
+                triggers: group::Triggers::default(),
+                runtime: tokio::runtime::Handle::current(),
+            })
+        });
+        let later = config
+            .group
+            .as_ref()
+            .map(|g| g.join_later.clone())
+            .unwrap_or_default();
         let mut pipeline = Pipeline {
             shared,
+            group,
             consumers: assignment
                 .into_iter()
                 .map(|partitions| ConsumerSlot {
                     partitions,
                     task: None,
+                    member: None,
                     stalled_until: Arc::new(Mutex::new(None)),
                 })
                 .collect(),
             offset_clients: tokio::sync::Mutex::new(BTreeMap::new()),
             topics: config.topics,
         };
-        for n in 1..=config.consumers {
-            pipeline.spawn(n);
+        for n in (1..=config.consumers).filter(|n| !later.contains(n)) {
+            pipeline.spawn(n)?;
         }
         Ok(pipeline)
     }
@@ -211,11 +251,14 @@ impl Pipeline {
             })
     }
 
-    fn spawn(&mut self, consumer: u32) {
+    fn spawn(&mut self, consumer: u32) -> Result<(), PipelineError> {
         let shared = self.shared.clone();
-        let Ok(slot) = self.slot(consumer) else {
-            return;
-        };
+        let group = self.group.clone();
+        let slot = self.slot(consumer)?;
+        if let Some(group) = group {
+            slot.member = Some(group::Member::start(consumer, shared, group)?);
+            return Ok(());
+        }
         *lock(&slot.stalled_until) = None;
         let partitions = slot.partitions.clone();
         let stall = slot.stalled_until.clone();
@@ -223,7 +266,7 @@ impl Pipeline {
             // Dropping the set (when this task is aborted) aborts every partition reader with it.
             let mut readers = JoinSet::new();
             for (topic, partition) in partitions {
-                readers.spawn(read_partition(
+                readers.spawn(manual::read_partition(
                     shared.clone(),
                     consumer,
                     topic,
@@ -233,19 +276,103 @@ impl Pipeline {
             }
             while readers.join_next().await.is_some() {}
         }));
+        Ok(())
     }
 
-    /// The consumers' partitions: index `n - 1` holds consumer `n`'s.
+    /// Group mode: waits until every running member has had its first assignment (the group formed), so the
+    /// schedule's times count from a working group; at most `bound`. Manual mode: at once.
+    pub async fn group_formed(&self, bound: Duration) -> Result<(), PipelineError> {
+        let Some(group) = &self.group else {
+            return Ok(());
+        };
+        let began = tokio::time::Instant::now();
+        loop {
+            let missing: Vec<u32> = {
+                let assigned = lock(&group.assigned);
+                (1..=self.consumers.len() as u32)
+                    .filter(|n| self.is_running(*n) && !assigned.contains_key(n))
+                    .collect()
+            };
+            if missing.is_empty() {
+                let generation = self
+                    .shared
+                    .recorder
+                    .snapshot_group()
+                    .iter()
+                    .map(|e| e.generation)
+                    .max()
+                    .unwrap_or(-1);
+                self.shared.recorder.group(crate::history::GroupEvent {
+                    at_ms: self.shared.clock.now_ms(),
+                    consumer: 0,
+                    generation,
+                    member_id: String::new(),
+                    kind: crate::history::GroupEventKind::Formed,
+                });
+                return Ok(());
+            }
+            if began.elapsed() >= bound {
+                return Err(PipelineError::GroupNotFormed {
+                    waited: bound,
+                    missing,
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The consumers' partitions: index `n - 1` holds consumer `n`'s (in group mode, what the coordinator last
+    /// gave each).
     pub fn assignment(&self) -> Vec<Vec<(String, i32)>> {
-        self.consumers
-            .iter()
-            .map(|c| c.partitions.clone())
+        let Some(group) = &self.group else {
+            return self
+                .consumers
+                .iter()
+                .map(|c| c.partitions.clone())
+                .collect();
+        };
+        let assigned = lock(&group.assigned);
+        (1..=self.consumers.len() as u32)
+            .map(|n| {
+                assigned
+                    .get(&n)
+                    .map(|ps| ps.iter().cloned().collect())
+                    .unwrap_or_default()
+            })
             .collect()
+    }
+
+    /// Arms fault `fault` to fire at consumer `event` (group mode): the member hands a [`Gate`] to `to` and waits
+    /// until it is dropped.
+    pub fn arm(
+        &self,
+        event: crate::scenario::ConsumerEvent,
+        fault: usize,
+        to: tokio::sync::mpsc::UnboundedSender<(usize, Gate)>,
+    ) -> Result<(), PipelineError> {
+        let group = self.group.as_ref().ok_or(PipelineError::EventsNeedGroup)?;
+        group.triggers.arm(event, fault, to);
+        Ok(())
+    }
+
+    /// The consumer group's id (group mode).
+    pub fn group_id(&self) -> Option<String> {
+        self.group.as_ref().map(|g| g.config.group_id.clone())
+    }
+
+    /// Forgets every armed event fault (the schedule is over).
+    pub fn disarm_all(&self) {
+        if let Some(group) = &self.group {
+            group.triggers.disarm_all();
+        }
     }
 
     /// Kills consumer `n` (1-based) and waits until it has stopped: what it applied stays, what it was reading
     /// is read again by its replacement.
     pub async fn kill_consumer(&mut self, consumer: u32) -> Result<(), PipelineError> {
+        if let Some(member) = self.slot(consumer)?.member.take() {
+            member.kill().await;
+        }
         if let Some(task) = self.slot(consumer)?.task.take() {
             task.abort();
             let _ = task.await;
@@ -256,8 +383,7 @@ impl Pipeline {
     /// Starts consumer `n` again (killing it first if it runs), from the offsets stored in the sink.
     pub async fn restart_consumer(&mut self, consumer: u32) -> Result<(), PipelineError> {
         self.kill_consumer(consumer).await?;
-        self.spawn(consumer);
-        Ok(())
+        self.spawn(consumer)
     }
 
     /// Consumer `n` fetches nothing for `duration` (real time) from now; it keeps its partitions.
@@ -267,6 +393,9 @@ impl Pipeline {
         duration: Duration,
     ) -> Result<(), PipelineError> {
         let slot = self.slot(consumer)?;
+        if let Some(member) = &slot.member {
+            member.stall(duration);
+        }
         *lock(&slot.stalled_until) = Some(tokio::time::Instant::now() + duration);
         Ok(())
     }
@@ -274,6 +403,20 @@ impl Pipeline {
     /// The partitions of the consumers that read now: running, and not stalled.
     pub fn reading_partitions(&self) -> Vec<(String, i32)> {
         let now = tokio::time::Instant::now();
+        if self.group.is_some() {
+            let assignment = self.assignment();
+            return self
+                .consumers
+                .iter()
+                .zip(assignment)
+                .filter(|(c, _)| {
+                    c.member
+                        .as_ref()
+                        .is_some_and(|m| m.is_running() && !m.is_stalled())
+                })
+                .flat_map(|(_, ps)| ps)
+                .collect();
+        }
         self.consumers
             .iter()
             .filter(|c| c.task.as_ref().is_some_and(|t| !t.is_finished()))
@@ -286,8 +429,10 @@ impl Pipeline {
     pub fn is_running(&self, consumer: u32) -> bool {
         self.consumers
             .get((consumer as usize).wrapping_sub(1))
-            .and_then(|c| c.task.as_ref())
-            .is_some_and(|t| !t.is_finished())
+            .is_some_and(|c| {
+                c.task.as_ref().is_some_and(|t| !t.is_finished())
+                    || c.member.as_ref().is_some_and(group::Member::is_running)
+            })
     }
 
     /// The high watermark of every partition of every change topic: `(topic, partition, end)`.
@@ -317,14 +462,20 @@ impl Pipeline {
                     }
                 };
                 // rskafka has no request timeout: a broker that never answers would hold this call forever.
-                let end = tokio::time::timeout(REQUEST_DEADLINE, pc.get_offset(OffsetAt::Latest))
-                    .await
-                    .map_err(|_| PipelineError::ListOffsetsTimeout {
-                        topic: topic.clone(),
-                        partition,
-                        waited: REQUEST_DEADLINE,
-                    })?
-                    .map_err(error)?;
+                let listed =
+                    tokio::time::timeout(REQUEST_DEADLINE, pc.get_offset(OffsetAt::Latest))
+                        .await
+                        .map_err(|_| PipelineError::ListOffsetsTimeout {
+                            topic: topic.clone(),
+                            partition,
+                            waited: REQUEST_DEADLINE,
+                        })
+                        .and_then(|r| r.map_err(error));
+                // A partition client that failed is made anew next time: rskafka's can keep asking a broker that
+                // stopped leading the partition (seen after the group coordinator's broker was restarted).
+                let end = listed.inspect_err(|_| {
+                    clients.remove(&(topic.clone(), partition));
+                })?;
                 out.push((topic.clone(), partition, end));
             }
         }
@@ -332,8 +483,10 @@ impl Pipeline {
     }
 
     /// Whether the sink's offsets have reached `ends` (as [`Pipeline::end_offsets`] returned them).
+    /// In group mode with group commits, the group's acknowledged commits count: records committed and never
+    /// written are gone for good, waiting for them would only turn a loss into a timeout.
     pub fn caught_up(&self, ends: &[(String, i32, i64)]) -> bool {
-        let offsets = self.shared.sink.offsets();
+        let offsets = self.positions();
         ends.iter().all(|(topic, partition, end)| {
             offsets
                 .get(&(topic.clone(), *partition))
@@ -345,13 +498,20 @@ impl Pipeline {
 
     /// A number that changes whenever a consumer's stored offset moves.
     pub fn consumed_fingerprint(&self) -> u64 {
-        self.shared
-            .sink
-            .offsets()
-            .values()
-            .fold(0u64, |sum, offset| {
-                sum.wrapping_mul(31).wrapping_add(*offset as u64)
-            })
+        self.positions().values().fold(0u64, |sum, offset| {
+            sum.wrapping_mul(31).wrapping_add(*offset as u64)
+        })
+    }
+
+    /// Where the consumers stand: the sink's offsets, or in group mode with group commits the group's
+    /// acknowledged commits.
+    pub fn positions(&self) -> BTreeMap<(String, i32), i64> {
+        match &self.group {
+            Some(g) if g.config.commit != crate::scenario::CommitPolicy::WithSink => {
+                lock(&g.committed).clone()
+            }
+            _ => self.shared.sink.offsets(),
+        }
     }
 
     /// Records no consumer could decode (skipped, with where they were).
@@ -360,8 +520,14 @@ impl Pipeline {
     }
 
     /// Stops every consumer.
+    /// Group members leave the group (and auto-commit once more), as consumers stopping cleanly do.
     pub async fn shutdown(mut self) {
         for n in 1..=self.consumers.len() as u32 {
+            if let Ok(slot) = self.slot(n) {
+                if let Some(member) = slot.member.take() {
+                    member.close().await;
+                }
+            }
             let _ = self.kill_consumer(n).await;
         }
     }
@@ -379,104 +545,36 @@ impl Drop for Pipeline {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// One partition's read loop: fetch at the stored offset, decode, record, apply; forever, until aborted.
-async fn read_partition(
-    shared: Arc<Shared>,
-    consumer: u32,
-    topic: String,
-    partition: i32,
-    stall: Arc<Mutex<Option<tokio::time::Instant>>>,
-) {
-    let mut offset = shared
-        .sink
-        .offsets()
-        .get(&(topic.clone(), partition))
-        .copied()
-        .unwrap_or(0);
-    let mut client: Option<PartitionClient> = None;
-    let mut failures = failures::FailureStreak::default();
-    loop {
-        let until = *lock(&stall);
-        if let Some(until) = until {
-            tokio::time::sleep_until(until).await;
-        }
-        let pc = match &client {
-            Some(pc) => pc,
-            None => match shared
-                .client
-                .partition_client(&topic, partition, UnknownTopicHandling::Retry)
-                .await
-            {
-                Ok(pc) => client.insert(pc),
-                Err(e) => {
-                    failures.failed("no partition client yet", consumer, &topic, partition, &e);
-                    tokio::time::sleep(RETRY_PAUSE).await;
-                    continue;
-                }
-            },
-        };
-        match pc
-            .fetch_records(offset, 1..FETCH_MAX_BYTES, FETCH_MAX_WAIT_MS)
-            .await
-        {
-            Ok((records, _high_watermark)) => {
-                failures.succeeded(consumer, &topic, partition);
-                // A stall that began while the fetch was out holds from the moment it began: what the fetch
-                // brought is dropped, not applied, and read again when the stall ends.
-                if lock(&stall).is_some_and(|until| until > tokio::time::Instant::now()) {
-                    continue;
-                }
-                let Some(last) = records.last() else {
-                    continue;
-                };
-                let next = last.offset + 1;
-                let batch = to_batch(&shared, consumer, &topic, partition, records, next);
-                if apply(&shared, consumer, batch).await {
-                    offset = next;
-                }
-            }
-            Err(ClientError::ServerError {
-                protocol_error: ProtocolError::OffsetOutOfRange,
-                ..
-            }) => match out_of_range(&shared, pc, consumer, &topic, partition, offset).await {
-                Some(moved) => offset = moved,
-                None => tokio::time::sleep(RETRY_PAUSE).await,
-            },
-            Err(e) => {
-                failures.failed("fetch failed", consumer, &topic, partition, &e);
-                tokio::time::sleep(RETRY_PAUSE).await;
-            }
-        }
-    }
+/// One record as fetched, from either client.
+pub(crate) struct FetchedRecord<'a> {
+    pub(crate) topic: &'a str,
+    pub(crate) partition: i32,
+    pub(crate) offset: i64,
+    pub(crate) key: Option<&'a [u8]>,
+    pub(crate) value: Option<&'a [u8]>,
+    pub(crate) timestamp_ms: i64,
 }
 
-/// Decodes fetched records into a batch and records them as consumed.
-fn to_batch(
+/// Decodes fetched records into a batch and what the history will record as consumed (undecodable records are
+/// skipped and kept as decode errors).
+pub(crate) fn decode_records(
     shared: &Shared,
     consumer: u32,
-    topic: &str,
-    partition: i32,
-    records: Vec<rskafka::record::RecordAndOffset>,
-    next: i64,
-) -> Batch {
+    records: Vec<FetchedRecord<'_>>,
+    next_offsets: Vec<(String, i32, i64)>,
+) -> (Batch, Vec<Consumed>) {
     let at_ms = shared.clock.now_ms();
     let mut consumed = Vec::with_capacity(records.len());
     let mut batch = Batch {
         records: Vec::with_capacity(records.len()),
-        next_offsets: vec![(topic.to_string(), partition, next)],
+        next_offsets,
     };
     for r in records {
-        let decoded = match decode(
-            topic,
-            partition,
-            r.offset,
-            r.record.key.as_deref(),
-            r.record.value.as_deref(),
-        ) {
+        let decoded = match decode(r.topic, r.partition, r.offset, r.key, r.value) {
             Ok(d) => d,
             Err(e) => {
                 tracing::error!(consumer, error = %e, "skipping a record the ETL cannot decode");
@@ -491,88 +589,20 @@ fn to_batch(
         consumed.push(Consumed {
             seq: 0,
             consumer,
-            topic: topic.to_string(),
-            partition,
+            topic: r.topic.to_string(),
+            partition: r.partition,
             offset: r.offset,
             change,
             tombstone_key,
             at_ms,
-            record_timestamp_ms: r.record.timestamp.timestamp_millis(),
+            record_timestamp_ms: r.timestamp_ms,
         });
         batch.records.push(SinkRecord {
-            topic: topic.to_string(),
-            partition,
+            topic: r.topic.to_string(),
+            partition: r.partition,
             offset: r.offset,
             decoded,
         });
     }
-    shared.recorder.consumed_batch(consumed);
-    batch
-}
-
-/// Hands a batch to the sink; `false` (after a pause) when the sink refused it, so it is fetched again.
-async fn apply(shared: &Shared, consumer: u32, batch: Batch) -> bool {
-    match shared.sink.apply(consumer, batch).await {
-        Ok(()) => true,
-        Err(e) => {
-            tracing::warn!(consumer, error = %e, "sink refused a batch; reading it again");
-            tokio::time::sleep(RETRY_PAUSE).await;
-            false
-        }
-    }
-}
-
-/// OFFSET_OUT_OF_RANGE at `offset`: below the log start, records what retention took and moves to the log
-/// start; above the log end (the log was truncated under the reader), moves back to the end. Returns the new
-/// offset, stored in the sink; `None` when the offsets could not be listed.
-async fn out_of_range(
-    shared: &Shared,
-    pc: &PartitionClient,
-    consumer: u32,
-    topic: &str,
-    partition: i32,
-    offset: i64,
-) -> Option<i64> {
-    let listed = async {
-        Ok::<_, ClientError>((
-            pc.get_offset(OffsetAt::Earliest).await?,
-            pc.get_offset(OffsetAt::Latest).await?,
-        ))
-    };
-    let (start, end) = match listed.await {
-        Ok(v) => v,
-        Err(e) => {
-            tracing::warn!(consumer, topic, partition, error = %e, "cannot list offsets after OFFSET_OUT_OF_RANGE");
-            return None;
-        }
-    };
-    let moved = if offset < start {
-        shared.recorder.retention_gap(RetentionGap {
-            consumer,
-            topic: topic.to_string(),
-            partition,
-            requested: offset,
-            log_start_offset: start,
-            at_ms: shared.clock.now_ms(),
-        });
-        start
-    } else if offset > end {
-        tracing::warn!(
-            consumer,
-            topic,
-            partition,
-            offset,
-            end,
-            "the log ends below the stored offset (truncated); reading from its end"
-        );
-        end
-    } else {
-        // The range moved between the fetch and the listing: try the same offset again.
-        return Some(offset);
-    };
-    let batch = Batch {
-        records: Vec::new(),
-        next_offsets: vec![(topic.to_string(), partition, moved)],
-    };
-    apply(shared, consumer, batch).await.then_some(moved)
+    (batch, consumed)
 }

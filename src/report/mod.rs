@@ -91,8 +91,8 @@ pub struct FaultEntry {
     /// decides): only those go into the stable text.
     #[serde(skip)]
     pub(crate) scheduled: bool,
-    /// Whether a live run's handle asked for it (or it undoes one that was): its time is when the test asked,
-    /// which the stable text leaves out.
+    /// Whether a live run's handle asked for it or a consumer event fired it (or it undoes one of those): its
+    /// time is timing's, which the stable text leaves out.
     #[serde(skip)]
     pub(crate) live: bool,
 }
@@ -120,10 +120,11 @@ impl Report {
             shell_word(&info.path),
             info.seed
         );
+        // Faults whose time timing decides (asked for live, or fired at a consumer event), undos included.
         let live: Vec<usize> = history
             .faults
             .iter()
-            .filter(|f| f.phase == FaultPhase::Live)
+            .filter(|f| matches!(f.phase, FaultPhase::Live | FaultPhase::Event))
             .filter_map(|f| f.fault)
             .collect();
         let faults = history
@@ -140,7 +141,10 @@ impl Report {
                 error: f.error.clone(),
                 scheduled: matches!(
                     f.phase,
-                    FaultPhase::Scheduled | FaultPhase::Live | FaultPhase::Undone
+                    FaultPhase::Scheduled
+                        | FaultPhase::Live
+                        | FaultPhase::Event
+                        | FaultPhase::Undone
                 ),
             })
             .collect();
@@ -229,7 +233,11 @@ fn verdicts(expect: &Expect, a: &Analysis) -> Vec<Verdict> {
         relative_to: None,
         holds: a.liveness == Liveness::Quiesced,
     };
-    vec![
+    let rebalances = expect.rebalances.map(|expected| {
+        let observed = a.group.as_ref().map_or(0, |g| g.rebalances);
+        count("rebalances", expected, observed)
+    });
+    let mut verdicts = vec![
         count("lost", expect.lost, a.lost.count),
         count("duplicates", expect.duplicates, a.duplicates.count),
         count("reordered", expect.reordered, a.reordered.count),
@@ -242,7 +250,9 @@ fn verdicts(expect: &Expect, a: &Analysis) -> Vec<Verdict> {
         liveness,
         count("offset_gaps", Count::Exactly(0), a.offset_gaps.count),
         count("phantoms", Count::Exactly(0), a.phantoms.count),
-    ]
+    ];
+    verdicts.extend(rebalances);
+    verdicts
 }
 
 /// Quotes a path for the reproduce command when the shell would split or expand it.

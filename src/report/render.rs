@@ -29,7 +29,7 @@ pub(super) fn stable_text(r: &Report) -> String {
         for f in scheduled {
             // A live fault's time is when the test asked for it: timing, unless the run is exact.
             let at = if f.live && !exact {
-                "(live)".to_string()
+                "(timing)".to_string()
             } else {
                 seconds(f.due_ms)
             };
@@ -100,6 +100,20 @@ pub(super) fn terminal(r: &Report) -> String {
         c.records_deleted,
         c.compactions
     );
+    if let Some(g) = &a.group {
+        let _ = writeln!(
+            out,
+            "group     generations {}..{}, assignments {}, revocations {}, lost {}, commits {} (refused {}), members left {}",
+            g.first_generation,
+            g.last_generation,
+            g.assignments,
+            g.revocations,
+            g.lost_assignments,
+            g.commits,
+            g.commits_refused,
+            g.departures
+        );
+    }
     out.push('\n');
     for v in &r.verdicts {
         let _ = write!(
@@ -256,16 +270,26 @@ fn failure_lines(out: &mut String, v: &Verdict, a: &Analysis) {
     match v.invariant {
         "lost" => {
             let l = &a.lost;
-            line(format!(
-                "never produced {}, truncated_acked {}, retention {}, compacted {}, unexplained {}",
-                l.never_produced, l.truncated_acked, l.retention, l.compacted, l.unexplained
-            ));
+            let mut causes = format!(
+                "never produced {}, truncated_acked {}, retention {}, compacted {}",
+                l.never_produced, l.truncated_acked, l.retention, l.compacted
+            );
+            if l.committed_before_written > 0 {
+                let _ = write!(
+                    causes,
+                    ", committed before written {}",
+                    l.committed_before_written
+                );
+            }
+            let _ = write!(causes, ", unexplained {}", l.unexplained);
+            line(causes);
             for e in &l.examples {
                 let cause = match e.cause {
                     LossCause::NeverProduced => "never produced",
                     LossCause::TruncatedAcked => "truncated after ack",
                     LossCause::Retention => "deleted by retention",
                     LossCause::Compacted => "compacted away",
+                    LossCause::CommittedBeforeWritten => "committed before written",
                     LossCause::Unexplained => "unexplained",
                 };
                 let mut text = format!("{cause}: {}", change(&e.change));
@@ -279,13 +303,24 @@ fn failure_lines(out: &mut String, v: &Verdict, a: &Analysis) {
             }
         }
         "duplicates" => {
-            for e in &a.duplicates.examples {
+            let d = &a.duplicates;
+            if d.after_rebalance + d.replayed > 0 {
                 line(format!(
+                    "after a rebalance {}, replayed without one {}",
+                    d.after_rebalance, d.replayed
+                ));
+            }
+            for e in &d.examples {
+                let mut text = format!(
                     "{}: first {}, again {}",
                     change(&e.change),
                     delivery(&e.first),
                     delivery(&e.again)
-                ));
+                );
+                if let Some(cause) = &e.cause {
+                    let _ = write!(text, " ({cause})");
+                }
+                line(text);
             }
         }
         "reordered" => {

@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use crate::cdc::CaptureConfig;
 use crate::client::{self, ProducerConfig};
-use crate::pipeline::PipelineConfig;
-use crate::scenario::{self, Scenario};
+use crate::pipeline::{GroupConfig, PipelineConfig};
+use crate::scenario::{self, Assignment, Scenario};
 
 /// The scenario's `[producer]` settings as the harness producer's config; what a scenario does not set keeps
 /// [`ProducerConfig::default`].
@@ -75,6 +75,23 @@ pub(crate) fn pipeline(scenario: &Scenario, bootstrap: impl Into<String>) -> Pip
             .map(|t| (t.name, t.settings.partitions as i32))
             .collect(),
         bootstrap: bootstrap.into(),
+        group: (scenario.pipeline.assignment == Assignment::Group).then(|| group(scenario)),
+    }
+}
+
+/// Group mode's settings. The group is named after the run's topic prefix, which a reused topology renames
+/// per run, so a run never inherits another's committed offsets.
+fn group(scenario: &Scenario) -> GroupConfig {
+    let p = &scenario.pipeline;
+    GroupConfig {
+        group_id: format!("etl-harness-{}", scenario.topics.prefix),
+        commit: p.commit,
+        assignor: p.assignor,
+        session_timeout: p.session_timeout.as_duration(),
+        max_poll_interval: p.max_poll_interval.as_duration(),
+        auto_commit_interval: p.auto_commit_interval.as_duration(),
+        group_instance_id: p.group_instance_id.clone(),
+        join_later: p.join_later.clone(),
     }
 }
 

@@ -13,7 +13,7 @@ use crate::history::Recorder;
 use crate::live::{LiveLink, Ready, StreamState};
 use crate::model::flat::{self, FlatTable};
 use crate::nemesis::Nemesis;
-use crate::pipeline::sink::{MemorySink, MySqlSink, Sink as _, DEFAULT_SINK_SCHEMA};
+use crate::pipeline::sink::{MemorySink, MySqlSink, DEFAULT_SINK_SCHEMA};
 use crate::pipeline::Pipeline;
 use crate::scenario::{Scenario, Sink as SinkKind};
 use crate::source::Source;
@@ -85,6 +85,10 @@ pub(crate) async fn drive<T: Topology>(
     };
     capture.ready(scenario, &recorder).await?;
     phase("capture ready");
+    // A consumer group forms before the stream starts, as an ETL runs before the traffic it serves.
+    pipeline
+        .group_formed(scenario.pipeline.quiesce_timeout.as_duration())
+        .await?;
     if let Some(ready) = live.as_mut().and_then(|(ready, _)| ready.take()) {
         // The holder may have gone: the run goes on and ends as any other.
         let _ = ready.send(Ready {
@@ -114,8 +118,10 @@ pub(crate) async fn drive<T: Topology>(
         .await
     } else {
         let started = tokio::time::Instant::now();
+        let (stream_done, stream_watch) = tokio::sync::watch::channel(false);
         let stream = async {
             let streamed = stream_real(generator, capture.source(), started, &bar).await;
+            stream_done.send_replace(true);
             if let Some((_, state)) = &live {
                 state.send_replace(match &streamed {
                     Ok(()) => StreamState::Done,
@@ -152,7 +158,7 @@ pub(crate) async fn drive<T: Topology>(
         };
         let faults = async {
             tokio::select! {
-                () = nemesis.run(started, &host) => {}
+                () = nemesis.run(started, &host, stream_watch) => {}
                 () = in_kafka => {}
             }
         };
@@ -169,7 +175,7 @@ pub(crate) async fn drive<T: Topology>(
     phase("stream and faults done");
     nemesis.restore(&host).await;
 
-    let (liveness, ends) = quiesce(scenario, &capture, &pipeline, &recorder, &sink, &clock).await;
+    let (liveness, ends) = quiesce(scenario, &capture, &pipeline, &recorder, &clock).await;
     phase("quiesced");
     pipeline.into_inner().shutdown().await;
     let sink_table = sink.flat_table().await;
@@ -217,14 +223,6 @@ pub(crate) enum RunSink {
 }
 
 impl RunSink {
-    /// The next offset to read of every partition the sink has written.
-    pub(crate) fn offsets(&self) -> std::collections::BTreeMap<(String, i32), i64> {
-        match self {
-            RunSink::Memory(s) => s.offsets(),
-            RunSink::Mysql(s) => s.offsets(),
-        }
-    }
-
     /// The flat encounter table as the sink holds it (read back from the database for the MySQL sink).
     async fn flat_table(&self) -> Result<FlatTable, RunError> {
         match self {

@@ -35,6 +35,10 @@ impl<T: Topology, C: Capture> BrokerFaults for Host<'_, T, C> {
         self.topology.controller().await
     }
 
+    async fn group_coordinator(&self, group: &str) -> Result<BrokerId, String> {
+        self.topology.group_coordinator(group).await
+    }
+
     async fn broker_fault(
         &self,
         action: FaultAction,

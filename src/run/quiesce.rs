@@ -5,7 +5,6 @@ use std::time::Instant;
 
 use tokio::sync::Mutex;
 
-use super::drive::RunSink;
 use crate::check::Liveness;
 use crate::clock::Clock;
 use crate::history::Recorder;
@@ -23,7 +22,6 @@ pub(crate) async fn quiesce(
     capture: &impl Capture,
     pipeline: &Mutex<Pipeline>,
     recorder: &Recorder,
-    sink: &RunSink,
     clock: &Clock,
 ) -> (Liveness, Vec<(String, i32, i64)>) {
     let bound = scenario.pipeline.quiesce_timeout.as_duration();
@@ -34,8 +32,9 @@ pub(crate) async fn quiesce(
     loop {
         let delivery = capture.delivery(recorder).await;
         if delivery.in_kafka {
-            if let Ok(now) = pipeline.end_offsets().await {
-                ends = now;
+            match pipeline.end_offsets().await {
+                Ok(now) => ends = now,
+                Err(e) => tracing::debug!(error = %e, "quiesce: end offsets not read"),
             }
         }
         if delivery.complete && !ends.is_empty() && pipeline.caught_up(&ends) {
@@ -58,7 +57,7 @@ pub(crate) async fn quiesce(
                     ends = now;
                 }
             }
-            pending.extend(consumers_pending(&sink.offsets(), &ends));
+            pending.extend(consumers_pending(&pipeline.positions(), &ends));
             return (
                 Liveness::TimedOut {
                     waited_ms: began.elapsed().as_millis() as u64,

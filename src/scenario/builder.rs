@@ -316,6 +316,7 @@ impl Fault {
             target,
             duration: None,
             latency: None,
+            after: None,
         }
     }
 

@@ -60,15 +60,22 @@ pub enum CountVar {
     TruncatedAcked,
     /// Changes deleted by retention before a consumer read them.
     RetentionLost,
+    /// Lost changes a consumer group's acknowledged commit had passed before they were written (at most once).
+    CommittedBeforeWritten,
 }
 
 impl CountVar {
-    pub const ALL: [CountVar; 2] = [CountVar::TruncatedAcked, CountVar::RetentionLost];
+    pub const ALL: [CountVar; 3] = [
+        CountVar::TruncatedAcked,
+        CountVar::RetentionLost,
+        CountVar::CommittedBeforeWritten,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
             CountVar::TruncatedAcked => "truncated_acked",
             CountVar::RetentionLost => "retention_lost",
+            CountVar::CommittedBeforeWritten => "committed_before_written",
         }
     }
 
@@ -180,6 +187,9 @@ pub struct Expect {
     pub reordered: Count,
     pub retention_lost: Count,
     pub final_state: FinalState,
+    /// Group mode: rebalances after the group first formed (generations past the first). Judged only when set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rebalances: Option<Count>,
 }
 
 impl Default for Expect {
@@ -190,6 +200,7 @@ impl Default for Expect {
             reordered: Count::Exactly(0),
             retention_lost: Count::Exactly(0),
             final_state: FinalState::Equal,
+            rebalances: None,
         }
     }
 }

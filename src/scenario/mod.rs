@@ -13,6 +13,7 @@ mod builder;
 mod expect;
 mod images;
 mod location;
+mod pipeline;
 pub mod target;
 pub mod units;
 mod validate;
@@ -29,6 +30,7 @@ use crate::workload::{Mix, WorkloadSpec};
 pub use builder::ScenarioBuilder;
 pub use expect::{Count, CountVar, Expect, FinalState, Relation};
 pub use images::ImageChoices;
+pub use pipeline::{Assignment, Assignor, CommitPolicy, ConsumerEvent, EventKind, Pipeline, Sink};
 pub use target::FaultTarget;
 pub use units::{Bytes, Millis};
 pub(crate) use validate::fault_problems;
@@ -418,32 +420,6 @@ impl Workload {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Sink {
-    Memory,
-    Mysql,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct Pipeline {
-    pub consumers: u32,
-    pub sink: Sink,
-    /// After the workload ends: how long capture and consumers get to catch up before a liveness failure.
-    pub quiesce_timeout: Millis,
-}
-
-impl Default for Pipeline {
-    fn default() -> Pipeline {
-        Pipeline {
-            consumers: 1,
-            sink: Sink::Memory,
-            quiesce_timeout: Millis(60_000),
-        }
-    }
-}
-
 /// Which Debezium connector the capture is (or imitates).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -535,6 +511,11 @@ pub struct Fault {
     /// For `latency`: the delay added to each request.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub latency: Option<Millis>,
+    /// Fire at the first such consumer event once `at` has passed, instead of at `at` (group mode): the
+    /// consumer waits at the event until the fault is done, so "killed between its commit and its write" is
+    /// certain, not a matter of timing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<ConsumerEvent>,
 }
 
 /// A scenario with every default filled in.

@@ -36,6 +36,8 @@ pub enum FaultTarget {
         partition: u32,
     },
     Controller,
+    /// The broker coordinating the pipeline's consumer group (group mode) when the fault fires.
+    Coordinator,
     Connector,
     Consumer(u32),
 }
@@ -74,6 +76,7 @@ impl FaultTarget {
                 | FaultTarget::FollowerOf { .. }
                 | FaultTarget::FollowersOf { .. }
                 | FaultTarget::Controller
+                | FaultTarget::Coordinator
         )
     }
 
@@ -90,7 +93,7 @@ impl FaultTarget {
 
 const FORMS: &str =
     "\"broker 2\", \"leader of <topic> partition <n>\", \"a follower of <topic> partition <n>\", \
-                     \"followers of <topic> partition <n>\", \"the controller\", \"the connector\" or \"consumer <n>\"";
+                     \"followers of <topic> partition <n>\", \"the controller\", \"the group coordinator\", \"the connector\" or \"consumer <n>\"";
 
 /// Parses a target; the error says what forms exist.
 pub fn parse_target(text: &str) -> Result<FaultTarget, String> {
@@ -111,6 +114,7 @@ pub fn parse_target(text: &str) -> Result<FaultTarget, String> {
         }
         ["broker", n] => Ok(FaultTarget::Broker(number(n, "the broker id")?)),
         ["controller"] => Ok(FaultTarget::Controller),
+        ["coordinator"] | ["group", "coordinator"] => Ok(FaultTarget::Coordinator),
         ["connector"] | ["capture"] => Ok(FaultTarget::Connector),
         ["consumer", n] => Ok(FaultTarget::Consumer(number(n, "the consumer number")?)),
         [role @ ("leader" | "follower" | "followers"), "of", rest @ ..] => {
@@ -148,6 +152,7 @@ impl fmt::Display for FaultTarget {
                 write!(f, "followers of {topic} partition {partition}")
             }
             FaultTarget::Controller => f.write_str("the controller"),
+            FaultTarget::Coordinator => f.write_str("the group coordinator"),
             FaultTarget::Connector => f.write_str("the connector"),
             FaultTarget::Consumer(n) => write!(f, "consumer {n}"),
         }

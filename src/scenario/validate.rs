@@ -290,7 +290,11 @@ pub(super) fn check(s: &Scenario, doc: &Located) -> Vec<ScenarioError> {
         .map(|t| t.settings.partitions)
         .max()
         .unwrap_or(0);
-    if s.pipeline.consumers > most_partitions {
+    for (key, message) in super::pipeline::group_problems(s) {
+        err(&[Key("pipeline"), Key(key)], message);
+    }
+    if s.pipeline.consumers > most_partitions && s.pipeline.assignment == super::Assignment::Manual
+    {
         err(
             &[Key("pipeline"), Key("consumers")],
             format!("expected at most {most_partitions} consumers (the most partitions of any change topic), found {}; add partitions or use fewer consumers", s.pipeline.consumers),
@@ -435,6 +439,17 @@ pub(crate) fn fault_problems(s: &Scenario, f: &super::Fault) -> Vec<(&'static st
         err("action",
             format!("crash (losing the unflushed log) exists only on the embedded backend, but `backends` also lists {}", off_embedded.join(", ")),
         );
+    }
+    if f.target == FaultTarget::Coordinator && s.pipeline.assignment != super::Assignment::Group {
+        err(
+            "target",
+            "the group coordinator exists for a consumer group; set [pipeline] assignment = \"group\"".into(),
+        );
+    }
+    if let Some(event) = f.after {
+        if let Some(message) = super::pipeline::event_problem(s, event) {
+            err("after", message);
+        }
     }
     if f.action == FaultAction::Latency && f.latency.is_none() {
         err(

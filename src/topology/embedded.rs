@@ -54,7 +54,11 @@ impl Topology for EmbeddedTopology {
                 Coordination::Zookeeper => MetadataMode::Zookeeper,
                 Coordination::Kraft => MetadataMode::Kraft,
             })
-            .auto_create_topics(false);
+            .auto_create_topics(false)
+            // As the local backend's brokers (and Kafka's own config/server.properties) have it: a consumer
+            // group forms at once, its offsets in one partition.
+            .group_initial_rebalance_delay(Duration::ZERO)
+            .offsets_topic_partitions(1);
         if scenario.topology.clock == ClockMode::Real {
             // The local backend's brokers check retention every second (tuned down from Kafka's 5 minutes so a
             // scenario finishes in minutes); on a real clock the embedded cluster does the same, so a retention
@@ -169,6 +173,12 @@ impl BrokerFaults for EmbeddedTopology {
 
     async fn controller(&self) -> Result<BrokerId, String> {
         Ok(self.cluster.controller())
+    }
+
+    async fn group_coordinator(&self, group: &str) -> Result<BrokerId, String> {
+        self.cluster.group_coordinator(group).ok_or_else(|| {
+            format!("group {group} has no coordinator (its offsets partition has no leader)")
+        })
     }
 
     async fn broker_fault(

@@ -11,8 +11,8 @@ use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::{
-    BrokerId, CreateTopicsRequest, DescribeConfigsRequest, ListOffsetsRequest, MetadataRequest,
-    TopicName,
+    BrokerId, CreateTopicsRequest, DescribeConfigsRequest, FindCoordinatorRequest,
+    ListOffsetsRequest, MetadataRequest, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 
@@ -350,6 +350,48 @@ async fn topic_configs_from(
         .into_iter()
         .filter_map(|config| Some((config.name.to_string(), config.value?.to_string())))
         .collect())
+}
+
+/// The broker coordinating consumer group `group` (FindCoordinator, key type 0), asking each bootstrap in turn.
+pub(crate) async fn find_coordinator(bootstraps: &[String], group: &str) -> Result<i32, String> {
+    let mut failures = Vec::new();
+    for bootstrap in bootstraps {
+        match find_coordinator_from(bootstrap, group).await {
+            Ok(id) => return Ok(id),
+            Err(reason) => failures.push(format!("{bootstrap}: {reason}")),
+        }
+    }
+    Err(format!(
+        "FindCoordinator for group {group}: {}",
+        failures.join("; ")
+    ))
+}
+
+async fn find_coordinator_from(bootstrap: &str, group: &str) -> Result<i32, String> {
+    let connection = BrokerConnection::connect(bootstrap, CLIENT_ID, REQUEST_TIMEOUT)
+        .await
+        .map_err(|e| e.to_string())?;
+    let version = connection
+        .version::<FindCoordinatorRequest>((1, 3))
+        .ok_or("the broker speaks no FindCoordinator version from 1 to 3")?;
+    let request = FindCoordinatorRequest::default()
+        .with_key(StrBytes::from_string(group.to_owned()))
+        .with_key_type(0);
+    let answer = connection
+        .call(&request, version, REQUEST_TIMEOUT)
+        .await
+        .map_err(|e| e.to_string())?;
+    if answer.error_code != 0 {
+        return Err(format!(
+            "error code {}: {}",
+            answer.error_code,
+            answer
+                .error_message
+                .map(|m| m.to_string())
+                .unwrap_or_default()
+        ));
+    }
+    Ok(answer.node_id.0)
 }
 
 /// ListOffsets `timestamp` for the log start offset.

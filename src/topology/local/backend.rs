@@ -362,6 +362,13 @@ impl BrokerFaults for LocalBackend {
             .ok_or_else(|| "the cluster names no controller".to_string())
     }
 
+    async fn group_coordinator(&self, group: &str) -> Result<BrokerId, String> {
+        let bootstraps = self.topology.lock().await.bootstrap_list();
+        super::admin::find_coordinator(&bootstraps, group)
+            .await
+            .map(BrokerId)
+    }
+
     async fn broker_fault(
         &self,
         action: FaultAction,

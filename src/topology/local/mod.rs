@@ -371,7 +371,7 @@ impl LocalTopology {
 
     /// The brokers' addresses for the harness's own admin requests: isolated brokers last, since one isolated
     /// from everyone answers nothing and one isolated from its peers answers with stale metadata.
-    fn bootstrap_list(&self) -> Vec<String> {
+    pub(crate) fn bootstrap_list(&self) -> Vec<String> {
         let mut brokers: Vec<&LocalBroker> = self.brokers.iter().collect();
         brokers.sort_by_key(|broker| (self.network.isolation(broker.id).is_some(), broker.id));
         brokers.into_iter().map(LocalBroker::address).collect()
