@@ -37,8 +37,9 @@ fn is_zero(n: &u64) -> bool {
     *n == 0
 }
 
-/// Why a group consumer delivered a change again: the first rebalance event of the partition between the two
-/// deliveries (`Some(true, text)`), or none (`Some(false, text)`). `None` without a consumer group.
+/// Why a group consumer delivered a change again (`Some(true, text)`: a rebalance; `Some(false, text)`: none).
+/// Delivered by two consumers: the assignment that gave the partition to the second. By one: the first rebalance
+/// event of the partition between the two deliveries, if any. `None` without a consumer group.
 pub(super) fn cause(
     history: &History,
     first: &Consumed,
@@ -48,10 +49,24 @@ pub(super) fn cause(
         return None;
     }
     let tp = (first.topic.clone(), first.partition);
-    let moved = history
-        .group
-        .iter()
-        .find(|e| e.at_ms >= first.at_ms && e.at_ms <= again.at_ms && e.partitions().contains(&tp));
+    let on_partition =
+        |e: &&crate::history::GroupEvent| e.at_ms <= again.at_ms && e.partitions().contains(&tp);
+    let moved = if first.consumer != again.consumer {
+        // Two members wrote it, so the partition moved to the second, whenever the first wrote: a member that
+        // lost the partition (removed for polling too slowly) still writes what it had polled.
+        let events = || history.group.iter().rev().filter(on_partition);
+        events()
+            .find(|e| {
+                e.consumer == again.consumer && matches!(e.kind, GroupEventKind::Assigned { .. })
+            })
+            .or_else(|| events().next())
+    } else {
+        history
+            .group
+            .iter()
+            .filter(on_partition)
+            .find(|e| e.at_ms >= first.at_ms)
+    };
     Some(match moved {
         Some(e) => {
             let what = match &e.kind {
