@@ -223,7 +223,14 @@ fn main() -> ExitCode {
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 // rskafka warns of every connection a fault cuts; the pipeline reports reads that keep failing.
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,rskafka=error")),
+                // librdkafka (group mode) logs what the scenario's faults cause — a member leaving past
+                // max.poll.interval.ms, a dead coordinator's refused connections — which the history and the
+                // report's group line already say: RUST_LOG=librdkafka=warn,rdkafka=warn shows them.
+                .unwrap_or_else(|_| {
+                    tracing_subscriber::EnvFilter::new(
+                        "warn,rskafka=error,librdkafka=off,rdkafka=off",
+                    )
+                }),
         )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
