@@ -5,6 +5,7 @@ use std::io::IsTerminal;
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use tracing_subscriber::EnvFilter;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use openmrs_etl_harness::cli::test::TestArgs;
@@ -221,15 +222,10 @@ enum Failure {
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                // rskafka warns of every connection a fault cuts; the pipeline reports reads that keep failing.
-                // librdkafka (group mode) logs what the scenario's faults cause — a member leaving past
-                // max.poll.interval.ms, a dead coordinator's refused connections — which the history and the
-                // report's group line already say: RUST_LOG=librdkafka=warn,rdkafka=warn shows them.
+            EnvFilter::try_from_default_env()
+                // rskafka and librdkafka log what the faults cause (the history has it); RUST_LOG shows it.
                 .unwrap_or_else(|_| {
-                    tracing_subscriber::EnvFilter::new(
-                        "warn,rskafka=error,librdkafka=off,rdkafka=off",
-                    )
+                    EnvFilter::new("warn,rskafka=error,librdkafka=off,rdkafka=off")
                 }),
         )
         .with_writer(std::io::stderr)
