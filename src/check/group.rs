@@ -20,7 +20,7 @@ pub struct GroupCounts {
     pub lost_assignments: u64,
     pub commits: u64,
     pub commits_refused: u64,
-    /// Members that left: killed, removed for polling too slowly.
+    /// Members that left: killed, removed for polling too slowly (not the clean closes at the end of the run).
     pub departures: u64,
 }
 
@@ -45,10 +45,8 @@ pub(super) fn counts(history: &History) -> Option<GroupCounts> {
             GroupEventKind::Lost { .. } => c.lost_assignments += 1,
             GroupEventKind::Committed { .. } => c.commits += 1,
             GroupEventKind::CommitFailed { .. } => c.commits_refused += 1,
-            GroupEventKind::Left { why } if why != "closed at the end of the run" => {
-                c.departures += 1
-            }
-            GroupEventKind::Left { .. } => {}
+            GroupEventKind::Left { .. } => c.departures += 1,
+            GroupEventKind::Closed => {}
         }
     }
     if c.first_generation == i32::MAX {

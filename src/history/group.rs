@@ -31,8 +31,10 @@ pub enum GroupEventKind {
         auto: bool,
         error: String,
     },
-    /// The member left the group or stopped (killed, stopped, or removed for polling too slowly).
+    /// The member left the group or stopped (killed, or removed for polling too slowly).
     Left { why: String },
+    /// The member closed cleanly at the end of the run (LeaveGroup; with auto-commit, a last commit).
+    Closed,
     /// Every member that starts with the run had its first assignment: the stream starts in this generation
     /// (recorded once, by the pipeline, with consumer 0).
     Formed,

@@ -236,7 +236,7 @@ impl MemberState {
                 return self.die(consumer);
             }
             if self.closing.load(Ordering::SeqCst) {
-                self.left(&consumer, "closed at the end of the run");
+                consumer.context().record(&consumer, GroupEventKind::Closed);
                 // Dropping closes: LeaveGroup, and with auto-commit one last commit.
                 drop(consumer);
                 return;
