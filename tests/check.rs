@@ -213,6 +213,7 @@ fn finals() -> FinalStates {
     FinalStates {
         sink: table.clone(),
         oracle: table,
+        foreign: None,
     }
 }
 

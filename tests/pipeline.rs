@@ -1073,6 +1073,7 @@ fn config(cluster: &Cluster, consumers: u32, partitions: i32) -> PipelineConfig 
             .collect(),
         bootstrap: cluster.bootstrap_servers(),
         group: None,
+        command: None,
     }
 }
 
@@ -1114,6 +1115,7 @@ fn assignment_deals_sorted_partitions_round_robin() {
         topics: vec![("b".into(), 3), ("a".into(), 2)],
         bootstrap: String::new(),
         group: None,
+        command: None,
     };
     let a = config.assignment();
     assert_eq!(
@@ -1265,6 +1267,7 @@ async fn a_dead_cluster_is_an_error_not_a_hang() {
                 topics: vec![("t".into(), 1)],
                 bootstrap: addr.to_string(),
                 group: None,
+                command: None,
             },
             Arc::new(MemorySink::new()),
             Recorder::new(0),

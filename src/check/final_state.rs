@@ -53,6 +53,9 @@ pub struct FinalStateDiff {
     pub different: u64,
     /// The first few, in (patient_id, encounter_id) order.
     pub examples: Vec<RowDiff>,
+    /// A command ETL's table against its oracle query (then the counts are rows of that table).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub table: Option<super::foreign::TableDiff>,
 }
 
 pub(crate) fn diff(sink: &FlatTable, oracle: &FlatTable) -> FinalStateDiff {

@@ -51,6 +51,7 @@ mod deliveries;
 mod duplicates;
 mod events;
 mod final_state;
+mod foreign;
 mod group;
 mod index;
 mod liveness;
@@ -73,6 +74,9 @@ pub use duplicates::{Duplicate, Duplicates};
 pub use events::ClusterCounts;
 use events::EventRanges;
 pub use final_state::{FieldDiff, FinalStateDiff, RowDiff, RowDiffKind};
+pub use foreign::{
+    compare as compare_tables, normalise, not_comparable, Cell, CellKind, ForeignFinal, TableDiff,
+};
 pub use group::GroupCounts;
 use index::{SourceIndex, TopicPartitions};
 pub use liveness::Liveness;
@@ -95,6 +99,9 @@ pub const EXAMPLES: usize = 5;
 pub struct FinalStates {
     pub sink: FlatTable,
     pub oracle: FlatTable,
+    /// A command ETL's table against its oracle query: then the delivery checks have nothing to read (the
+    /// harness does not see what the program consumed) and the loss is what the table lacks.
+    pub foreign: Option<ForeignFinal>,
 }
 
 /// Everything the checkers found.
@@ -148,6 +155,15 @@ pub fn all(history: &History, finals: &FinalStates, liveness: &Liveness) -> Anal
     };
     let offset_gaps = offset_gaps(history, &events, &deliveries, &tps);
 
+    if let Some(foreign) = &finals.foreign {
+        return foreign_analysis(
+            history,
+            foreign,
+            liveness,
+            events.counts,
+            source_counts(history),
+        );
+    }
     Analysis {
         source: source_counts(history),
         consumed: deliveries.counts.clone(),
@@ -162,6 +178,40 @@ pub fn all(history: &History, finals: &FinalStates, liveness: &Liveness) -> Anal
         cluster: events.counts,
         group: group::counts(history),
         latency_ms: deliveries.latency_ms,
+    }
+}
+
+/// A command ETL's analysis: the table comparison, the loss it shows (missing rows), attributed to
+/// acknowledgements ahead of writes when the program's progress had reached every partition's end.
+fn foreign_analysis(
+    history: &History,
+    foreign: &ForeignFinal,
+    liveness: &Liveness,
+    cluster: ClusterCounts,
+    source: SourceCounts,
+) -> Analysis {
+    // Rows of the batch result the table lacks or holds stale: what the ETL lost.
+    let missing = foreign.diff.missing + foreign.diff.different;
+    let acknowledged = foreign.progress_complete && missing > 0;
+    Analysis {
+        source,
+        consumed: ConsumedCounts::default(),
+        lost: LostChanges {
+            count: missing,
+            committed_before_written: if acknowledged { missing } else { 0 },
+            unexplained: if acknowledged { 0 } else { missing },
+            ..LostChanges::default()
+        },
+        duplicates: Duplicates::default(),
+        reordered: Reorders::default(),
+        offset_gaps: OffsetGaps::default(),
+        phantoms: Phantoms::default(),
+        retention_loss: RetentionLoss::default(),
+        final_state: foreign.diff.clone(),
+        liveness: liveness.clone(),
+        cluster,
+        group: group::counts(history),
+        latency_ms: None,
     }
 }
 

@@ -590,12 +590,13 @@ impl Nemesis {
             Resolved::Consumer(n) => {
                 let mut pipeline = t.pipeline().lock().await;
                 match action {
-                    FaultAction::Kill | FaultAction::Pause => {
-                        pipeline.kill_consumer(n).await.map_err(|e| text(&e))
-                    }
-                    FaultAction::Restart | FaultAction::Resume => {
+                    FaultAction::Kill => pipeline.kill_consumer(n).await.map_err(|e| text(&e)),
+                    FaultAction::Stop => pipeline.stop_consumer(n).await.map_err(|e| text(&e)),
+                    FaultAction::Pause => pipeline.pause_consumer(n).await.map_err(|e| text(&e)),
+                    FaultAction::Restart => {
                         pipeline.restart_consumer(n).await.map_err(|e| text(&e))
                     }
+                    FaultAction::Resume => pipeline.resume_consumer(n).await.map_err(|e| text(&e)),
                     FaultAction::Stall => {
                         let d = if self.virtual_clock {
                             VIRTUAL_STALL_BOUND

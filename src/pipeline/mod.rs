@@ -23,6 +23,7 @@
 //! recorded as [`Consumed`] before it is applied, so a kill between the two shows as a redelivery, never as
 //! data the history does not explain.
 
+mod command;
 pub mod decode;
 mod failures;
 mod group;
@@ -43,6 +44,7 @@ use tokio::task::{JoinHandle, JoinSet};
 use crate::clock::Clock;
 use crate::history::{Consumed, Recorder};
 
+pub use command::{CommandConfig, COMMAND_SINK_DATABASE, PROGRESS_TABLE};
 pub use decode::{decode, DecodeError, DecodeProblem, Decoded};
 pub use group::{Gate, GroupConfig};
 pub use sink::{Batch, MemorySink, MySqlSink, Sink, SinkError, SinkRecord};
@@ -67,6 +69,8 @@ pub struct PipelineConfig {
     pub bootstrap: String,
     /// Group mode: one consumer group through librdkafka instead of the fixed assignment.
     pub group: Option<GroupConfig>,
+    /// A team's ETL instead of the built-in consumers (`kind = "command"`).
+    pub command: Option<CommandConfig>,
 }
 
 impl PipelineConfig {
@@ -113,6 +117,8 @@ pub enum PipelineError {
         partition: i32,
         waited: Duration,
     },
+    #[error("the command ETL: {0}")]
+    Command(String),
     #[error("there is no consumer {consumer}: consumers are numbered 1..={consumers}")]
     NoSuchConsumer { consumer: u32, consumers: u32 },
     #[error("consumer events exist in group mode only ([pipeline] assignment = \"group\")")]
@@ -151,6 +157,8 @@ pub struct Pipeline {
     /// Partition clients for [`Pipeline::end_offsets`], made on first use.
     offset_clients: tokio::sync::Mutex<BTreeMap<(String, i32), Arc<PartitionClient>>>,
     topics: Vec<(String, i32)>,
+    /// `kind = "command"`: the team's processes, instead of consumers.
+    command: Option<command::CommandEtlProcesses>,
 }
 
 impl Pipeline {
@@ -234,7 +242,12 @@ impl Pipeline {
                 .collect(),
             offset_clients: tokio::sync::Mutex::new(BTreeMap::new()),
             topics: config.topics,
+            command: None,
         };
+        if let Some(command) = config.command {
+            pipeline.command = Some(command::CommandEtlProcesses::start(command).await?);
+            return Ok(pipeline);
+        }
         for n in (1..=config.consumers).filter(|n| !later.contains(n)) {
             pipeline.spawn(n)?;
         }
@@ -281,7 +294,10 @@ impl Pipeline {
 
     /// Group mode: waits until every running member has had its first assignment (the group formed), so the
     /// schedule's times count from a working group; at most `bound`. Manual mode: at once.
-    pub async fn group_formed(&self, bound: Duration) -> Result<(), PipelineError> {
+    pub async fn group_formed(&mut self, bound: Duration) -> Result<(), PipelineError> {
+        if let Some(command) = &mut self.command {
+            return command.ready(bound).await;
+        }
         let Some(group) = &self.group else {
             return Ok(());
         };
@@ -357,6 +373,9 @@ impl Pipeline {
 
     /// The consumer group's id (group mode).
     pub fn group_id(&self) -> Option<String> {
+        if let Some(command) = &self.command {
+            return command.group_id();
+        }
         self.group.as_ref().map(|g| g.config.group_id.clone())
     }
 
@@ -370,6 +389,9 @@ impl Pipeline {
     /// Kills consumer `n` (1-based) and waits until it has stopped: what it applied stays, what it was reading
     /// is read again by its replacement.
     pub async fn kill_consumer(&mut self, consumer: u32) -> Result<(), PipelineError> {
+        if let Some(command) = &mut self.command {
+            return command.kill(consumer);
+        }
         if let Some(member) = self.slot(consumer)?.member.take() {
             member.kill().await;
         }
@@ -382,8 +404,38 @@ impl Pipeline {
 
     /// Starts consumer `n` again (killing it first if it runs), from the offsets stored in the sink.
     pub async fn restart_consumer(&mut self, consumer: u32) -> Result<(), PipelineError> {
+        if let Some(command) = &mut self.command {
+            return command.restart(consumer).await;
+        }
         self.kill_consumer(consumer).await?;
         self.spawn(consumer)
+    }
+
+    /// A command ETL's instance `n` gets SIGTERM (SIGKILL after its grace); the built-in consumers have no clean
+    /// stop of their own (validation refuses it).
+    pub async fn stop_consumer(&mut self, consumer: u32) -> Result<(), PipelineError> {
+        match &mut self.command {
+            Some(command) => command.stop(consumer).await,
+            None => Err(PipelineError::Command(
+                "stop applies to a command ETL's processes".into(),
+            )),
+        }
+    }
+
+    /// `pause`: a command ETL's process is frozen (SIGSTOP); a built-in consumer is killed.
+    pub async fn pause_consumer(&mut self, consumer: u32) -> Result<(), PipelineError> {
+        match &mut self.command {
+            Some(command) => command.freeze(consumer, true),
+            None => self.kill_consumer(consumer).await,
+        }
+    }
+
+    /// `resume`: a command ETL's process goes on (SIGCONT); a built-in consumer starts again.
+    pub async fn resume_consumer(&mut self, consumer: u32) -> Result<(), PipelineError> {
+        match &mut self.command {
+            Some(command) => command.freeze(consumer, false),
+            None => self.restart_consumer(consumer).await,
+        }
     }
 
     /// Consumer `n` fetches nothing for `duration` (real time) from now; it keeps its partitions.
@@ -392,6 +444,9 @@ impl Pipeline {
         consumer: u32,
         duration: Duration,
     ) -> Result<(), PipelineError> {
+        if let Some(command) = &mut self.command {
+            return command.stall(consumer, duration);
+        }
         let slot = self.slot(consumer)?;
         if let Some(member) = &slot.member {
             member.stall(duration);
@@ -506,12 +561,36 @@ impl Pipeline {
     /// Where the consumers stand: the sink's offsets, or in group mode with group commits the group's
     /// acknowledged commits.
     pub fn positions(&self) -> BTreeMap<(String, i32), i64> {
+        if let Some(command) = &self.command {
+            return command.positions();
+        }
         match &self.group {
             Some(g) if g.config.commit != crate::scenario::CommitPolicy::WithSink => {
                 lock(&g.committed).clone()
             }
             _ => self.shared.sink.offsets(),
         }
+    }
+
+    /// Reads a command ETL's progress again (its group's committed offsets or its progress row), for
+    /// [`Pipeline::positions`]; the built-in consumers' is always current.
+    pub async fn refresh_progress(&mut self) {
+        if let Some(command) = &self.command {
+            command.refresh_progress().await;
+        }
+    }
+
+    /// A command ETL's instances that exited on their own (each with its log).
+    pub fn exited(&mut self) -> Vec<String> {
+        self.command
+            .as_mut()
+            .map(|c| c.exited())
+            .unwrap_or_default()
+    }
+
+    /// Whether the ETL is a team's program.
+    pub fn is_command(&self) -> bool {
+        self.command.is_some()
     }
 
     /// Records no consumer could decode (skipped, with where they were).
@@ -522,6 +601,9 @@ impl Pipeline {
     /// Stops every consumer.
     /// Group members leave the group (and auto-commit once more), as consumers stopping cleanly do.
     pub async fn shutdown(mut self) {
+        if let Some(command) = self.command.take() {
+            command.shutdown().await;
+        }
         for n in 1..=self.consumers.len() as u32 {
             if let Ok(slot) = self.slot(n) {
                 if let Some(member) = slot.member.take() {

@@ -252,6 +252,15 @@ fn verdicts(expect: &Expect, a: &Analysis) -> Vec<Verdict> {
         count("phantoms", Count::Exactly(0), a.phantoms.count),
     ];
     verdicts.extend(rebalances);
+    if a.final_state.table.is_some() {
+        // A team's ETL: the harness does not see what it read, so the delivery checks have nothing to judge.
+        verdicts.retain(|v| {
+            !matches!(
+                v.invariant,
+                "duplicates" | "reordered" | "offset_gaps" | "phantoms" | "retention_lost"
+            )
+        });
+    }
     verdicts
 }
 

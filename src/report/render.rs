@@ -83,11 +83,22 @@ pub(super) fn terminal(r: &Report) -> String {
         "source    {} commits, {} snapshot reads, {} changes",
         a.source.commits, a.source.snapshot_reads, a.source.changes
     );
-    let _ = writeln!(
-        out,
-        "consumed  {} records ({} tombstones), {} distinct changes",
-        a.consumed.records, a.consumed.tombstones, a.consumed.changes_delivered
-    );
+    match &a.final_state.table {
+        Some(t) => {
+            let _ = writeln!(
+                out,
+                "consumed  not seen: a team's ETL, judged by its table {} against oracle_sql over the source's final state",
+                t.table
+            );
+        }
+        None => {
+            let _ = writeln!(
+                out,
+                "consumed  {} records ({} tombstones), {} distinct changes",
+                a.consumed.records, a.consumed.tombstones, a.consumed.changes_delivered
+            );
+        }
+    }
     let c = &a.cluster;
     let _ = writeln!(
         out,
@@ -268,6 +279,18 @@ fn failure_lines(out: &mut String, v: &Verdict, a: &Analysis) {
         let _ = writeln!(out, "    {text}");
     };
     match v.invariant {
+        "lost" if a.final_state.table.is_some() => {
+            let l = &a.lost;
+            line(format!(
+                "{} rows of the batch result missing from the ETL's table or stale there: {}",
+                l.count,
+                if l.committed_before_written > 0 {
+                    "committed before written (the ETL's progress had passed every record, so it acknowledged what it never wrote)"
+                } else {
+                    "unexplained (the ETL's progress never reached the end)"
+                }
+            ));
+        }
         "lost" => {
             let l = &a.lost;
             let mut causes = format!(
@@ -347,6 +370,20 @@ fn failure_lines(out: &mut String, v: &Verdict, a: &Analysis) {
                 "sink {} rows, oracle {} rows: {} missing, {} extra, {} different",
                 f.sink_rows, f.oracle_rows, f.missing, f.extra, f.different
             ));
+            if let Some(t) = &f.table {
+                if let Some(problem) = &t.problem {
+                    line(format!("{}: {problem}", t.table));
+                }
+                for row in &t.missing_examples {
+                    line(format!("missing from {}: {row}", t.table));
+                }
+                for row in &t.different_examples {
+                    line(format!("differs in {}: {row}", t.table));
+                }
+                for row in &t.extra_examples {
+                    line(format!("only in {}: {row}", t.table));
+                }
+            }
             for e in &f.examples {
                 let kind = match e.kind {
                     RowDiffKind::Missing => "missing from the sink",

@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use crate::cdc::CaptureConfig;
 use crate::client::{self, ProducerConfig};
-use crate::pipeline::{GroupConfig, PipelineConfig};
-use crate::scenario::{self, Assignment, Scenario};
+use crate::pipeline::{CommandConfig, GroupConfig, PipelineConfig};
+use crate::scenario::{self, Assignment, PipelineKind, Scenario};
 
 /// The scenario's `[producer]` settings as the harness producer's config; what a scenario does not set keeps
 /// [`ProducerConfig::default`].
@@ -75,8 +75,36 @@ pub(crate) fn pipeline(scenario: &Scenario, bootstrap: impl Into<String>) -> Pip
             .map(|t| (t.name, t.settings.partitions as i32))
             .collect(),
         bootstrap: bootstrap.into(),
-        group: (scenario.pipeline.assignment == Assignment::Group).then(|| group(scenario)),
+        group: (scenario.pipeline.assignment == Assignment::Group
+            && scenario.pipeline.kind == PipelineKind::BuiltIn)
+            .then(|| group(scenario)),
+        command: None,
     }
+}
+
+/// A command ETL's settings: the scenario's `[pipeline.command]`, the run's topics and group, the server its
+/// sink database goes on, where its logs go.
+pub(crate) fn command(
+    scenario: &Scenario,
+    pipeline: &PipelineConfig,
+    server_url: &str,
+    log_dir: std::path::PathBuf,
+) -> Option<CommandConfig> {
+    let etl = scenario.pipeline.command.clone()?;
+    Some(CommandConfig {
+        etl,
+        instances: scenario.pipeline.consumers,
+        group_id: group_id(scenario),
+        bootstrap: pipeline.bootstrap.clone(),
+        topics: pipeline.topics.clone(),
+        seed: scenario.seed,
+        server_url: server_url.to_owned(),
+        log_dir,
+    })
+}
+
+fn group_id(scenario: &Scenario) -> String {
+    format!("etl-harness-{}", scenario.topics.prefix)
 }
 
 /// Group mode's settings. The group is named after the run's topic prefix, which a reused topology renames
@@ -84,7 +112,7 @@ pub(crate) fn pipeline(scenario: &Scenario, bootstrap: impl Into<String>) -> Pip
 fn group(scenario: &Scenario) -> GroupConfig {
     let p = &scenario.pipeline;
     GroupConfig {
-        group_id: format!("etl-harness-{}", scenario.topics.prefix),
+        group_id: group_id(scenario),
         commit: p.commit,
         assignor: p.assignor,
         session_timeout: p.session_timeout.as_duration(),

@@ -6,16 +6,17 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::Mutex;
 
+use super::foreign::ForeignSink;
 use super::host::Host;
 use super::{configure, judge, pace, quiesce, RunError, RunOptions, RunOutcome};
-use crate::check::FinalStates;
+use crate::check::{FinalStates, ForeignFinal, Liveness};
 use crate::history::Recorder;
 use crate::live::{LiveLink, Ready, StreamState};
 use crate::model::flat::{self, FlatTable};
 use crate::nemesis::Nemesis;
 use crate::pipeline::sink::{MemorySink, MySqlSink, DEFAULT_SINK_SCHEMA};
 use crate::pipeline::Pipeline;
-use crate::scenario::{Scenario, Sink as SinkKind};
+use crate::scenario::{PipelineKind, Scenario, Sink as SinkKind};
 use crate::source::Source;
 use crate::topology::capture::Capture;
 use crate::topology::Topology;
@@ -58,8 +59,23 @@ pub(crate) async fn drive<T: Topology>(
     capture.start(scenario, &recorder).await?;
     phase("capture started");
 
-    let config = configure::pipeline(scenario, endpoints.bootstrap_servers.clone());
-    let (pipeline, sink) = match scenario.pipeline.sink {
+    let mut config = configure::pipeline(scenario, endpoints.bootstrap_servers.clone());
+    // A team's ETL writes its own sink database on a MariaDB server (the backend's, or one started for it).
+    let foreign = match scenario.pipeline.kind {
+        PipelineKind::Command => {
+            let sink = ForeignSink::open(scenario, endpoints.database_url.as_deref()).await?;
+            config.command =
+                configure::command(scenario, &config, sink.server_url(), sink.log_dir());
+            Some(sink)
+        }
+        PipelineKind::BuiltIn => None,
+    };
+    let sink_kind = if foreign.is_some() {
+        SinkKind::Memory
+    } else {
+        scenario.pipeline.sink
+    };
+    let (mut pipeline, sink) = match sink_kind {
         SinkKind::Memory => {
             let sink = Arc::new(MemorySink::new());
             let pipeline =
@@ -179,17 +195,25 @@ pub(crate) async fn drive<T: Topology>(
     phase("quiesced");
     pipeline.into_inner().shutdown().await;
     let sink_table = sink.flat_table().await;
-    let oracle = capture
-        .final_images()
-        .await
-        .map(|images| flat::build(&images));
+    let images = capture.final_images().await;
     let acknowledged = capture.finish(&ends, &recorder).await;
     let cluster_events = topology.cluster_events().await;
     phase("capture and cluster-event feed stopped");
 
-    let finals = FinalStates {
-        sink: sink_table?,
-        oracle: oracle?,
+    let images = images?;
+    let finals = match &foreign {
+        Some(judge) => FinalStates {
+            foreign: Some(ForeignFinal {
+                diff: judge.judge(&images).await?,
+                progress_complete: liveness == Liveness::Quiesced,
+            }),
+            ..FinalStates::default()
+        },
+        None => FinalStates {
+            sink: sink_table?,
+            oracle: flat::build(&images),
+            foreign: None,
+        },
     };
     let mut history = recorder.finish(cluster_events, ends);
     if let Some(produced) = acknowledged {

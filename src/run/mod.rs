@@ -22,6 +22,7 @@
 pub(crate) mod configure;
 pub mod diff;
 mod drive;
+mod foreign;
 mod host;
 mod pace;
 mod quiesce;

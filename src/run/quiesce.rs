@@ -28,8 +28,9 @@ pub(crate) async fn quiesce(
     let poll = capture.poll_interval();
     let began = Instant::now();
     let mut ends = Vec::new();
-    let pipeline = pipeline.lock().await;
+    let mut pipeline = pipeline.lock().await;
     loop {
+        pipeline.refresh_progress().await;
         let delivery = capture.delivery(recorder).await;
         if delivery.in_kafka {
             match pipeline.end_offsets().await {
@@ -58,6 +59,7 @@ pub(crate) async fn quiesce(
                 }
             }
             pending.extend(consumers_pending(&pipeline.positions(), &ends));
+            pending.extend(pipeline.exited());
             return (
                 Liveness::TimedOut {
                     waited_ms: began.elapsed().as_millis() as u64,

@@ -10,6 +10,7 @@
 //! Fault targets are parsed here but resolved only when a fault fires (see [`target`]).
 
 mod builder;
+mod command;
 mod expect;
 mod images;
 mod location;
@@ -28,6 +29,7 @@ use serde::{Deserialize, Serialize, Serializer};
 use crate::model::schema;
 use crate::workload::{Mix, WorkloadSpec};
 pub use builder::ScenarioBuilder;
+pub use command::{CommandEtl, Kind as PipelineKind, Progress};
 pub use expect::{Count, CountVar, Expect, FinalState, Relation};
 pub use images::ImageChoices;
 pub use pipeline::{Assignment, Assignor, CommitPolicy, ConsumerEvent, EventKind, Pipeline, Sink};
@@ -577,7 +579,11 @@ impl Scenario {
                 message: format!("cannot read the scenario file: {e}"),
             }])
         })?;
-        Scenario::parse(&text, &file)
+        let mut scenario = Scenario::parse(&text, &file)?;
+        if let Some(command) = &mut scenario.pipeline.command {
+            command.base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        }
+        Ok(scenario)
     }
 
     /// Parses and checks scenario text; `file` names it in errors.

@@ -75,6 +75,10 @@ impl Assignor {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Pipeline {
+    /// The harness's own ETL, or a team's program (`[pipeline.command]`).
+    pub kind: super::command::Kind,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<super::command::CommandEtl>,
     pub consumers: u32,
     pub sink: Sink,
     /// After the workload ends: how long capture and consumers get to catch up before a liveness failure.
@@ -103,6 +107,8 @@ pub struct Pipeline {
 impl Default for Pipeline {
     fn default() -> Pipeline {
         Pipeline {
+            kind: super::command::Kind::BuiltIn,
+            command: None,
             consumers: 1,
             sink: Sink::Memory,
             quiesce_timeout: Millis(60_000),
@@ -115,6 +121,20 @@ impl Default for Pipeline {
             auto_commit_interval: Millis(5_000),
             group_instance_id: None,
             join_later: Vec::new(),
+        }
+    }
+}
+
+impl Pipeline {
+    /// Whether the run's ETL is in a consumer group: the built-in ETL in group mode, or a command ETL whose
+    /// progress is its group's committed offsets.
+    pub fn uses_group(&self) -> bool {
+        match (self.kind, &self.command) {
+            (super::command::Kind::Command, Some(c)) => {
+                c.progress == super::command::Progress::GroupOffsets
+            }
+            (super::command::Kind::Command, None) => false,
+            (super::command::Kind::BuiltIn, _) => self.assignment == Assignment::Group,
         }
     }
 }
@@ -184,6 +204,10 @@ pub(super) fn group_problems(s: &super::Scenario) -> Vec<(&'static str, String)>
     let p = &s.pipeline;
     let mut out = Vec::new();
     let defaults = Pipeline::default();
+    if p.kind == super::command::Kind::Command {
+        // A command ETL's own settings: `command::command_problems`.
+        return out;
+    }
     if p.assignment == Assignment::Manual {
         let group_only = [
             ("commit", p.commit != defaults.commit),
@@ -264,6 +288,9 @@ pub(super) fn group_problems(s: &super::Scenario) -> Vec<(&'static str, String)>
 /// What is wrong with a fault's `after` event.
 pub(super) fn event_problem(s: &super::Scenario, event: ConsumerEvent) -> Option<String> {
     let p = &s.pipeline;
+    if p.kind == super::command::Kind::Command {
+        return Some("consumer events are the built-in ETL's: the harness does not see inside a command ETL; fault at a time instead".into());
+    }
     if p.assignment != Assignment::Group {
         return Some(
             "consumer events exist for a consumer group; set [pipeline] assignment = \"group\""

@@ -293,7 +293,12 @@ pub(super) fn check(s: &Scenario, doc: &Located) -> Vec<ScenarioError> {
     for (key, message) in super::pipeline::group_problems(s) {
         err(&[Key("pipeline"), Key(key)], message);
     }
-    if s.pipeline.consumers > most_partitions && s.pipeline.assignment == super::Assignment::Manual
+    for (key, message) in super::command::command_problems(s) {
+        err(&[Key("pipeline"), Key(key)], message);
+    }
+    if s.pipeline.consumers > most_partitions
+        && s.pipeline.assignment == super::Assignment::Manual
+        && s.pipeline.kind == super::command::Kind::BuiltIn
     {
         err(
             &[Key("pipeline"), Key("consumers")],
@@ -414,6 +419,18 @@ pub(crate) fn fault_problems(s: &Scenario, f: &super::Fault) -> Vec<(&'static st
             FaultAction::Pause,
             FaultAction::Resume,
         ]
+    } else if s.pipeline.kind == super::PipelineKind::Command
+        && matches!(f.target, FaultTarget::Consumer(_))
+    {
+        // A process: SIGTERM (stop), SIGKILL, a new process, SIGSTOP for a while or until resumed.
+        &[
+            FaultAction::Stop,
+            FaultAction::Kill,
+            FaultAction::Restart,
+            FaultAction::Stall,
+            FaultAction::Pause,
+            FaultAction::Resume,
+        ]
     } else {
         &[
             FaultAction::Kill,
@@ -440,7 +457,7 @@ pub(crate) fn fault_problems(s: &Scenario, f: &super::Fault) -> Vec<(&'static st
             format!("crash (losing the unflushed log) exists only on the embedded backend, but `backends` also lists {}", off_embedded.join(", ")),
         );
     }
-    if f.target == FaultTarget::Coordinator && s.pipeline.assignment != super::Assignment::Group {
+    if f.target == FaultTarget::Coordinator && !s.pipeline.uses_group() {
         err(
             "target",
             "the group coordinator exists for a consumer group; set [pipeline] assignment = \"group\"".into(),

@@ -79,6 +79,14 @@ fn container_exit(code: i64) -> ExitStatus {
 
 impl ServiceProcess {
     pub(crate) fn spawn(spec: &ServiceCommand) -> Result<Self, LocalError> {
+        ServiceProcess::spawn_with_env(spec, &[])
+    }
+
+    /// [`ServiceProcess::spawn`] with more environment variables (a process of this machine only: a team's ETL).
+    pub(crate) fn spawn_with_env(
+        spec: &ServiceCommand,
+        env: &[(String, String)],
+    ) -> Result<Self, LocalError> {
         let spawn_error = |source: io::Error| LocalError::Spawn {
             service: spec.name.clone(),
             program: spec.program.display().to_string(),
@@ -122,6 +130,7 @@ impl ServiceProcess {
         let mut command = Command::new(&spec.program);
         command
             .args(&spec.args)
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .current_dir(&spec.working_dir)
             .stdin(Stdio::null())
             .stdout(log)
@@ -306,7 +315,7 @@ impl ServiceProcess {
         self.poll_exit().is_some()
     }
 
-    fn poll_exit(&mut self) -> Option<ExitStatus> {
+    pub(crate) fn poll_exit(&mut self) -> Option<ExitStatus> {
         if let Runner::Container(id) = &self.runner {
             if self.exit_status.is_none() {
                 match bridge::state(id) {

@@ -1,0 +1,203 @@
+"""A small streaming ETL for the harness to judge: OpenMRS change events (Debezium JSON) from Kafka into a flat
+encounter table in MariaDB, coded against the contract in docs/your-etl.md.
+
+The table, one row per non-voided encounter whose person exists:
+
+    flat_encounter(encounter_id, patient_id, encounter_type, location_id, visit_id, encounter_datetime,
+                   gender, birthdate, obs_count)   -- obs_count: the encounter's non-voided obs
+
+How: each instance is a member of the consumer group ETL_HARNESS_GROUP_ID over every topic of
+ETL_HARNESS_TOPICS. It mirrors the columns it needs of `encounter`, `person` and `obs` into src_* tables, then
+rebuilds the flat rows the batch touched, all in one database transaction. Records of other tables are read and
+skipped (their offsets are committed all the same: the harness waits for every partition).
+
+    --commit after-write    (default) commit the batch's offsets after its transaction: at least once; a replay
+                            rewrites the same rows, so the table ends right.
+    --commit before-write   commit before writing: at most once. A kill between the two loses the batch — the
+                            bug the harness is there to catch.
+"""
+
+import argparse
+import datetime
+import json
+import os
+import signal
+import sys
+import time
+
+import pymysql
+from confluent_kafka import Consumer, KafkaException
+
+EPOCH = datetime.datetime(1970, 1, 1)
+BATCH = 500
+
+SCHEMA = [
+    """CREATE TABLE IF NOT EXISTS src_encounter (
+        encounter_id BIGINT PRIMARY KEY, patient_id BIGINT, encounter_type BIGINT, location_id BIGINT,
+        visit_id BIGINT, encounter_datetime DATETIME(6), voided TINYINT NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS src_person (
+        person_id BIGINT PRIMARY KEY, gender VARCHAR(50), birthdate DATE)""",
+    """CREATE TABLE IF NOT EXISTS src_obs (
+        obs_id BIGINT PRIMARY KEY, encounter_id BIGINT, voided TINYINT NOT NULL, KEY (encounter_id))""",
+    """CREATE TABLE IF NOT EXISTS {table} (
+        encounter_id BIGINT PRIMARY KEY, patient_id BIGINT, encounter_type BIGINT, location_id BIGINT,
+        visit_id BIGINT, encounter_datetime DATETIME(6), gender VARCHAR(50), birthdate DATE, obs_count INT)""",
+]
+
+REBUILD = """INSERT INTO {table}
+    SELECT e.encounter_id, e.patient_id, e.encounter_type, e.location_id, e.visit_id, e.encounter_datetime,
+           p.gender, p.birthdate,
+           (SELECT COUNT(*) FROM src_obs o WHERE o.encounter_id = e.encounter_id AND o.voided = 0)
+    FROM src_encounter e JOIN src_person p ON p.person_id = e.patient_id
+    WHERE e.voided = 0 AND e.encounter_id IN ({ids})"""
+
+COLUMNS = {
+    "encounter": ("encounter_id", ["encounter_id", "patient_id", "encounter_type", "location_id", "visit_id",
+                                   "encounter_datetime", "voided"]),
+    "person": ("person_id", ["person_id", "gender", "birthdate"]),
+    "obs": ("obs_id", ["obs_id", "encounter_id", "voided"]),
+}
+
+
+def env(name):
+    value = os.environ.get(name)
+    if value is None:
+        sys.exit(f"etl.py: {name} is not set (the harness sets it; see docs/your-etl.md)")
+    return value
+
+
+def field_types(schema, image):
+    """Debezium's logical type of every column of the `before`/`after` struct: {column: name or None}."""
+    for f in schema.get("fields", []):
+        if f.get("field") == image:
+            return {c["field"]: c.get("name") for c in f.get("fields", [])}
+    return {}
+
+
+def sql_value(value, logical):
+    if value is None:
+        return None
+    if logical == "io.debezium.time.Timestamp":
+        return EPOCH + datetime.timedelta(milliseconds=value)
+    if logical == "io.debezium.time.MicroTimestamp":
+        return EPOCH + datetime.timedelta(microseconds=value)
+    if logical == "io.debezium.time.Date":
+        return (EPOCH + datetime.timedelta(days=value)).date()
+    if isinstance(value, bool):
+        return int(value)
+    return value
+
+
+def row(envelope, image):
+    values = envelope["payload"].get(image)
+    if values is None:
+        return None
+    types = field_types(envelope.get("schema", {}), image)
+    return {k: sql_value(v, types.get(k)) for k, v in values.items()}
+
+
+class Etl:
+    def __init__(self, table, db):
+        self.table = table
+        self.db = db
+        with db.cursor() as c:
+            for statement in SCHEMA:
+                c.execute(statement.format(table=table))
+        db.commit()
+
+    def apply(self, messages):
+        """Applies a batch in one transaction: the mirrors, then the flat rows it touched."""
+        touched, persons = set(), set()
+        with self.db.cursor() as c:
+            for m in messages:
+                if m.value() is None:
+                    continue  # a tombstone: the delete before it did the work
+                table = m.topic().rsplit(".", 1)[-1]
+                if table not in COLUMNS:
+                    continue
+                envelope = json.loads(m.value())
+                key, columns = COLUMNS[table]
+                before, after = row(envelope, "before"), row(envelope, "after")
+                if after is None:
+                    c.execute(f"DELETE FROM src_{table} WHERE {key} = %s", (before[key],))
+                else:
+                    values = [after.get(col) for col in columns]
+                    c.execute(
+                        f"REPLACE INTO src_{table} ({', '.join(columns)}) VALUES ({', '.join(['%s'] * len(columns))})",
+                        values,
+                    )
+                for image in (before, after):
+                    if image is None:
+                        continue
+                    if table == "person":
+                        persons.add(image["person_id"])
+                    elif image.get("encounter_id") is not None:
+                        touched.add(image["encounter_id"])
+            if persons:
+                marks = ", ".join(["%s"] * len(persons))
+                c.execute(f"SELECT encounter_id FROM src_encounter WHERE patient_id IN ({marks})", list(persons))
+                touched.update(r[0] for r in c.fetchall())
+            if touched:
+                ids = ", ".join(str(int(i)) for i in sorted(touched))
+                c.execute(f"DELETE FROM {self.table} WHERE encounter_id IN ({ids})")
+                c.execute(REBUILD.format(table=self.table, ids=ids))
+        self.db.commit()
+
+
+def commit(consumer):
+    """A synchronous commit of what was consumed; one refused in a rebalance is logged (the records come again)."""
+    try:
+        consumer.commit(asynchronous=False)
+    except KafkaException as e:
+        print(f"etl-python: commit refused: {e}", flush=True)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--commit", choices=["after-write", "before-write"], default="after-write")
+    args = parser.parse_args()
+    instance = env("ETL_HARNESS_INSTANCE")
+    db = pymysql.connect(
+        host=env("ETL_HARNESS_SINK_HOST"),
+        port=int(env("ETL_HARNESS_SINK_PORT")),
+        user=env("ETL_HARNESS_SINK_USER"),
+        password=os.environ.get("ETL_HARNESS_SINK_PASSWORD", ""),
+        database=env("ETL_HARNESS_SINK_DATABASE"),
+        autocommit=False,
+    )
+    etl = Etl(env("ETL_HARNESS_TABLE"), db)
+    consumer = Consumer({
+        "bootstrap.servers": env("ETL_HARNESS_BOOTSTRAP_SERVERS"),
+        "group.id": env("ETL_HARNESS_GROUP_ID"),
+        "client.id": f"etl-python-{instance}",
+        "auto.offset.reset": "earliest",
+        "enable.auto.commit": False,
+        "session.timeout.ms": 6000,
+        "heartbeat.interval.ms": 1000,
+        "topic.metadata.refresh.interval.ms": 1000,
+    })
+    stopping = []
+    signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
+    consumer.subscribe(env("ETL_HARNESS_TOPICS").split(","))
+    print(f"etl-python {instance}: consuming, commit {args.commit}", flush=True)
+    applied = 0
+    while not stopping:
+        messages = [m for m in consumer.consume(num_messages=BATCH, timeout=0.2) if not m.error()]
+        if not messages:
+            continue
+        if args.commit == "before-write":
+            commit(consumer)
+            etl.apply(messages)
+        else:
+            etl.apply(messages)
+            commit(consumer)
+        applied += len(messages)
+    consumer.close()
+    print(f"etl-python {instance}: stopped after {applied} records", flush=True)
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except KafkaException as e:
+        sys.exit(f"etl-python: {e}")

@@ -1,0 +1,207 @@
+//! `[pipeline] kind = "command"` and `[pipeline.command]`: a team's own ETL as the system under test — the
+//! program the harness starts (once per consumer), how the harness knows it caught up, which table of its
+//! MariaDB sink it judges, and the batch query that says what that table must hold. The contract the program
+//! codes against is docs/your-etl.md.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use super::Millis;
+
+/// Which ETL the run judges.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    /// The harness's own ETL (manual assignment or a consumer group).
+    #[default]
+    BuiltIn,
+    /// A team's program, started `consumers` times with the documented environment.
+    Command,
+}
+
+/// How a command ETL shows how far it got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Progress {
+    /// The offsets it commits for its consumer group (`ETL_HARNESS_GROUP_ID`).
+    #[default]
+    GroupOffsets,
+    /// A table in its sink, `etl_progress (topic, partition, next_offset)`, written with the data: for ETLs that
+    /// keep their offsets outside Kafka (Spark checkpoints, offsets stored with the data).
+    SinkTable,
+}
+
+impl Progress {
+    pub fn name(self) -> &'static str {
+        match self {
+            Progress::GroupOffsets => "group_offsets",
+            Progress::SinkTable => "sink_table",
+        }
+    }
+}
+
+/// `[pipeline.command]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CommandEtl {
+    /// The program and its arguments. A program with a `/` in its name is relative to the scenario file's
+    /// directory, which is also its working directory.
+    pub run: Vec<String>,
+    #[serde(default)]
+    pub progress: Progress,
+    /// The table the ETL builds in its sink database (`ETL_HARNESS_SINK_DATABASE`).
+    pub table: String,
+    /// The batch query over the source's final state (an OpenMRS schema in a scratch database) whose rows the
+    /// table must hold, as a multiset, column by column (the query's column names).
+    pub oracle_sql: String,
+    /// Floating-point values are compared rounded to this many significant digits.
+    #[serde(default = "default_float_digits")]
+    pub float_digits: u32,
+    /// How long a `stop` (SIGTERM), and the end of the run, wait before SIGKILL.
+    #[serde(default = "default_stop_grace")]
+    pub stop_grace: Millis,
+    /// More environment for the program (the harness's own `ETL_HARNESS_*` variables win).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
+    /// The scenario file's directory (set when the file is loaded; the current directory otherwise).
+    #[serde(skip)]
+    pub base_dir: PathBuf,
+}
+
+fn default_float_digits() -> u32 {
+    12
+}
+
+fn default_stop_grace() -> Millis {
+    Millis(5_000)
+}
+
+/// What is wrong with `[pipeline]` for its kind, key by key (`command.run` names `[pipeline.command]`'s keys).
+pub(super) fn command_problems(s: &super::Scenario) -> Vec<(&'static str, String)> {
+    let p = &s.pipeline;
+    let mut out = Vec::new();
+    match (p.kind, &p.command) {
+        (Kind::BuiltIn, None) => return out,
+        (Kind::BuiltIn, Some(_)) => out.push((
+            "command",
+            "[pipeline.command] describes a team's ETL; set [pipeline] kind = \"command\"".into(),
+        )),
+        (Kind::Command, None) => out.push((
+            "kind",
+            "kind = \"command\" needs [pipeline.command] with run, table and oracle_sql (docs/your-etl.md)"
+                .into(),
+        )),
+        (Kind::Command, Some(c)) => {
+            if c.run.first().is_none_or(|p| p.trim().is_empty()) {
+                out.push((
+                    "command",
+                    "run: expected the program and its arguments, e.g. run = [\"./etl.sh\"]".into(),
+                ));
+            }
+            if !valid_identifier(&c.table) {
+                out.push(("command", format!("table: expected a table name of letters, digits and _, found \"{}\"", c.table)));
+            }
+            if c.oracle_sql.trim().is_empty() {
+                out.push((
+                    "command",
+                    "oracle_sql: expected the batch query the table must equal".into(),
+                ));
+            }
+            if !(1..=17).contains(&c.float_digits) {
+                out.push((
+                    "command",
+                    format!(
+                        "float_digits: expected 1 to 17 significant digits, found {}",
+                        c.float_digits
+                    ),
+                ));
+            }
+            if s.topology.clock == super::ClockMode::Virtual {
+                out.push(("kind", "a command ETL runs in real time; set [topology] clock = \"real\"".into()));
+            }
+            let defaults = super::Pipeline::default();
+            let built_in_only = [
+                ("assignment", p.assignment != defaults.assignment),
+                ("commit", p.commit != defaults.commit),
+                ("assignor", p.assignor != defaults.assignor),
+                (
+                    "session_timeout",
+                    p.session_timeout != defaults.session_timeout,
+                ),
+                (
+                    "max_poll_interval",
+                    p.max_poll_interval != defaults.max_poll_interval,
+                ),
+                (
+                    "auto_commit_interval",
+                    p.auto_commit_interval != defaults.auto_commit_interval,
+                ),
+                ("group_instance_id", p.group_instance_id.is_some()),
+                ("join_later", !p.join_later.is_empty()),
+                ("sink", p.sink != defaults.sink),
+            ];
+            for (key, set) in built_in_only {
+                if set {
+                    out.push((key, format!("{key} configures the built-in ETL; a command ETL chooses its own (its sink is the harness's MariaDB, docs/your-etl.md)")));
+                }
+            }
+        }
+    }
+    out
+}
+
+fn valid_identifier(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::scenario::Scenario;
+
+    const BASE: &str =
+        "name = \"c\"\n[topology]\nclock = \"real\"\n[workload]\noperations = 300\nrate = 100\n";
+
+    fn errors(extra: &str) -> String {
+        match Scenario::parse(&format!("{BASE}{extra}"), "c.toml") {
+            Ok(_) => String::new(),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn a_command_etl_scenario_parses_with_its_defaults() {
+        let text = "[pipeline]\nkind = \"command\"\nconsumers = 2\n[pipeline.command]\nrun = [\"./etl.sh\", \"--fast\"]\ntable = \"flat_encounter\"\noracle_sql = \"SELECT 1 AS one\"\n";
+        let s = Scenario::parse(&format!("{BASE}{text}"), "c.toml").expect("valid");
+        let c = s.pipeline.command.expect("command");
+        assert_eq!(c.run, ["./etl.sh", "--fast"]);
+        assert_eq!(c.progress, super::Progress::GroupOffsets);
+        assert_eq!(c.float_digits, 12);
+        assert_eq!(c.stop_grace.0, 5_000);
+    }
+
+    #[test]
+    fn command_settings_are_refused_with_their_place() {
+        let e = errors("[pipeline]\nkind = \"command\"\n");
+        assert!(
+            e.contains("c.toml:8:") && e.contains("pipeline.kind: kind = \"command\" needs"),
+            "{e}"
+        );
+        let e =
+            errors("[pipeline.command]\nrun = [\"x\"]\ntable = \"t\"\noracle_sql = \"SELECT 1\"\n");
+        assert!(e.contains("set [pipeline] kind = \"command\""), "{e}");
+        let e = errors("[pipeline]\nkind = \"command\"\ncommit = \"after_write\"\n[pipeline.command]\nrun = []\ntable = \"a-b\"\noracle_sql = \" \"\n");
+        assert!(
+            e.contains("pipeline.commit: commit configures the built-in ETL"),
+            "{e}"
+        );
+        assert!(e.contains("run: expected the program"), "{e}");
+        assert!(e.contains("table: expected a table name"), "{e}");
+        assert!(e.contains("oracle_sql: expected the batch query"), "{e}");
+        let e = errors("[pipeline]\nkind = \"command\"\n[pipeline.command]\nrun = [\"x\"]\ntable = \"t\"\noracle_sql = \"SELECT 1\"\nfloat_digits = 0\nmystery = 1\n");
+        assert!(e.contains("mystery"), "{e}");
+    }
+}
