@@ -15,6 +15,9 @@ skipped (their offsets are committed all the same: the harness waits for every p
                             rewrites the same rows, so the table ends right.
     --commit before-write   commit before writing: at most once. A kill between the two loses the batch — the
                             bug the harness is there to catch.
+
+With ETL_HARNESS_PROGRESS=sink_table it commits nothing to Kafka: the next offset of each partition is stored in
+`etl_progress` in the batch's own transaction, and a partition it is assigned starts there (effectively once).
 """
 
 import argparse
@@ -26,7 +29,7 @@ import sys
 import time
 
 import pymysql
-from confluent_kafka import Consumer, KafkaException
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException
 
 EPOCH = datetime.datetime(1970, 1, 1)
 BATCH = 500
@@ -39,6 +42,9 @@ SCHEMA = [
         person_id BIGINT PRIMARY KEY, gender VARCHAR(50), birthdate DATE)""",
     """CREATE TABLE IF NOT EXISTS src_obs (
         obs_id BIGINT PRIMARY KEY, encounter_id BIGINT, voided TINYINT NOT NULL, KEY (encounter_id))""",
+    """CREATE TABLE IF NOT EXISTS etl_progress (
+        topic VARCHAR(255) NOT NULL, `partition` INT NOT NULL, next_offset BIGINT NOT NULL,
+        PRIMARY KEY (topic, `partition`))""",
     """CREATE TABLE IF NOT EXISTS {table} (
         encounter_id BIGINT PRIMARY KEY, patient_id BIGINT, encounter_type BIGINT, location_id BIGINT,
         visit_id BIGINT, encounter_datetime DATETIME(6), gender VARCHAR(50), birthdate DATE, obs_count INT)""",
@@ -97,9 +103,10 @@ def row(envelope, image):
 
 
 class Etl:
-    def __init__(self, table, db):
+    def __init__(self, table, db, store_offsets):
         self.table = table
         self.db = db
+        self.store_offsets = store_offsets
         with db.cursor() as c:
             for statement in SCHEMA:
                 c.execute(statement.format(table=table))
@@ -141,7 +148,29 @@ class Etl:
                 ids = ", ".join(str(int(i)) for i in sorted(touched))
                 c.execute(f"DELETE FROM {self.table} WHERE encounter_id IN ({ids})")
                 c.execute(REBUILD.format(table=self.table, ids=ids))
+            if self.store_offsets:
+                ends = {}
+                for m in messages:
+                    key = (m.topic(), m.partition())
+                    ends[key] = max(ends.get(key, 0), m.offset() + 1)
+                c.executemany(
+                    "REPLACE INTO etl_progress (topic, `partition`, next_offset) VALUES (%s, %s, %s)",
+                    [(t, p, o) for (t, p), o in ends.items()],
+                )
         self.db.commit()
+
+    def stored_offsets(self, partitions):
+        """On assignment: each partition starts at the offset stored with the data (the beginning if none)."""
+        self.db.commit()  # a fresh snapshot of what is stored
+        with self.db.cursor() as c:
+            for p in partitions:
+                c.execute(
+                    "SELECT next_offset FROM etl_progress WHERE topic = %s AND `partition` = %s",
+                    (p.topic, p.partition),
+                )
+                found = c.fetchone()
+                p.offset = found[0] if found else OFFSET_BEGINNING
+        return partitions
 
 
 def commit(consumer):
@@ -165,7 +194,8 @@ def main():
         database=env("ETL_HARNESS_SINK_DATABASE"),
         autocommit=False,
     )
-    etl = Etl(env("ETL_HARNESS_TABLE"), db)
+    store_offsets = env("ETL_HARNESS_PROGRESS") == "sink_table"
+    etl = Etl(env("ETL_HARNESS_TABLE"), db, store_offsets)
     consumer = Consumer({
         "bootstrap.servers": env("ETL_HARNESS_BOOTSTRAP_SERVERS"),
         "group.id": env("ETL_HARNESS_GROUP_ID"),
@@ -178,14 +208,21 @@ def main():
     })
     stopping = []
     signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
-    consumer.subscribe(env("ETL_HARNESS_TOPICS").split(","))
-    print(f"etl-python {instance}: consuming, commit {args.commit}", flush=True)
+    topics = env("ETL_HARNESS_TOPICS").split(",")
+    if store_offsets:
+        consumer.subscribe(topics, on_assign=lambda c, ps: c.assign(etl.stored_offsets(ps)))
+    else:
+        consumer.subscribe(topics)
+    mode = "offsets stored with the data" if store_offsets else f"commit {args.commit}"
+    print(f"etl-python {instance}: consuming, {mode}", flush=True)
     applied = 0
     while not stopping:
         messages = [m for m in consumer.consume(num_messages=BATCH, timeout=0.2) if not m.error()]
         if not messages:
             continue
-        if args.commit == "before-write":
+        if store_offsets:
+            etl.apply(messages)
+        elif args.commit == "before-write":
             commit(consumer)
             etl.apply(messages)
         else:

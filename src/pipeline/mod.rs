@@ -7,6 +7,10 @@
 //! - [`Pipeline`]: C consumers reading with rskafka at explicit offsets taken from the sink (manual assignment),
 //!   or C members of one consumer group through librdkafka (`group`: group mode, commit policies, event faults;
 //!   `docs/consumer-groups.md`).
+//! - `command`: a team's own ETL (`kind = "command"`, `docs/your-etl.md`): its processes with the documented
+//!   environment, consumer faults as signals, its progress read from its group's committed offsets or its
+//!   `etl_progress` row. One manual reader of the harness's own follows every partition meanwhile, so the
+//!   capture's readiness and delivery checks (the snapshot read, the last commit in Kafka) work unchanged.
 //!
 //! ## Consumers (manual assignment)
 //!
@@ -174,10 +178,14 @@ impl Pipeline {
         }
         let mut assignment = config.assignment();
         let partitions = assignment.iter().map(Vec::len).sum();
-        if config.group.is_some() {
+        if config.command.is_some() {
+            // A team's ETL: one reader of the harness's own follows every partition, so the capture's view
+            // (the snapshot read, the last commit in Kafka) stays what it is with the built-in ETL.
+            assignment = vec![assignment.concat()];
+        } else if config.group.is_some() {
             // The coordinator assigns; more members than partitions is allowed (the spares stand by).
             assignment = vec![Vec::new(); config.consumers as usize];
-        } else if config.consumers as usize > partitions {
+        } else if config.consumers as usize > partitions && config.command.is_none() {
             return Err(PipelineError::MoreConsumersThanPartitions {
                 consumers: config.consumers,
                 partitions,
@@ -245,6 +253,7 @@ impl Pipeline {
             command: None,
         };
         if let Some(command) = config.command {
+            pipeline.spawn(1)?;
             pipeline.command = Some(command::CommandEtlProcesses::start(command).await?);
             return Ok(pipeline);
         }

@@ -122,26 +122,11 @@ pub(super) fn command_problems(s: &super::Scenario) -> Vec<(&'static str, String
                 out.push(("kind", "a command ETL runs in real time; set [topology] clock = \"real\"".into()));
             }
             let defaults = super::Pipeline::default();
-            let built_in_only = [
+            let mut built_in_only = vec![
                 ("assignment", p.assignment != defaults.assignment),
-                ("commit", p.commit != defaults.commit),
-                ("assignor", p.assignor != defaults.assignor),
-                (
-                    "session_timeout",
-                    p.session_timeout != defaults.session_timeout,
-                ),
-                (
-                    "max_poll_interval",
-                    p.max_poll_interval != defaults.max_poll_interval,
-                ),
-                (
-                    "auto_commit_interval",
-                    p.auto_commit_interval != defaults.auto_commit_interval,
-                ),
-                ("group_instance_id", p.group_instance_id.is_some()),
-                ("join_later", !p.join_later.is_empty()),
                 ("sink", p.sink != defaults.sink),
             ];
+            built_in_only.extend(super::pipeline::group_keys_set(p));
             for (key, set) in built_in_only {
                 if set {
                     out.push((key, format!("{key} configures the built-in ETL; a command ETL chooses its own (its sink is the harness's MariaDB, docs/your-etl.md)")));
@@ -166,10 +151,7 @@ mod tests {
         "name = \"c\"\n[topology]\nclock = \"real\"\n[workload]\noperations = 300\nrate = 100\n";
 
     fn errors(extra: &str) -> String {
-        match Scenario::parse(&format!("{BASE}{extra}"), "c.toml") {
-            Ok(_) => String::new(),
-            Err(e) => e.to_string(),
-        }
+        crate::scenario::errors_of(&format!("{BASE}{extra}"), "c.toml")
     }
 
     #[test]

@@ -682,3 +682,12 @@ impl Scenario {
             .unwrap_or_else(|e| format!("# cannot render the scenario: {e}\n"))
     }
 }
+
+/// The errors of scenario text as one string (empty when it parses): what the scenario tests assert on.
+#[cfg(test)]
+pub(crate) fn errors_of(text: &str, file: &str) -> String {
+    match Scenario::parse(text, file) {
+        Ok(_) => String::new(),
+        Err(e) => e.to_string(),
+    }
+}

@@ -199,34 +199,39 @@ impl<'de> Deserialize<'de> for ConsumerEvent {
     }
 }
 
+/// The group-mode keys, each with whether the file set it away from its default.
+pub(super) fn group_keys_set(p: &Pipeline) -> [(&'static str, bool); 7] {
+    let defaults = Pipeline::default();
+    [
+        ("commit", p.commit != defaults.commit),
+        ("assignor", p.assignor != defaults.assignor),
+        (
+            "session_timeout",
+            p.session_timeout != defaults.session_timeout,
+        ),
+        (
+            "max_poll_interval",
+            p.max_poll_interval != defaults.max_poll_interval,
+        ),
+        (
+            "auto_commit_interval",
+            p.auto_commit_interval != defaults.auto_commit_interval,
+        ),
+        ("group_instance_id", p.group_instance_id.is_some()),
+        ("join_later", !p.join_later.is_empty()),
+    ]
+}
+
 /// What is wrong with `[pipeline]`'s group settings, key by key (the rest is checked with the other sections).
 pub(super) fn group_problems(s: &super::Scenario) -> Vec<(&'static str, String)> {
     let p = &s.pipeline;
     let mut out = Vec::new();
-    let defaults = Pipeline::default();
     if p.kind == super::command::Kind::Command {
         // A command ETL's own settings: `command::command_problems`.
         return out;
     }
     if p.assignment == Assignment::Manual {
-        let group_only = [
-            ("commit", p.commit != defaults.commit),
-            ("assignor", p.assignor != defaults.assignor),
-            (
-                "session_timeout",
-                p.session_timeout != defaults.session_timeout,
-            ),
-            (
-                "max_poll_interval",
-                p.max_poll_interval != defaults.max_poll_interval,
-            ),
-            (
-                "auto_commit_interval",
-                p.auto_commit_interval != defaults.auto_commit_interval,
-            ),
-            ("group_instance_id", p.group_instance_id.is_some()),
-            ("join_later", !p.join_later.is_empty()),
-        ];
+        let group_only = group_keys_set(p);
         for (key, set) in group_only {
             if set {
                 out.push((key, format!("{key} applies to a consumer group; set assignment = \"group\" (the manual assignment stores offsets with the data and never rebalances)")));
@@ -327,10 +332,7 @@ mod tests {
         "name = \"g\"\n[workload]\noperations = 300\nrate = 100\n[topics]\npartitions = 2\n";
 
     fn errors(extra: &str) -> String {
-        match Scenario::parse(&format!("{BASE}{extra}"), "g.toml") {
-            Ok(_) => String::new(),
-            Err(e) => e.to_string(),
-        }
+        crate::scenario::errors_of(&format!("{BASE}{extra}"), "g.toml")
     }
 
     #[test]
