@@ -90,6 +90,7 @@ fn extra_checks(name: &str) -> Option<fn(&RunOutcome)> {
         "group-commit-before-write" => group::commit_before_write_checks,
         "group-slow-consumer" => group::slow_consumer_checks,
         "group-static-member" => group::static_member_checks,
+        "group-coordinator-kill" => group::coordinator_kill_checks,
         _ => return None,
     })
 }

@@ -14,12 +14,11 @@ with the same offsets, then goes on. Running a batch twice leaves the same rows 
 delete-and-rebuild of the flat rows, the same progress row); the log says when a batch held records applied
 before.
 
-The checkpoint is one directory per run under ETL_PYSPARK_CHECKPOINTS (default: the system's temp dir), named by
-ETL_HARNESS_GROUP_ID and a token the job keeps in the sink database (`etl_pyspark_run`), which the harness makes
-anew for every run. The group id alone does not tell runs apart (on a fresh topology it is
-etl-harness-dbserver1 every time), and a checkpoint of an earlier run points past the ends of the new run's
-topics. The Kafka source's failOnDataLoss stays at its default (true): that is what stops the query then
-("offset was changed from 247 to 67, some data may have been missed") instead of skipping records.
+The checkpoint is in ETL_HARNESS_STATE_DIR, which the harness makes anew for every run and gives a restarted
+process again. (The group id alone does not tell runs apart: on a fresh topology it is etl-harness-dbserver1 every
+time, and a checkpoint of an earlier run points past the ends of the new run's topics.) The Kafka source's
+failOnDataLoss stays at its default (true): a checkpoint past a topic's end stops the query ("offset was changed
+from 247 to 67, some data may have been missed") instead of skipping records.
 
 SIGTERM stops the query and Spark and exits 0. The JVM is started with SIGTERM ignored, so the harness's SIGTERM
 to the process group reaches only this driver, and Spark is not shut down under it by its own signal handler.
@@ -29,9 +28,7 @@ import glob
 import os
 import signal
 import sys
-import tempfile
 import time
-import uuid
 
 import pymysql
 
@@ -65,17 +62,6 @@ class Record:
 
     def value(self):
         return self._value
-
-
-def run_token(db):
-    """This run's name for its checkpoint: made by the first process, read by every restarted one."""
-    with db.cursor() as c:
-        c.execute("CREATE TABLE IF NOT EXISTS etl_pyspark_run (id TINYINT PRIMARY KEY, token CHAR(32) NOT NULL)")
-        c.execute("INSERT IGNORE INTO etl_pyspark_run (id, token) VALUES (1, %s)", (uuid.uuid4().hex,))
-        c.execute("SELECT token FROM etl_pyspark_run WHERE id = 1")
-        token = c.fetchone()[0]
-    db.commit()
-    return token
 
 
 def stored_offsets(db):
@@ -127,7 +113,6 @@ def session():
 
 def main():
     instance = env("ETL_HARNESS_INSTANCE")
-    group = env("ETL_HARNESS_GROUP_ID")
     topics = env("ETL_HARNESS_TOPICS")
     if env("ETL_HARNESS_PROGRESS") != "sink_table":
         sys.exit('etl-pyspark: Spark keeps its offsets in its checkpoint: use progress = "sink_table"')
@@ -140,11 +125,7 @@ def main():
         autocommit=False,
     )
     etl = Etl(env("ETL_HARNESS_TABLE"), db, store_offsets=True)
-    checkpoint = os.path.join(
-        os.environ.get("ETL_PYSPARK_CHECKPOINTS") or os.path.join(tempfile.gettempdir(), "etl-pyspark"),
-        f"{group}-{run_token(db)}",
-        "checkpoint",
-    )
+    checkpoint = os.path.join(env("ETL_HARNESS_STATE_DIR"), "checkpoint")
     resuming = os.path.isdir(os.path.join(checkpoint, "offsets"))
 
     stopping = []

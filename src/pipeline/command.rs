@@ -80,8 +80,9 @@ impl CommandEtlProcesses {
         .map_err(|e| failed(format!("creating the sink database {COMMAND_SINK_DATABASE}: {e}")))?;
         let _ = conn.disconnect().await;
         let sink_url = sink_url(&opts);
-        std::fs::create_dir_all(&config.log_dir)
-            .map_err(|e| failed(format!("creating {}: {e}", config.log_dir.display())))?;
+        let state = config.log_dir.join("state");
+        std::fs::create_dir_all(&state)
+            .map_err(|e| failed(format!("creating {}: {e}", state.display())))?;
         let observer = match config.etl.progress {
             Progress::GroupOffsets => Some(Arc::new(observer(&config)?)),
             Progress::SinkTable => None,
@@ -143,6 +144,11 @@ impl CommandEtlProcesses {
                 ("ETL_HARNESS_INSTANCE", n.to_string()),
                 ("ETL_HARNESS_INSTANCES", c.instances.to_string()),
                 ("ETL_HARNESS_SEED", c.seed.to_string()),
+                (
+                    "ETL_HARNESS_STATE_DIR",
+                    self.state_dir().display().to_string(),
+                ),
+                ("ETL_HARNESS_RUN_ID", self.run_id()),
             ]
             .map(|(k, v)| (k.to_owned(), v)),
         );
@@ -167,6 +173,21 @@ impl CommandEtlProcesses {
             dir.clone()
         };
         std::fs::canonicalize(&dir).unwrap_or(dir)
+    }
+
+    /// A directory for what the ETL keeps outside its sink (checkpoints): new for every run, the same for a
+    /// restarted process.
+    fn state_dir(&self) -> PathBuf {
+        self.config.log_dir.join("state")
+    }
+
+    /// A name no other run has (the run's log directory's name).
+    fn run_id(&self) -> String {
+        self.config
+            .log_dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
     }
 
     pub(crate) fn log_path(&self, n: u32) -> PathBuf {

@@ -29,6 +29,7 @@
 
 mod command;
 pub mod decode;
+mod end_offsets;
 mod failures;
 mod group;
 mod manual;
@@ -40,7 +41,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rskafka::client::error::Error as ClientError;
-use rskafka::client::partition::{OffsetAt, PartitionClient, UnknownTopicHandling};
+use rskafka::client::partition::PartitionClient;
 use rskafka::client::{Client, ClientBuilder};
 use rskafka::BackoffConfig;
 use tokio::task::{JoinHandle, JoinSet};
@@ -497,53 +498,6 @@ impl Pipeline {
                 c.task.as_ref().is_some_and(|t| !t.is_finished())
                     || c.member.as_ref().is_some_and(group::Member::is_running)
             })
-    }
-
-    /// The high watermark of every partition of every change topic: `(topic, partition, end)`.
-    pub async fn end_offsets(&self) -> Result<Vec<(String, i32, i64)>, PipelineError> {
-        let mut out = Vec::new();
-        let mut clients = self.offset_clients.lock().await;
-        for (topic, count) in &self.topics {
-            for partition in 0..*count {
-                let key = (topic.clone(), partition);
-                let error = |source| PipelineError::ListOffsets {
-                    topic: topic.clone(),
-                    partition,
-                    source,
-                };
-                let pc = match clients.get(&key) {
-                    Some(pc) => pc.clone(),
-                    None => {
-                        let pc = Arc::new(
-                            self.shared
-                                .client
-                                .partition_client(topic, partition, UnknownTopicHandling::Error)
-                                .await
-                                .map_err(error)?,
-                        );
-                        clients.insert(key, pc.clone());
-                        pc
-                    }
-                };
-                // rskafka has no request timeout: a broker that never answers would hold this call forever.
-                let listed =
-                    tokio::time::timeout(REQUEST_DEADLINE, pc.get_offset(OffsetAt::Latest))
-                        .await
-                        .map_err(|_| PipelineError::ListOffsetsTimeout {
-                            topic: topic.clone(),
-                            partition,
-                            waited: REQUEST_DEADLINE,
-                        })
-                        .and_then(|r| r.map_err(error));
-                // A partition client that failed is made anew next time: rskafka's can keep asking a broker that
-                // stopped leading the partition (seen after the group coordinator's broker was restarted).
-                let end = listed.inspect_err(|_| {
-                    clients.remove(&(topic.clone(), partition));
-                })?;
-                out.push((topic.clone(), partition, end));
-            }
-        }
-        Ok(out)
     }
 
     /// Whether the sink's offsets have reached `ends` (as [`Pipeline::end_offsets`] returned them).

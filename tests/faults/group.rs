@@ -158,3 +158,24 @@ pub fn static_member_checks(o: &RunOutcome) {
         outline(h)
     );
 }
+
+/// The kill hit the group's coordinator (a broker), and the group felt it: commits refused while the coordinator
+/// moved, then the consumers committed again (nothing lost: checked by the scenario's expectations).
+pub fn coordinator_kill_checks(o: &RunOutcome) {
+    let h = &o.history;
+    let kill = h
+        .faults
+        .iter()
+        .find(|f| f.action == "kill")
+        .expect("the kill was recorded");
+    assert!(
+        kill.error.is_none() && kill.resolved.starts_with("broker "),
+        "the coordinator kill: {kill:?}"
+    );
+    let group = o.report.analysis.group.as_ref().expect("a group summary");
+    assert!(
+        group.commits_refused >= 1 && group.commits > group.commits_refused,
+        "no commit refused while the coordinator moved, or none made after: {group:?}\n{}",
+        outline(h)
+    );
+}

@@ -80,11 +80,19 @@ pub async fn list(daemon: &Daemon) -> Result<Vec<Ours>, String> {
         .all(true)
         .filters(&filters)
         .build();
-    let containers = daemon
-        .docker
-        .list_containers(Some(options))
-        .await
-        .map_err(|e| format!("listing the harness's containers: {e}"))?;
+    // podman reports a container between its exit and its cleanup as `stopped`, a state bollard cannot decode;
+    // it lasts milliseconds, so the list is asked for again (as the bridge asks again for an inspection).
+    let mut attempt = 0;
+    let containers = loop {
+        match daemon.docker.list_containers(Some(options.clone())).await {
+            Ok(list) => break list,
+            Err(e) if attempt < 20 && e.to_string().contains("unknown variant `stopped`") => {
+                attempt += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            Err(e) => return Err(format!("listing the harness's containers: {e}")),
+        }
+    };
     Ok(containers
         .into_iter()
         .filter_map(|c| {
