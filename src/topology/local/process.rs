@@ -14,6 +14,7 @@ use std::net::{Ipv4Addr, TcpListener};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{mpsc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -434,12 +435,37 @@ where
 
 /// A TCP port on 127.0.0.1 that was free a moment ago.
 pub(crate) fn free_loopback_port() -> Result<u16, LocalError> {
+    // Not a port the kernel picks (port 0): those come from the ephemeral range, which every outgoing connection
+    // also draws from, so between this check and the service's own bind a client socket could take it (seen: a
+    // broker failing with "Address already in use"). Ports below the ephemeral range are only ever listened on.
+    static CURSOR: AtomicU32 = AtomicU32::new(0);
+    let (low, high) = (10_000u32, ephemeral_low().clamp(10_001, 65_535));
+    let span = high - low;
+    let seed = std::process::id().wrapping_mul(7_919)
+        ^ std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+    for _ in 0..256 {
+        let step = CURSOR.fetch_add(1, Ordering::Relaxed);
+        let port = low + seed.wrapping_add(step.wrapping_mul(97)) % span;
+        if TcpListener::bind((Ipv4Addr::LOCALHOST, port as u16)).is_ok() {
+            return Ok(port as u16);
+        }
+    }
     let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
         .map_err(|e| LocalError::io("binding a free port on", "127.0.0.1:0", e))?;
     listener
         .local_addr()
         .map(|addr| addr.port())
         .map_err(|e| LocalError::io("reading the port of", "127.0.0.1:0", e))
+}
+
+/// The first port of the kernel's ephemeral range (32768 when it cannot be read).
+fn ephemeral_low() -> u32 {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|t| t.split_whitespace().next().and_then(|n| n.parse().ok()))
+        .unwrap_or(32_768)
 }
 
 #[cfg(test)]
@@ -474,6 +500,19 @@ mod tests {
                 (pgrp == group && state != "Z").then_some(pid)
             })
             .collect()
+    }
+
+    #[test]
+    fn free_ports_are_below_the_ephemeral_range_and_not_handed_out_twice() {
+        let a = free_loopback_port().expect("a port");
+        let b = free_loopback_port().expect("a port");
+        assert_ne!(a, b);
+        for port in [a, b] {
+            assert!(
+                u32::from(port) < ephemeral_low() && port >= 10_000,
+                "{port}"
+            );
+        }
     }
 
     #[test]
