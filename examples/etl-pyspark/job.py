@@ -30,11 +30,9 @@ import signal
 import sys
 import time
 
-import pymysql
-
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "etl-python"))
-from etl import Etl  # noqa: E402  (../etl-python/etl.py: the same table, the same transaction)
+from etl import Etl, connect_sink  # noqa: E402  (../etl-python/etl.py: the same table, the same transaction)
 
 from pyspark.sql import SparkSession  # noqa: E402
 
@@ -116,15 +114,7 @@ def main():
     topics = env("ETL_HARNESS_TOPICS")
     if env("ETL_HARNESS_PROGRESS") != "sink_table":
         sys.exit('etl-pyspark: Spark keeps its offsets in its checkpoint: use progress = "sink_table"')
-    db = pymysql.connect(
-        host=env("ETL_HARNESS_SINK_HOST"),
-        port=int(env("ETL_HARNESS_SINK_PORT")),
-        user=env("ETL_HARNESS_SINK_USER"),
-        password=os.environ.get("ETL_HARNESS_SINK_PASSWORD", ""),
-        database=env("ETL_HARNESS_SINK_DATABASE"),
-        autocommit=False,
-    )
-    etl = Etl(env("ETL_HARNESS_TABLE"), db, store_offsets=True)
+    etl = Etl(env("ETL_HARNESS_TABLE"), connect_sink(), store_offsets=True)
     checkpoint = os.path.join(env("ETL_HARNESS_STATE_DIR"), "checkpoint")
     resuming = os.path.isdir(os.path.join(checkpoint, "offsets"))
 

@@ -53,9 +53,9 @@ pub struct FinalStateDiff {
     pub different: u64,
     /// The first few, in (patient_id, encounter_id) order.
     pub examples: Vec<RowDiff>,
-    /// A command ETL's table against its oracle query (then the counts are rows of that table).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub table: Option<super::foreign::TableDiff>,
+    /// A command ETL's tables against its oracle (then the counts are rows of those tables).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tables: Vec<super::foreign::TableDiff>,
 }
 
 pub(crate) fn diff(sink: &FlatTable, oracle: &FlatTable) -> FinalStateDiff {

@@ -20,8 +20,15 @@ pub type Cell = Option<String>;
 pub struct TableDiff {
     /// `database.table` as read.
     pub table: String,
-    /// The oracle query's columns, the ones compared.
+    /// What it was judged against: `oracle_sql`, or a built-in oracle's name.
+    pub oracle: String,
+    /// The oracle's columns, the ones compared.
     pub columns: Vec<String>,
+    /// This table's rows: the oracle's, and how many of them are missing, only in the table, or different.
+    pub oracle_rows: u64,
+    pub missing: u64,
+    pub extra: u64,
+    pub different: u64,
     /// Why the table could not be compared (it or a column is missing), when so.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub problem: Option<String>,
@@ -115,6 +122,7 @@ fn differs(columns: &[String], sink: &[Cell], oracle: &[Cell]) -> String {
 /// The table's rows against the oracle's, as multisets.
 pub fn compare(
     table: &str,
+    oracle_name: &str,
     columns: Vec<String>,
     sink: Vec<Vec<Cell>>,
     oracle: Vec<Vec<Cell>>,
@@ -133,6 +141,7 @@ pub fn compare(
     }
     let mut t = TableDiff {
         table: table.to_owned(),
+        oracle: oracle_name.to_owned(),
         ..TableDiff::default()
     };
     // Unmatched rows on each side, by their first column (the key, in a table that has one): a row on both
@@ -179,14 +188,32 @@ pub fn compare(
         }
     }
     d.count = d.missing + d.extra + d.different;
+    (t.oracle_rows, t.missing, t.extra, t.different) =
+        (d.oracle_rows, d.missing, d.extra, d.different);
     t.columns = columns;
-    d.table = Some(t);
+    d.tables = vec![t];
+    d
+}
+
+/// Several tables' comparisons as one: counts added, each table's examples kept.
+pub fn merge(parts: Vec<FinalStateDiff>) -> FinalStateDiff {
+    let mut d = FinalStateDiff::default();
+    for p in parts {
+        d.sink_rows += p.sink_rows;
+        d.oracle_rows += p.oracle_rows;
+        d.count += p.count;
+        d.missing += p.missing;
+        d.extra += p.extra;
+        d.different += p.different;
+        d.tables.extend(p.tables);
+    }
     d
 }
 
 /// A table that could not be read the way the oracle's columns say: every oracle row counts as missing.
 pub fn not_comparable(
     table: &str,
+    oracle_name: &str,
     columns: Vec<String>,
     oracle_rows: u64,
     problem: String,
@@ -196,12 +223,15 @@ pub fn not_comparable(
         oracle_rows,
         count: oracle_rows.max(1),
         missing: oracle_rows,
-        table: Some(TableDiff {
+        tables: vec![TableDiff {
             table: table.to_owned(),
+            oracle: oracle_name.to_owned(),
+            oracle_rows,
+            missing: oracle_rows,
             columns,
             problem: Some(problem),
             ..TableDiff::default()
-        }),
+        }],
         ..FinalStateDiff::default()
     }
 }
@@ -259,18 +289,26 @@ mod tests {
             cells(&["3", "c"]),
             cells(&["4", "e"]),
         ];
-        let d = compare("etl_sink.t", cols, sink, oracle);
+        let d = compare("etl_sink.t", "oracle_sql", cols, sink, oracle);
         assert_eq!((d.missing, d.extra, d.different, d.count), (1, 1, 1, 3));
-        let t = d.table.expect("table");
+        let t = d.tables[0].clone();
         assert_eq!(t.missing_examples, ["id=2, v=NULL"]);
         assert_eq!(t.extra_examples, ["id=3, v=c"]);
         assert_eq!(t.different_examples, ["id=4: v: table e, oracle d"]);
         let many: Vec<Vec<Cell>> = (0..50).map(|i| cells(&[&i.to_string(), "x"])).collect();
-        let d = compare("t", vec!["id".into(), "v".into()], Vec::new(), many);
+        let d = compare(
+            "t",
+            "oracle_sql",
+            vec!["id".into(), "v".into()],
+            Vec::new(),
+            many,
+        );
         assert_eq!(d.missing, 50);
+        assert_eq!(d.tables[0].missing_examples.len(), TABLE_EXAMPLES);
+        let both = merge(vec![d.clone(), d]);
         assert_eq!(
-            d.table.expect("table").missing_examples.len(),
-            TABLE_EXAMPLES
+            (both.missing, both.oracle_rows, both.tables.len()),
+            (100, 100, 2)
         );
     }
 }

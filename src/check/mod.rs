@@ -51,6 +51,7 @@ mod deliveries;
 mod duplicates;
 mod events;
 mod final_state;
+pub mod flat_shape;
 mod foreign;
 mod group;
 mod index;
@@ -75,7 +76,8 @@ pub use events::ClusterCounts;
 use events::EventRanges;
 pub use final_state::{FieldDiff, FinalStateDiff, RowDiff, RowDiffKind};
 pub use foreign::{
-    compare as compare_tables, normalise, not_comparable, Cell, CellKind, ForeignFinal, TableDiff,
+    compare as compare_tables, merge as merge_tables, normalise, not_comparable, Cell, CellKind,
+    ForeignFinal, TableDiff,
 };
 pub use group::GroupCounts;
 use index::{SourceIndex, TopicPartitions};

@@ -204,6 +204,13 @@ pub fn datetime_ms(year: i64, month: u32, day: u32) -> i64 {
     days_from_civil(year, month, day) * MS_PER_DAY
 }
 
+/// Renders a day count since 1970-01-01 as `YYYY-MM-DD`.
+pub fn format_date(days: i32) -> String {
+    let mut s = String::new();
+    write_date(&mut s, days);
+    s
+}
+
 /// Renders epoch milliseconds as `YYYY-MM-DD HH:MM:SS`.
 pub fn format_datetime(ms: i64) -> String {
     let mut s = String::new();

@@ -13,6 +13,8 @@ use mysql_async::prelude::Queryable;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
+use super::command_watch::{self, CommitWatches, Instance, Instances};
+use super::group::Gate;
 use super::PipelineError;
 use crate::scenario::{CommandEtl, Progress};
 use crate::topology::local::process::{ServiceCommand, ServiceProcess};
@@ -47,6 +49,9 @@ pub(crate) struct CommandEtlProcesses {
     sink_url: String,
     observer: Option<Arc<BaseConsumer>>,
     progress: Mutex<BTreeMap<(String, i32), i64>>,
+    /// Each instance's process group and whether a fault froze it, for the commit watches.
+    instances: Instances,
+    watches: CommitWatches,
 }
 
 impl std::fmt::Debug for CommandEtlProcesses {
@@ -87,12 +92,18 @@ impl CommandEtlProcesses {
             Progress::GroupOffsets => Some(Arc::new(observer(&config)?)),
             Progress::SinkTable => None,
         };
+        let config_instances = config.instances;
         let mut etl = CommandEtlProcesses {
             processes: (0..config.instances).map(|_| None).collect(),
             config,
             sink_url,
             observer,
             progress: Mutex::new(BTreeMap::new()),
+            instances: Arc::new(Mutex::new(vec![
+                Instance::default();
+                config_instances as usize
+            ])),
+            watches: CommitWatches::default(),
         };
         for n in 1..=etl.config.instances {
             etl.spawn(n)?;
@@ -211,6 +222,12 @@ impl CommandEtlProcesses {
             ))
         })?;
         tracing::info!(consumer = n, pid = process.pid(), log = %spec.log.display(), "command ETL started");
+        if let Some(i) = lock(&self.instances).get_mut((n - 1) as usize) {
+            *i = Instance {
+                pid: process.pid() as i32,
+                frozen: false,
+            };
+        }
         self.processes[(n - 1) as usize] = Some(process);
         Ok(())
     }
@@ -280,8 +297,13 @@ impl CommandEtlProcesses {
         let process = self.running(n)?;
         process.signal(libc::SIGSTOP);
         let pid = process.pid() as libc::pid_t;
+        self.set_frozen(n, true);
+        let instances = self.instances.clone();
         tokio::spawn(async move {
             tokio::time::sleep(duration).await;
+            if let Some(i) = lock(&instances).get_mut((n - 1) as usize) {
+                i.frozen = false;
+            }
             // SAFETY: killpg has no memory-safety preconditions; a group that is gone yields ESRCH.
             unsafe {
                 libc::killpg(pid, libc::SIGCONT);
@@ -294,7 +316,36 @@ impl CommandEtlProcesses {
     pub(crate) fn freeze(&mut self, n: u32, frozen: bool) -> Result<(), PipelineError> {
         let process = self.running(n)?;
         process.signal(if frozen { libc::SIGSTOP } else { libc::SIGCONT });
+        self.set_frozen(n, frozen);
         Ok(())
+    }
+
+    fn set_frozen(&self, n: u32, frozen: bool) {
+        if let Some(i) = lock(&self.instances).get_mut((n as usize).wrapping_sub(1)) {
+            i.frozen = frozen;
+        }
+    }
+
+    /// Arms `fault` on instance `n`'s next commit (docs/your-etl.md): the group's committed offsets are
+    /// watched, and the process is frozen the moment they move (`command_watch`).
+    pub(crate) fn arm(
+        &mut self,
+        n: u32,
+        fault: usize,
+        to: tokio::sync::mpsc::UnboundedSender<(usize, Gate)>,
+    ) -> Result<(), PipelineError> {
+        let observer = self.observer.clone().ok_or_else(|| {
+            failed("a commit event needs progress = \"group_offsets\" (the harness watches the group's offsets)")
+        })?;
+        self.slot(n)?;
+        let read = command_watch::reader(observer, self.config.topics.clone());
+        self.watches.arm(read, self.instances.clone(), n, fault, to);
+        Ok(())
+    }
+
+    /// Stops every commit watch (the stream is over).
+    pub(crate) fn disarm_all(&mut self) {
+        self.watches.disarm_all();
     }
 
     /// Instances that exited on their own, with their status and log: what quiesce reports when progress stalls.
@@ -451,7 +502,7 @@ fn observer(config: &CommandConfig) -> Result<BaseConsumer, PipelineError> {
         })
 }
 
-fn committed(
+pub(super) fn committed(
     observer: &BaseConsumer,
     topics: &[(String, i32)],
 ) -> Result<BTreeMap<(String, i32), i64>, String> {

@@ -60,6 +60,14 @@ pub struct Gate {
     _release: std_mpsc::Sender<()>,
 }
 
+impl Gate {
+    /// A gate, and what sees it dropped (`recv` fails then).
+    pub(super) fn new() -> (Gate, std_mpsc::Receiver<()>) {
+        let (release, released) = std_mpsc::channel();
+        (Gate { _release: release }, released)
+    }
+}
+
 /// A fault waiting for a consumer event: the event, the fault's index, where to hand the gate.
 type Armed = (ConsumerEvent, usize, mpsc::UnboundedSender<(usize, Gate)>);
 
@@ -93,8 +101,8 @@ impl Triggers {
             hit
         };
         for (_, fault, to) in taken {
-            let (release, released) = std_mpsc::channel();
-            if to.send((fault, Gate { _release: release })).is_err() {
+            let (gate, released) = Gate::new();
+            if to.send((fault, gate)).is_err() {
                 continue;
             }
             loop {

@@ -28,6 +28,7 @@
 //! data the history does not explain.
 
 mod command;
+mod command_watch;
 pub mod decode;
 mod end_offsets;
 mod failures;
@@ -371,11 +372,19 @@ impl Pipeline {
     /// Arms fault `fault` to fire at consumer `event` (group mode): the member hands a [`Gate`] to `to` and waits
     /// until it is dropped.
     pub fn arm(
-        &self,
+        &mut self,
         event: crate::scenario::ConsumerEvent,
         fault: usize,
         to: tokio::sync::mpsc::UnboundedSender<(usize, Gate)>,
     ) -> Result<(), PipelineError> {
+        if let Some(command) = &mut self.command {
+            if event.kind != crate::scenario::EventKind::Commits {
+                return Err(PipelineError::Command(format!(
+                    "{event}: the harness sees a command ETL's commits, not its writes"
+                )));
+            }
+            return command.arm(event.consumer, fault, to);
+        }
         let group = self.group.as_ref().ok_or(PipelineError::EventsNeedGroup)?;
         group.triggers.arm(event, fault, to);
         Ok(())
@@ -390,7 +399,10 @@ impl Pipeline {
     }
 
     /// Forgets every armed event fault (the schedule is over).
-    pub fn disarm_all(&self) {
+    pub fn disarm_all(&mut self) {
+        if let Some(command) = &mut self.command {
+            command.disarm_all();
+        }
         if let Some(group) = &self.group {
             group.triggers.disarm_all();
         }

@@ -252,7 +252,7 @@ fn verdicts(expect: &Expect, a: &Analysis) -> Vec<Verdict> {
         count("phantoms", Count::Exactly(0), a.phantoms.count),
     ];
     verdicts.extend(rebalances);
-    if a.final_state.table.is_some() {
+    if !a.final_state.tables.is_empty() {
         // A team's ETL: the harness does not see what it read, so the delivery checks have nothing to judge.
         verdicts.retain(|v| {
             !matches!(

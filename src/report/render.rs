@@ -83,12 +83,20 @@ pub(super) fn terminal(r: &Report) -> String {
         "source    {} commits, {} snapshot reads, {} changes",
         a.source.commits, a.source.snapshot_reads, a.source.changes
     );
-    match &a.final_state.table {
+    match a.final_state.tables.first() {
         Some(t) => {
+            let names: Vec<&str> = a
+                .final_state
+                .tables
+                .iter()
+                .map(|t| t.table.as_str())
+                .collect();
             let _ = writeln!(
                 out,
-                "consumed  not seen: a team's ETL, judged by its table {} against oracle_sql over the source's final state",
-                t.table
+                "consumed  not seen: a team's ETL, judged by its {} {} against {} over the source's final state",
+                if names.len() == 1 { "table" } else { "tables" },
+                names.join(", "),
+                t.oracle
             );
         }
         None => {
@@ -279,7 +287,7 @@ fn failure_lines(out: &mut String, v: &Verdict, a: &Analysis) {
         let _ = writeln!(out, "    {text}");
     };
     match v.invariant {
-        "lost" if a.final_state.table.is_some() => {
+        "lost" if !a.final_state.tables.is_empty() => {
             let l = &a.lost;
             line(format!(
                 "{} rows of the batch result missing from the ETL's table or stale there: {}",
@@ -370,7 +378,13 @@ fn failure_lines(out: &mut String, v: &Verdict, a: &Analysis) {
                 "sink {} rows, oracle {} rows: {} missing, {} extra, {} different",
                 f.sink_rows, f.oracle_rows, f.missing, f.extra, f.different
             ));
-            if let Some(t) = &f.table {
+            for t in &f.tables {
+                if f.tables.len() > 1 {
+                    line(format!(
+                        "{}: oracle {} rows, {} missing, {} extra, {} different",
+                        t.table, t.oracle_rows, t.missing, t.extra, t.different
+                    ));
+                }
                 if let Some(problem) = &t.problem {
                     line(format!("{}: {problem}", t.table));
                 }

@@ -10,11 +10,11 @@ use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Row};
 
 use super::RunError;
-use crate::check::{self, Cell, CellKind, FinalStateDiff};
+use crate::check::{self, flat_shape, Cell, CellKind, FinalStateDiff};
 use crate::model::flat::RowImages;
 use crate::model::schema;
 use crate::pipeline::COMMAND_SINK_DATABASE;
-use crate::scenario::{CommandEtl, Scenario};
+use crate::scenario::{CommandEtl, Oracle, Scenario};
 use crate::topology::local::{LocalTopologyOptions, StandaloneMariaDb};
 use crate::workload::sql::write_insert;
 
@@ -89,16 +89,34 @@ impl ForeignSink {
         self.log_dir.clone()
     }
 
-    /// Loads `images` (the source's final state) into the scratch database, runs the oracle query there and
-    /// compares its rows with the ETL's table.
+    /// Judges the ETL's table(s) against its oracle over `images` (the source's final state).
     pub(crate) async fn judge(&self, images: &RowImages) -> Result<FinalStateDiff, RunError> {
         let mut conn = Conn::from_url(self.server_url.as_str())
             .await
             .map_err(|e| error(format!("connecting to {}: {e}", self.server_url)))?;
-        load_scratch(&mut conn, images).await?;
+        let diff = match (self.etl.oracle, &self.etl.oracle_sql) {
+            (Some(Oracle::FlatEncounter), _) => Ok(self.judge_flat(&mut conn, images).await),
+            (None, Some(sql)) => self.judge_sql(&mut conn, images, sql).await,
+            (None, None) => Err(error(
+                "[pipeline.command] has neither oracle_sql nor oracle",
+            )),
+        };
+        let _ = conn.disconnect().await;
+        diff
+    }
+
+    /// Loads `images` into the scratch database, runs the oracle query there and compares its rows with the
+    /// ETL's table.
+    async fn judge_sql(
+        &self,
+        conn: &mut Conn,
+        images: &RowImages,
+        sql: &str,
+    ) -> Result<FinalStateDiff, RunError> {
+        load_scratch(conn, images).await?;
         let digits = self.etl.float_digits;
         let oracle: Vec<Row> = conn
-            .query(self.etl.oracle_sql.as_str())
+            .query(sql)
             .await
             .map_err(|e| error(format!("running oracle_sql in {ORACLE_DATABASE}: {e}")))?;
         let columns: Vec<String> = match oracle.first() {
@@ -107,36 +125,74 @@ impl ForeignSink {
                 .iter()
                 .map(|c| c.name_str().into_owned())
                 .collect(),
-            None => column_names(&mut conn, &self.etl.oracle_sql).await?,
+            None => column_names(conn, sql).await?,
         };
         let oracle_cells: Vec<Vec<Cell>> = oracle.iter().map(|r| cells(r, digits)).collect();
-        let table = format!("{COMMAND_SINK_DATABASE}.{}", self.etl.table);
-        let select = format!(
-            "SELECT {} FROM `{COMMAND_SINK_DATABASE}`.`{}`",
-            columns
-                .iter()
-                .map(|c| format!("`{}`", c.replace('`', "``")))
-                .collect::<Vec<_>>()
-                .join(", "),
-            self.etl.table
-        );
+        let (table, select) = select_columns(&self.etl.table, &columns);
         let sink: Result<Vec<Row>, _> = conn.query(select.as_str()).await;
-        let _ = conn.disconnect().await;
         Ok(match sink {
             Ok(rows) => check::compare_tables(
                 &table,
+                "oracle_sql",
                 columns,
                 rows.iter().map(|r| cells(r, digits)).collect(),
                 oracle_cells,
             ),
             Err(e) => check::not_comparable(
                 &table,
+                "oracle_sql",
                 columns,
                 oracle_cells.len() as u64,
                 format!("reading the ETL's table ({select}): {e}"),
             ),
         })
     }
+
+    /// The ETL's three tables of the documented shape against the flat encounter table of `images`.
+    async fn judge_flat(&self, conn: &mut Conn, images: &RowImages) -> FinalStateDiff {
+        const NAME: &str = "the built-in flat encounter table";
+        let digits = self.etl.float_digits;
+        let oracle = flat_shape::oracle_rows(&crate::model::flat::build(images), digits);
+        let mut parts = Vec::new();
+        for (i, (shape, oracle)) in flat_shape::TABLES.iter().zip(oracle).enumerate() {
+            let columns: Vec<String> = shape.columns.iter().map(|c| c.0.to_owned()).collect();
+            let (table, select) =
+                select_columns(&format!("{}{}", self.etl.table, shape.suffix), &columns);
+            let sink: Result<Vec<Row>, _> = conn.query(select.as_str()).await;
+            parts.push(match sink {
+                Ok(rows) => check::compare_tables(
+                    &table,
+                    NAME,
+                    columns,
+                    rows.iter()
+                        .map(|r| flat_shape::normalise_row(i, texts(r), digits))
+                        .collect(),
+                    oracle,
+                ),
+                Err(e) => check::not_comparable(
+                    &table,
+                    NAME,
+                    columns,
+                    oracle.len() as u64,
+                    format!("reading the ETL's table ({select}): {e}"),
+                ),
+            });
+        }
+        check::merge_tables(parts)
+    }
+}
+
+/// `etl_sink.<table>` and the SELECT of `columns` from it.
+fn select_columns(table: &str, columns: &[String]) -> (String, String) {
+    let select = format!(
+        "SELECT {} FROM `{COMMAND_SINK_DATABASE}`.`{table}`",
+        columns
+            .iter()
+            .map(|c| format!("`{}`", c.replace('`', "``")))
+            .collect::<Vec<_>>()
+            .join(", "),
+    );
+    (format!("{COMMAND_SINK_DATABASE}.{table}"), select)
 }
 
 /// The oracle query's column names when it returns no row: from the same query, limited to none.
@@ -223,37 +279,43 @@ fn kind(t: ColumnType) -> CellKind {
     }
 }
 
-/// One row's values, normalised by their column types.
+/// One value as text (`None` is NULL), before normalisation.
+fn text(value: Option<&mysql_async::Value>) -> Option<String> {
+    use mysql_async::Value::*;
+    match value? {
+        NULL => None,
+        Bytes(b) => Some(String::from_utf8_lossy(b).into_owned()),
+        Int(v) => Some(v.to_string()),
+        UInt(v) => Some(v.to_string()),
+        Float(v) => Some(v.to_string()),
+        Double(v) => Some(v.to_string()),
+        other => Some(other.as_sql(true).trim_matches('\'').to_owned()),
+    }
+}
+
+/// One row's values as text.
+fn texts(row: &Row) -> Vec<Option<String>> {
+    (0..row.len()).map(|i| text(row.as_ref(i))).collect()
+}
+
+/// One row's values, normalised by their column types (a value the server sent as a number is a number).
 fn cells(row: &Row, digits: u32) -> Vec<Cell> {
     let columns = row.columns_ref();
     (0..row.len())
         .map(|i| {
-            let k = columns
-                .get(i)
-                .map_or(CellKind::Text, |c| kind(c.column_type()));
-            match row.as_ref(i) {
-                None | Some(mysql_async::Value::NULL) => None,
-                Some(mysql_async::Value::Bytes(b)) => {
-                    Some(check::normalise(k, &String::from_utf8_lossy(b), digits))
-                }
-                Some(mysql_async::Value::Int(v)) => {
-                    Some(check::normalise(CellKind::Number, &v.to_string(), digits))
-                }
-                Some(mysql_async::Value::UInt(v)) => {
-                    Some(check::normalise(CellKind::Number, &v.to_string(), digits))
-                }
-                Some(mysql_async::Value::Float(v)) => {
-                    Some(check::normalise(CellKind::Number, &v.to_string(), digits))
-                }
-                Some(mysql_async::Value::Double(v)) => {
-                    Some(check::normalise(CellKind::Number, &v.to_string(), digits))
-                }
-                Some(other) => Some(check::normalise(
-                    k,
-                    other.as_sql(true).trim_matches('\''),
-                    digits,
-                )),
-            }
+            let value = row.as_ref(i);
+            let k = match value {
+                Some(
+                    mysql_async::Value::Int(_)
+                    | mysql_async::Value::UInt(_)
+                    | mysql_async::Value::Float(_)
+                    | mysql_async::Value::Double(_),
+                ) => CellKind::Number,
+                _ => columns
+                    .get(i)
+                    .map_or(CellKind::Text, |c| kind(c.column_type())),
+            };
+            text(value).map(|t| check::normalise(k, &t, digits))
         })
         .collect()
 }

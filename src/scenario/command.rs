@@ -42,6 +42,14 @@ impl Progress {
     }
 }
 
+/// A built-in oracle for a team's table of a documented shape.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Oracle {
+    /// The flat encounter table (`model::flat`), as three relational tables.
+    FlatEncounter,
+}
+
 /// `[pipeline.command]`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -54,8 +62,14 @@ pub struct CommandEtl {
     /// The table the ETL builds in its sink database (`ETL_HARNESS_SINK_DATABASE`).
     pub table: String,
     /// The batch query over the source's final state (an OpenMRS schema in a scratch database) whose rows the
-    /// table must hold, as a multiset, column by column (the query's column names).
-    pub oracle_sql: String,
+    /// table must hold, as a multiset, column by column (the query's column names). Exclusive with `oracle`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oracle_sql: Option<String>,
+    /// A built-in oracle instead of `oracle_sql`: `"flat_encounter"` judges `table`, `<table>_obs` and
+    /// `<table>_orders` against the flat encounter table the built-in ETL is judged by (docs/your-etl.md has
+    /// the shape).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oracle: Option<Oracle>,
     /// Floating-point values are compared rounded to this many significant digits.
     #[serde(default = "default_float_digits")]
     pub float_digits: u32,
@@ -90,7 +104,7 @@ pub(super) fn command_problems(s: &super::Scenario) -> Vec<(&'static str, String
         )),
         (Kind::Command, None) => out.push((
             "kind",
-            "kind = \"command\" needs [pipeline.command] with run, table and oracle_sql (docs/your-etl.md)"
+            "kind = \"command\" needs [pipeline.command] with run, table and oracle_sql or oracle (docs/your-etl.md)"
                 .into(),
         )),
         (Kind::Command, Some(c)) => {
@@ -103,11 +117,24 @@ pub(super) fn command_problems(s: &super::Scenario) -> Vec<(&'static str, String
             if !valid_identifier(&c.table) {
                 out.push(("command", format!("table: expected a table name of letters, digits and _, found \"{}\"", c.table)));
             }
-            if c.oracle_sql.trim().is_empty() {
-                out.push((
+            match (&c.oracle_sql, c.oracle) {
+                (Some(sql), None) if sql.trim().is_empty() => out.push((
                     "command",
                     "oracle_sql: expected the batch query the table must equal".into(),
-                ));
+                )),
+                (Some(_), Some(_)) => out.push((
+                    "command",
+                    "oracle_sql and oracle: give one — the batch query the table must equal, or a built-in oracle".into(),
+                )),
+                (None, None) => out.push((
+                    "command",
+                    "expected oracle_sql (the batch query the table must equal) or oracle = \"flat_encounter\" (docs/your-etl.md)".into(),
+                )),
+                (None, Some(Oracle::FlatEncounter)) if c.table.len() > 57 => out.push((
+                    "command",
+                    format!("table: oracle = \"flat_encounter\" also reads {}_orders, longer than MariaDB's 64 characters; use a shorter name", c.table),
+                )),
+                _ => {}
             }
             if !(1..=17).contains(&c.float_digits) {
                 out.push((
@@ -185,5 +212,41 @@ mod tests {
         assert!(e.contains("oracle_sql: expected the batch query"), "{e}");
         let e = errors("[pipeline]\nkind = \"command\"\n[pipeline.command]\nrun = [\"x\"]\ntable = \"t\"\noracle_sql = \"SELECT 1\"\nfloat_digits = 0\nmystery = 1\n");
         assert!(e.contains("mystery"), "{e}");
+        let e = errors(
+            "[pipeline]\nkind = \"command\"\n[pipeline.command]\nrun = [\"x\"]\ntable = \"t\"\n",
+        );
+        assert!(e.contains("expected oracle_sql (the batch query"), "{e}");
+        let e = errors("[pipeline]\nkind = \"command\"\n[pipeline.command]\nrun = [\"x\"]\ntable = \"t\"\noracle_sql = \"SELECT 1\"\noracle = \"flat_encounter\"\n");
+        assert!(e.contains("oracle_sql and oracle: give one"), "{e}");
+        let e = errors("[pipeline]\nkind = \"command\"\n[pipeline.command]\nrun = [\"x\"]\ntable = \"t\"\noracle = \"flat_obs\"\n");
+        assert!(
+            e.contains("flat_obs") && e.contains("flat_encounter"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_command_etl_takes_only_its_single_processs_commit_event() {
+        let etl = |consumers: u32, progress: &str, after: &str| {
+            format!("[pipeline]\nkind = \"command\"\nconsumers = {consumers}\n[pipeline.command]\nrun = [\"x\"]\ntable = \"t\"\noracle_sql = \"SELECT 1\"\nprogress = \"{progress}\"\n[[faults]]\nat = \"1s\"\nafter = \"{after}\"\naction = \"kill\"\ntarget = \"consumer 1\"\n")
+        };
+        let ok = format!("{BASE}{}", etl(1, "group_offsets", "consumer 1 commits"));
+        let s = Scenario::parse(&ok, "c.toml").expect("one process, its commits");
+        assert!(s.faults[0].after.is_some());
+        let e = errors(&etl(1, "group_offsets", "consumer 1 writes"));
+        assert!(e.contains("commits, not its writes"), "{e}");
+        let e = errors(&etl(1, "sink_table", "consumer 1 commits"));
+        assert!(e.contains("needs progress = \"group_offsets\""), "{e}");
+        let e = errors(&etl(2, "group_offsets", "consumer 1 commits"));
+        assert!(e.contains("needs consumers = 1"), "{e}");
+    }
+
+    #[test]
+    fn the_built_in_oracle_stands_in_for_oracle_sql() {
+        let text = "[pipeline]\nkind = \"command\"\n[pipeline.command]\nrun = [\"./etl.sh\"]\ntable = \"flat\"\noracle = \"flat_encounter\"\n";
+        let s = Scenario::parse(&format!("{BASE}{text}"), "c.toml").expect("valid");
+        let c = s.pipeline.command.expect("command");
+        assert_eq!(c.oracle, Some(super::Oracle::FlatEncounter));
+        assert_eq!(c.oracle_sql, None);
     }
 }

@@ -29,7 +29,7 @@ use serde::{Deserialize, Serialize, Serializer};
 use crate::model::schema;
 use crate::workload::{Mix, WorkloadSpec};
 pub use builder::ScenarioBuilder;
-pub use command::{CommandEtl, Kind as PipelineKind, Progress};
+pub use command::{CommandEtl, Kind as PipelineKind, Oracle, Progress};
 pub use expect::{Count, CountVar, Expect, FinalState, Relation};
 pub use images::ImageChoices;
 pub use pipeline::{Assignment, Assignor, CommitPolicy, ConsumerEvent, EventKind, Pipeline, Sink};

@@ -294,7 +294,16 @@ pub(super) fn group_problems(s: &super::Scenario) -> Vec<(&'static str, String)>
 pub(super) fn event_problem(s: &super::Scenario, event: ConsumerEvent) -> Option<String> {
     let p = &s.pipeline;
     if p.kind == super::command::Kind::Command {
-        return Some("consumer events are the built-in ETL's: the harness does not see inside a command ETL; fault at a time instead".into());
+        let progress = p.command.as_ref().map(|c| c.progress);
+        return if event.kind != EventKind::Commits {
+            Some(format!("the harness sees a command ETL's commits, not its writes; use \"consumer {} commits\" or fault at a time", event.consumer))
+        } else if progress != Some(super::command::Progress::GroupOffsets) {
+            Some("\"consumer N commits\" watches the group's committed offsets; it needs progress = \"group_offsets\"".into())
+        } else if p.consumers != 1 || event.consumer != 1 {
+            Some(format!("with a command ETL the harness sees the group's commits, not whose they are, so \"consumer N commits\" needs consumers = 1 and consumer 1 (found consumers = {}, consumer {})", p.consumers, event.consumer))
+        } else {
+            None
+        };
     }
     if p.assignment != Assignment::Group {
         return Some(
