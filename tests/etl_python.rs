@@ -167,3 +167,63 @@ async fn the_python_examples_are_judged_alike_on_embedded_and_local() {
     session.shutdown().await;
     assert!(all_failures.is_empty(), "{}", all_failures.join("\n\n"));
 }
+
+/// A team's ETL whose only process dies mid-stream: quiesce stops waiting at once (not after its 120 s
+/// `quiesce_timeout`) and the report says why, with the end of the process's log. Needs no virtualenv: the
+/// "ETL" is a shell script.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_etl_whose_processes_all_exit_fails_liveness_with_its_log() {
+    common::init_tracing();
+    if !common::real_services_available(&["mariadbd", "mariadb-install-db"]) {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let script = dir.path().join("crash.sh");
+    std::fs::write(
+        &script,
+        "#!/bin/sh\necho \"reading $ETL_HARNESS_TOPICS\"\nsleep 1\necho 'boom: the ETL gave up' >&2\nexit 3\n",
+    )
+    .expect("the script");
+    std::process::Command::new("chmod")
+        .args(["+x", &script.display().to_string()])
+        .status()
+        .expect("chmod");
+    let path = dir.path().join("crash.toml");
+    std::fs::write(
+        &path,
+        "name = \"crash\"\nseed = 3\n[topology]\nclock = \"real\"\n[workload]\npatients = 10\noperations = 300\nrate = 100\n\
+         [pipeline]\nkind = \"command\"\nquiesce_timeout = \"120s\"\n[pipeline.command]\nrun = [\"./crash.sh\"]\n\
+         table = \"t\"\noracle_sql = \"SELECT encounter_id FROM encounter\"\nprogress = \"sink_table\"\n",
+    )
+    .expect("the scenario");
+    let scenario = Scenario::load(&path).expect("the scenario parses");
+    let options = RunOptions {
+        scenario_path: path.display().to_string(),
+        progress: false,
+    };
+    let outcome = openmrs_etl_harness::run::run(&scenario, &options)
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "the run: {e} (seed 3; reproduce: etl-harness run {})",
+                path.display()
+            )
+        });
+    let reproduce = outcome.report.terminal();
+    match &outcome.analysis.liveness {
+        openmrs_etl_harness::check::Liveness::TimedOut { pending, .. } => {
+            assert!(
+                pending
+                    .first()
+                    .is_some_and(|p| p.contains("every process of the ETL has exited")),
+                "{reproduce}"
+            );
+            assert!(
+                pending.iter().any(|p| p.contains("consumer 1 exited") && p.contains("boom: the ETL gave up")),
+                "{reproduce}"
+            );
+        }
+        other => panic!("expected a liveness failure, got {other:?}:\n{reproduce}"),
+    }
+    assert!(!outcome.report.passed(), "{reproduce}");
+}

@@ -114,7 +114,8 @@ def main():
     topics = env("ETL_HARNESS_TOPICS")
     if env("ETL_HARNESS_PROGRESS") != "sink_table":
         sys.exit('etl-pyspark: Spark keeps its offsets in its checkpoint: use progress = "sink_table"')
-    etl = Etl(env("ETL_HARNESS_TABLE"), connect_sink(), store_offsets=True)
+    db = connect_sink()
+    etl = Etl(env("ETL_HARNESS_TABLE"), db, store_offsets=True)
     checkpoint = os.path.join(env("ETL_HARNESS_STATE_DIR"), "checkpoint")
     resuming = os.path.isdir(os.path.join(checkpoint, "offsets"))
 

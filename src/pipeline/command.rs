@@ -348,21 +348,32 @@ impl CommandEtlProcesses {
         self.watches.disarm_all();
     }
 
-    /// Instances that exited on their own, with their status and log: what quiesce reports when progress stalls.
-    pub(crate) fn exited(&mut self) -> Vec<String> {
+    /// Instances that exited (on their own or killed by a fault and not started again), with their status, log
+    /// and its last `tail` lines: what quiesce reports when progress stalls.
+    pub(crate) fn exited(&mut self, tail: usize) -> Vec<String> {
         let mut out = Vec::new();
         for n in 1..=self.config.instances {
             let log = self.log_path(n);
             if let Ok(Some(p)) = self.slot(n) {
                 if let Some(status) = p.poll_exit() {
-                    out.push(format!(
-                        "consumer {n} exited ({status}); its log: {}",
-                        log.display()
-                    ));
+                    let mut line =
+                        format!("consumer {n} exited ({status}); its log: {}", log.display());
+                    if tail > 0 {
+                        line.push_str(&format!(", ending:\n{}", log_tail(&log, tail)));
+                    }
+                    out.push(line);
                 }
             }
         }
         out
+    }
+
+    /// Whether no instance runs any more: nothing will make progress.
+    pub(crate) fn all_exited(&mut self) -> bool {
+        (1..=self.config.instances).all(|n| {
+            self.slot(n)
+                .map_or(true, |p| p.as_mut().is_none_or(|p| p.poll_exit().is_some()))
+        })
     }
 
     /// Waits until the group has every instance as a member and is stable (progress = group offsets), or just
@@ -370,7 +381,7 @@ impl CommandEtlProcesses {
     pub(crate) async fn ready(&mut self, bound: Duration) -> Result<(), PipelineError> {
         let began = Instant::now();
         loop {
-            if let Some(why) = self.exited().into_iter().next() {
+            if let Some(why) = self.exited(0).into_iter().next() {
                 return Err(failed(format!(
                     "{why}\n{}",
                     log_tail(&self.log_path(first_number(&why)), 20)

@@ -555,12 +555,17 @@ impl Pipeline {
         }
     }
 
-    /// A command ETL's instances that exited on their own (each with its log).
+    /// A command ETL's instances that exited (each with its log and the log's last lines).
     pub fn exited(&mut self) -> Vec<String> {
         self.command
             .as_mut()
-            .map(|c| c.exited())
+            .map(|c| c.exited(10))
             .unwrap_or_default()
+    }
+
+    /// A command ETL none of whose processes runs any more: quiesce need not wait for it.
+    pub fn command_gone(&mut self) -> bool {
+        self.command.as_mut().is_some_and(|c| c.all_exited())
     }
 
     /// Whether the ETL is a team's program.

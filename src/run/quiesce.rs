@@ -49,8 +49,19 @@ pub(crate) async fn quiesce(
             };
             return (liveness, ends);
         }
-        if began.elapsed() >= bound {
-            let mut pending = delivery.pending;
+        // A team's ETL whose every process has exited will not catch up: say so now, not after the bound.
+        let gone = pipeline.command_gone();
+        if began.elapsed() >= bound || gone {
+            // The processes that exited first: the likeliest reason, with their logs' last lines.
+            let mut pending = pipeline.exited();
+            if gone {
+                pending.insert(
+                    0,
+                    "every process of the ETL has exited, so it cannot catch up: quiesce stopped waiting"
+                        .into(),
+                );
+            }
+            pending.extend(delivery.pending);
             if ends.is_empty() {
                 // Not read yet while the capture was pending: read them now, so the report says where the
                 // consumers stood rather than that nothing could be read.
@@ -59,7 +70,6 @@ pub(crate) async fn quiesce(
                 }
             }
             pending.extend(consumers_pending(&pipeline.positions(), &ends));
-            pending.extend(pipeline.exited());
             return (
                 Liveness::TimedOut {
                     waited_ms: began.elapsed().as_millis() as u64,
