@@ -3,23 +3,14 @@
 //!
 //! Run: `cargo bench --bench workload` (numbers are reported in docs/benchmarks.md, never asserted).
 
+#[path = "support/cpu.rs"]
+mod cpu;
+use cpu::cpu_seconds;
+
 use std::hint::black_box;
 use std::time::Instant;
 
 use openmrs_etl_harness::workload::{sql, ChangeKind, Generator, Mix, WorkloadSpec};
-
-/// CPU time this process has used, in seconds (the machine is shared, so wall time overstates the cost).
-fn cpu_seconds() -> f64 {
-    std::fs::read_to_string("/proc/self/schedstat")
-        .ok()
-        .and_then(|s| {
-            s.split_whitespace()
-                .next()
-                .and_then(|n| n.parse::<f64>().ok())
-        })
-        .map(|ns| ns / 1e9)
-        .unwrap_or(f64::NAN)
-}
 
 fn obs_rows_per_second(name: &str, spec: &WorkloadSpec, render_json: bool) {
     // `cargo bench --bench workload -- obs-heavy` runs only the matching benchmarks.

@@ -166,13 +166,7 @@ fn decode_inner(
             key: decode_key(table, key)?,
         });
     };
-    let top: Top = serde_json::from_slice(value).map_err(|e| json_problem("value", e))?;
-    let envelope = top.payload.unwrap_or(Envelope {
-        before: top.before,
-        after: top.after,
-        source: top.source,
-        op: top.op,
-    });
+    let envelope = envelope(topic, value)?;
     let op_letter = envelope.op.as_deref().ok_or_else(|| DecodeProblem::Shape {
         part: "value",
         expected: "change envelope",
@@ -242,6 +236,66 @@ fn decode_inner(
         },
         image: Arc::new(image),
     })
+}
+
+/// What a value of JsonConverter with schemas starts with: the schema, then the payload's key.
+const SCHEMA_KEY: &[u8] = br#"{"schema":"#;
+const PAYLOAD_KEY: &[u8] = br#","payload":"#;
+
+thread_local! {
+    /// Per topic, the bytes before the payload of the last value fully parsed: `{"schema":…,"payload":`. Every
+    /// value of a table carries the same schema, so a value that starts with these bytes (compared byte for
+    /// byte) needs only its payload parsed; one that does not is parsed whole and teaches the new prefix (a
+    /// schema change). Per thread, so consumers never contend for it.
+    static PREFIXES: std::cell::RefCell<std::collections::HashMap<String, Vec<u8>>> =
+        Default::default();
+}
+
+/// The change envelope of a value: from its payload alone when the topic's schema bytes are known and this
+/// value starts with them, else from the whole value.
+fn envelope(topic: &str, value: &[u8]) -> Result<Envelope, DecodeProblem> {
+    let known = PREFIXES.with(|p| {
+        p.borrow()
+            .get(topic)
+            .and_then(|prefix| value.starts_with(prefix).then_some(prefix.len()))
+    });
+    if let Some(start) = known {
+        let body = &value[start..];
+        // The payload, then the top-level object's closing brace (JsonConverter writes no whitespace).
+        if let Some(end) = body.iter().rposition(|b| *b == b'}') {
+            if let Ok(envelope) = serde_json::from_slice::<Envelope>(&body[..end]) {
+                return Ok(envelope);
+            }
+        }
+        // Not the shape expected after all: the whole value, for the same answer or error as always.
+    }
+    let top: Top = serde_json::from_slice(value).map_err(|e| json_problem("value", e))?;
+    Ok(match top.payload {
+        Some(envelope) => {
+            if let Some(prefix) = schema_prefix(value) {
+                PREFIXES.with(|p| p.borrow_mut().insert(topic.to_owned(), prefix.to_vec()));
+            }
+            envelope
+        }
+        None => Envelope {
+            before: top.before,
+            after: top.after,
+            source: top.source,
+            op: top.op,
+        },
+    })
+}
+
+/// `{"schema":<one JSON value>,"payload":` at the start of `value`, found by parsing the schema once.
+fn schema_prefix(value: &[u8]) -> Option<&[u8]> {
+    let rest = value.strip_prefix(SCHEMA_KEY)?;
+    let mut values =
+        serde_json::Deserializer::from_slice(rest).into_iter::<serde::de::IgnoredAny>();
+    values.next()?.ok()?;
+    let end = SCHEMA_KEY.len() + values.byte_offset();
+    value[end..]
+        .starts_with(PAYLOAD_KEY)
+        .then(|| &value[..end + PAYLOAD_KEY.len()])
 }
 
 fn json_problem(part: &'static str, e: serde_json::Error) -> DecodeProblem {
@@ -371,6 +425,71 @@ mod tests {
             DecodeProblem::Shape { part: "key", .. }
         ));
         assert!(e.to_string().contains("t.openmrs.obs/0@0"), "{e}");
+    }
+
+    /// Every value of the real Debezium fixtures (topic, key, value).
+    fn real_records() -> Vec<(String, String, String)> {
+        let root = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/debezium/mariadb");
+        let mut out = Vec::new();
+        let mut dirs: Vec<_> = std::fs::read_dir(root)
+            .expect("fixtures")
+            .flatten()
+            .collect();
+        dirs.sort_by_key(|d| d.file_name());
+        for dir in dirs
+            .iter()
+            .filter(|d| d.file_name().to_string_lossy().contains(".openmrs."))
+        {
+            let mut files: Vec<_> = std::fs::read_dir(dir.path())
+                .expect("a topic")
+                .flatten()
+                .collect();
+            files.sort_by_key(|f| f.file_name());
+            for f in files {
+                let record: Json =
+                    serde_json::from_str(&std::fs::read_to_string(f.path()).expect("a record"))
+                        .expect("JSON");
+                if let (Some(t), Some(k), Some(v)) = (
+                    record["topic"].as_str(),
+                    record["key"].as_str(),
+                    record["value"].as_str(),
+                ) {
+                    out.push((t.to_owned(), k.to_owned(), v.to_owned()));
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn a_known_schema_is_skipped_byte_for_byte_and_a_changed_one_parsed_whole() {
+        let records = real_records();
+        assert!(records.len() >= 10, "{} fixture records", records.len());
+        let full = |t: &str, k: &str, v: &[u8]| {
+            PREFIXES.with(|p| p.borrow_mut().clear());
+            decode(t, 0, 0, Some(k.as_bytes()), Some(v))
+        };
+        for (topic, key, value) in &records {
+            let whole = full(topic, key, value.as_bytes());
+            let prefix = PREFIXES.with(|p| p.borrow().get(topic.as_str()).cloned());
+            let prefix = prefix.unwrap_or_else(|| panic!("no schema prefix learned for {topic}"));
+            assert!(prefix.ends_with(PAYLOAD_KEY) && value.as_bytes().starts_with(&prefix));
+            // The second time only the payload is parsed: the same decoding.
+            let fast = decode(topic, 0, 0, Some(key.as_bytes()), Some(value.as_bytes()));
+            assert_eq!(fast, whole, "{topic}");
+            // A schema that differs by one byte is not taken for the known one.
+            let changed = value.replacen(r#""optional":false"#, r#""optional":true"#, 1);
+            assert_ne!(&changed, value);
+            let got = decode(topic, 0, 0, Some(key.as_bytes()), Some(changed.as_bytes()));
+            assert_eq!(got, full(topic, key, changed.as_bytes()), "{topic}");
+            // A payload that is not JSON after a known schema gets the whole value's error.
+            decode(topic, 0, 0, Some(key.as_bytes()), Some(value.as_bytes()))
+                .expect("learns again");
+            let broken = format!("{}{{\"op\":}}}}", String::from_utf8_lossy(&prefix));
+            let fast_error = decode(topic, 0, 0, Some(key.as_bytes()), Some(broken.as_bytes()));
+            assert_eq!(fast_error, full(topic, key, broken.as_bytes()), "{topic}");
+            assert!(fast_error.is_err());
+        }
     }
 
     #[test]
