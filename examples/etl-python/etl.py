@@ -62,11 +62,16 @@ REBUILD = """INSERT INTO {table}
     FROM src_encounter e JOIN src_person p ON p.person_id = e.patient_id
     WHERE e.voided = 0 AND e.encounter_id IN ({ids})"""
 
+COLUMNS = {
+    "encounter": ("encounter_id", ["encounter_id", "patient_id", "encounter_type", "location_id", "visit_id",
+                                   "encounter_datetime", "voided"]),
+    "person": ("person_id", ["person_id", "gender", "birthdate"]),
+    "obs": ("obs_id", ["obs_id", "encounter_id", "voided"]),
+}
+
 # --shape builtin: the mirrors it needs beyond the summary's, and the three tables rebuilt from them.
 BUILTIN_SCHEMA = [
-    """CREATE TABLE IF NOT EXISTS src_encounter (
-        encounter_id BIGINT PRIMARY KEY, patient_id BIGINT, encounter_type BIGINT, location_id BIGINT,
-        visit_id BIGINT, encounter_datetime DATETIME(6), voided TINYINT NOT NULL)""",
+    SCHEMA[0],  # src_encounter
     """CREATE TABLE IF NOT EXISTS src_person (
         person_id BIGINT PRIMARY KEY, gender VARCHAR(50), birthdate DATE, dead TINYINT, death_date DATETIME(6),
         uuid CHAR(38))""",
@@ -129,8 +134,7 @@ BUILTIN_REBUILD = [
 ]
 
 BUILTIN_COLUMNS = {
-    "encounter": ("encounter_id", ["encounter_id", "patient_id", "encounter_type", "location_id", "visit_id",
-                                   "encounter_datetime", "voided"]),
+    "encounter": COLUMNS["encounter"],
     "person": ("person_id", ["person_id", "gender", "birthdate", "dead", "death_date", "uuid"]),
     "patient": ("patient_id", ["patient_id"]),
     "visit": ("visit_id", ["visit_id", "visit_type_id"]),
@@ -140,12 +144,6 @@ BUILTIN_COLUMNS = {
     "orders": ("order_id", ["order_id", "encounter_id", "concept_id", "date_activated", "voided"]),
 }
 
-COLUMNS = {
-    "encounter": ("encounter_id", ["encounter_id", "patient_id", "encounter_type", "location_id", "visit_id",
-                                   "encounter_datetime", "voided"]),
-    "person": ("person_id", ["person_id", "gender", "birthdate"]),
-    "obs": ("obs_id", ["obs_id", "encounter_id", "voided"]),
-}
 
 
 def env(name):

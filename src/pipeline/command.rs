@@ -15,7 +15,7 @@ use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
 use super::command_watch::{self, CommitWatches, Instance, Instances};
 use super::group::Gate;
-use super::PipelineError;
+use super::{lock, PipelineError};
 use crate::scenario::{CommandEtl, Progress};
 use crate::topology::local::process::{ServiceCommand, ServiceProcess};
 
@@ -304,10 +304,7 @@ impl CommandEtlProcesses {
             if let Some(i) = lock(&instances).get_mut((n - 1) as usize) {
                 i.frozen = false;
             }
-            // SAFETY: killpg has no memory-safety preconditions; a group that is gone yields ESRCH.
-            unsafe {
-                libc::killpg(pid, libc::SIGCONT);
-            }
+            command_watch::signal_group(pid, libc::SIGCONT);
         });
         Ok(())
     }
@@ -356,12 +353,11 @@ impl CommandEtlProcesses {
             let log = self.log_path(n);
             if let Ok(Some(p)) = self.slot(n) {
                 if let Some(status) = p.poll_exit() {
-                    let mut line =
-                        format!("consumer {n} exited ({status}); its log: {}", log.display());
-                    if tail > 0 {
-                        line.push_str(&format!(", ending:\n{}", log_tail(&log, tail)));
-                    }
-                    out.push(line);
+                    out.push(format!(
+                        "consumer {n} exited ({status}); its log: {}, ending:\n{}",
+                        log.display(),
+                        log_tail(&log, tail)
+                    ));
                 }
             }
         }
@@ -381,11 +377,8 @@ impl CommandEtlProcesses {
     pub(crate) async fn ready(&mut self, bound: Duration) -> Result<(), PipelineError> {
         let began = Instant::now();
         loop {
-            if let Some(why) = self.exited(0).into_iter().next() {
-                return Err(failed(format!(
-                    "{why}\n{}",
-                    log_tail(&self.log_path(first_number(&why)), 20)
-                )));
+            if let Some(why) = self.exited(20).into_iter().next() {
+                return Err(failed(why));
             }
             let Some(observer) = self.observer.clone() else {
                 return Ok(());
@@ -464,22 +457,12 @@ impl CommandEtlProcesses {
     }
 }
 
-fn first_number(text: &str) -> u32 {
-    text.split_whitespace()
-        .find_map(|w| w.parse().ok())
-        .unwrap_or(1)
-}
-
 /// The last `lines` lines of a log, for an error.
 pub(crate) fn log_tail(path: &Path, lines: usize) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let all: Vec<&str> = text.lines().collect();
     let start = all.len().saturating_sub(lines);
     all[start..].join("\n")
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// The sink database's URL on the server of `opts`.

@@ -11,13 +11,14 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc as std_mpsc, Arc, Mutex};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rdkafka::consumer::BaseConsumer;
 use tokio::sync::mpsc;
 
 use super::group::Gate;
+use super::lock;
 
 /// How often an armed watch asks for the committed offsets.
 const POLL: Duration = Duration::from_millis(2);
@@ -33,11 +34,8 @@ pub(super) struct Instance {
 
 pub(super) type Instances = Arc<Mutex<Vec<Instance>>>;
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn signal_group(pid: i32, signal: libc::c_int) {
+/// A signal to process group `pid` (nothing for no process).
+pub(super) fn signal_group(pid: i32, signal: libc::c_int) {
     if pid > 0 {
         // SAFETY: killpg has no memory-safety preconditions; a group that is gone yields ESRCH.
         unsafe {
@@ -129,13 +127,7 @@ fn watch(
         );
         let (gate, released) = Gate::new();
         if to.send((fault, gate)).is_ok() {
-            loop {
-                match released.recv_timeout(WAKE) {
-                    Err(std_mpsc::RecvTimeoutError::Timeout)
-                        if !disarmed.load(Ordering::SeqCst) => {}
-                    _ => break,
-                }
-            }
+            Gate::wait(&released, WAKE, || disarmed.load(Ordering::SeqCst));
         }
         let now = lock(&instances).get(index).copied().unwrap_or_default();
         if now.pid == pid && !now.frozen {

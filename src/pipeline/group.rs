@@ -66,6 +66,21 @@ impl Gate {
         let (release, released) = std_mpsc::channel();
         (Gate { _release: release }, released)
     }
+
+    /// Waits until the gate behind `released` is dropped, or `give_up` says to stop waiting (looked at every
+    /// `wake`).
+    pub(super) fn wait(
+        released: &std_mpsc::Receiver<()>,
+        wake: Duration,
+        give_up: impl Fn() -> bool,
+    ) {
+        loop {
+            match released.recv_timeout(wake) {
+                Err(std_mpsc::RecvTimeoutError::Timeout) if !give_up() => {}
+                _ => break,
+            }
+        }
+    }
 }
 
 /// A fault waiting for a consumer event: the event, the fault's index, where to hand the gate.
@@ -105,12 +120,7 @@ impl Triggers {
             if to.send((fault, gate)).is_err() {
                 continue;
             }
-            loop {
-                match released.recv_timeout(WAKE) {
-                    Err(std_mpsc::RecvTimeoutError::Timeout) if !killed.load(Ordering::SeqCst) => {}
-                    _ => break,
-                }
-            }
+            Gate::wait(&released, WAKE, || killed.load(Ordering::SeqCst));
         }
     }
 }

@@ -128,24 +128,15 @@ impl ForeignSink {
             None => column_names(conn, sql).await?,
         };
         let oracle_cells: Vec<Vec<Cell>> = oracle.iter().map(|r| cells(r, digits)).collect();
-        let (table, select) = select_columns(&self.etl.table, &columns);
-        let sink: Result<Vec<Row>, _> = conn.query(select.as_str()).await;
-        Ok(match sink {
-            Ok(rows) => check::compare_tables(
-                &table,
-                "oracle_sql",
-                columns,
-                rows.iter().map(|r| cells(r, digits)).collect(),
-                oracle_cells,
-            ),
-            Err(e) => check::not_comparable(
-                &table,
-                "oracle_sql",
-                columns,
-                oracle_cells.len() as u64,
-                format!("reading the ETL's table ({select}): {e}"),
-            ),
-        })
+        Ok(compare_with_sink(
+            conn,
+            &self.etl.table,
+            "oracle_sql",
+            columns,
+            oracle_cells,
+            |r| cells(r, digits),
+        )
+        .await)
     }
 
     /// The ETL's three tables of the documented shape against the flat encounter table of `images`.
@@ -156,34 +147,28 @@ impl ForeignSink {
         let mut parts = Vec::new();
         for (i, (shape, oracle)) in flat_shape::TABLES.iter().zip(oracle).enumerate() {
             let columns: Vec<String> = shape.columns.iter().map(|c| c.0.to_owned()).collect();
-            let (table, select) =
-                select_columns(&format!("{}{}", self.etl.table, shape.suffix), &columns);
-            let sink: Result<Vec<Row>, _> = conn.query(select.as_str()).await;
-            parts.push(match sink {
-                Ok(rows) => check::compare_tables(
-                    &table,
-                    NAME,
-                    columns,
-                    rows.iter()
-                        .map(|r| flat_shape::normalise_row(i, texts(r), digits))
-                        .collect(),
-                    oracle,
-                ),
-                Err(e) => check::not_comparable(
-                    &table,
-                    NAME,
-                    columns,
-                    oracle.len() as u64,
-                    format!("reading the ETL's table ({select}): {e}"),
-                ),
-            });
+            let table = format!("{}{}", self.etl.table, shape.suffix);
+            parts.push(
+                compare_with_sink(conn, &table, NAME, columns, oracle, |r| {
+                    flat_shape::normalise_row(i, texts(r), digits)
+                })
+                .await,
+            );
         }
         check::merge_tables(parts)
     }
 }
 
-/// `etl_sink.<table>` and the SELECT of `columns` from it.
-fn select_columns(table: &str, columns: &[String]) -> (String, String) {
+/// Reads `columns` of `etl_sink.<table>`, each row normalised by `normalise`, and compares them with the
+/// oracle's rows; a table that cannot be read that way is not comparable (every oracle row missing).
+async fn compare_with_sink(
+    conn: &mut Conn,
+    table: &str,
+    oracle_name: &str,
+    columns: Vec<String>,
+    oracle: Vec<Vec<Cell>>,
+    normalise: impl Fn(&Row) -> Vec<Cell>,
+) -> FinalStateDiff {
     let select = format!(
         "SELECT {} FROM `{COMMAND_SINK_DATABASE}`.`{table}`",
         columns
@@ -192,7 +177,24 @@ fn select_columns(table: &str, columns: &[String]) -> (String, String) {
             .collect::<Vec<_>>()
             .join(", "),
     );
-    (format!("{COMMAND_SINK_DATABASE}.{table}"), select)
+    let table = format!("{COMMAND_SINK_DATABASE}.{table}");
+    let sink: Result<Vec<Row>, _> = conn.query(select.as_str()).await;
+    match sink {
+        Ok(rows) => check::compare_tables(
+            &table,
+            oracle_name,
+            columns,
+            rows.iter().map(normalise).collect(),
+            oracle,
+        ),
+        Err(e) => check::not_comparable(
+            &table,
+            oracle_name,
+            columns,
+            oracle.len() as u64,
+            format!("reading the ETL's table ({select}): {e}"),
+        ),
+    }
 }
 
 /// The oracle query's column names when it returns no row: from the same query, limited to none.
