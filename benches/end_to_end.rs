@@ -12,6 +12,10 @@ use std::time::Instant;
 use openmrs_etl_harness::run::{run, RunOptions};
 use openmrs_etl_harness::scenario::Scenario;
 
+/// The binary's allocator (src/main.rs), so the numbers are the CLI's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn peak_rss_mib() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;

@@ -15,12 +15,15 @@ use openmrs_etl_harness::run::RunOptions;
 use openmrs_etl_harness::scenario::{Backend, Scenario};
 use openmrs_etl_harness::workload::{sql, Generator, WorkloadSpec};
 
+/// mimalloc: glibc's malloc took a fifth of a large run's CPU (docs/benchmarks.md, issue 23).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "etl-harness",
     version,
     about = "Test and simulation bench for the OpenMRS streaming ETL (MySQL -> Debezium -> Kafka -> ETL)",
-    long_about = None,
     after_help = "Exit codes: 0 pass, 1 expectations not met, 2 usage/configuration/infrastructure error.\n\
                   Logging: RUST_LOG=info (or debug, trace, openmrs_etl_harness=debug) on stderr."
 )]
@@ -35,8 +38,7 @@ enum ImagesAction {
     Build,
     /// The images this machine's inputs name, and whether each is built.
     List,
-    /// The directory of the pinned Debezium plugin (resolved through Maven like the local backend's jars): what
-    /// the containers backend mounts into an image not built here, and what docker/docker-compose.yml mounts.
+    /// The pinned Debezium plugin's directory (from Maven), as the containers backend and docker/ mount it.
     Plugins,
 }
 
@@ -130,8 +132,7 @@ enum Command {
                             etl-harness up --backend local --brokers 3 --scenario scenarios/broker-kill.toml\n  \
                             kcat -b <bootstrap servers printed by up> -L")]
     Up(UpArgs),
-    /// Run a suite of scenarios (files or directories; default scenarios/) as CI would: a line per scenario, a
-    /// summary, and optionally a JUnit XML report.
+    /// Run a suite of scenarios (files or directories; default scenarios/) as CI would, optionally with JUnit XML.
     #[command(after_help = "Examples:\n  etl-harness test\n  \
                             etl-harness test scenarios/ --junit target/junit.xml\n  \
                             etl-harness test scenarios/broker-kill.toml scenarios/retention.toml --jobs 1\n  \
@@ -153,8 +154,7 @@ enum Command {
     },
     /// Remove the containers a killed harness left behind (those of a harness still running are kept).
     Down,
-    /// Property campaign over fault schedules: run seeded schedules until one loses, reorders or diverges, then
-    /// shrink it and write it as a scenario file.
+    /// Property campaign over fault schedules: the first that loses, reorders or diverges, shrunk, as a scenario.
     #[command(
         name = "fuzz-faults",
         after_help = "Each case is the base scenario (default: a small safe one: acks=all, RF 3, min ISR 2,

@@ -941,8 +941,13 @@ fn sink_result_is_independent_of_interleaving_and_replays() {
     assert!(oracle.len() > 50, "a real table: {} rows", oracle.len());
 
     let mut results = Vec::new();
-    for (seed, replay) in [(1, false), (2, true), (3, true)] {
-        let sink = MemorySink::new();
+    for (seed, replay, sink) in [
+        (1, false, MemorySink::new()),
+        (2, true, MemorySink::new()),
+        (3, true, MemorySink::new()),
+        (2, true, MemorySink::eager()),
+        (3, true, MemorySink::eager()),
+    ] {
         feed(&sink, &logs, seed, replay);
         let table = sink.flat_table();
         assert_eq!(table, flat::build(&sink.images()), "seed {seed}");

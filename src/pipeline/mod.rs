@@ -3,7 +3,8 @@
 //!
 //! - [`decode`](mod@decode): Debezium JSON records (MySQL and MariaDB connectors) back into typed row images.
 //! - [`flat`](crate::model::flat): the flat encounter table as a pure function of row images, lives in the model.
-//! - [`sink`]: [`MemorySink`] keeps images by source position, the flat table incrementally, and the offsets.
+//! - [`sink`]: [`MemorySink`] keeps images by source position, the flat table (the rows a batch touched marked
+//!   stale, each built once when the table is read), and the offsets.
 //! - [`Pipeline`]: C consumers reading with rskafka at explicit offsets taken from the sink (manual assignment),
 //!   or C members of one consumer group through librdkafka (`group`: group mode, commit policies, event faults;
 //!   `docs/consumer-groups.md`).
