@@ -11,6 +11,7 @@
 mod accumulator;
 mod config;
 mod idempotence;
+mod lz4_frame;
 mod sender;
 
 use std::collections::HashMap;

@@ -251,14 +251,21 @@ fn encoded(batch: &mut Batch, compression: Compression) -> Result<Bytes, String>
         record.sequence = base_sequence.wrapping_add(i as i32);
     }
     let mut buf = BytesMut::new();
-    RecordBatchEncoder::encode(
-        &mut buf,
-        batch.records.iter(),
-        &RecordEncodeOptions {
-            version: 2,
-            compression: wire_compression(compression),
-        },
-    )
+    let options = RecordEncodeOptions {
+        version: 2,
+        compression: wire_compression(compression),
+    };
+    let records = batch.records.iter();
+    match compression {
+        // kafka-clients' lz4 frame, not kafka-protocol's (see lz4_frame).
+        Compression::Lz4 => RecordBatchEncoder::encode_with_custom_compression(
+            &mut buf,
+            records,
+            &options,
+            Some(|raw: &mut BytesMut, out: &mut BytesMut, _| super::lz4_frame::compress(raw, out)),
+        ),
+        _ => RecordBatchEncoder::encode(&mut buf, records, &options),
+    }
     .map_err(|e| e.to_string())?;
     let bytes = buf.freeze();
     batch.encoded = Some(bytes.clone());
