@@ -13,6 +13,7 @@ mod config;
 mod idempotence;
 mod lz4_frame;
 mod sender;
+mod wire_batch;
 
 use std::collections::HashMap;
 use std::future::Future;

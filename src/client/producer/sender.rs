@@ -250,6 +250,17 @@ fn encoded(batch: &mut Batch, compression: Compression) -> Result<Bytes, String>
         record.offset = i as i64;
         record.sequence = base_sequence.wrapping_add(i as i32);
     }
+    let bytes = match super::wire_batch::encode(&batch.records, compression, base_sequence)? {
+        Some(bytes) => bytes,
+        None => split_by_producer(batch, compression)?,
+    };
+    batch.encoded = Some(bytes.clone());
+    Ok(bytes)
+}
+
+/// Records of more than one producer identity in one batch (not written by this producer's accumulator, which
+/// stamps one identity): kafka-protocol's encoder, which starts a new batch where the identity changes.
+fn split_by_producer(batch: &Batch, compression: Compression) -> Result<Bytes, String> {
     let mut buf = BytesMut::new();
     let options = RecordEncodeOptions {
         version: 2,
@@ -267,9 +278,7 @@ fn encoded(batch: &mut Batch, compression: Compression) -> Result<Bytes, String>
         _ => RecordBatchEncoder::encode(&mut buf, records, &options),
     }
     .map_err(|e| e.to_string())?;
-    let bytes = buf.freeze();
-    batch.encoded = Some(bytes.clone());
-    Ok(bytes)
+    Ok(buf.freeze())
 }
 
 enum Outcome {
