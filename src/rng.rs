@@ -82,13 +82,13 @@ impl SeededRng {
     }
 
     /// A random version-4 UUID in its 36-character form.
-    pub fn uuid(&mut self) -> std::sync::Arc<str> {
+    pub fn uuid(&mut self) -> arcstr::ArcStr {
         format_uuid(self.next_u64(), self.next_u64())
     }
 }
 
 /// A version-4 style UUID spelled from two 64-bit halves.
-pub fn format_uuid(hi: u64, lo: u64) -> std::sync::Arc<str> {
+pub fn format_uuid(hi: u64, lo: u64) -> arcstr::ArcStr {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let hi = (hi & 0xffff_ffff_ffff_0fff) | 0x4000;
     let lo = (lo & 0x3fff_ffff_ffff_ffff) | 0x8000_0000_0000_0000;
@@ -108,7 +108,7 @@ pub fn format_uuid(hi: u64, lo: u64) -> std::sync::Arc<str> {
 }
 
 /// A fixed UUID for a reference row, stable across releases (the schema fixture depends on it).
-pub fn stable_uuid(table: &str, id: i64) -> std::sync::Arc<str> {
+pub fn stable_uuid(table: &str, id: i64) -> arcstr::ArcStr {
     let h = fnv1a(table.as_bytes()) ^ (id as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
     format_uuid(splitmix(h), splitmix(h ^ 0xa5a5_a5a5))
 }

@@ -206,9 +206,7 @@ impl MemorySource {
                 next_auto.insert(table.name, max + 1);
             }
         }
-        let server_uuid = crate::rng::stable_uuid("server_uuid", SERVER_ID as i64)
-            .as_ref()
-            .to_string();
+        let server_uuid = crate::rng::stable_uuid("server_uuid", SERVER_ID as i64).to_string();
         MemorySource {
             connector,
             recorder,

@@ -9,6 +9,7 @@ mod encounters;
 mod orders;
 mod patients;
 
+use arcstr::ArcStr;
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
@@ -71,13 +72,13 @@ struct ObsState {
     value_coded: Option<i64>,
     value_coded_name_id: Option<i64>,
     value_numeric: Option<f64>,
-    value_text: Option<Arc<str>>,
+    value_text: Option<ArcStr>,
     date_created: i64,
-    uuid: Arc<str>,
+    uuid: ArcStr,
     previous_version: Option<i64>,
     amended: bool,
     /// `(date_voided, void_reason)` once voided (always by the admin user).
-    voided: Option<(i64, Arc<str>)>,
+    voided: Option<(i64, ArcStr)>,
 }
 
 impl ObsState {
@@ -110,7 +111,7 @@ impl ObsState {
             },
             value_text: text(obs::value_text),
             date_created: ms(obs::date_created).unwrap_or(0),
-            uuid: text(obs::uuid).unwrap_or_else(|| Arc::from("")),
+            uuid: text(obs::uuid).unwrap_or_default(),
             previous_version: int(obs::previous_version),
             amended: row[obs::status].is_text("AMENDED"),
             voided: match (
