@@ -60,7 +60,7 @@ impl Build {
         self.h.produced.push(Produced {
             change: Some(openmrs_etl_harness::history::ChangeId { txn, index }),
             tombstone: false,
-            topic: topic(ch.table),
+            topic: topic(ch.table).into(),
             outcome: ProduceOutcome::Acked {
                 partition: 0,
                 offset,
@@ -73,7 +73,7 @@ impl Build {
         self.h.produced.push(Produced {
             change: None,
             tombstone: true,
-            topic: topic(table),
+            topic: topic(table).into(),
             outcome: ProduceOutcome::Acked {
                 partition: 0,
                 offset,
@@ -90,7 +90,7 @@ impl Build {
         self.h.consumed.push(Consumed {
             seq,
             consumer: 1,
-            topic: topic(ch.table),
+            topic: topic(ch.table).into(),
             partition: 0,
             offset,
             change: Some(ConsumedChange {
@@ -99,7 +99,7 @@ impl Build {
                 op: ch.op,
                 source: SourceRef {
                     snapshot: c.snapshot,
-                    file: c.position.file.clone(),
+                    file: c.position.file.as_str().into(),
                     pos: c.position.pos,
                     row: index,
                     gtid: None,
@@ -117,7 +117,7 @@ impl Build {
         self.h.consumed.push(Consumed {
             seq,
             consumer: 1,
-            topic: topic(table),
+            topic: topic(table).into(),
             partition: 0,
             offset,
             change: None,
@@ -292,7 +292,7 @@ fn a_change_never_produced_is_a_loss_and_nothing_else() {
     h.produced.push(Produced {
         change: Some(openmrs_etl_harness::history::ChangeId { txn: 2, index: 2 }),
         tombstone: false,
-        topic: topic("obs"),
+        topic: topic("obs").into(),
         outcome: ProduceOutcome::Failed {
             error: "NOT_ENOUGH_REPLICAS".into(),
         },
@@ -315,7 +315,7 @@ fn an_acked_record_nobody_read_is_an_unexplained_loss_and_an_offset_gap() {
     let mut h = clean();
     // obs 102's create, at obs/0 offset 3.
     h.consumed
-        .retain(|c| !(c.topic == topic("obs") && c.offset == 3));
+        .retain(|c| !(*c.topic == *topic("obs") && c.offset == 3));
     let a = analyse(&h);
     assert_eq!(anomalies(&a), vec![("lost", 1), ("offset_gaps", 1)]);
     assert_eq!(a.lost.unexplained, 1);
@@ -462,10 +462,10 @@ fn truncated_history() -> History {
         }
     }
     h.consumed
-        .retain(|c| !(c.topic == topic("obs") && c.offset == 3));
+        .retain(|c| !(*c.topic == *topic("obs") && c.offset == 3));
     for (i, c) in h.consumed.iter_mut().enumerate() {
         c.seq = i as u64;
-        if c.topic == topic("obs") && c.offset >= 4 {
+        if *c.topic == *topic("obs") && c.offset >= 4 {
             c.offset -= 1;
         }
     }
@@ -501,7 +501,7 @@ fn a_loss_inside_a_consumer_retention_gap_is_a_retention_loss() {
     let mut h = clean();
     // Retention deleted obs/0 offsets 0 and 1 before the consumer got there: it asked for 0, the log began at 2.
     h.consumed
-        .retain(|c| !(c.topic == topic("obs") && c.offset < 2));
+        .retain(|c| !(*c.topic == *topic("obs") && c.offset < 2));
     h.retention_gaps.push(RetentionGap {
         consumer: 1,
         topic: topic("obs"),
@@ -528,7 +528,7 @@ fn a_loss_inside_a_consumer_retention_gap_is_a_retention_loss() {
 fn a_loss_inside_a_deleted_segment_is_a_retention_loss() {
     let mut h = clean();
     h.consumed
-        .retain(|c| !(c.topic == topic("obs") && c.offset < 2));
+        .retain(|c| !(*c.topic == *topic("obs") && c.offset < 2));
     h.cluster_events.push(ClusterEvent {
         at_ms: 2_100,
         kind: ClusterEventKind::SegmentDeleted {
@@ -556,7 +556,7 @@ fn a_superseded_record_below_a_compaction_point_is_compacted_not_unexplained() {
     let mut h = clean();
     // Compaction removed obs 100's create (offset 0): its update at offset 2 supersedes it.
     h.consumed
-        .retain(|c| !(c.topic == topic("obs") && c.offset == 0));
+        .retain(|c| !(*c.topic == *topic("obs") && c.offset == 0));
     h.cluster_events.push(ClusterEvent {
         at_ms: 3_500,
         kind: ClusterEventKind::Compacted {

@@ -424,7 +424,7 @@ fn retention_checks(o: &RunOutcome) {
         let deleted_before_read = h.produced.iter().any(|p| {
             p.change == Some(id)
                 && matches!(p.outcome, ProduceOutcome::Acked { partition, offset }
-                    if deleted.iter().any(|(t, dp, s, e)| *t == p.topic && *dp == partition && (*s..*e).contains(&offset)))
+                    if deleted.iter().any(|(t, dp, s, e)| *t == &*p.topic && *dp == partition && (*s..*e).contains(&offset)))
         });
         assert!(
             deleted_before_read,

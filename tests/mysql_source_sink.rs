@@ -111,10 +111,10 @@ async fn mysql_source_records_what_the_memory_source_records_and_leaves_the_same
             op: change.op,
             source: SourceRef {
                 snapshot: false,
-                file: commit.position.file.clone(),
+                file: commit.position.file.as_str().into(),
                 pos: commit.position.pos,
                 row: 0,
-                gtid: commit.gtid.clone(),
+                gtid: commit.gtid.as_deref().map(Into::into),
             },
             source_ts_ms: commit.committed_at_ms,
         };
@@ -280,7 +280,7 @@ fn topic_logs(ops: &[Operation]) -> (BTreeMap<(String, i32), Vec<SinkRecord>>, f
         for row in rows {
             let source = SourceRef {
                 snapshot: true,
-                file: snapshot.position.file.clone(),
+                file: snapshot.position.file.as_str().into(),
                 pos: snapshot.position.pos,
                 row: 0,
                 gtid: None,
@@ -298,10 +298,10 @@ fn topic_logs(ops: &[Operation]) -> (BTreeMap<(String, i32), Vec<SinkRecord>>, f
         for r in &txn.rows {
             let source = SourceRef {
                 snapshot: false,
-                file: txn.position.file.clone(),
+                file: txn.position.file.as_str().into(),
                 pos: txn.position.pos,
                 row: r.row,
-                gtid: Some(txn.gtid.clone()),
+                gtid: Some(txn.gtid.as_str().into()),
             };
             let image = r.after.clone().or(r.before.clone()).unwrap();
             push(r.table.name, r.key, r.op, source, image);

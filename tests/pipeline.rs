@@ -118,7 +118,7 @@ fn decoder_reads_every_fixture_record_of_the_five_tables() {
                     // Snapshot reads carry no GTID; streamed changes carry MariaDB's domain-server-seq.
                     assert_eq!(change.source.snapshot, kind == "r");
                     assert_eq!(change.source.gtid.is_some(), kind != "r", "{table} {kind}");
-                    assert_eq!(change.source.file, "binlog.000001");
+                    assert_eq!(&*change.source.file, "binlog.000001");
                     assert!(change.source_ts_ms > 1_700_000_000_000);
                 }
                 (d, kind) => panic!("{table}@{}: {kind} decoded as {d:?}", f.offset),
@@ -797,7 +797,7 @@ fn source_changes(ops: &[Operation]) -> Vec<SourceChange> {
                     file: "binlog.000001".into(),
                     pos: 4 + op.seq * 1_000,
                     row: i as u32,
-                    gtid: Some(format!("0-1-{}", op.seq)),
+                    gtid: Some(format!("0-1-{}", op.seq).into()),
                 },
                 image: Arc::new(image),
                 at_ms: op.at_ms,
@@ -1010,7 +1010,7 @@ fn debezium_record(ch: &SourceChange, tombstone: bool) -> rskafka::record::Recor
                "payload": {"before": before, "after": after,
                    "source": {"version": "3.2.0.Final", "connector": "mysql", "name": "dbserver1",
                               "ts_ms": ch.at_ms, "snapshot": "false", "db": "openmrs", "table": ch.table,
-                              "server_id": 1, "gtid": ch.source.gtid, "file": ch.source.file,
+                              "server_id": 1, "gtid": ch.source.gtid.as_deref(), "file": &*ch.source.file,
                               "pos": ch.source.pos, "row": ch.source.row},
                    "op": ch.op.letter(), "ts_ms": ch.at_ms}})
         .to_string()
@@ -1097,7 +1097,7 @@ fn assert_exactly_once(history: &History, produced: &BTreeMap<(String, i32), i64
     let mut seen = BTreeSet::new();
     for c in &history.consumed {
         assert!(
-            seen.insert((c.topic.clone(), c.partition, c.offset)),
+            seen.insert((c.topic.to_string(), c.partition, c.offset)),
             "{}/{}@{} consumed twice",
             c.topic,
             c.partition,

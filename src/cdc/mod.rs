@@ -245,7 +245,7 @@ enum Start {
 struct Tracked {
     change: Option<ChangeId>,
     tombstone: bool,
-    topic: String,
+    topic: Arc<str>,
     sent_at_ms: i64,
     delivery: Option<Delivery>,
     /// Set on the last record of a transaction: its txn and the binlog cursor after it.

@@ -31,6 +31,7 @@ pub(super) async fn produce(
         producer: &producer,
         tx: &tx,
         headers: &headers,
+        topics: crate::history::Interner::new(64),
     };
     let mut cursor = match start {
         Start::Snapshot => {
@@ -85,6 +86,8 @@ struct Sender<'a> {
     producer: &'a Producer,
     tx: &'a mpsc::Sender<Tracked>,
     headers: &'a [(String, Option<Bytes>)],
+    /// One shared copy per topic for what the history records of each send.
+    topics: crate::history::Interner,
 }
 
 impl Sender<'_> {
@@ -115,7 +118,7 @@ impl Sender<'_> {
             .send(Tracked {
                 change,
                 tombstone,
-                topic: topic.to_string(),
+                topic: self.topics.get(topic),
                 sent_at_ms: now,
                 delivery: Some(delivery),
                 end_of,
@@ -262,7 +265,7 @@ impl Sender<'_> {
             .send(Tracked {
                 change: None,
                 tombstone: false,
-                topic: String::new(),
+                topic: self.topics.get(""),
                 sent_at_ms: self.ctx.clock.now_ms(),
                 delivery: None,
                 end_of: Some(end),

@@ -48,7 +48,7 @@ fn delivery(c: &crate::history::Consumed) -> Delivery {
     Delivery {
         seq: c.seq,
         consumer: c.consumer,
-        topic: c.topic.clone(),
+        topic: c.topic.to_string(),
         partition: c.partition,
         offset: c.offset,
     }
@@ -110,9 +110,9 @@ impl Deliveries {
                             key: change.key,
                             op: change.op.letter(),
                             snapshot: change.source.snapshot,
-                            binlog_file: change.source.file.clone(),
+                            binlog_file: change.source.file.to_string(),
                             binlog_pos: change.source.pos,
-                            gtid: change.source.gtid.clone(),
+                            gtid: change.source.gtid.as_deref().map(str::to_string),
                         }),
                     });
                 }

@@ -48,7 +48,7 @@ pub(super) fn cause(
     if history.group.is_empty() {
         return None;
     }
-    let tp = (first.topic.clone(), first.partition);
+    let tp = (first.topic.to_string(), first.partition);
     let on_partition =
         |e: &&crate::history::GroupEvent| e.at_ms <= again.at_ms && e.partitions().contains(&tp);
     let moved = if first.consumer != again.consumer {

@@ -112,10 +112,11 @@ pub struct ChangeId {
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct SourceRef {
     pub snapshot: bool,
-    pub file: String,
+    /// Shared: consecutive records of one binlog file (and of one transaction) hold one copy.
+    pub file: Arc<str>,
     pub pos: u64,
     pub row: u32,
-    pub gtid: Option<String>,
+    pub gtid: Option<Arc<str>>,
 }
 
 /// The capture's attempt to produce one record.
@@ -125,7 +126,7 @@ pub struct Produced {
     pub change: Option<ChangeId>,
     /// A tombstone (null value) following a delete.
     pub tombstone: bool,
-    pub topic: String,
+    pub topic: Arc<str>,
     /// Where the cluster acknowledged it, or why it did not.
     pub outcome: ProduceOutcome,
     /// When the capture handed it to the producer, ms since the epoch.
@@ -146,7 +147,8 @@ pub struct Consumed {
     /// Global consumption order over all consumers.
     pub seq: u64,
     pub consumer: u32,
-    pub topic: String,
+    /// Shared by every record of a topic (a million records hold a handful of copies).
+    pub topic: Arc<str>,
     pub partition: i32,
     pub offset: i64,
     /// Decoded from the record: the table, the key, the op and the source block. `None` for a tombstone.
@@ -297,6 +299,35 @@ impl History {
     }
 }
 
+/// Shared copies of the few distinct strings records repeat — topics, binlog file names, a transaction's GTID —
+/// so a million records hold a handful of copies instead of a million. Keeps the `cap` most recently seen.
+#[derive(Debug)]
+pub(crate) struct Interner {
+    recent: std::collections::VecDeque<Arc<str>>,
+    cap: usize,
+}
+
+impl Interner {
+    pub(crate) fn new(cap: usize) -> Interner {
+        Interner {
+            recent: std::collections::VecDeque::with_capacity(cap),
+            cap,
+        }
+    }
+
+    pub(crate) fn get(&mut self, s: &str) -> Arc<str> {
+        if let Some(known) = self.recent.iter().rev().find(|k| ***k == *s) {
+            return known.clone();
+        }
+        let new: Arc<str> = Arc::from(s);
+        if self.recent.len() >= self.cap {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(new.clone());
+        new
+    }
+}
+
 /// Maps a consumed record's (table, key, source block) to the change it carries. Built once per check.
 pub struct Resolver<'h> {
     history: &'h History,
@@ -324,7 +355,7 @@ impl Resolver<'_> {
                 .and_then(|g| self.by_gtid.get(g))
                 .or_else(|| {
                     self.by_position
-                        .get(&(change.source.file.as_str(), change.source.pos))
+                        .get(&(&*change.source.file, change.source.pos))
                 })
                 .copied()?
         };
@@ -439,5 +470,17 @@ mod tests {
         assert_eq!(history.seed, 42);
         assert_eq!(history.end_offsets, end_offsets);
         assert_eq!(recorder.snapshot().seed, 42, "the recorder keeps its seed");
+    }
+
+    #[test]
+    fn an_interner_shares_what_it_saw_lately_and_forgets_the_oldest() {
+        let mut i = Interner::new(2);
+        let a = i.get("binlog.000001");
+        assert!(Arc::ptr_eq(&a, &i.get("binlog.000001")));
+        i.get("binlog.000002");
+        assert!(Arc::ptr_eq(&a, &i.get("binlog.000001")));
+        i.get("binlog.000003");
+        assert!(!Arc::ptr_eq(&a, &i.get("binlog.000001")), "the oldest went");
+        assert_eq!(&*i.get("x"), "x");
     }
 }

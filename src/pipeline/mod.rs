@@ -631,6 +631,7 @@ pub(crate) fn decode_records(
     next_offsets: Vec<(String, i32, i64)>,
 ) -> (Batch, Vec<Consumed>) {
     let at_ms = shared.clock.now_ms();
+    let mut topics = crate::history::Interner::new(4);
     let mut consumed = Vec::with_capacity(records.len());
     let mut batch = Batch {
         records: Vec::with_capacity(records.len()),
@@ -652,7 +653,7 @@ pub(crate) fn decode_records(
         consumed.push(Consumed {
             seq: 0,
             consumer,
-            topic: r.topic.to_string(),
+            topic: topics.get(r.topic),
             partition: r.partition,
             offset: r.offset,
             change,

@@ -84,7 +84,7 @@ pub trait Sink: Send + Sync + 'static {
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 struct Position {
     streamed: bool,
-    file: String,
+    file: Arc<str>,
     pos: u64,
     row: u32,
 }

@@ -71,7 +71,7 @@ fn max_lag(history: &History) -> Option<u64> {
         if let ProduceOutcome::Acked { partition, offset } = p.outcome {
             if offset >= 0 {
                 acked
-                    .entry((p.topic.as_str(), partition))
+                    .entry((&*p.topic, partition))
                     .or_default()
                     .push((p.sent_at_ms, offset));
             }
@@ -79,7 +79,7 @@ fn max_lag(history: &History) -> Option<u64> {
     }
     let mut read: HashMap<(&str, i32), Vec<(i64, i64)>> = HashMap::new();
     for c in &history.consumed {
-        read.entry((c.topic.as_str(), c.partition))
+        read.entry((&*c.topic, c.partition))
             .or_default()
             .push((c.at_ms, c.offset));
     }

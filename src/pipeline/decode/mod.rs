@@ -8,13 +8,14 @@
 //! integer, DATE as days and DATETIME as epoch milliseconds, and only the column type says which is which. So
 //! a decoded image is equal, value for value, to the source row it was captured from.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value as Json};
 
-use crate::history::{ChangeOp, ConsumedChange, SourceRef};
+use crate::history::{ChangeOp, ConsumedChange, Interner, SourceRef};
 use crate::model::schema::{self, SqlType, TableDef};
 use crate::model::{Row, Value};
 
@@ -115,7 +116,8 @@ struct Top<'a> {
     before: Option<&'a RawValue>,
     #[serde(borrow)]
     after: Option<&'a RawValue>,
-    source: Option<Source>,
+    #[serde(borrow)]
+    source: Option<Source<'a>>,
     op: Option<String>,
 }
 
@@ -125,20 +127,24 @@ struct Envelope<'a> {
     before: Option<&'a RawValue>,
     #[serde(borrow)]
     after: Option<&'a RawValue>,
-    source: Option<Source>,
+    #[serde(borrow)]
+    source: Option<Source<'a>>,
     op: Option<String>,
 }
 
 #[derive(Deserialize)]
-struct Source {
+struct Source<'a> {
     ts_ms: i64,
     /// A string in Debezium 2.x/3.x (`"true"`, `"last"`, `"false"`…), a boolean in older versions.
     snapshot: Option<Json>,
-    table: Option<String>,
-    file: String,
+    #[serde(borrow)]
+    table: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    file: Cow<'a, str>,
     pos: u64,
     row: Option<u32>,
-    gtid: Option<String>,
+    #[serde(borrow)]
+    gtid: Option<Cow<'a, str>>,
 }
 
 /// Decodes one record of a change topic. `value` is `None` for a tombstone.
@@ -236,10 +242,12 @@ fn decode_inner(
             op,
             source: SourceRef {
                 snapshot,
-                file: source.file,
+                file: SHARED.with(|s| s.borrow_mut().0.get(&source.file)),
                 pos: source.pos,
                 row: source.row.unwrap_or(0),
-                gtid: source.gtid,
+                gtid: source
+                    .gtid
+                    .map(|g| SHARED.with(|s| s.borrow_mut().1.get(&g))),
             },
             source_ts_ms: source.ts_ms,
         },
@@ -252,6 +260,9 @@ const SCHEMA_KEY: &[u8] = br#"{"schema":"#;
 const PAYLOAD_KEY: &[u8] = br#","payload":"#;
 
 thread_local! {
+    /// The binlog files and GTIDs this thread decoded last: consecutive records share them (history::Interner).
+    static SHARED: std::cell::RefCell<(Interner, Interner)> =
+        std::cell::RefCell::new((Interner::new(16), Interner::new(4)));
     /// Per topic, the bytes before the payload of the last value fully parsed: `{"schema":…,"payload":`. Every
     /// value of a table carries the same schema, so a value that starts with these bytes (compared byte for
     /// byte) needs only its payload parsed; one that does not is parsed whole and teaches the new prefix (a

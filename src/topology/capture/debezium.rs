@@ -450,11 +450,12 @@ fn digest(record: &ProducedRecord) -> Sent {
 /// against the commits like a consumer's read), with the broker's answer as its outcome.
 fn acknowledgements(history: &History, sent: &[Sent]) -> Vec<Produced> {
     let resolver = history.resolver();
+    let mut topics = crate::history::Interner::new(64);
     sent.iter()
         .map(|s| Produced {
             change: s.change.as_ref().and_then(|c| resolver.resolve(c)),
             tombstone: s.tombstone,
-            topic: s.topic.clone(),
+            topic: topics.get(&s.topic),
             outcome: s.outcome.clone(),
             sent_at_ms: s.sent_at_ms,
         })
@@ -637,7 +638,7 @@ mod tests {
         );
         assert!(produced
             .iter()
-            .all(|p| p.sent_at_ms == 1_000 && p.topic == topic));
+            .all(|p| p.sent_at_ms == 1_000 && &*p.topic == topic));
     }
 
     #[test]
