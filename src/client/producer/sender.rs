@@ -6,16 +6,13 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::indexmap::IndexMap;
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{MetadataRequest, ProduceRequest, TopicName};
 use kafka_protocol::protocol::StrBytes;
-use kafka_protocol::records::{
-    Compression as WireCompression, RecordBatchEncoder, RecordEncodeOptions,
-};
 
 use super::accumulator::{drain, Batch, Drained};
 use super::{Ack, Acks, Compression, ProduceError, Shared};
@@ -228,16 +225,6 @@ pub(super) async fn run_sender(shared: Arc<Shared>) {
     }
 }
 
-fn wire_compression(compression: Compression) -> WireCompression {
-    match compression {
-        Compression::None => WireCompression::None,
-        Compression::Gzip => WireCompression::Gzip,
-        Compression::Snappy => WireCompression::Snappy,
-        Compression::Lz4 => WireCompression::Lz4,
-        Compression::Zstd => WireCompression::Zstd,
-    }
-}
-
 /// Encodes `batch` once; retries resend the same bytes (same sequence numbers).
 fn encoded(batch: &mut Batch, compression: Compression) -> Result<Bytes, String> {
     if let Some(bytes) = &batch.encoded {
@@ -250,35 +237,9 @@ fn encoded(batch: &mut Batch, compression: Compression) -> Result<Bytes, String>
         record.offset = i as i64;
         record.sequence = base_sequence.wrapping_add(i as i32);
     }
-    let bytes = match super::wire_batch::encode(&batch.records, compression, base_sequence)? {
-        Some(bytes) => bytes,
-        None => split_by_producer(batch, compression)?,
-    };
+    let bytes = super::wire_batch::encode(&batch.records, compression, base_sequence)?;
     batch.encoded = Some(bytes.clone());
     Ok(bytes)
-}
-
-/// Records of more than one producer identity in one batch (not written by this producer's accumulator, which
-/// stamps one identity): kafka-protocol's encoder, which starts a new batch where the identity changes.
-fn split_by_producer(batch: &Batch, compression: Compression) -> Result<Bytes, String> {
-    let mut buf = BytesMut::new();
-    let options = RecordEncodeOptions {
-        version: 2,
-        compression: wire_compression(compression),
-    };
-    let records = batch.records.iter();
-    match compression {
-        // kafka-clients' lz4 frame, not kafka-protocol's (see lz4_frame).
-        Compression::Lz4 => RecordBatchEncoder::encode_with_custom_compression(
-            &mut buf,
-            records,
-            &options,
-            Some(|raw: &mut BytesMut, out: &mut BytesMut, _| super::lz4_frame::compress(raw, out)),
-        ),
-        _ => RecordBatchEncoder::encode(&mut buf, records, &options),
-    }
-    .map_err(|e| e.to_string())?;
-    Ok(buf.freeze())
 }
 
 enum Outcome {

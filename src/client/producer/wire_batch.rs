@@ -16,13 +16,13 @@ const HEADER: usize = 61;
 /// Where the CRC'd part begins (the attributes).
 const CRC_FROM: usize = 21;
 
-/// One batch of `records` (offsets and sequences already set: offset `i`, sequence `base_sequence + i`), or
-/// `None` when they do not share one producer identity (the caller then splits them as kafka-protocol does).
+/// One batch of `records` (offsets and sequences already set: offset `i`, sequence `base_sequence + i`). They
+/// share one producer identity: the accumulator stamps the one the producer got when it connected.
 pub(super) fn encode(
     records: &[Record],
     compression: Compression,
     base_sequence: i32,
-) -> Result<Option<Bytes>, String> {
+) -> Result<Bytes, String> {
     let Some(first) = records.first() else {
         return Err("an empty batch".into());
     };
@@ -30,7 +30,7 @@ pub(super) fn encode(
         .iter()
         .any(|r| (r.producer_id, r.producer_epoch) != (first.producer_id, first.producer_epoch))
     {
-        return Ok(None);
+        return Err("records of more than one producer identity in one batch".into());
     }
     // kafka-clients takes the first record's timestamp as the base (deltas may be negative).
     let base_timestamp = first.timestamp;
@@ -93,7 +93,7 @@ pub(super) fn encode(
     out[8..12].copy_from_slice(&(length as i32).to_be_bytes());
     let crc = crc32c::crc32c(&out[CRC_FROM..]);
     out[17..21].copy_from_slice(&crc.to_be_bytes());
-    Ok(Some(out.freeze()))
+    Ok(out.freeze())
 }
 
 /// The codec bits of the attributes, as `CompressionType.id` numbers them.
@@ -223,7 +223,7 @@ mod tests {
     fn batches_are_kafka_protocols_bytes_and_decode_with_every_codec() {
         let mut recs = records(300, 9);
         recs[0].timestamp = 1_600_000_000_000;
-        let ours = encode(&recs, Compression::None, 17).unwrap().unwrap();
+        let ours = encode(&recs, Compression::None, 17).unwrap();
         let mut theirs = BytesMut::new();
         RecordBatchEncoder::encode(
             &mut theirs,
@@ -243,13 +243,13 @@ mod tests {
             Compression::Lz4,
             Compression::Zstd,
         ] {
-            let bytes = encode(&recs, c, 17).unwrap().unwrap();
+            let bytes = encode(&recs, c, 17).unwrap();
             // kafka-protocol's decoder checks the length and the CRC.
             let set = RecordBatchDecoder::decode(&mut bytes.clone()).expect("decodes");
             assert_eq!(set.records, recs, "{c:?}");
         }
         let mut mixed = records(3, 9);
         mixed[2].producer_id = 10;
-        assert_eq!(encode(&mixed, Compression::None, 17), Ok(None));
+        assert!(encode(&mixed, Compression::None, 17).is_err());
     }
 }
