@@ -591,3 +591,70 @@ async fn offset_for_leader_epoch_tells_where_each_epoch_ended() {
     assert_eq!(unknown.0, ResponseError::UnknownLeaderEpoch.code());
     cluster.shutdown().await;
 }
+
+async fn offsets_and_values(
+    pc: &rskafka::client::partition::PartitionClient,
+) -> Vec<(i64, String)> {
+    let read = read_all(pc, 0).await.into_iter();
+    read.map(|(o, _, v)| (o, v.unwrap())).collect()
+}
+
+/// With no memory for record batches, every batch lives in the spill file: a follower that was down catches up
+/// from it, consumers read it back byte for byte from any leader, and the file holds one copy whatever the
+/// replication factor.
+#[tokio::test]
+async fn batches_past_the_memory_budget_are_served_and_replicated_from_the_spill_file() {
+    init_tracing();
+    let spill_dir = tempfile::tempdir().unwrap();
+    let cluster = Cluster::builder()
+        .brokers(3)
+        .clock(Clock::virtual_at(1_700_000_000_000))
+        .log_memory_budget(0, spill_dir.path())
+        .topic(NewTopic::new("obs", 1).replication_factor(3))
+        .start()
+        .await
+        .unwrap();
+    let client = client(&cluster.bootstrap_servers()).await;
+    let pc = partition(&client, "obs", 0).await;
+    let view = cluster.partition("obs", 0).unwrap();
+    let (leader, late) = (view.leader.unwrap(), view.replicas[2]);
+    assert_ne!(leader, late);
+
+    // One follower is down while the first half is written; it must catch up from spilled batches.
+    cluster.kill(late).await.unwrap();
+    advance(&cluster, SESSION).await;
+    let mut written = Vec::new();
+    for i in 0..40 {
+        let batch: Vec<_> = (0..5)
+            .map(|j| record(&format!("k{j}"), &format!("v{i}-{j}"), 1_000))
+            .collect();
+        let offsets = bounded("produce", pc.produce(batch, Compression::NoCompression))
+            .await
+            .unwrap();
+        written.extend(offsets.into_iter().zip((0..5).map(|j| format!("v{i}-{j}"))));
+        if i == 19 {
+            cluster.restart(late).await.unwrap();
+        }
+    }
+    assert!(cluster.wait_for_replication(Duration::from_secs(10)).await);
+    let view = cluster.partition("obs", 0).unwrap();
+    assert_eq!(view.isr.len(), 3, "the late follower caught up: {view:?}");
+
+    let stats = common::log_memory_within(&cluster, 0).await;
+    assert!(stats.spilled_bytes > 0, "{stats:?}");
+    assert_eq!(
+        Some(stats.spilled_bytes),
+        cluster.distinct_buffer_bytes("obs"),
+        "one copy of each batch in the file for three replicas"
+    );
+    let expect = written;
+    assert_eq!(offsets_and_values(&pc).await, expect);
+
+    // The leader dies: the late follower's copy (the same spilled batches) serves everything.
+    cluster.kill(leader).await.unwrap();
+    advance(&cluster, SESSION).await;
+    let new_leader = cluster.partition("obs", 0).unwrap().leader.unwrap();
+    assert_ne!(new_leader, leader);
+    assert_eq!(offsets_and_values(&pc).await, expect);
+    cluster.shutdown().await;
+}

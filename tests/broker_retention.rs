@@ -212,18 +212,28 @@ async fn delete_records_is_recorded_with_its_range() {
 
 #[tokio::test]
 async fn compaction_keeps_the_last_value_per_key_and_drops_tombstones_after_delete_retention() {
-    let cluster = Cluster::builder()
-        .brokers(3)
-        .clock(Clock::virtual_at(T0))
-        .topic(
-            NewTopic::new("patients", 1)
-                .config("cleanup.policy", "compact")
-                .config("segment.ms", (10 * MINUTE).to_string())
-                .config("delete.retention.ms", (60 * MINUTE).to_string()),
-        )
-        .start()
-        .await
-        .unwrap();
+    compaction(None).await;
+}
+
+/// The same, with every batch in the spill file: the cleaner reads them back and its rewritten batches spill too.
+#[tokio::test]
+async fn compaction_of_spilled_batches_keeps_the_same_records() {
+    let dir = tempfile::tempdir().unwrap();
+    compaction(Some(dir.path())).await;
+}
+
+async fn compaction(spill_dir: Option<&std::path::Path>) {
+    let mut builder = Cluster::builder();
+    builder.brokers(3).clock(Clock::virtual_at(T0)).topic(
+        NewTopic::new("patients", 1)
+            .config("cleanup.policy", "compact")
+            .config("segment.ms", (10 * MINUTE).to_string())
+            .config("delete.retention.ms", (60 * MINUTE).to_string()),
+    );
+    if let Some(dir) = spill_dir {
+        builder.log_memory_budget(0, dir);
+    }
+    let cluster = builder.start().await.unwrap();
     let client = client(&cluster.bootstrap_servers()).await;
     let pc = partition(&client, "patients", 0).await;
     produce(&pc, vec![record("k1", "a", T0), record("k2", "b", T0)]).await;
@@ -288,5 +298,12 @@ async fn compaction_keeps_the_last_value_per_key_and_drops_tombstones_after_dele
         })
         .collect();
     assert_eq!(compactions, vec![(2, 0), (0, 1)]);
+    if spill_dir.is_some() {
+        let stats = common::log_memory_within(&cluster, 0).await;
+        assert!(
+            stats.written_bytes > stats.spilled_bytes,
+            "rewritten batches replaced spilled ones: {stats:?}"
+        );
+    }
     cluster.shutdown().await;
 }

@@ -55,6 +55,30 @@ async fn stable_text_is_the_same_for_the_same_seed() {
     assert_eq!(first.report.stable_text(), second.report.stable_text());
 }
 
+/// With no memory for record batches every batch the run produces lives in the embedded cluster's spill file:
+/// the run passes all the same (every change delivered, final state equal) and its report says what was spilled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_past_its_log_memory_serves_everything_from_the_spill_file() {
+    let text =
+        small_scenario(11, "").replace("brokers = 3\n", "brokers = 3\nlog_memory = \"0B\"\n");
+    assert!(text.contains("log_memory"), "{text}");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("spill.toml");
+    std::fs::write(&path, text).unwrap();
+    let outcome = run_file(&path.display().to_string()).await;
+    assert!(outcome.report.passed(), "{}", outcome.report.terminal());
+    let spill = outcome
+        .report
+        .metrics
+        .log_spill
+        .expect("the report says what was spilled");
+    assert!(
+        spill.peak_bytes > 0 && spill.written_bytes >= spill.peak_bytes,
+        "{spill:?}"
+    );
+    assert!(outcome.report.terminal().contains("log spill"));
+}
+
 /// A small real-time scenario: a few hundred operations, fast.
 fn small_scenario(seed: u64, extra: &str) -> String {
     common::small_scenario("small", seed, extra)

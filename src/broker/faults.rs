@@ -319,6 +319,11 @@ impl Cluster {
         controller::elect_preferred(&self.core);
     }
 
+    /// Record batch bytes in memory and in the spill file, when the cluster has a memory budget.
+    pub fn log_memory(&self) -> Option<super::SpillStats> {
+        self.core.spill().map(|s| s.stats())
+    }
+
     /// Leader, epoch, ISR and offsets of one partition.
     pub fn partition(&self, topic: &str, partition: i32) -> Option<PartitionView> {
         let topic = self.core.topic(topic)?;

@@ -95,6 +95,9 @@
 //! record timestamp), `retention.bytes` and `cleanup.policy=compact`, recording each deletion in the event log
 //! ([`Cluster::events`]).
 //!
+//! With [`ClusterBuilder::log_memory_budget`] at most that many batch bytes stay in memory (one copy per batch for
+//! all its replicas); the oldest move to one spill file and are read back when fetched (`log/spill.rs`).
+//!
 //! With [`ClusterBuilder::log_dir`] every replica's log is also written through to segment files in Kafka's
 //! format under its own broker's directory, with Kafka's checkpoint files, and a cluster started on the same
 //! directory serves the same topics, configs, records, offsets and log start offsets, with every replica loaded
@@ -150,6 +153,7 @@ pub use config::{ConfigError, TopicConfig};
 pub use coordinator::{GroupSummary, MemberSummary, OffsetSummary};
 pub use disk::StorageError;
 pub use faults::{FaultError, PartitionView};
+pub use log::SpillStats;
 pub use replication::{Isolation, MetadataMode};
 pub use state::{NewTopic, TopicError, MAX_PARTITIONS};
 
@@ -204,6 +208,8 @@ pub struct ClusterBuilder {
     log_defaults: Vec<(String, String)>,
     topics: Vec<NewTopic>,
     log_dir: Option<PathBuf>,
+    /// Memory budget for record batches, and the directory of the spill file for the rest (`log/spill.rs`).
+    log_memory: Option<(u64, PathBuf)>,
 }
 
 impl ClusterBuilder {
@@ -342,6 +348,12 @@ impl ClusterBuilder {
         self
     }
 
+    /// Keeps at most `budget` bytes of record batches in memory; the oldest spill to a file in `dir` (`log/spill.rs`).
+    pub fn log_memory_budget(&mut self, budget: u64, dir: impl Into<PathBuf>) -> &mut Self {
+        self.log_memory = Some((budget, dir.into()));
+        self
+    }
+
     /// Binds every broker's listener, starts serving, and creates the configured topics.
     pub async fn start(&self) -> Result<Cluster, ClusterError> {
         if self.brokers == 0 {
@@ -396,9 +408,14 @@ impl ClusterBuilder {
             }
             None => None,
         };
+        let spill = self.log_memory.as_ref();
+        let spill = spill
+            .map(|(b, dir)| log::SpillStore::new(*b, dir.clone()))
+            .transpose()?;
         let core = Arc::new(
             ClusterCore::new(self.cluster_id.clone(), defaults, clock.clone(), infos)
-                .with_log_dir(log_dir),
+                .with_log_dir(log_dir)
+                .with_spill(spill),
         );
         let loaded = match core.log_dir() {
             Some(dir) => dir.load(&core.cluster_id, &core.defaults.topic, clock.now_ms())?,
@@ -503,6 +520,7 @@ impl Cluster {
             log_defaults: Vec::new(),
             topics: Vec::new(),
             log_dir: None,
+            log_memory: None,
         }
     }
 

@@ -142,7 +142,14 @@ impl ProducerStates {
     pub(crate) fn rebuild(log: &Log) -> ProducerStates {
         let mut states = ProducerStates::default();
         for stored in log.batches_from(log.log_start_offset(), usize::MAX) {
-            if let Some(batch) = ProducerBatch::of(&stored.data) {
+            let bytes = match stored.data.get() {
+                Ok(bytes) => bytes,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read a batch back; its producer state is not restored");
+                    continue;
+                }
+            };
+            if let Some(batch) = ProducerBatch::of(&bytes) {
                 states.record(&batch, stored.base_offset, stored.last_offset);
             }
         }

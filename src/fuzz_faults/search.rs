@@ -503,6 +503,7 @@ mod tests {
                 history,
                 FinalStates::default(),
                 &liveness,
+                None,
             );
             (backend, outcome)
         };

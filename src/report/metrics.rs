@@ -31,6 +31,21 @@ pub struct Metrics {
     /// sent before a delivery, minus the delivery's offset. Send time stands in for append time, so this
     /// slightly over-counts under load; it is a gauge for sweeps, not an invariant.
     pub max_consumer_lag: Option<u64>,
+    /// Embedded only, when record batches went past the cluster's memory budget (`[topology] log_memory`): how
+    /// much of them the spill file held.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_spill: Option<LogSpill>,
+}
+
+/// What the embedded cluster's spill file held over a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct LogSpill {
+    /// The most record batch bytes in the file at once (the disk it needed).
+    pub peak_bytes: u64,
+    /// Bytes ever written to it.
+    pub written_bytes: u64,
+    /// Bytes read back from it: fetches and replication of what had left memory.
+    pub read_bytes: u64,
 }
 
 impl Metrics {
@@ -53,6 +68,7 @@ impl Metrics {
             consumed_records_per_s: rate(history.consumed.len() as u64, consumed_times),
             latency_ms,
             max_consumer_lag: max_lag(history),
+            log_spill: None,
         }
     }
 }

@@ -19,7 +19,7 @@ use crate::check::{Analysis, Liveness};
 use crate::history::{FaultPhase, History};
 use crate::scenario::{Count, Expect, FinalState};
 
-pub use metrics::{Latency, Metrics};
+pub use metrics::{Latency, LogSpill, Metrics};
 
 /// How the run was driven, which decides what in it is repeatable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

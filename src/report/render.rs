@@ -254,6 +254,16 @@ fn metrics_lines(out: &mut String, r: &Report) {
         }
         None => out.push_str("consumer lag  n/a\n"),
     }
+    if let Some(spill) = &m.log_spill {
+        let mib = |b: u64| b as f64 / (1u64 << 20) as f64;
+        let _ = writeln!(
+            out,
+            "log spill     {:.1} MiB of record batches on disk at most past the memory budget ({:.1} MiB written, {:.1} MiB read back)",
+            mib(spill.peak_bytes),
+            mib(spill.written_bytes),
+            mib(spill.read_bytes)
+        );
+    }
 }
 
 fn change(c: &ChangeRef) -> String {

@@ -198,6 +198,7 @@ pub(crate) async fn drive<T: Topology>(
     let images = capture.final_images().await;
     let acknowledged = capture.finish(&ends, &recorder).await;
     let cluster_events = topology.cluster_events().await;
+    let log_memory = topology.log_memory();
     phase("capture and cluster-event feed stopped");
 
     let images = images?;
@@ -222,7 +223,9 @@ pub(crate) async fn drive<T: Topology>(
     // Judging indexes the whole history: the row images the run no longer needs (the sink's, the source's final
     // ones) go first, so the peak is not their sum.
     drop((images, sink, foreign));
-    Ok(judge(scenario, options, wall, history, finals, &liveness))
+    Ok(judge(
+        scenario, options, wall, history, finals, &liveness, log_memory,
+    ))
 }
 
 /// Real clock: commits each operation at its time (the generator's commit times, `rate` per second).

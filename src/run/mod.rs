@@ -33,13 +33,13 @@ use std::time::Instant;
 pub use crate::topology::local::LocalSession;
 pub use session::Session;
 
-use crate::broker::ClusterError;
+use crate::broker::{ClusterError, SpillStats};
 use crate::cdc::CdcError;
 use crate::check::{self, Analysis, FinalStates, Liveness};
 use crate::history::History;
 use crate::nemesis::NemesisError;
 use crate::pipeline::PipelineError;
-use crate::report::{Report, RunInfo, RunMode};
+use crate::report::{LogSpill, Report, RunInfo, RunMode};
 use crate::scenario::Scenario;
 use crate::source::SourceError;
 
@@ -146,6 +146,7 @@ pub(crate) fn judge(
     history: History,
     finals: FinalStates,
     liveness: &Liveness,
+    log_memory: Option<SpillStats>,
 ) -> RunOutcome {
     let analysis = check::all(&history, &finals, liveness);
     // A virtual clock alone does not make exact counts repeatable (threads and sockets still decide batch
@@ -163,7 +164,14 @@ pub(crate) fn judge(
         harness_version: env!("CARGO_PKG_VERSION").to_string(),
         wall_ms: wall.elapsed().as_millis() as u64,
     };
-    let report = Report::new(info, &scenario.expectations(), &analysis, &history);
+    let mut report = Report::new(info, &scenario.expectations(), &analysis, &history);
+    report.metrics.log_spill = log_memory
+        .filter(|m| m.written_bytes > 0)
+        .map(|m| LogSpill {
+            peak_bytes: m.peak_spilled_bytes,
+            written_bytes: m.written_bytes,
+            read_bytes: m.read_bytes,
+        });
     RunOutcome {
         report,
         history,

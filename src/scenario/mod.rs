@@ -34,7 +34,7 @@ pub use expect::{Count, CountVar, Expect, FinalState, Relation};
 pub use images::ImageChoices;
 pub use pipeline::{Assignment, Assignor, CommitPolicy, ConsumerEvent, EventKind, Pipeline, Sink};
 pub use target::FaultTarget;
-pub use units::{Bytes, Millis};
+pub use units::{Bytes, Millis, DEFAULT_LOG_MEMORY};
 pub(crate) use validate::fault_problems;
 
 /// A scenario error with its place in the file.
@@ -122,6 +122,10 @@ pub struct Topology {
     /// `[topology.images]`: images the containers backend runs instead of those it builds on this machine.
     #[serde(skip_serializing_if = "ImageChoices::is_empty")]
     pub images: ImageChoices,
+    /// Embedded only: record batch bytes the cluster keeps in memory over all brokers; older batches go to a spill
+    /// file in the temporary directory. `"unlimited"` keeps everything in memory.
+    #[serde(skip_serializing_if = "Bytes::is_default_log_memory")]
+    pub log_memory: Bytes,
 }
 
 impl Default for Topology {
@@ -133,6 +137,7 @@ impl Default for Topology {
             clock: ClockMode::Real,
             deterministic: false,
             images: ImageChoices::default(),
+            log_memory: DEFAULT_LOG_MEMORY,
         }
     }
 }

@@ -16,6 +16,15 @@ pub struct Millis(pub u64);
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
 pub struct Bytes(pub i64);
 
+/// The embedded cluster's default memory budget for record batches (`[topology] log_memory`).
+pub const DEFAULT_LOG_MEMORY: Bytes = Bytes(256 << 20);
+
+impl Bytes {
+    pub(crate) fn is_default_log_memory(&self) -> bool {
+        *self == DEFAULT_LOG_MEMORY
+    }
+}
+
 const DURATION_UNITS: &[(&str, u64)] = &[
     ("d", 86_400_000),
     ("h", 3_600_000),

@@ -41,6 +41,10 @@ impl Topology for EmbeddedTopology {
         true
     }
 
+    fn log_memory(&self) -> Option<crate::broker::SpillStats> {
+        self.cluster.log_memory()
+    }
+
     async fn start(scenario: &Scenario) -> Result<Self, RunError> {
         let clock = match scenario.topology.clock {
             ClockMode::Real => Clock::real(),
@@ -64,6 +68,9 @@ impl Topology for EmbeddedTopology {
             // scenario finishes in minutes); on a real clock the embedded cluster does the same, so a retention
             // scenario means the same on both. A virtual clock keeps Kafka's default: time is cheap there.
             builder.retention_check_interval(REAL_CLOCK_RETENTION_CHECK);
+        }
+        if let Ok(budget) = u64::try_from(scenario.topology.log_memory.0) {
+            builder.log_memory_budget(budget, std::env::temp_dir());
         }
         let cluster = builder.start().await?;
         Ok(EmbeddedTopology {

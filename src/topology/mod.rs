@@ -101,6 +101,11 @@ pub trait Topology: BrokerFaults + Sized + Sync {
 
     /// Stops every service; a failure to stop is logged, not returned.
     async fn shutdown(self);
+
+    /// The embedded cluster's record batch memory and spill file (other backends: none).
+    fn log_memory(&self) -> Option<crate::broker::SpillStats> {
+        None
+    }
 }
 
 /// Runs `scenario` on a topology of its backend started for it, and stops the topology afterwards (also on

@@ -510,3 +510,23 @@ pub fn with_backends(text: &str, list: &[&str]) -> String {
         })
         .collect()
 }
+
+/// The embedded cluster's record batch memory once its spilling thread has brought it within `budget` (it spills
+/// off the produce path); panics after 10 s.
+pub async fn log_memory_within(
+    cluster: &openmrs_etl_harness::broker::Cluster,
+    budget: u64,
+) -> openmrs_etl_harness::broker::SpillStats {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let stats = cluster.log_memory().expect("a memory budget was set");
+        if stats.resident_bytes <= budget {
+            return stats;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never within {budget} bytes: {stats:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}

@@ -15,6 +15,7 @@ use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, Partition
 use kafka_protocol::messages::{BrokerId as WireBrokerId, FetchRequest, FetchResponse};
 
 use super::BrokerContext;
+use crate::broker::log::ReadError;
 use crate::broker::state::Topic;
 
 /// Longest a fetch may park the connection, whatever the client asks for.
@@ -128,10 +129,15 @@ fn read(
                     remaining = remaining.saturating_sub(read.bytes);
                     partitions.push(response.with_records(Some(read.records.unwrap_or_default())));
                 }
-                Err(_) => {
+                Err(ReadError::OutOfRange) => {
                     has_error = true;
                     partitions
                         .push(response.with_error_code(ResponseError::OffsetOutOfRange.code()));
+                }
+                Err(ReadError::Storage(e)) => {
+                    tracing::warn!(error = %e, "fetch: a batch could not be read back");
+                    has_error = true;
+                    partitions.push(offsets_unknown(response, ResponseError::KafkaStorageError));
                 }
             }
         }

@@ -179,7 +179,12 @@ pub(super) fn load(
         .map(|log| log.batches_from(log.log_start_offset(), usize::MAX))
         .unwrap_or_default();
     for stored in batches {
-        let Ok(set) = RecordBatchDecoder::decode(&mut stored.data.clone()) else {
+        let Some(set) = stored
+            .data
+            .get()
+            .ok()
+            .and_then(|mut bytes| RecordBatchDecoder::decode(&mut bytes).ok())
+        else {
             tracing::warn!(
                 partition = index,
                 "skipping an unreadable batch of {OFFSETS_TOPIC}"

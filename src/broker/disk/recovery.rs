@@ -17,7 +17,7 @@ use super::{
 };
 use crate::broker::batch;
 use crate::broker::config::TopicConfig;
-use crate::broker::log::{Log, StoredBatch};
+use crate::broker::log::{BatchBytes, Log, StoredBatch};
 use crate::broker::BrokerId;
 
 impl DiskLog {
@@ -177,7 +177,7 @@ fn read_segment(
             base_offset,
             last_offset,
             max_timestamp,
-            data: data.slice(position..position + len),
+            data: BatchBytes::memory(data.slice(position..position + len)),
         });
         expected = last_offset + 1;
         position += len;

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use bytes::Bytes;
 
-use super::{DecodedBatch, Log, OffsetOutOfRange, StoredBatch};
+use super::{BatchBytes, DecodedBatch, Log, OffsetOutOfRange, StoredBatch};
 use crate::broker::batch;
 use crate::history::{ClusterEventKind, DeletionReason, RollReason};
 
@@ -163,9 +163,12 @@ impl Log {
             let mut per_batch = Vec::with_capacity(segment.batches.len());
             for stored in &segment.batches {
                 // A batch the cleaner cannot read (it passed the CRC check, so this is a client's bug) is kept as is.
-                let parsed = batch::records(&stored.data)
-                    .ok()
-                    .filter(|(h, _)| !h.is_control());
+                let parsed = stored.data.get().ok().and_then(|bytes| {
+                    batch::records(&bytes)
+                        .ok()
+                        .filter(|(h, _)| !h.is_control())
+                        .map(|(_, records)| (bytes, records))
+                });
                 if let Some((_, records)) = &parsed {
                     for record in records {
                         if let Some(key) = &record.key {
@@ -186,7 +189,7 @@ impl Log {
             let removed_before = removed;
             let mut kept_batches = Vec::with_capacity(segment.batches.len());
             for (stored, parsed) in segment.batches.drain(..).zip(per_batch) {
-                let Some((_, records)) = parsed else {
+                let Some((original, records)) = parsed else {
                     kept_batches.push(stored);
                     continue;
                 };
@@ -214,7 +217,8 @@ impl Log {
                 if kept.len() == total {
                     kept_batches.push(stored);
                 } else if !kept.is_empty() {
-                    let data = batch::rebuild_with(&stored.data, &kept);
+                    let data = batch::rebuild_with(&original, &kept);
+                    let data = BatchBytes::new(data, self.spill.as_ref());
                     kept_batches.push(StoredBatch { data, ..stored });
                 }
             }
@@ -244,7 +248,15 @@ impl Log {
                 .iter()
                 .filter(|s| rewritten.contains(&s.base_offset))
             {
-                disk.rewrite_segment(segment.base_offset, segment.batches.iter().map(|b| &b.data));
+                let bytes: Result<Vec<Bytes>, _> =
+                    segment.batches.iter().map(|b| b.data.get()).collect();
+                match bytes {
+                    Ok(bytes) => disk.rewrite_segment(segment.base_offset, bytes.iter()),
+                    Err(e) => tracing::warn!(
+                        error = %e,
+                        "cannot read a compacted batch back; its segment file is not rewritten"
+                    ),
+                }
             }
         }
         if removed > 0 {

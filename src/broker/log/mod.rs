@@ -10,6 +10,7 @@
 //! compaction, truncation, reset, log start offset); see `disk/` for the files and the recovery rule.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 
@@ -19,14 +20,19 @@ use super::disk::{DiskLog, StorageError};
 use crate::history::{ClusterEventKind, RollReason};
 
 mod cleanup;
+mod spill;
 
-/// A stored record batch; `data` is the batch exactly as produced except base offset and partition leader epoch.
+pub use spill::SpillStats;
+pub(crate) use spill::{BatchBytes, SpillStore};
+
+/// A stored record batch; `data` is the batch exactly as produced except base offset and partition leader epoch,
+/// in memory or in the cluster's spill file (see [`spill`]).
 #[derive(Clone, Debug)]
 pub(crate) struct StoredBatch {
     pub base_offset: i64,
     pub last_offset: i64,
     pub max_timestamp: i64,
-    pub data: Bytes,
+    pub data: BatchBytes,
 }
 
 #[derive(Debug)]
@@ -71,13 +77,22 @@ impl Segment {
 }
 
 /// A batch's records as the cleaner read them; `None` for batches it leaves alone.
-type DecodedBatch = Option<(BatchHeader, Vec<batch::RecordView>)>;
+type DecodedBatch = Option<(Bytes, Vec<batch::RecordView>)>;
 
 /// An offset outside `[log start offset, log end offset]`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct OffsetOutOfRange {
     pub log_start_offset: i64,
     pub log_end_offset: i64,
+}
+
+/// Why a read gave no records.
+#[derive(Debug)]
+pub(crate) enum ReadError {
+    /// The offset is outside `[log start offset, log end offset]`.
+    OutOfRange,
+    /// A batch could not be read back from the spill file.
+    Storage(StorageError),
 }
 
 /// The result of a read: the batches' bytes and the partition's offsets at the time of the read.
@@ -100,6 +115,8 @@ pub(crate) struct Log {
     tombstones_cleaned_at: HashMap<i64, i64>,
     /// The files this log is written through to, when the cluster has a log directory.
     disk: Option<DiskLog>,
+    /// Where the bytes of this log's batches go past the cluster's memory budget, when it has one.
+    spill: Option<Arc<SpillStore>>,
 }
 
 impl Log {
@@ -114,7 +131,14 @@ impl Log {
             high_watermark: 0,
             tombstones_cleaned_at: HashMap::new(),
             disk: None,
+            spill: None,
         }
+    }
+
+    /// Keeps the bytes of batches appended from now on under `spill`'s memory budget.
+    pub(crate) fn with_spill(mut self, spill: Option<Arc<SpillStore>>) -> Log {
+        self.spill = spill;
+        self
     }
 
     /// A log read back from its files: `segments` as (base offset, batches), oldest first. The high watermark starts
@@ -211,15 +235,16 @@ impl Log {
     ) -> Result<i64, StorageError> {
         let base_offset = self.log_end_offset;
         self.roll_if_needed(data.len() as i64, header.max_timestamp, now_ms, events);
+        let data = batch::with_offset_and_epoch(data, base_offset, leader_epoch);
+        if let Some(disk) = &mut self.disk {
+            disk.append(&data)?;
+        }
         let stored = StoredBatch {
             base_offset,
             last_offset: base_offset + header.last_offset_delta as i64,
             max_timestamp: header.max_timestamp,
-            data: batch::with_offset_and_epoch(data, base_offset, leader_epoch),
+            data: BatchBytes::new(data, self.spill.as_ref()),
         };
-        if let Some(disk) = &mut self.disk {
-            disk.append(&stored.data)?;
-        }
         self.log_end_offset = stored.last_offset + 1;
         self.active().push(stored);
         Ok(base_offset)
@@ -271,7 +296,10 @@ impl Log {
             events,
         );
         if let Some(disk) = &mut self.disk {
-            if disk.append(&stored.data).is_err() {
+            let Ok(data) = stored.data.get() else {
+                return false;
+            };
+            if disk.append(&data).is_err() {
                 return false;
             }
         }
@@ -377,12 +405,12 @@ impl Log {
         }
     }
 
-    /// Address and length of every stored batch's buffer (to measure how much replicas share).
+    /// Identity and length of every stored batch's bytes (to measure how much replicas share).
     pub(crate) fn buffers(&self) -> impl Iterator<Item = (usize, usize)> + '_ {
         self.segments
             .iter()
             .flat_map(|s| s.batches.iter())
-            .map(|b| (b.data.as_ptr() as usize, b.data.len()))
+            .map(|b| (b.data.id(), b.data.len()))
     }
 
     /// Base offset of the active segment: Kafka flushes a segment when it rolls, so a machine crash with the default
@@ -414,14 +442,11 @@ impl Log {
         offset: i64,
         max_bytes: usize,
         upper: i64,
-    ) -> Result<ReadResult, OffsetOutOfRange> {
+    ) -> Result<ReadResult, ReadError> {
         if offset < self.log_start_offset || offset > self.log_end_offset {
-            return Err(OffsetOutOfRange {
-                log_start_offset: self.log_start_offset,
-                log_end_offset: self.log_end_offset,
-            });
+            return Err(ReadError::OutOfRange);
         }
-        let mut picked: Vec<&Bytes> = Vec::new();
+        let mut picked: Vec<Bytes> = Vec::new();
         let mut total = 0usize;
         // First segment that may hold `offset`: the last one whose base offset is ≤ offset.
         let first = self
@@ -438,16 +463,16 @@ impl Log {
                     break 'segments;
                 }
                 total += stored.data.len();
-                picked.push(&stored.data);
+                picked.push(stored.data.get().map_err(ReadError::Storage)?);
             }
         }
         let records = match picked.len() {
             0 => None,
-            1 => Some(picked[0].clone()),
+            1 => picked.pop(),
             _ => {
                 let mut buf = BytesMut::with_capacity(total);
                 for data in picked {
-                    buf.extend_from_slice(data);
+                    buf.extend_from_slice(&data);
                 }
                 Some(buf.freeze())
             }
@@ -465,7 +490,7 @@ impl Log {
             .iter()
             .flat_map(|s| s.batches.iter())
             .find(|b| b.max_timestamp >= timestamp && b.last_offset >= self.log_start_offset)?;
-        let (_, records) = batch::records(&candidate.data).ok()?;
+        let (_, records) = batch::records(&candidate.data.get().ok()?).ok()?;
         records
             .iter()
             .find(|r| r.timestamp >= timestamp && r.offset >= self.log_start_offset)
@@ -481,7 +506,7 @@ impl Log {
             }
         }
         let best = best?;
-        let (_, records) = batch::records(&best.data).ok()?;
+        let (_, records) = batch::records(&best.data.get().ok()?).ok()?;
         records
             .iter()
             .find(|r| r.timestamp == best.max_timestamp)

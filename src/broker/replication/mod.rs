@@ -364,8 +364,15 @@ pub(crate) fn fetch_once(
         let f = &mut state.replicas[fi];
         let mut ignored = Vec::new();
         for stored in batches {
-            let epoch = batch_epoch(&stored.data);
-            let producer = ProducerBatch::of(&stored.data);
+            let bytes = match stored.data.get() {
+                Ok(bytes) => bytes,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read a batch to replicate; the follower waits");
+                    break;
+                }
+            };
+            let epoch = batch_epoch(&bytes);
+            let producer = ProducerBatch::of(&bytes);
             let (base, last) = (stored.base_offset, stored.last_offset);
             if !f.log.append_replica(stored, now_ms, &mut ignored) {
                 break;

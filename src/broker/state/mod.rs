@@ -15,7 +15,7 @@ use uuid::Uuid;
 
 use super::config::{BrokerDefaults, TopicConfig};
 use super::disk::{Loaded, LoadedPartition, LogDir, OffsetCheckpoint, StorageError};
-use super::log::Log;
+use super::log::{Log, SpillStore};
 use super::replication::{advance_high_watermark, BrokerLiveness, Replica};
 use super::BrokerId;
 use crate::clock::Clock;
@@ -114,6 +114,8 @@ pub(crate) struct ClusterCore {
     appended: watch::Sender<u64>,
     /// Where logs and topic metadata are written through to, if anywhere.
     log_dir: Option<LogDir>,
+    /// The memory budget for record batch bytes and where the rest goes, when the cluster has one.
+    spill: Option<Arc<SpillStore>>,
     /// Each broker's process and network state and the controller's view of it, in broker order.
     liveness: Mutex<Vec<BrokerLiveness>>,
     /// Bumped whenever `liveness` changes, so held connections re-check.
@@ -151,6 +153,7 @@ impl ClusterCore {
             events: Mutex::new(Vec::new()),
             appended: watch::Sender::new(0),
             log_dir: None,
+            spill: None,
             liveness: Mutex::new(liveness),
             liveness_changed: watch::Sender::new(0),
             next_producer_id: AtomicI64::new(0),
@@ -201,6 +204,16 @@ impl ClusterCore {
         self
     }
 
+    /// Keeps batch bytes under `spill`'s memory budget from now on.
+    pub(crate) fn with_spill(mut self, spill: Option<Arc<SpillStore>>) -> ClusterCore {
+        self.spill = spill;
+        self
+    }
+
+    pub(crate) fn spill(&self) -> Option<&Arc<SpillStore>> {
+        self.spill.as_ref()
+    }
+
     pub(crate) fn log_dir(&self) -> Option<&LogDir> {
         self.log_dir.as_ref()
     }
@@ -219,8 +232,15 @@ impl ClusterCore {
                 .into_iter()
                 .enumerate()
                 .map(|(index, p)| {
-                    let state =
-                        restore_partition(p, &topic.name, index as i32, min_isr, now, &mut events);
+                    let state = restore_partition(
+                        p,
+                        &topic.name,
+                        index as i32,
+                        min_isr,
+                        now,
+                        self.spill.as_ref(),
+                        &mut events,
+                    );
                     Arc::new(Partition {
                         index: index as i32,
                         state: Mutex::new(state),
@@ -410,6 +430,7 @@ fn restore_partition(
     index: i32,
     min_insync_replicas: i64,
     now_ms: i64,
+    spill: Option<&Arc<SpillStore>>,
     events: &mut Vec<ClusterEventKind>,
 ) -> PartitionState {
     let stored_epoch = p.leader_epoch;
@@ -428,7 +449,8 @@ fn restore_partition(
             // Written before leader-epoch checkpoints existed: one epoch from the log start.
             epochs.push((stored_epoch, loaded.log.log_start_offset()));
         }
-        let mut replica = Replica::restored(loaded.broker, loaded.log, epochs);
+        let log = loaded.log.with_spill(spill.cloned());
+        let mut replica = Replica::restored(loaded.broker, log, epochs);
         let hw = loaded
             .high_watermark
             .unwrap_or(replica.log.log_start_offset());

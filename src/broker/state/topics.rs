@@ -224,8 +224,9 @@ impl ClusterCore {
                 let replicas = assignment
                     .iter()
                     .map(|&broker| {
-                        let mut replica =
-                            Replica::new(broker, Log::new(&spec.name, index, config.clone(), now));
+                        let log = Log::new(&spec.name, index, config.clone(), now)
+                            .with_spill(self.spill.clone());
+                        let mut replica = Replica::new(broker, log);
                         // As a new leader does (Kafka resets followers' caught-up time), count every
                         // replica as caught up at creation, not at the epoch of the clock.
                         replica.last_caught_up_ms = now;
