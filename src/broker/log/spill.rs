@@ -229,46 +229,46 @@ impl SpillStore {
         }
     }
 
-    /// Moves the oldest in-memory batches to the file until the resident bytes are within the budget.
+    /// Moves the oldest in-memory batches to the file until the resident bytes are within the budget. The queue's
+    /// lock is held only to take the next batch and its place in the file, never across a write, so appends (which
+    /// take it to enqueue) do not wait for the disk.
     pub(crate) fn spill_past_budget(&self) {
-        if self.failed.load(Ordering::Relaxed) {
-            return;
-        }
-        let mut queue = lock(&self.queue);
-        // Handles taken here are dropped after the queue's lock (a last handle's drop counts in the atomics only,
-        // but keeping drops outside the lock leaves no doubt).
-        let mut held = Vec::new();
-        while self.resident.load(Ordering::Relaxed) > self.budget {
-            let Some(oldest) = queue.order.pop_front() else {
-                break;
-            };
-            let Some(oldest) = oldest.upgrade() else {
-                continue;
+        while !self.failed.load(Ordering::Relaxed)
+            && self.resident.load(Ordering::Relaxed) > self.budget
+        {
+            let (oldest, at) = {
+                let mut queue = lock(&self.queue);
+                let Some(oldest) = queue.order.pop_front() else {
+                    return;
+                };
+                // A batch already gone (retention, truncation) or spilled takes no place in the file.
+                let Some(oldest) = oldest.upgrade() else {
+                    continue;
+                };
+                if !matches!(&*lock(&oldest.place), Place::Memory(_)) {
+                    continue;
+                }
+                let at = queue.end;
+                queue.end += oldest.len as u64;
+                (oldest, at)
             };
             let mut place = lock(&oldest.place);
             if let Place::Memory(bytes) = &*place {
-                let at = queue.end;
                 if let Err(e) = self.file.write_all_at(bytes, at) {
                     tracing::warn!(dir = %self.dir.display(), error = %e, "cannot write the batch spill file; batches stay in memory from now on");
                     self.failed.store(true, Ordering::Relaxed);
-                    drop(place);
-                    queue.order.push_front(Arc::downgrade(&oldest));
-                    held.push(oldest);
-                    break;
+                    return;
                 }
-                let len = bytes.len() as u64;
+                let len = oldest.len as u64;
                 *place = Place::Spilled(at);
-                queue.end += len;
                 self.resident.fetch_sub(len, Ordering::Relaxed);
                 let spilled = self.spilled.fetch_add(len, Ordering::Relaxed) + len;
                 self.peak_spilled.fetch_max(spilled, Ordering::Relaxed);
                 self.written.fetch_add(len, Ordering::Relaxed);
             }
+            // `oldest` may be the batch's last handle; it drops after this, with no lock held.
             drop(place);
-            held.push(oldest);
         }
-        drop(queue);
-        drop(held);
     }
 
     fn read(&self, at: u64, len: usize) -> Result<Bytes, StorageError> {
