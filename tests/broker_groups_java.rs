@@ -309,6 +309,9 @@ async fn script(java: &Java, bootstrap: &str, assignor: &str) -> Vec<(String, Ve
     settled(&[&a, &c], "c back").await;
     let b_seen = b.observed();
     let c_seen = c.exit().await;
+    // c's leaving starts one more rebalance: a takes it before closing, on both brokers alike (closing at once
+    // raced it: whether a saw that generation depended on its next heartbeat).
+    settled(&[&a], "c left").await;
     let a_seen = a.exit().await;
     vec![
         ("a".to_string(), a_seen),
