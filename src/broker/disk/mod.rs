@@ -147,7 +147,7 @@ pub enum StorageError {
     },
 }
 
-fn io_error<'a>(
+pub(crate) fn io_error<'a>(
     action: &'static str,
     path: &'a Path,
 ) -> impl FnOnce(std::io::Error) -> StorageError + 'a {

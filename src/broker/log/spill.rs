@@ -23,7 +23,7 @@ use std::sync::{Arc, Mutex, Weak};
 
 use bytes::Bytes;
 
-use crate::broker::disk::StorageError;
+use crate::broker::disk::{io_error, StorageError};
 
 /// A stored batch's bytes: in memory, or in the cluster's spill file.
 #[derive(Clone)]
@@ -165,12 +165,8 @@ struct Queue {
 impl SpillStore {
     /// A store keeping at most `budget` bytes of batches in memory, spilling the rest to an unnamed file in `dir`.
     pub(crate) fn new(budget: u64, dir: PathBuf) -> Result<Arc<SpillStore>, StorageError> {
-        let file = tempfile::tempfile_in(&dir).map_err(|e| StorageError::Io {
-            action: "create the batch spill file in",
-            path: dir.clone(),
-            kind: e.kind(),
-            message: e.to_string(),
-        })?;
+        let file = tempfile::tempfile_in(&dir)
+            .map_err(io_error("create the batch spill file in", &dir))?;
         let (wake, woken) = sync_channel::<()>(1);
         let store = Arc::new(SpillStore {
             budget,
@@ -199,12 +195,7 @@ impl SpillStore {
                     store.spill_past_budget();
                 }
             })
-            .map_err(|e| StorageError::Io {
-                action: "start the spilling thread for",
-                path: dir.clone(),
-                kind: e.kind(),
-                message: e.to_string(),
-            })?;
+            .map_err(io_error("start the spilling thread for", &dir))?;
         Ok(store)
     }
 
@@ -222,7 +213,14 @@ impl SpillStore {
     fn admit(&self, cell: &Arc<Cell>) {
         let resident =
             self.resident.fetch_add(cell.len as u64, Ordering::Relaxed) + cell.len as u64;
-        lock(&self.queue).order.push_back(Arc::downgrade(cell));
+        let mut queue = lock(&self.queue);
+        // Batches dropped while still in memory (retention, truncation, compaction) leave the front as they go, so
+        // a run that never spills does not keep an entry for every batch it ever appended.
+        while queue.order.front().is_some_and(|w| w.strong_count() == 0) {
+            queue.order.pop_front();
+        }
+        queue.order.push_back(Arc::downgrade(cell));
+        drop(queue);
         if resident > self.budget && !self.failed.load(Ordering::Relaxed) {
             // A full channel means a wake-up is already pending.
             let _ = self.wake.try_send(());
@@ -273,14 +271,10 @@ impl SpillStore {
 
     fn read(&self, at: u64, len: usize) -> Result<Bytes, StorageError> {
         let mut buf = vec![0u8; len];
-        self.file
-            .read_exact_at(&mut buf, at)
-            .map_err(|e| StorageError::Io {
-                action: "read a batch back from the spill file in",
-                path: self.dir.clone(),
-                kind: e.kind(),
-                message: e.to_string(),
-            })?;
+        self.file.read_exact_at(&mut buf, at).map_err(io_error(
+            "read a batch back from the spill file in",
+            &self.dir,
+        ))?;
         self.read.fetch_add(len as u64, Ordering::Relaxed);
         Ok(Bytes::from(buf))
     }
